@@ -1,0 +1,148 @@
+"""``etalage build``: events in, the recommendation tables out, in a new warehouse file.
+
+The steps, in order, each a file in ``sql/`` unless noted:
+
+1. find and check the event files (``engine.ingest``), map them
+   (``mapped_events``), keep the unflagged ones (``events``) and count the rest
+   (``ingest_stats``); load the catalogue (``products``);
+2. ``session_items``, ``item_counts``, ``tenant_sessions``;
+3. ``ranked_pairs``: by the Numba kernel (default) or by the SQL self-join
+   (``pair_counts`` then ``ranked_pairs.sql``, ``pairs="sql"``);
+4. ``popular``, then ``itemitem``;
+5. a row in ``builds``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Literal, Protocol
+
+import duckdb
+
+from engine import ingest, sqlfiles, warehouse
+from engine.config import Config
+from engine.udfs import cooccurrence
+
+PUBLISHED_TABLES = ("events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions", "itemitem")
+"""Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
+
+
+class Reporter(Protocol):
+    """Where a build tells what it is doing: the CLI prints it, tests ignore it."""
+
+    def step(self, name: str) -> contextmanager: ...
+
+    def files(self, total: int) -> contextmanager: ...
+
+
+class Silent:
+    """A :class:`Reporter` that says nothing."""
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict]:
+        yield {}
+
+    @contextmanager
+    def files(self, total: int) -> Iterator:
+        yield lambda path: None
+
+
+@dataclass
+class BuildResult:
+    """What one build read, dropped and wrote."""
+
+    build_id: str
+    warehouse: str
+    files: dict[str, int]
+    ingest: list[dict]
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporter: Reporter | None = None) -> BuildResult:
+    """Run the whole pipeline for ``config`` and atomically replace its warehouse.
+
+    Nothing is written to the live warehouse unless every step succeeds.
+    """
+    reporter = reporter or Silent()
+    started = dt.datetime.now(dt.timezone.utc)
+    build_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    files = ingest.find(config.events)
+    with reporter.files(len(files)) as advance:
+        ingest.check(files, config.events.mapping, advance)
+    result = BuildResult(
+        build_id=build_id,
+        warehouse=str(config.warehouse),
+        files={fmt: len(paths) for fmt, paths in files.by_format().items()},
+        ingest=[],
+    )
+    parameters = config.algorithms.parameters()
+
+    def timed(name: str, create) -> None:
+        begin = time.perf_counter()
+        with reporter.step(name) as info:
+            create()
+            if name in PUBLISHED_TABLES or name == "ranked_pairs":
+                result.rows[name] = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+                info["rows"] = result.rows[name]
+        result.seconds[name] = round(time.perf_counter() - begin, 3)
+
+    with warehouse.rebuild(config.warehouse) as connection:
+        timed("mapped_events", lambda: ingest.map_events(connection, files, config.events.mapping))
+        timed("events", lambda: sqlfiles.create_table(connection, "events"))
+        timed("ingest_stats", lambda: sqlfiles.create_table(connection, "ingest_stats"))
+        connection.execute("DROP TABLE mapped_events")
+        timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
+        for name in ("session_items", "item_counts", "tenant_sessions"):
+            timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
+        timed("ranked_pairs", lambda: _ranked_pairs(connection, pairs, parameters))
+        timed("popular", lambda: sqlfiles.create_table(connection, "popular", parameters, temporary=True))
+        timed("itemitem", lambda: sqlfiles.create_table(connection, "itemitem"))
+        result.ingest = [
+            dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
+            for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
+        ]
+        _record(connection, config, result, started)
+    return result
+
+
+def _ranked_pairs(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict) -> None:
+    if pairs == "sql":
+        sqlfiles.create_table(connection, "pair_counts", parameters, temporary=True)
+        sqlfiles.create_table(connection, "ranked_pairs", parameters, temporary=True)
+        return
+    sqlfiles.create_table(connection, "item_index", temporary=True)
+    items = sqlfiles.query(connection, "item_index").to_arrow_table()
+    baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
+    rows = cooccurrence.ranked_pairs(
+        items, baskets, top_n=parameters["top_n"], min_support=parameters["min_support"]
+    )
+    connection.register("kernel_rows", rows)
+    connection.execute("CREATE TEMPORARY TABLE ranked_pairs AS SELECT * FROM kernel_rows")
+    connection.unregister("kernel_rows")
+
+
+def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
+    """Append this build to the ``builds`` history table."""
+    totals = {key: sum(row[key] for row in result.ingest) for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")}
+    row = {
+        "build_id": result.build_id,
+        "started_at": started.replace(tzinfo=None),
+        "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "config_path": str(config.source) if config.source else None,
+        "parameters": json.dumps(asdict(config.algorithms)),
+        "event_files": sum(result.files.values()),
+        **totals,
+        "itemitem_rows": result.rows.get("itemitem", 0),
+    }
+    sqlfiles.create_table(connection, "build_record", row, table="this_build", temporary=True)
+    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'builds'").fetchone()[0]
+    if exists:
+        connection.execute("INSERT INTO builds BY NAME SELECT * FROM this_build")
+    else:
+        connection.execute("CREATE TABLE builds AS SELECT * FROM this_build")

@@ -1,0 +1,196 @@
+"""The ``etalage.toml`` configuration: where events come from, how they map, and the algorithm knobs.
+
+Every key, its default and its meaning live here and in the README's
+configuration section (a test keeps the two in step). Unknown keys are an
+error rather than a silent default, because a typo in a cron job's config
+would otherwise change recommendations without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DIVOLTE_MAPPING: dict[str, str] = {
+    "event_id": "concat_ws(':', pageViewId, eventType)",
+    "ts": '"timestamp"',
+    "party_id": "partyId",
+    "session_id": "sessionId",
+    "event_type": "eventType",
+    "product_id": "nullif(regexp_extract(location, '/p/([0-9]+)/', 1), '')",
+    "location": "location",
+    "tenant": "regexp_extract(location, '^https?://[^/]*\\.([a-z]+)/', 1)",
+    "is_duplicate": "detectedDuplicate",
+    "is_corrupt": "detectedCorruption",
+}
+"""SQL expressions over Divolte's ``DefaultEventRecord`` columns, one per ``events`` column."""
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or names something that does not exist."""
+
+
+@dataclass(frozen=True)
+class EventSources:
+    """Where the clickstream lives and how its columns become the ``events`` table."""
+
+    avro: tuple[str, ...] = ()
+    parquet: tuple[str, ...] = ()
+    mapping: dict[str, str] = field(default_factory=lambda: dict(DIVOLTE_MAPPING))
+
+
+@dataclass(frozen=True)
+class Algorithms:
+    """Parameters shared by the item-item algorithms."""
+
+    top_n: int = 20
+    min_support: int = 2
+    max_session_items: int = 50
+    look_back_days: int = 0
+    event_types: tuple[str, ...] = ("pageView", "addToCart")
+
+    def parameters(self) -> dict[str, Any]:
+        """The values bound to the ``$name`` parameters of ``sql/`` files."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
+
+    warehouse: Path
+    catalogue: Path
+    events: EventSources
+    algorithms: Algorithms = Algorithms()
+    source: Path | None = None
+
+
+def load(path: Path) -> Config:
+    """Read and check ``path``; raise :class:`ConfigError` with the offending key on any problem."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        msg = f"config file {path} does not exist (create one, or run `etalage generate` for an example)"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as error:
+        msg = f"{path} is not valid TOML: {error}"
+        raise ConfigError(msg) from None
+    return parse(raw, base=path.parent, source=path)
+
+
+def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
+    _known(raw, {"warehouse", "catalogue", "events", "algorithms"}, "")
+    warehouse = _table(raw, "warehouse", {"path"})
+    catalogue = _table(raw, "catalogue", {"path"})
+    events = _table(raw, "events", {"avro", "parquet", "mapping"})
+    algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
+
+    mapping = dict(DIVOLTE_MAPPING)
+    overrides = events.get("mapping", {})
+    _known(overrides, set(DIVOLTE_MAPPING), "events.mapping.")
+    for key, expression in overrides.items():
+        if not isinstance(expression, str) or not expression.strip():
+            msg = f"events.mapping.{key} must be a non-empty SQL expression"
+            raise ConfigError(msg)
+    mapping.update(overrides)
+
+    sources = EventSources(
+        avro=tuple(_globs(events, "avro", base)),
+        parquet=tuple(_globs(events, "parquet", base)),
+        mapping=mapping,
+    )
+    if not sources.avro and not sources.parquet:
+        msg = "events: give at least one glob under `avro` or `parquet`"
+        raise ConfigError(msg)
+
+    return Config(
+        warehouse=base / str(warehouse.get("path", "warehouse.duckdb")),
+        catalogue=base / str(_required(catalogue, "catalogue", "path")),
+        events=sources,
+        algorithms=_algorithms(algorithms),
+        source=source,
+    )
+
+
+def _algorithms(raw: dict[str, Any]) -> Algorithms:
+    values: dict[str, Any] = {}
+    for f in fields(Algorithms):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if f.name == "event_types":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                msg = "algorithms.event_types must be a non-empty list of event type names"
+                raise ConfigError(msg)
+            value = tuple(value)
+        elif not isinstance(value, int) or isinstance(value, bool) or value < _MINIMUM[f.name]:
+            msg = f"algorithms.{f.name} must be an integer >= {_MINIMUM[f.name]}, not {value!r}"
+            raise ConfigError(msg)
+        values[f.name] = value
+    return Algorithms(**values)
+
+
+_MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
+
+
+def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:
+    value = events.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        msg = f"events.{key} must be a glob or a list of globs"
+        raise ConfigError(msg)
+    return [str(base / pattern) for pattern in value]
+
+
+def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        msg = f"[{name}] must be a table"
+        raise ConfigError(msg)
+    _known(value, allowed, f"{name}.")
+    return value
+
+
+def _known(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        msg = f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})"
+        raise ConfigError(msg)
+
+
+def _required(raw: dict[str, Any], table: str, key: str) -> Any:
+    if key not in raw:
+        msg = f"{table}.{key} is required"
+        raise ConfigError(msg)
+    return raw[key]
+
+
+EXAMPLE_TOML = """\
+# etalage configuration for the generated example shop. Paths are relative to this file.
+
+[warehouse]
+path = "warehouse.duckdb"
+
+[catalogue]
+path = "catalogue.parquet"
+
+[events]
+# Divolte's Avro files. The same events are also in events/parquet/ as Parquet;
+# list that glob under `parquet` instead to read them from there.
+avro = ["events/avro/**/*.avro"]
+
+# [events.mapping] overrides the SQL expressions that turn Divolte's columns into
+# the events table; see the README for the defaults.
+
+[algorithms]
+top_n = 20
+min_support = 2
+max_session_items = 50
+look_back_days = 0
+event_types = ["pageView", "addToCart"]
+"""
+"""The config file ``etalage generate`` writes next to the example shop."""

@@ -1,0 +1,360 @@
+"""A synthetic fashion shop: a catalogue and a Divolte clickstream, deterministic from a seed.
+
+Real clickstreams cannot ship with the project, but the recommenders only
+show their worth on data with a real shop's structure, so the generator
+builds that structure in on purpose:
+
+* products belong to a category and, inside it, to a *look* (a few dozen
+  products that are bought in the same mood: same style, mostly one colour);
+  popularity is Zipf-like over looks and inside each look;
+* a session browses mostly inside one look, sometimes wanders to another look
+  of the same category, and now and then to anything popular;
+* visitors come back for several sessions; a few countries (tenants) each
+  sell a subset of the catalogue;
+* noise: non-product pages, add-to-cart events, bot sessions that view
+  hundreds of random products, and events that Divolte flags as duplicate or
+  corrupt (corrupt ones carry a garbled product).
+
+Everything is vectorised with NumPy and Arrow, so 20M events take seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine import divolte
+
+CATEGORIES: dict[str, tuple[float, float]] = {
+    # name: (share of the catalogue, typical price in EUR)
+    "dress": (0.10, 59.0),
+    "jeans": (0.08, 69.0),
+    "shirt": (0.08, 39.0),
+    "t-shirt": (0.10, 19.0),
+    "sweater": (0.07, 49.0),
+    "jacket": (0.05, 99.0),
+    "coat": (0.04, 149.0),
+    "skirt": (0.05, 39.0),
+    "trousers": (0.07, 55.0),
+    "sneakers": (0.08, 89.0),
+    "boots": (0.05, 119.0),
+    "sandals": (0.03, 45.0),
+    "bag": (0.07, 65.0),
+    "scarf": (0.04, 25.0),
+    "hat": (0.03, 22.0),
+    "swimwear": (0.06, 35.0),
+}
+COLOURS = ["black", "white", "navy", "grey", "red", "blue", "green", "beige", "pink", "brown", "yellow", "purple"]
+STYLES = ["slim", "relaxed", "classic", "oversized", "cropped", "vintage", "essential", "soft", "sport", "linen"]
+TENANTS: dict[str, tuple[float, float]] = {
+    # country code (also the shop's top-level domain): (share of the catalogue sold, share of traffic)
+    "nl": (1.00, 0.60),
+    "be": (0.70, 0.25),
+    "de": (0.50, 0.15),
+}
+_BRAND_HEADS = ["Nord", "Vel", "Mar", "Stra", "Lin", "Ko", "Bel", "Ar", "Zee", "Hol", "Dun", "Ev", "Sol", "Tess", "Wil",
+                "Ro", "Fen", "Gra", "Lu", "Ost", "Pel", "Quin", "Ris", "Sa", "Tor", "Ul", "Vin", "Wes", "Yd", "Bram",
+                "Cor", "Dal", "Em", "Fal", "Gil", "Hav", "Isel", "Jor", "Kes", "Lom"]
+_BRAND_TAILS = ["vik", "ena", "ello", "ada", "ora", "sen", "ijn", "ard", "ino", "ette", "ix", "um", "wood", "land", "berg",
+                "mond", "ers", "ia", "ano", "ique", "ey", "o", "a", "is", "ton", "ley", "field", "dale", "more", "ford",
+                "gate", "wick", "stone", "bury", "lyn", "ric", "mar", "vel", "tis", "dor", "ven", "sol", "nes", "rup",
+                "holm", "lund", "hoff", "kamp", "heim", "ville"]
+_DEVICES = [
+    # viewport w, h, screen w, h, UA name, family, vendor, type, version, device, os family, os version, os vendor
+    (390, 664, 390, 844, "Mobile Safari", "Mobile Safari", "Apple Inc.", "Mobile Browser", "17.4", "Smartphone", "iOS", "17.4", "Apple Inc."),
+    (412, 780, 412, 915, "Chrome Mobile", "Chrome Mobile", "Google Inc.", "Mobile Browser", "124.0", "Smartphone", "Android", "14", "Google, Inc."),
+    (1536, 730, 1536, 864, "Chrome", "Chrome", "Google Inc.", "Browser", "124.0", "Personal computer", "Windows", "10", "Microsoft Corporation."),
+    (1440, 789, 1440, 900, "Firefox", "Firefox", "Mozilla Foundation", "Browser", "125.0", "Personal computer", "OS X", "14.4", "Apple Computer, Inc."),
+]
+
+SESSION_LOOK = 0.65
+"""Chance that a product event stays inside the session's look."""
+SESSION_CATEGORY = 0.20
+"""Chance that it wanders to another look of the same category (the rest goes anywhere)."""
+
+
+@dataclass(frozen=True)
+class ShopSpec:
+    """Size and seed of a generated shop. The defaults make the bundled example."""
+
+    products: int = 3_000
+    brands: int = 150
+    events: int = 150_000
+    days: int = 28
+    seed: int = 7
+    start: dt.date = dt.date(2026, 10, 1)
+    look_size: int = 30
+    mean_session_length: float = 6.0
+    bot_share: float = 0.002
+    duplicate_share: float = 0.01
+    corrupt_share: float = 0.005
+    page_share: float = 0.12
+    cart_share: float = 0.06
+
+
+@dataclass(frozen=True)
+class Shop:
+    """A generated shop: catalogue rows per tenant, and Divolte events in time order."""
+
+    catalogue: pa.Table
+    events: pa.Table
+
+
+def generate(spec: ShopSpec) -> Shop:
+    """Generate the catalogue and clickstream described by ``spec``."""
+    rng = np.random.default_rng(spec.seed)
+    products = _products(spec, rng)
+    events = _events(spec, products, rng)
+    return Shop(catalogue=_catalogue(products), events=events)
+
+
+@dataclass(frozen=True)
+class _Products:
+    ids: np.ndarray  # product id strings (7 digits), one per product
+    category: np.ndarray  # index into CATEGORIES
+    look: np.ndarray  # global look index; looks never span categories
+    brand: np.ndarray  # brand name per product
+    colour: np.ndarray
+    style: np.ndarray
+    price: np.ndarray
+    sold_in: dict[str, np.ndarray]  # tenant -> boolean mask
+
+
+def _products(spec: ShopSpec, rng: np.random.Generator) -> _Products:
+    n = spec.products
+    ids = rng.choice(9_000_000, size=n, replace=False) + 1_000_000
+    names = list(CATEGORIES)
+    shares = np.array([share for share, _ in CATEGORIES.values()])
+    category = rng.choice(len(names), size=n, p=shares / shares.sum())
+
+    # Looks: consecutive blocks of look_size products inside each category.
+    look = np.empty(n, dtype=np.int64)
+    next_look = 0
+    for c in range(len(names)):
+        members = np.flatnonzero(category == c)
+        look[members] = next_look + np.arange(members.size) // spec.look_size
+        next_look += -(-members.size // spec.look_size)
+
+    brand_names = np.array(_brand_names(spec.brands, rng))
+    brand_weight = 1.0 / np.arange(1, spec.brands + 1) ** 1.1
+    brand = brand_names[rng.choice(spec.brands, size=n, p=brand_weight / brand_weight.sum())]
+
+    look_colour = rng.integers(len(COLOURS), size=next_look)
+    own_colour = rng.integers(len(COLOURS), size=n)
+    colour = np.where(rng.random(n) < 0.7, look_colour[look], own_colour)
+    style = rng.integers(len(STYLES), size=next_look)[look]
+
+    base = np.array([price for _, price in CATEGORIES.values()])[category]
+    price = np.round(np.maximum(4.0, base * np.exp(0.35 * rng.standard_normal(n)))) - 0.05
+
+    sold_in = {tenant: rng.random(n) < share for tenant, (share, _) in TENANTS.items()}
+    return _Products(
+        ids=np.char.mod("%07d", ids),
+        category=category,
+        look=look,
+        brand=brand,
+        colour=np.array(COLOURS)[colour],
+        style=np.array(STYLES)[style],
+        price=price,
+        sold_in=sold_in,
+    )
+
+
+def _brand_names(count: int, rng: np.random.Generator) -> list[str]:
+    all_names = [head + tail for head in _BRAND_HEADS for tail in _BRAND_TAILS]
+    if count > len(all_names):
+        msg = f"at most {len(all_names)} brand names can be generated, {count} were asked for"
+        raise ValueError(msg)
+    return [all_names[i] for i in rng.choice(len(all_names), size=count, replace=False)]
+
+
+def _catalogue(products: _Products) -> pa.Table:
+    names = np.array(list(CATEGORIES))
+    titles = np.char.add(
+        np.char.add(np.char.add(np.char.add(products.brand, " "), products.style), " "),
+        np.char.add(np.char.add(products.colour, " "), names[products.category]),
+    )
+    parts = []
+    for tenant in TENANTS:
+        sold = products.sold_in[tenant]
+        parts.append(
+            pa.table(
+                {
+                    "tenant": pa.array([tenant] * int(sold.sum()), pa.string()),
+                    "product_id": products.ids[sold],
+                    "title": titles[sold],
+                    "brand": products.brand[sold],
+                    "category": names[products.category[sold]],
+                    "colour": products.colour[sold],
+                    "price": products.price[sold],
+                }
+            )
+        )
+    catalogue = pa.concat_tables(parts)
+    return catalogue.sort_by([("tenant", "ascending"), ("product_id", "ascending")])
+
+
+def _events(spec: ShopSpec, products: _Products, rng: np.random.Generator) -> pa.Table:
+    expected_length = spec.mean_session_length / (1.0 - spec.page_share)
+    total_sessions = max(len(TENANTS), int(spec.events / (expected_length * (1 + spec.duplicate_share))))
+    parts = []
+    first_session = 0
+    for tenant, (_, traffic) in TENANTS.items():
+        sessions = max(1, round(total_sessions * traffic))
+        parts.append(_tenant_events(spec, products, tenant, sessions, first_session, rng))
+        first_session += sessions
+    events = pa.concat_tables(parts)
+    return events.sort_by([("timestamp", "ascending"), ("pageViewId", "ascending")])
+
+
+def _tenant_events(
+    spec: ShopSpec, products: _Products, tenant: str, sessions: int, first_session: int, rng: np.random.Generator
+) -> pa.Table:
+    sold = np.flatnonzero(products.sold_in[tenant])
+    order = np.lexsort((sold, products.look[sold]))
+    members = sold[order]  # products sold here, grouped by look
+    looks, look_start, look_size = np.unique(products.look[members], return_index=True, return_counts=True)
+    look_category = products.category[members[look_start]]
+    category_first_look = np.searchsorted(look_category, np.arange(len(CATEGORIES)))
+    category_looks = np.bincount(look_category, minlength=len(CATEGORIES))
+    look_weight = 1.0 / rng.permutation(np.arange(1, looks.size + 1)) ** 0.9
+    look_cdf = np.cumsum(look_weight) / look_weight.sum()
+
+    def popular_look(k: int) -> np.ndarray:
+        return np.minimum(np.searchsorted(look_cdf, rng.random(k)), looks.size - 1)
+
+    def pick_in_look(look: np.ndarray) -> np.ndarray:
+        position = (look_size[look] * rng.random(look.size) ** 2.0).astype(np.int64)
+        return members[look_start[look] + position]
+
+    # Sessions: a look, a length, a visitor, a start time, a bot flag.
+    bot = rng.random(sessions) < spec.bot_share
+    length = np.where(bot, rng.integers(150, 600, sessions), rng.geometric(1.0 / spec.mean_session_length, sessions))
+    session_look = popular_look(sessions)
+    visitors = max(1, int(sessions / 2.5))
+    visitor = rng.integers(visitors, size=sessions)
+    hour_weight = np.array([1, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 6, 7, 6, 6, 6, 6, 7, 8, 10, 11, 10, 7, 3], dtype=float)
+    start = (
+        np.datetime64(spec.start, "ms")
+        + rng.integers(spec.days, size=sessions).astype("timedelta64[D]")
+        + rng.choice(24, size=sessions, p=hour_weight / hour_weight.sum()).astype("timedelta64[h]")
+        + rng.integers(3_600_000, size=sessions).astype("timedelta64[ms]")
+    )
+
+    # Events: repeat the session attributes, then draw a product per event.
+    n = int(length.sum())
+    session = np.repeat(np.arange(sessions), length)
+    first = np.zeros(n, dtype=bool)
+    first[np.cumsum(length) - length] = True
+    gaps = np.where(first, 0.0, rng.exponential(45_000.0, n))
+    elapsed = np.cumsum(gaps)
+    elapsed -= np.repeat(elapsed[first], length)
+    timestamp = np.repeat(start, length) + elapsed.astype("timedelta64[ms]")
+
+    wander = rng.random(n)
+    look = session_look[session].copy()
+    in_category = (wander >= SESSION_LOOK) & (wander < SESSION_LOOK + SESSION_CATEGORY)
+    category = look_category[look[in_category]]
+    look[in_category] = category_first_look[category] + (
+        category_looks[category] * rng.random(category.size) ** 1.5
+    ).astype(np.int64)
+    anywhere = wander >= SESSION_LOOK + SESSION_CATEGORY
+    look[anywhere] = popular_look(int(anywhere.sum()))
+    product = pick_in_look(look)
+    is_bot_event = bot[session]
+    product[is_bot_event] = rng.choice(members, size=int(is_bot_event.sum()))
+    is_page = (rng.random(n) < spec.page_share) & ~first
+
+    corrupt = rng.random(n) < spec.corrupt_share
+    product[corrupt] = rng.choice(members, size=int(corrupt.sum()))
+    event_type = np.where(~is_page & (rng.random(n) < spec.cart_share), "addToCart", "pageView")
+
+    host = f"https://www.etalage.{tenant}/"
+    names = np.array(list(CATEGORIES))
+    product_page = pc.binary_join_element_wise(
+        host + "p/", products.ids[product], "/", names[products.category[product]], "/", ""
+    )
+    other_page = pc.binary_join_element_wise(host + "c/", names[products.category[product]], "/", "")
+    location = pc.if_else(pa.array(is_page), other_page, product_page)
+    previous = pa.concat_arrays([pa.array([None], pa.string()), location.slice(0, n - 1)])
+    referer = pc.if_else(pa.array(first), pa.scalar(f"https://www.google.{tenant}/"), previous)
+
+    global_session = session + first_session
+    device = visitor % len(_DEVICES)
+    columns = {
+        "detectedDuplicate": np.zeros(n, dtype=bool),
+        "detectedCorruption": corrupt,
+        "firstInSession": first,
+        "timestamp": timestamp,
+        "clientTimestamp": timestamp - rng.integers(0, 2_000, n).astype("timedelta64[ms]"),
+        "remoteHost": _join("203.0.113.", visitor[session] % 254 + 1),
+        "referer": referer,
+        "location": location,
+        **{
+            name: np.array([d[i] for d in _DEVICES], dtype=np.int32)[device[session]]
+            for i, name in enumerate(divolte._SIZES)
+        },
+        "partyId": _join(f"0:{tenant}", visitor[session]),
+        "sessionId": _join("0:s", global_session[session]),
+        "pageViewId": _join(f"0:p{tenant}", np.arange(n)),
+        "eventType": event_type,
+        "userAgentString": np.array([f"Mozilla/5.0 ({d[4]} {d[8]}; {d[10]} {d[11]})" for d in _DEVICES])[
+            device[session]
+        ],
+        **{
+            name: np.array([d[4 + i] for d in _DEVICES])[device[session]]
+            for i, name in enumerate(divolte._USER_AGENT_FIELDS[1:])
+        },
+    }
+    events = pa.table(columns).cast(divolte.ARROW_SCHEMA)
+    duplicate = np.flatnonzero(rng.random(n) < spec.duplicate_share)
+    copies = events.take(duplicate).set_column(
+        0, divolte.ARROW_SCHEMA.field("detectedDuplicate"), pa.array(np.ones(duplicate.size, dtype=bool))
+    )
+    return pa.concat_tables([events, copies])
+
+
+def _join(prefix: str, numbers: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(prefix, pa.array(numbers).cast(pa.string()), "")
+
+
+def write_shop(
+    shop: Shop,
+    directory: Path,
+    formats: tuple[str, ...] = ("avro", "parquet"),
+    progress: Callable[[int], None] = lambda done: None,
+) -> None:
+    """Write ``shop`` under ``directory`` the way the shop's pipeline would find it.
+
+    * ``catalogue.parquet``: one row per product and tenant;
+    * ``events/avro/YYYY/MM/DD/HH/divolte-tracking-*.avro``: hour-partitioned
+      like Divolte's HDFS sink;
+    * ``events/parquet/date=YYYY-MM-DD/events.parquet``: the same events as
+      Parquet, one file per day.
+
+    ``progress`` is called with the number of events written so far.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(shop.catalogue, directory / "catalogue.parquet")
+    hours = pc.floor_temporal(shop.events.column("timestamp"), unit="hour")
+    boundaries = np.flatnonzero(np.diff(hours.cast(pa.int64()).to_numpy(), prepend=-1, append=-1))
+    written = 0
+    for begin, end in zip(boundaries[:-1], boundaries[1:]):
+        chunk = shop.events.slice(begin, end - begin)
+        hour = hours[begin].as_py()
+        if "avro" in formats:
+            divolte.write_avro(chunk, directory / "events" / "avro" / f"{hour:%Y/%m/%d/%H}" / "divolte-tracking-0.avro")
+        written += end - begin
+        progress(int(written))
+    if "parquet" in formats:
+        days = pc.strftime(shop.events.column("timestamp"), format="%Y-%m-%d")
+        for day in pc.unique(days).to_pylist():
+            chunk = shop.events.filter(pc.equal(days, day))
+            divolte.write_parquet(chunk, directory / "events" / "parquet" / f"date={day}" / "events.parquet")

@@ -1,0 +1,159 @@
+"""The co-occurrence kernel: ``sql/pair_counts.sql`` and ``sql/ranked_pairs.sql`` in one compiled pass.
+
+The SQL self-join materialises every pair of products seen together (tens of
+millions of rows at the shop's size) only to keep the top few per product.
+This kernel computes the same top-N lists without ever holding all pairs: for
+each product it walks the sessions that contain it, counts the co-occurring
+products in a dense accumulator (a sparse ``X.T @ X`` row, Gustavson-style),
+scores the candidates with the three measures, and keeps the best ``top_n``
+of each in a small sorted buffer. Products are split into chunks that run on
+all cores.
+
+It returns exactly the rows of ``ranked_pairs.sql``: same counts, same
+scores (the same compiled :func:`~engine.udfs.llr.llr`), same tie-break by
+product id, which the tests check.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.udfs.llr import llr
+
+ALGORITHMS = ("cooccurrence", "jaccard", "llr")
+"""The measures the kernel ranks by, in the order of its output's first axis."""
+
+
+def ranked_pairs(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_support: int) -> pa.Table:
+    """Top ``top_n`` related products per product and algorithm.
+
+    Args:
+        items: the rows of ``sql/item_index.sql`` (``item`` numbered 0..n-1 in order).
+        baskets: the ``items`` list column of ``sql/baskets.sql``.
+        top_n: list length per product.
+        min_support: the fewest sessions a pair must share.
+
+    Returns:
+        A table with the columns of ``sql/ranked_pairs.sql``, ordered by
+        ``(tenant, algorithm, product_id, rank)``.
+    """
+    lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
+    basket_ptr = np.asarray(lists.offsets, dtype=np.int64)
+    basket_items = lists.flatten().to_numpy().astype(np.int32, copy=False)
+    sessions = items.column("sessions").to_numpy().astype(np.int64)
+    tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
+    item_ptr, item_baskets = _transpose(basket_ptr, basket_items, sessions.size)
+    related, cooccurrence, score, length = _top_related(
+        basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n
+    )
+    return _as_table(items, related, cooccurrence, score, length)
+
+
+@numba.njit(cache=True)
+def _transpose(basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item -> baskets adjacency (CSR) from basket -> items, by counting sort."""
+    item_ptr = np.zeros(n_items + 1, dtype=np.int64)
+    for item in basket_items:
+        item_ptr[item + 1] += 1
+    for i in range(n_items):
+        item_ptr[i + 1] += item_ptr[i]
+    fill = item_ptr[:-1].copy()
+    item_baskets = np.empty(basket_items.size, dtype=np.int32)
+    for basket in range(basket_ptr.size - 1):
+        for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
+            item = basket_items[q]
+            item_baskets[fill[item]] = basket
+            fill[item] += 1
+    return item_ptr, item_baskets
+
+
+@numba.njit(cache=True, inline="always")
+def _ahead(score_a: float, item_a: int, score_b: float, item_b: int) -> bool:
+    """Does (score_a, item_a) rank before (score_b, item_b)? Higher score first, then lower product."""
+    return score_a > score_b or (score_a == score_b and item_a < item_b)
+
+
+@numba.njit(cache=True, inline="always")
+def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count, value):
+    """Insert a candidate into one product's sorted top list if it makes the cut; return the new length."""
+    top_n = related.shape[2]
+    if kept == top_n and not _ahead(value, candidate, score[algorithm, item, kept - 1], related[algorithm, item, kept - 1]):
+        return kept
+    slot = kept if kept < top_n else top_n - 1
+    while slot > 0 and _ahead(value, candidate, score[algorithm, item, slot - 1], related[algorithm, item, slot - 1]):
+        related[algorithm, item, slot] = related[algorithm, item, slot - 1]
+        cooccurrence[algorithm, item, slot] = cooccurrence[algorithm, item, slot - 1]
+        score[algorithm, item, slot] = score[algorithm, item, slot - 1]
+        slot -= 1
+    related[algorithm, item, slot] = candidate
+    cooccurrence[algorithm, item, slot] = count
+    score[algorithm, item, slot] = value
+    return min(kept + 1, top_n)
+
+
+@numba.njit(cache=True, parallel=True)
+def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n):
+    n_items = sessions.size
+    related = np.full((3, n_items, top_n), -1, dtype=np.int32)
+    cooccurrence = np.zeros((3, n_items, top_n), dtype=np.int32)
+    score = np.zeros((3, n_items, top_n), dtype=np.float64)
+    length = np.zeros(n_items, dtype=np.int32)
+    n_chunks = max(1, min(n_items, 256))
+    for chunk in numba.prange(n_chunks):
+        counts = np.zeros(n_items, dtype=np.int32)
+        touched = np.empty(n_items, dtype=np.int32)
+        for a in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):
+            n_touched = 0
+            for p in range(item_ptr[a], item_ptr[a + 1]):
+                basket = item_baskets[p]
+                for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
+                    b = basket_items[q]
+                    if counts[b] == 0:
+                        touched[n_touched] = b
+                        n_touched += 1
+                    counts[b] += 1
+            kept = 0
+            for t in range(n_touched):
+                b = touched[t]
+                k11 = counts[b]
+                counts[b] = 0
+                if b == a or k11 < min_support:
+                    continue
+                na = sessions[a]
+                nb = sessions[b]
+                _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11))
+                _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11))
+                kept = _offer(
+                    related, cooccurrence, score, kept, 2, a, b, k11,
+                    llr(k11, nb - k11, na - k11, tenant_sessions[a] - na - nb + k11),
+                )
+            length[a] = kept
+    return related, cooccurrence, score, length
+
+
+def _as_table(items: pa.Table, related, cooccurrence, score, length) -> pa.Table:
+    """Flatten the kernel's (algorithm, item, rank) arrays into rows in (tenant, algorithm, product, rank) order."""
+    tenant = items.column("tenant").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, tenant[1:] != tenant[:-1], True])
+    blocks = [(a, np.arange(lo, hi)) for lo, hi in zip(starts[:-1], starts[1:]) for a in range(len(ALGORITHMS))]
+    algorithm = np.concatenate([np.full(block.size, a, dtype=np.int64) for a, block in blocks] or [np.empty(0, np.int64)])
+    item = np.concatenate([block for _, block in blocks] or [np.empty(0, np.int64)])
+    per_row = length[item]
+    algorithm = np.repeat(algorithm, per_row)
+    item = np.repeat(item, per_row)
+    slot = np.arange(item.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    product_ids = items.column("product_id")
+    return pa.table(
+        {
+            "tenant": items.column("tenant").take(item),
+            "algorithm": pa.array(np.array(ALGORITHMS, dtype=object)[algorithm], pa.string()),
+            "product_id": product_ids.take(item),
+            "rank": pa.array(slot + 1, pa.int64()),
+            "related_product_id": product_ids.take(related[algorithm, item, slot]),
+            "distance_score": pa.array(score[algorithm, item, slot]),
+            "cooccurrence": pa.array(cooccurrence[algorithm, item, slot].astype(np.int64)),
+        }
+    )

@@ -1,0 +1,122 @@
+"""The warehouse file: opened read-only for analysts, replaced whole and atomically by a build.
+
+A build never writes into the live ``warehouse.duckdb``. It writes a fresh
+DuckDB file beside it, and only when every step has succeeded does one
+``os.replace`` put the new file in its place. A failed or killed build leaves
+the live warehouse byte-for-byte as it was (a leftover ``.building`` file is
+removed by the next build), and analysts holding the old file open keep
+reading a consistent copy. History tables (``builds``) are carried over from
+the previous warehouse.
+
+A lock file stops two builds from running at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from engine import udfs
+
+HISTORY_TABLES = ("builds",)
+"""Tables whose rows accumulate across builds; each build copies them forward."""
+
+
+class WarehouseBusy(RuntimeError):
+    """Another build holds the warehouse lock."""
+
+
+class WarehouseUnreadable(RuntimeError):
+    """The existing warehouse cannot be opened, so its history cannot be carried over."""
+
+
+def avro_extension() -> Path:
+    """Path of the DuckDB Avro extension shipped by the ``duckdb-extension-avro`` package."""
+    folder = resources.files("duckdb_extension_avro") / "extensions" / f"v{duckdb.__version__}"
+    return Path(str(folder / "avro.duckdb_extension"))
+
+
+def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB connection with the Avro extension and etalage's UDFs loaded; no network access."""
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    connection = duckdb.connect(str(path), read_only=read_only, config=config)
+    extension = avro_extension()
+    # LOAD takes no bound parameters; the path comes from the installed package, not from input.
+    connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")
+    udfs.register(connection)
+    return connection
+
+
+@contextlib.contextmanager
+def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection to a new, empty warehouse that replaces ``path`` when the block succeeds.
+
+    Raises:
+        WarehouseBusy: another build is running on the same warehouse.
+        WarehouseUnreadable: ``path`` exists but is not a readable DuckDB file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_name(path.name + ".lock")):
+        history = _history(path)
+        building = path.with_name(f".{path.name}.building")
+        _remove(building)
+        connection = connect(building)
+        try:
+            for table, rows in history.items():
+                connection.register("previous_rows", rows)
+                connection.execute(f"CREATE TABLE {table} AS SELECT * FROM previous_rows")
+                connection.unregister("previous_rows")
+            yield connection
+            connection.execute("CHECKPOINT")
+            connection.close()
+            _fsync(building)
+            os.replace(building, path)
+            _fsync(path.parent)
+        except BaseException:
+            connection.close()
+            _remove(building)
+            raise
+
+
+def _history(path: Path) -> dict[str, pa.Table]:
+    if not path.exists():
+        return {}
+    try:
+        previous = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as error:
+        msg = f"{path} exists but cannot be opened as a DuckDB warehouse ({error}); move it away to start afresh"
+        raise WarehouseUnreadable(msg) from None
+    with previous:
+        present = {row[0] for row in previous.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        return {table: previous.table(table).to_arrow_table() for table in HISTORY_TABLES if table in present}
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            msg = f"another build is running on this warehouse (lock {lock_path} is held)"
+            raise WarehouseBusy(msg) from None
+        yield
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

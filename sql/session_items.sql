@@ -1,0 +1,30 @@
+-- session_items: the distinct products each session looked at; the "baskets"
+-- that every co-occurrence count is made of.
+--
+-- * only events of the configured types ($event_types) that name a product;
+-- * only products in the tenant's catalogue (a product id garbled in the URL
+--   or a delisted product does not become a recommendation);
+-- * only the last $look_back_days days before the newest event (0 = all);
+-- * sessions with more than $max_session_items distinct products are dropped
+--   as bots or scrapers.
+WITH newest AS (
+    SELECT max(ts) AS ts FROM events
+),
+viewed AS (
+    SELECT
+        e.tenant,
+        e.session_id,
+        e.product_id,
+        min(e.ts) AS first_seen
+    FROM events AS e
+    JOIN products AS p
+      ON p.tenant = e.tenant
+     AND p.product_id = e.product_id
+    CROSS JOIN newest
+    WHERE list_contains($event_types, e.event_type)
+      AND ($look_back_days = 0 OR e.ts >= newest.ts - to_days(CAST($look_back_days AS INTEGER)))
+    GROUP BY e.tenant, e.session_id, e.product_id
+)
+SELECT tenant, session_id, product_id, first_seen
+FROM viewed
+QUALIFY count(*) OVER (PARTITION BY tenant, session_id) <= $max_session_items
