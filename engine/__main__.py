@@ -1,0 +1,5 @@
+"""``python -m engine`` is ``etalage``."""
+
+from engine.cli import main
+
+main()

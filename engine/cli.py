@@ -1,0 +1,246 @@
+"""The ``etalage`` command line.
+
+Exit codes (documented in the README for cron and Airflow):
+
+* 0: success;
+* 1: an unexpected error (a bug: please report it with the traceback);
+* 2: wrong command-line usage;
+* 3: bad input: the config, an event file or the catalogue; the message names it;
+* 4: another build holds the warehouse lock;
+* 5: the existing warehouse cannot be opened.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import click
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine import build as build_module
+from engine import config as config_module
+from engine import example_shop, ingest, warehouse
+
+EXIT_BAD_INPUT = 3
+EXIT_BUSY = 4
+EXIT_UNREADABLE_WAREHOUSE = 5
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+
+
+class ConsoleReporter:
+    """Shows a progress bar while files are checked, and one line per finished build step."""
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict]:
+        info: dict = {}
+        begin = time.perf_counter()
+        with err.status(f"{name} ..."):
+            yield info
+        rows = f"{info['rows']:>12,} rows" if "rows" in info else " " * 17
+        err.print(f"  [green]✓[/] {name:<16}{rows}  {time.perf_counter() - begin:6.2f} s")
+
+    @contextmanager
+    def files(self, total: int) -> Iterator:
+        with _progress() as progress:
+            task = progress.add_task("checking event files", total=total)
+            yield lambda path: progress.advance(task)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """etalage: item-to-item recommendations from a shop's clickstream, in DuckDB."""
+
+
+@main.command()
+@click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True,
+              help="Folder to write the shop into (catalogue, events, etalage.toml).")
+@click.option("--products", type=click.IntRange(10), default=example_shop.ShopSpec.products, show_default=True)
+@click.option("--brands", type=click.IntRange(1), default=example_shop.ShopSpec.brands, show_default=True)
+@click.option("--events", type=click.IntRange(100), default=example_shop.ShopSpec.events, show_default=True,
+              help="About this many events (sessions are whole, so the count varies a little).")
+@click.option("--days", type=click.IntRange(1), default=example_shop.ShopSpec.days, show_default=True)
+@click.option("--seed", type=int, default=example_shop.ShopSpec.seed, show_default=True)
+@click.option("--format", "formats", type=click.Choice(["avro", "parquet"]), multiple=True,
+              default=("avro", "parquet"), show_default=True, help="Event file formats to write (repeatable).")
+def generate(directory: Path, products: int, brands: int, events: int, days: int, seed: int, formats: tuple[str, ...]) -> None:
+    """Generate a synthetic fashion shop: catalogue, Divolte clickstream and an etalage.toml."""
+    spec = example_shop.ShopSpec(products=products, brands=brands, events=events, days=days, seed=seed)
+    _generate(spec, directory, formats)
+
+
+def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, ...] = ("avro", "parquet")) -> None:
+    with err.status("generating the shop ..."):
+        shop = example_shop.generate(spec)
+    with _progress() as progress:
+        task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows)
+        example_shop.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
+    config = directory / "etalage.toml"
+    config.write_text(config_module.EXAMPLE_TOML if "avro" in formats else
+                      config_module.EXAMPLE_TOML.replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/**/*.parquet"]'))
+    err.print(
+        f"wrote {shop.catalogue.num_rows:,} catalogue rows and {shop.events.num_rows:,} events "
+        f"({', '.join(formats)}) to {directory}/; config: {config}"
+    )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--pairs", type=click.Choice(["kernel", "sql"]), default="kernel", show_default=True,
+              help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql.")
+def build(config_path: Path, pairs: str) -> None:
+    """Ingest events, compute every algorithm, and atomically replace the warehouse."""
+    config = _load(config_path)
+    _build(config, pairs)
+
+
+def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.BuildResult:
+    err.print(f"building {config.warehouse}")
+    begin = time.perf_counter()
+    with _exits():
+        result = build_module.build(config, pairs=pairs, reporter=ConsoleReporter())
+    for row in result.ingest:
+        err.print(
+            f"read {row['events_read']:,} {row['source_format']} events from {result.files[row['source_format']]:,} files; "
+            f"dropped {row['dropped_duplicate']:,} duplicate and {row['dropped_corrupt']:,} corrupt; kept {row['events_kept']:,}"
+        )
+    err.print(
+        f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
+        f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
+    )
+    return result
+
+
+@main.command()
+@click.argument("query")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--warehouse", "warehouse_path", type=click.Path(path_type=Path), default=None,
+              help="Query this warehouse file instead of the config's.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write here instead of standard output (required for parquet).")
+@click.option("--max-rows", type=click.IntRange(1), default=1000, show_default=True, help="Rows shown by the table format.")
+def sql(query: str, config_path: Path, warehouse_path: Path | None, fmt: str, output: Path | None, max_rows: int) -> None:
+    """Run a read-only SQL query against the warehouse and print the result."""
+    path = warehouse_path or _load(config_path).warehouse
+    if not path.exists():
+        raise click.ClickException(f"{path} does not exist; run `etalage build` first")
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet needs --output FILE")
+    try:
+        with warehouse.connect(path, read_only=True) as connection:
+            result = connection.execute(query).to_arrow_table()
+    except duckdb.Error as error:
+        raise click.ClickException(str(error)) from None
+    _write(result, fmt, output, max_rows)
+
+
+def _write(result: pa.Table, fmt: str, output: Path | None, max_rows: int) -> None:
+    if fmt == "parquet":
+        pq.write_table(result, output)
+    elif fmt == "csv":
+        sink = output.open("wb") if output else sys.stdout.buffer
+        pacsv.write_csv(result, sink)
+        sink.flush()
+    elif fmt == "json":
+        text = json.dumps(result.to_pylist(), default=str, indent=1)
+        output.write_text(text + "\n") if output else click.echo(text)
+    else:
+        table = Table(*result.column_names)
+        for row in result.slice(0, max_rows).to_pylist():
+            table.add_row(*(_cell(value) for value in row.values()))
+        (Console(file=output.open("w"), width=200) if output else out).print(table)
+        if result.num_rows > max_rows:
+            err.print(f"showing {max_rows:,} of {result.num_rows:,} rows (--max-rows)")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "[dim]NULL[/]"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@main.command()
+@click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
+def demo(directory: Path) -> None:
+    """Generate the example shop (unless it is there), build it, and show some recommendations."""
+    config_path = directory / "etalage.toml"
+    if not config_path.exists():
+        _generate(example_shop.ShopSpec(), directory)
+    config = _load(config_path)
+    _build(config)
+    with warehouse.connect(config.warehouse, read_only=True) as connection:
+        product = connection.execute(
+            "SELECT tenant, product_id, sessions FROM item_counts ORDER BY sessions DESC, product_id LIMIT 1"
+        ).fetchone()
+        out.print(f"\nTop 5 per algorithm for product {product[1]} on tenant {product[0]} ({product[2]} sessions):")
+        result = connection.execute(
+            """
+            SELECT i.algorithm, i.rank, i.related_product_id, p.title, i.distance_score, i.cooccurrence
+            FROM itemitem AS i
+            JOIN products AS p ON p.tenant = i.tenant AND p.product_id = i.related_product_id
+            WHERE i.tenant = $tenant AND i.product_id = $product AND i.rank <= 5
+            ORDER BY i.algorithm, i.rank
+            """,
+            {"tenant": product[0], "product": product[1]},
+        ).to_arrow_table()
+    _write(result, "table", None, 100)
+    out.print(f"\nQuery it yourself: etalage sql --config {config_path} \"SELECT * FROM itemitem LIMIT 10\"")
+
+
+@main.command("example-warehouse")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("warehouse.duckdb.example"), show_default=True)
+def example_warehouse(out: Path) -> None:
+    """Rebuild the bundled example warehouse from a freshly generated example shop."""
+    with tempfile.TemporaryDirectory(prefix="etalage-example-") as folder:
+        _generate(example_shop.ShopSpec(), Path(folder), ("avro",))
+        config = _load(Path(folder) / "etalage.toml")
+        staged = Path(folder) / "warehouse.duckdb"
+        _build(config)
+        with warehouse.connect(staged) as connection:
+            connection.execute("UPDATE builds SET config_path = NULL")
+        shutil.copyfile(staged, out)
+    err.print(f"wrote {out}")
+
+
+def _load(path: Path) -> config_module.Config:
+    with _exits():
+        return config_module.load(path)
+
+
+@contextmanager
+def _exits() -> Iterator[None]:
+    """Turn the errors users can act on into a one-line message and a documented exit code."""
+    codes = {
+        config_module.ConfigError: EXIT_BAD_INPUT,
+        ingest.IngestError: EXIT_BAD_INPUT,
+        warehouse.WarehouseBusy: EXIT_BUSY,
+        warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
+    }
+    try:
+        yield
+    except tuple(codes) as error:
+        err.print(f"error: {error}", style="red", markup=False, highlight=False)
+        sys.exit(next(code for kind, code in codes.items() if isinstance(error, kind)))

@@ -1,0 +1,92 @@
+"""Shared fixtures: a small generated shop on disk, and helpers to write hand-made Divolte events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine import config, divolte, example_shop
+
+SMALL_SHOP = example_shop.ShopSpec(products=800, brands=60, events=30_000, days=7, seed=11)
+
+
+@pytest.fixture(scope="session")
+def small_shop(tmp_path_factory) -> Path:
+    """A small generated shop with both Avro and Parquet copies of its events (read-only for tests)."""
+    folder = tmp_path_factory.mktemp("shop")
+    example_shop.write_shop(example_shop.generate(SMALL_SHOP), folder)
+    (folder / "etalage.toml").write_text(config.EXAMPLE_TOML)
+    return folder
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``etalage`` in a real subprocess, as cron would."""
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def divolte_events(rows: list[dict]) -> pa.Table:
+    """Divolte records from short dicts: tenant, session, product (None for a non-product page) and optional flags."""
+    start = dt.datetime(2026, 11, 1, 12, 0)
+    records = []
+    for i, row in enumerate(rows):
+        tenant = row.get("tenant", "nl")
+        product = row.get("product")
+        path = f"p/{product}/dress/" if product else "c/dress/"
+        when = row.get("ts", start + dt.timedelta(seconds=i))
+        records.append(
+            {
+                "detectedDuplicate": row.get("duplicate", False),
+                "detectedCorruption": row.get("corrupt", False),
+                "firstInSession": False,
+                "timestamp": when,
+                "clientTimestamp": when,
+                "remoteHost": "203.0.113.1",
+                "location": f"https://www.etalage.{tenant}/{path}",
+                "partyId": f"0:{row['session']}",
+                "sessionId": f"0:{row['session']}",
+                "pageViewId": f"0:p{i}",
+                "eventType": row.get("type", "pageView"),
+            }
+        )
+    return pa.Table.from_pylist(records, schema=divolte.ARROW_SCHEMA)
+
+
+def catalogue(products: dict[str, list[str]]) -> pa.Table:
+    """A catalogue with the given product ids per tenant."""
+    rows = [
+        {"tenant": tenant, "product_id": product, "title": f"item {product}", "brand": "b", "category": "dress",
+         "colour": "red", "price": 10.0}
+        for tenant, ids in products.items()
+        for product in ids
+    ]
+    return pa.Table.from_pylist(rows)
+
+
+def write_shop_folder(folder: Path, events: pa.Table, products: dict[str, list[str]], algorithms: str = "") -> Path:
+    """Write hand-made events (as Avro and Parquet), a catalogue and an etalage.toml; return the config path."""
+    divolte.write_avro(events, folder / "events" / "avro" / "2026" / "11" / "01" / "12" / "part-0.avro")
+    divolte.write_parquet(events, folder / "events" / "parquet" / "part-0.parquet")
+    pq.write_table(catalogue(products), folder / "catalogue.parquet")
+    toml = f"""
+[warehouse]
+path = "warehouse.duckdb"
+[catalogue]
+path = "catalogue.parquet"
+[events]
+avro = ["events/avro/**/*.avro"]
+[algorithms]
+{algorithms}
+"""
+    (folder / "etalage.toml").write_text(toml)
+    return folder / "etalage.toml"

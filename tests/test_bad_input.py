@@ -1,0 +1,157 @@
+"""Bad input stops the build with a clear message and exit code, and the live warehouse is untouched."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import divolte_events, run_cli, sha256, write_shop_folder
+
+EXIT_BAD_INPUT, EXIT_BUSY, EXIT_UNREADABLE = 3, 4, 5
+
+
+@pytest.fixture()
+def shop(tmp_path) -> Path:
+    """A tiny shop that has been built once, so there is a live warehouse to protect."""
+    events = divolte_events([{"session": f"s{i % 7}", "product": f"100000{i % 5}"} for i in range(60)])
+    write_shop_folder(tmp_path, events, {"nl": [f"100000{i}" for i in range(5)]})
+    first = run_cli("build", "--config", str(tmp_path / "etalage.toml"))
+    assert first.returncode == 0, first.stderr
+    return tmp_path
+
+
+def fails(shop: Path, code: int, *fragments: str) -> str:
+    """Run a build that must fail with ``code``, mention every fragment, and leave the warehouse alone."""
+    live = shop / "warehouse.duckdb"
+    before = sha256(live)
+    result = run_cli("build", "--config", str(shop / "etalage.toml"))
+    assert result.returncode == code, result.stderr
+    message = result.stderr
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "Traceback" not in message
+    assert sha256(live) == before
+    assert sorted(p.name for p in shop.iterdir() if p.name.startswith(".")) == []
+    return message
+
+
+def set_config(shop: Path, old: str, new: str) -> None:
+    path = shop / "etalage.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_truncated_avro_file(shop):
+    avro = next((shop / "events" / "avro").rglob("*.avro"))
+    data = avro.read_bytes()
+    avro.write_bytes(data[:-20])  # the last block loses its tail, as when a copy is cut off
+    fails(shop, EXIT_BAD_INPUT, str(avro), "truncated Avro file")
+
+
+def test_file_that_is_not_avro(shop):
+    bogus = shop / "events" / "avro" / "2026" / "11" / "01" / "13" / "part-0.avro"
+    bogus.parent.mkdir(parents=True)
+    bogus.write_text("this is not avro")
+    fails(shop, EXIT_BAD_INPUT, str(bogus), "not a readable Avro container file")
+
+
+def test_parquet_file_with_a_missing_column(shop):
+    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    events = pq.read_table(shop / "events" / "parquet" / "part-0.parquet")
+    broken = shop / "events" / "parquet" / "part-1.parquet"
+    pq.write_table(events.drop_columns(["location"]), broken)
+    fails(shop, EXIT_BAD_INPUT, str(broken), "no column 'location'", "events.mapping.location")
+
+
+def test_parquet_file_with_a_column_of_another_type(shop):
+    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    events = pq.read_table(shop / "events" / "parquet" / "part-0.parquet")
+    broken = shop / "events" / "parquet" / "part-1.parquet"
+    pq.write_table(events.set_column(events.schema.get_field_index("sessionId"), "sessionId", pa.array(range(events.num_rows))), broken)
+    fails(shop, EXIT_BAD_INPUT, str(broken), "'sessionid' is int64 here but string")
+
+
+def test_truncated_parquet_file(shop):
+    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    path = shop / "events" / "parquet" / "part-0.parquet"
+    path.write_bytes(path.read_bytes()[:500])
+    fails(shop, EXIT_BAD_INPUT, str(path), "not a readable Parquet file")
+
+
+def test_empty_directory(shop):
+    (shop / "empty").mkdir()
+    set_config(shop, '"events/avro/**/*.avro"', '"empty/**/*.avro"')
+    fails(shop, EXIT_BAD_INPUT, "no event files match", "empty/**/*.avro", "events.avro")
+
+
+def test_mapping_that_is_not_sql(shop):
+    (shop / "etalage.toml").write_text(
+        (shop / "etalage.toml").read_text() + '\n[events.mapping]\nproduct_id = "regexp_extract(location, "\n'
+    )
+    fails(shop, EXIT_BAD_INPUT, "events.mapping.product_id is not a valid SQL expression")
+
+
+def test_mapping_that_duckdb_cannot_run(shop):
+    (shop / "etalage.toml").write_text(
+        (shop / "etalage.toml").read_text() + '\n[events.mapping]\ntenant = "no_such_function(location)"\n'
+    )
+    fails(shop, EXIT_BAD_INPUT, "events.mapping.tenant fails on the avro files", "no_such_function")
+
+
+def test_mapping_that_names_a_missing_column(shop):
+    (shop / "etalage.toml").write_text(
+        (shop / "etalage.toml").read_text() + '\n[events.mapping]\nsession_id = "visitSessionId"\n'
+    )
+    fails(shop, EXIT_BAD_INPUT, "no column 'visitsessionid'", "events.mapping.session_id")
+
+
+def test_unknown_config_key(shop):
+    set_config(shop, "[algorithms]", "[algorithms]\ntopn = 5")
+    fails(shop, EXIT_BAD_INPUT, "unknown config key algorithms.topn")
+
+
+def test_bad_parameter_value(shop):
+    set_config(shop, "[algorithms]", "[algorithms]\ntop_n = -3")
+    fails(shop, EXIT_BAD_INPUT, "algorithms.top_n must be an integer >= 1")
+
+
+def test_missing_config_file(tmp_path):
+    result = run_cli("build", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "does not exist" in result.stderr
+
+
+def test_missing_catalogue(shop):
+    (shop / "catalogue.parquet").unlink()
+    fails(shop, EXIT_BAD_INPUT, "catalogue file does not exist")
+
+
+def test_catalogue_with_duplicate_products(shop):
+    table = pq.read_table(shop / "catalogue.parquet")
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), shop / "catalogue.parquet")
+    fails(shop, EXIT_BAD_INPUT, "appears more than once")
+
+
+def test_unreadable_existing_warehouse_is_kept(shop):
+    (shop / "warehouse.duckdb").write_bytes(b"not a duckdb file" * 1000)
+    fails(shop, EXIT_UNREADABLE, "cannot be opened as a DuckDB warehouse", "move it away")
+
+
+def test_second_build_while_one_holds_the_lock(shop):
+    with open(shop / "warehouse.duckdb.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fails(shop, EXIT_BUSY, "another build is running")
+    assert run_cli("build", "--config", str(shop / "etalage.toml")).returncode == 0
+
+
+def test_leftover_from_a_killed_build_is_cleaned_up(shop):
+    leftover = shop / ".warehouse.duckdb.building"
+    leftover.write_bytes(b"half a warehouse")
+    result = run_cli("build", "--config", str(shop / "etalage.toml"))
+    assert result.returncode == 0, result.stderr
+    assert not leftover.exists()

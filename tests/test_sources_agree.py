@@ -1,0 +1,59 @@
+"""The same recommendations whichever file format the events come in and whichever engine counts pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from engine import build, config, warehouse
+
+
+def built(shop: Path, target: Path, *, source: str, pairs: str) -> Path:
+    cfg = config.load(shop / "etalage.toml")
+    events = dataclasses.replace(cfg.events, avro=(), parquet=()) 
+    events = dataclasses.replace(events, **{source: (str(shop / "events" / source / "**" / f"*.{source}"),)})
+    cfg = dataclasses.replace(cfg, events=events, warehouse=target)
+    build.build(cfg, pairs=pairs)
+    return target
+
+
+@pytest.fixture(scope="module")
+def warehouses(small_shop, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("agree")
+    return {
+        (source, pairs): built(small_shop, folder / f"{source}-{pairs}.duckdb", source=source, pairs=pairs)
+        for source, pairs in [("avro", "kernel"), ("parquet", "kernel"), ("avro", "sql")]
+    }
+
+
+def differences(left: Path, right: Path, table: str) -> tuple[int, int, int]:
+    connection = warehouse.connect()
+    connection.execute(f"ATTACH '{left}' AS l (READ_ONLY)")
+    connection.execute(f"ATTACH '{right}' AS r (READ_ONLY)")
+    only_left = connection.execute(f"SELECT count(*) FROM (FROM l.{table} EXCEPT ALL FROM r.{table})").fetchone()[0]
+    only_right = connection.execute(f"SELECT count(*) FROM (FROM r.{table} EXCEPT ALL FROM l.{table})").fetchone()[0]
+    total = connection.execute(f"SELECT count(*) FROM l.{table}").fetchone()[0]
+    return only_left, only_right, total
+
+
+@pytest.mark.parametrize("table", ["events", "session_items", "item_counts", "itemitem"])
+def test_avro_and_parquet_copies_give_the_same_tables(warehouses, table):
+    only_avro, only_parquet, total = differences(warehouses["avro", "kernel"], warehouses["parquet", "kernel"], table)
+    assert total > 1000
+    assert (only_avro, only_parquet) == (0, 0)
+
+
+def test_kernel_and_sql_self_join_give_the_same_itemitem(warehouses):
+    only_kernel, only_sql, total = differences(warehouses["avro", "kernel"], warehouses["avro", "sql"], "itemitem")
+    assert total > 10_000
+    assert (only_kernel, only_sql) == (0, 0)
+
+
+def test_every_algorithm_is_present_with_full_lists(warehouses):
+    with warehouse.connect(warehouses["avro", "kernel"], read_only=True) as connection:
+        rows = dict(connection.execute(
+            "SELECT algorithm, max(rank) FROM itemitem GROUP BY algorithm"
+        ).fetchall())
+    assert rows == {"cooccurrence": 20, "jaccard": 20, "llr": 20, "popular": 20}
