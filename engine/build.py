@@ -2,9 +2,9 @@
 
 The steps, in order, each a file in ``sql/`` unless noted:
 
-1. find and check the event files (``engine.ingest``), map them
-   (``mapped_events``), keep the unflagged ones (``events``) and count the rest
-   (``ingest_stats``); load the catalogue (``products``);
+1. find and check the event files (``engine.ingest``), map them, keep the
+   unflagged ones (``events``) and count the rest (``ingest_stats``); load the
+   catalogue (``products``);
 2. ``session_items``, ``item_counts``, ``tenant_sessions``;
 3. ``ranked_pairs``: by the Numba kernel (default) or by the SQL self-join
    (``pair_counts`` then ``ranked_pairs.sql``, ``pairs="sql"``);
@@ -93,10 +93,7 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
         result.seconds[name] = round(time.perf_counter() - begin, 3)
 
     with warehouse.rebuild(config.warehouse) as connection:
-        timed("mapped_events", lambda: ingest.map_events(connection, files, config.events.mapping))
-        timed("events", lambda: sqlfiles.create_table(connection, "events"))
-        timed("ingest_stats", lambda: sqlfiles.create_table(connection, "ingest_stats"))
-        connection.execute("DROP TABLE mapped_events")
+        timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
         for name in ("session_items", "item_counts", "tenant_sessions"):
             timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))

@@ -94,7 +94,7 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
     with err.status("generating the shop ..."):
         shop = example_shop.generate(spec)
     with _progress() as progress:
-        task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows)
+        task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows * len(formats))
         example_shop.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
     config = directory / "etalage.toml"
     config.write_text(config_module.EXAMPLE_TOML if "avro" in formats else

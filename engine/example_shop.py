@@ -101,7 +101,11 @@ class ShopSpec:
 
 @dataclass(frozen=True)
 class Shop:
-    """A generated shop: catalogue rows per tenant, and Divolte events in time order."""
+    """A generated shop: catalogue rows per tenant, and Divolte events (in generation order).
+
+    :func:`write_shop` writes the events in time order; sorting 20M wide rows
+    in memory at once would double the generator's footprint.
+    """
 
     catalogue: pa.Table
     events: pa.Table
@@ -211,7 +215,7 @@ def _events(spec: ShopSpec, products: _Products, rng: np.random.Generator) -> pa
         parts.append(_tenant_events(spec, products, tenant, sessions, first_session, rng))
         first_session += sessions
     events = pa.concat_tables(parts)
-    return events.sort_by([("timestamp", "ascending"), ("pageViewId", "ascending")])
+    return events
 
 
 def _tenant_events(
@@ -274,19 +278,18 @@ def _tenant_events(
 
     corrupt = rng.random(n) < spec.corrupt_share
     product[corrupt] = rng.choice(members, size=int(corrupt.sum()))
-    event_type = np.where(~is_page & (rng.random(n) < spec.cart_share), "addToCart", "pageView")
+    event_type = _pick(["pageView", "addToCart"], ~is_page & (rng.random(n) < spec.cart_share))
 
     host = f"https://www.etalage.{tenant}/"
-    names = np.array(list(CATEGORIES))
-    product_page = pc.binary_join_element_wise(
-        host + "p/", products.ids[product], "/", names[products.category[product]], "/", ""
-    )
-    other_page = pc.binary_join_element_wise(host + "c/", names[products.category[product]], "/", "")
+    category_name = _pick(list(CATEGORIES), products.category[product])
+    product_page = pc.binary_join_element_wise(host + "p/", _pick(products.ids, product), "/", category_name, "/", "")
+    other_page = pc.binary_join_element_wise(host + "c/", category_name, "/", "")
     location = pc.if_else(pa.array(is_page), other_page, product_page)
+    if isinstance(location, pa.ChunkedArray):  # large inputs come back chunked
+        location = location.combine_chunks()
     previous = pa.concat_arrays([pa.array([None], pa.string()), location.slice(0, n - 1)])
     referer = pc.if_else(pa.array(first), pa.scalar(f"https://www.google.{tenant}/"), previous)
 
-    global_session = session + first_session
     device = visitor % len(_DEVICES)
     columns = {
         "detectedDuplicate": np.zeros(n, dtype=bool),
@@ -302,14 +305,12 @@ def _tenant_events(
             for i, name in enumerate(divolte._SIZES)
         },
         "partyId": _join(f"0:{tenant}", visitor[session]),
-        "sessionId": _join("0:s", global_session[session]),
+        "sessionId": _join("0:s", session + first_session),
         "pageViewId": _join(f"0:p{tenant}", np.arange(n)),
         "eventType": event_type,
-        "userAgentString": np.array([f"Mozilla/5.0 ({d[4]} {d[8]}; {d[10]} {d[11]})" for d in _DEVICES])[
-            device[session]
-        ],
+        "userAgentString": _pick([f"Mozilla/5.0 ({d[4]} {d[8]}; {d[10]} {d[11]})" for d in _DEVICES], device[session]),
         **{
-            name: np.array([d[4 + i] for d in _DEVICES])[device[session]]
+            name: _pick([d[4 + i] for d in _DEVICES], device[session])
             for i, name in enumerate(divolte._USER_AGENT_FIELDS[1:])
         },
     }
@@ -319,6 +320,11 @@ def _tenant_events(
         0, divolte.ARROW_SCHEMA.field("detectedDuplicate"), pa.array(np.ones(duplicate.size, dtype=bool))
     )
     return pa.concat_tables([events, copies])
+
+
+def _pick(values, index: np.ndarray) -> pa.Array:
+    """``values[index]`` as an Arrow string array, without NumPy's fixed-width strings (20M rows of them are GBs)."""
+    return pa.array(values, pa.string()).take(pa.array(index.astype(np.int64)))
 
 
 def _join(prefix: str, numbers: np.ndarray) -> pa.Array:
@@ -334,27 +340,41 @@ def write_shop(
     """Write ``shop`` under ``directory`` the way the shop's pipeline would find it.
 
     * ``catalogue.parquet``: one row per product and tenant;
-    * ``events/avro/YYYY/MM/DD/HH/divolte-tracking-*.avro``: hour-partitioned
+    * ``events/avro/YYYY/MM/DD/HH/divolte-tracking-0.avro``: hour-partitioned
       like Divolte's HDFS sink;
     * ``events/parquet/date=YYYY-MM-DD/events.parquet``: the same events as
       Parquet, one file per day.
 
-    ``progress`` is called with the number of events written so far.
+    Events are written in time order (a stable sort, so ties keep generation
+    order and the files are deterministic). ``progress`` is called with the
+    number of events written so far, counting each format's copy.
     """
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(shop.catalogue, directory / "catalogue.parquet")
-    hours = pc.floor_temporal(shop.events.column("timestamp"), unit="hour")
-    boundaries = np.flatnonzero(np.diff(hours.cast(pa.int64()).to_numpy(), prepend=-1, append=-1))
+    millis = shop.events.column("timestamp").cast(pa.int64()).to_numpy()
+    order = np.argsort(millis, kind="stable")
+    hour = millis[order] // 3_600_000
+    day = hour // 24
     written = 0
-    for begin, end in zip(boundaries[:-1], boundaries[1:]):
-        chunk = shop.events.slice(begin, end - begin)
-        hour = hours[begin].as_py()
-        if "avro" in formats:
-            divolte.write_avro(chunk, directory / "events" / "avro" / f"{hour:%Y/%m/%d/%H}" / "divolte-tracking-0.avro")
-        written += end - begin
-        progress(int(written))
+    if "avro" in formats:
+        for begin, end in _runs(hour):
+            folder = _utc(hour[begin] * 3600).strftime("%Y/%m/%d/%H")
+            divolte.write_avro(shop.events.take(order[begin:end]), directory / "events" / "avro" / folder / "divolte-tracking-0.avro")
+            written += end - begin
+            progress(written)
     if "parquet" in formats:
-        days = pc.strftime(shop.events.column("timestamp"), format="%Y-%m-%d")
-        for day in pc.unique(days).to_pylist():
-            chunk = shop.events.filter(pc.equal(days, day))
-            divolte.write_parquet(chunk, directory / "events" / "parquet" / f"date={day}" / "events.parquet")
+        for begin, end in _runs(day):
+            path = directory / "events" / "parquet" / f"date={_utc(day[begin] * 86_400):%Y-%m-%d}" / "events.parquet"
+            divolte.write_parquet(shop.events.take(order[begin:end]), path)
+            written += end - begin
+            progress(written)
+
+
+def _utc(seconds: np.integer) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(seconds), dt.timezone.utc)
+
+
+def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """(begin, end) of each run of equal values in a sorted array."""
+    starts = np.flatnonzero(np.diff(keys, prepend=keys[0] - 1, append=keys[-1] + 1))
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist()))

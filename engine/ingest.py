@@ -10,8 +10,9 @@ mapping uses and their types. Any problem raises :class:`IngestError` naming
 the file.
 
 The mapping (``[events.mapping]`` in the config) is the one place where SQL
-text comes from configuration: each expression becomes one column of
-``mapped_events``, cast to the documented type.
+text comes from configuration: each expression becomes one column of the
+``mapped_events`` view, cast to the documented type, which ``sql/events.sql``
+and ``sql/ingest_stats.sql`` read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
+from engine import sqlfiles
 from engine.config import ConfigError, EventSources
 
 EVENT_COLUMNS: dict[str, str] = {
@@ -44,10 +46,13 @@ EVENT_COLUMNS: dict[str, str] = {
 }
 """Each mapped column and the type its expression is cast to."""
 
-_READERS = {
-    "avro": "read_avro($avro_files)",
-    "parquet": "read_parquet($parquet_files, union_by_name = true)",
-}
+
+
+def _source(connection: duckdb.DuckDBPyConnection, fmt: str, paths: list[str]) -> duckdb.DuckDBPyRelation:
+    """A lazy relation over the files; the file list is passed as a value, never spliced into SQL."""
+    if fmt == "avro":
+        return connection.table_function("read_avro", [paths])
+    return connection.read_parquet(paths, union_by_name=True)
 
 
 class IngestError(RuntimeError):
@@ -169,38 +174,38 @@ def _parquet_columns(path: str) -> dict[str, str]:
     return {field.name.lower(): str(field.type) for field in schema}
 
 
-def map_events(connection: duckdb.DuckDBPyConnection, files: EventFiles, mapping: dict[str, str]) -> None:
-    """Create the temporary table ``mapped_events``: every raw row mapped onto :data:`EVENT_COLUMNS`.
+def load_events(connection: duckdb.DuckDBPyConnection, files: EventFiles, mapping: dict[str, str]) -> None:
+    """Create ``events`` and ``ingest_stats`` from the files, through the mapping.
 
+    The mapped rows are a temporary view, ``mapped_events``, not a table: the
+    events query reads every column once, and the ingest counts read only the
+    two flag columns (DuckDB pushes the projection into the Parquet reader).
     Each expression is first tried on its own, so a broken one is reported by
     its config key rather than as a failure of one long query.
     """
-    selects = []
-    parameters = {}
+    mapped = None
     for fmt, paths in files.by_format().items():
-        parameters[f"{fmt}_files"] = list(paths)
-        for key in EVENT_COLUMNS:
-            _try_expression(connection, fmt, key, mapping[key], {f"{fmt}_files": [paths[0]]})
-        columns = ",\n    ".join(
+        probe = _source(connection, fmt, [paths[0]]).limit(0)
+        for key, sql_type in EVENT_COLUMNS.items():
+            try:
+                probe.select(f"CAST(({mapping[key]}) AS {sql_type})").fetchall()
+            except duckdb.Error as error:
+                msg = f"events.mapping.{key} fails on the {fmt} files: {mapping[key]!r}: {str(error).splitlines()[0]}"
+                raise ConfigError(msg) from None
+        columns = [f"'{fmt}' AS source_format"] + [
             f"CAST(({mapping[key]}) AS {sql_type}) AS {key}" for key, sql_type in EVENT_COLUMNS.items()
-        )
-        selects.append(f"SELECT\n    '{fmt}' AS source_format,\n    {columns}\nFROM {_READERS[fmt]}")
+        ]
+        relation = _source(connection, fmt, list(paths)).select(", ".join(columns))
+        mapped = relation if mapped is None else mapped.union(relation)
+    mapped.create_view("mapped_events")
     try:
-        connection.execute("CREATE TEMPORARY TABLE mapped_events AS\n" + "\nUNION ALL\n".join(selects), parameters)
+        sqlfiles.create_table(connection, "events")
+        sqlfiles.create_table(connection, "ingest_stats")
     except duckdb.Error as error:
         msg = f"reading {len(files)} event files failed: {error}"
         raise IngestError(msg) from None
-
-
-def _try_expression(connection: duckdb.DuckDBPyConnection, fmt: str, key: str, expression: str, parameters: dict) -> None:
-    try:
-        connection.execute(
-            f"SELECT CAST(({expression}) AS {EVENT_COLUMNS[key]}) FROM (SELECT * FROM {_READERS[fmt]} LIMIT 0)",
-            parameters,
-        )
-    except duckdb.Error as error:
-        msg = f"events.mapping.{key} fails on the {fmt} files: {expression!r}: {str(error).splitlines()[0]}"
-        raise ConfigError(msg) from None
+    finally:
+        connection.execute("DROP VIEW mapped_events")
 
 
 CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colour", "price")

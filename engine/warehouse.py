@@ -47,6 +47,7 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     """Open a DuckDB connection with the Avro extension and etalage's UDFs loaded; no network access."""
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(str(path), read_only=read_only, config=config)
+    connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
     extension = avro_extension()
     # LOAD takes no bound parameters; the path comes from the installed package, not from input.
     connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")

@@ -49,6 +49,8 @@ SELECT
     ) AS rank,
     related_product_id,
     distance_score,
-    cooccurrence
+    cooccurrence,
+    product_sessions,
+    related_sessions
 FROM scored
 QUALIFY rank <= $top_n

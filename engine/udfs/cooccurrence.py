@@ -37,8 +37,8 @@ def ranked_pairs(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_s
         min_support: the fewest sessions a pair must share.
 
     Returns:
-        A table with the columns of ``sql/ranked_pairs.sql``, ordered by
-        ``(tenant, algorithm, product_id, rank)``.
+        A table with the columns of ``sql/ranked_pairs.sql`` (the evidence
+        included), ordered by ``(tenant, algorithm, product_id, rank)``.
     """
     lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
     basket_ptr = np.asarray(lists.offsets, dtype=np.int64)
@@ -145,15 +145,24 @@ def _as_table(items: pa.Table, related, cooccurrence, score, length) -> pa.Table
     algorithm = np.repeat(algorithm, per_row)
     item = np.repeat(item, per_row)
     slot = np.arange(item.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    other = related[algorithm, item, slot]
     product_ids = items.column("product_id")
-    return pa.table(
+    sessions = items.column("sessions")
+    table = pa.table(
         {
             "tenant": items.column("tenant").take(item),
             "algorithm": pa.array(np.array(ALGORITHMS, dtype=object)[algorithm], pa.string()),
             "product_id": product_ids.take(item),
             "rank": pa.array(slot + 1, pa.int64()),
-            "related_product_id": product_ids.take(related[algorithm, item, slot]),
+            "related_product_id": product_ids.take(other),
             "distance_score": pa.array(score[algorithm, item, slot]),
             "cooccurrence": pa.array(cooccurrence[algorithm, item, slot].astype(np.int64)),
+            "product_sessions": sessions.take(item),
+            "related_sessions": sessions.take(other),
         }
     )
+    # Many small batches let DuckDB read the table on every core.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS))
+
+
+_BATCH_ROWS = 122_880  # DuckDB's row group size
