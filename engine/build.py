@@ -100,6 +100,8 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
         timed("ranked_pairs", lambda: _ranked_pairs(connection, pairs, parameters))
         timed("popular", lambda: sqlfiles.create_table(connection, "popular", parameters, temporary=True))
         timed("itemitem", lambda: sqlfiles.create_table(connection, "itemitem"))
+        if pairs == "kernel":
+            connection.unregister("ranked_pairs")
         result.ingest = [
             dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
             for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
@@ -119,9 +121,8 @@ def _ranked_pairs(connection: duckdb.DuckDBPyConnection, pairs: str, parameters:
     rows = cooccurrence.ranked_pairs(
         items, baskets, top_n=parameters["top_n"], min_support=parameters["min_support"]
     )
-    connection.register("kernel_rows", rows)
-    connection.execute("CREATE TEMPORARY TABLE ranked_pairs AS SELECT * FROM kernel_rows")
-    connection.unregister("kernel_rows")
+    # Registered, not copied: itemitem.sql reads the kernel's Arrow rows in place.
+    connection.register("ranked_pairs", rows)
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
