@@ -39,6 +39,12 @@ EXIT_BUSY = 4
 EXIT_UNREADABLE_WAREHOUSE = 5
 
 err = Console(stderr=True, soft_wrap=True)
+
+
+class BadInput(click.ClickException):
+    """A user error that the message explains: a bad query, a missing file."""
+
+    exit_code = EXIT_BAD_INPUT
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
 
@@ -144,14 +150,14 @@ def sql(query: str, config_path: Path, warehouse_path: Path | None, fmt: str, ou
     """Run a read-only SQL query against the warehouse and print the result."""
     path = warehouse_path or _load(config_path).warehouse
     if not path.exists():
-        raise click.ClickException(f"{path} does not exist; run `etalage build` first")
+        raise BadInput(f"{path} does not exist; run `etalage build` first")
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet needs --output FILE")
     try:
         with warehouse.connect(path, read_only=True) as connection:
             result = connection.execute(query).to_arrow_table()
     except duckdb.Error as error:
-        raise click.ClickException(str(error)) from None
+        raise BadInput(str(error)) from None
     _write(result, fmt, output, max_rows)
 
 

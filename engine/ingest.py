@@ -223,7 +223,7 @@ def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
             msg = f"{path}: catalogue has no column {required!r}"
             raise IngestError(msg)
     selected = ", ".join(
-        f"CAST({c} AS {'DOUBLE' if c == 'price' else 'VARCHAR'}) AS {c}" if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
+        f"CAST({c if c in columns else 'NULL'} AS {'DOUBLE' if c == 'price' else 'VARCHAR'}) AS {c}"
         for c in CATALOGUE_COLUMNS
     )
     connection.execute(f"CREATE TABLE products AS SELECT {selected} FROM read_parquet($path)", {"path": str(path)})

@@ -1,0 +1,96 @@
+"""The command line as a user and cron see it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from engine import warehouse
+from tests.conftest import run_cli
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
+
+
+@pytest.fixture(scope="module")
+def built_shop(small_shop, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli")
+    for name in ("catalogue.parquet", "etalage.toml"):
+        shutil.copy(small_shop / name, folder / name)
+    shutil.copytree(small_shop / "events" / "avro", folder / "events" / "avro")
+    result = run_cli("build", "--config", str(folder / "etalage.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "dropped" in result.stderr and "itemitem rows" in result.stderr
+    return folder
+
+
+def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
+    result = run_cli("build", "--config", str(built_shop / "etalage.toml"))
+    assert result.returncode == 0
+    assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr
+    for step in ("events", "session_items", "ranked_pairs", "itemitem"):
+        assert step in result.stderr
+    with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 2
+
+
+def test_sql_table_csv_json_parquet(built_shop, tmp_path):
+    config = str(built_shop / "etalage.toml")
+    query = "SELECT tenant, count(*) AS n FROM item_counts GROUP BY tenant ORDER BY tenant"
+    table = run_cli("sql", query, "--config", config)
+    assert table.returncode == 0 and "tenant" in table.stdout and "nl" in table.stdout
+    csv = run_cli("sql", query, "--config", config, "--format", "csv")
+    assert csv.stdout.splitlines()[0] == '"tenant","n"'
+    rows = json.loads(run_cli("sql", query, "--config", config, "--format", "json").stdout)
+    assert [r["tenant"] for r in rows] == ["be", "de", "nl"]
+    out = tmp_path / "counts.parquet"
+    assert run_cli("sql", query, "--config", config, "--format", "parquet", "--output", str(out)).returncode == 0
+    assert pq.read_table(out).to_pylist() == rows
+
+
+def test_sql_is_read_only(built_shop):
+    before = run_cli("sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json")
+    result = run_cli("sql", "DELETE FROM itemitem", "--config", str(built_shop / "etalage.toml"))
+    assert result.returncode == 3
+    assert "read-only" in result.stderr
+    after = run_cli("sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json")
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+
+
+def test_sql_errors_are_one_line_not_tracebacks(built_shop):
+    result = run_cli("sql", "SELECT nope FROM itemitem", "--config", str(built_shop / "etalage.toml"))
+    assert result.returncode == 3
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sql_parquet_needs_an_output(built_shop):
+    result = run_cli("sql", "SELECT 1", "--config", str(built_shop / "etalage.toml"), "--format", "parquet")
+    assert result.returncode == 2
+
+
+def test_sql_on_a_missing_warehouse(tmp_path):
+    result = run_cli("sql", "SELECT 1", "--warehouse", str(tmp_path / "none.duckdb"))
+    assert result.returncode == 3 and "run `etalage build` first" in result.stderr
+
+
+def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
+    """warehouse.duckdb.example is reproducible: a fresh build of the example shop has the same itemitem rows."""
+    fresh = tmp_path / "example.duckdb"
+    result = run_cli("example-warehouse", "--out", str(fresh))
+    assert result.returncode == 0, result.stderr
+    with warehouse.connect(EXAMPLE, read_only=True) as bundled, warehouse.connect(fresh, read_only=True) as rebuilt:
+        for table in ("itemitem", "item_counts", "products"):
+            query = f"SELECT * FROM {table} ORDER BY ALL"
+            assert bundled.execute(query).fetchall() == rebuilt.execute(query).fetchall(), table
+        assert bundled.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 100_000
+
+
+def test_demo_runs_the_whole_example(tmp_path):
+    result = run_cli("demo", "--out", str(tmp_path / "example"))
+    assert result.returncode == 0, result.stderr
+    assert "Top 5 per algorithm" in result.stdout
+    for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):
+        assert algorithm in result.stdout

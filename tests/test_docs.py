@@ -1,0 +1,64 @@
+"""The README is the contract: every table, column, command, config key and SQL file is documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import build, cli, config, sqlfiles, warehouse
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def documented_tables() -> dict[str, list[tuple[str, str]]]:
+    """``### `name` `` sections of the README and the (column, type) rows of their first table."""
+    tables = {}
+    for match in re.finditer(r"^### `(\w+)`\n(.*?)(?=^### |^## )", README, flags=re.M | re.S):
+        rows = re.findall(r"^\| `(\w+)` \| ([A-Z]+) \|", match.group(2), flags=re.M)
+        tables[match.group(1)] = rows
+    return tables
+
+
+@pytest.fixture(scope="module")
+def built(small_shop, tmp_path_factory) -> Path:
+    cfg = config.load(small_shop / "etalage.toml")
+    cfg = dataclasses.replace(cfg, warehouse=tmp_path_factory.mktemp("docs") / "warehouse.duckdb")
+    build.build(cfg)
+    return cfg.warehouse
+
+
+def test_every_table_in_the_warehouse_is_documented_with_its_columns(built):
+    with warehouse.connect(built, read_only=True) as connection:
+        actual = {
+            table: [(c[0], c[1]) for c in connection.execute(f"DESCRIBE {table}").fetchall()]
+            for (table,) in connection.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()
+        }
+    assert documented_tables() == actual
+    assert set(actual) == set(build.PUBLISHED_TABLES) | {"builds"}
+
+
+def test_every_command_is_documented():
+    for name in cli.main.commands:
+        assert f"`etalage {name}" in README, name
+
+
+def test_every_config_key_is_documented():
+    keys = {"warehouse.path", "catalogue.path", "events.avro", "events.parquet"}
+    keys |= {f"algorithms.{f.name}" for f in dataclasses.fields(config.Algorithms)}
+    for key in keys:
+        assert f"| `{key}` |" in README, key
+    for column, expression in config.DIVOLTE_MAPPING.items():
+        assert f"| `{column}` | `{expression.replace('|', '|')}` |" in README, column
+
+
+def test_every_sql_file_is_documented():
+    for name in sqlfiles.names():
+        assert f"sql/{name}.sql" in README, name
+
+
+def test_exit_codes_are_documented():
+    for code in (cli.EXIT_BAD_INPUT, cli.EXIT_BUSY, cli.EXIT_UNREADABLE_WAREHOUSE):
+        assert f"\n| {code} |" in README
