@@ -31,7 +31,7 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     result = run_cli("build", "--config", str(built_shop / "etalage.toml"))
     assert result.returncode == 0
     assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr
-    for step in ("events", "session_items", "ranked_pairs", "itemitem"):
+    for step in ("events", "session_items", "kernel", "itemitem"):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 2

@@ -1,4 +1,4 @@
-"""The co-occurrence kernel: ``sql/pair_counts.sql`` and ``sql/ranked_pairs.sql`` in one compiled pass.
+"""The co-occurrence kernel: ``sql/pair_counts.sql`` to ``sql/itemitem.sql`` in one compiled pass.
 
 The SQL self-join materialises every pair of products seen together (tens of
 millions of rows at the shop's size) only to keep the top few per product.
@@ -9,9 +9,11 @@ scores the candidates with the three measures, and keeps the best ``top_n``
 of each in a small sorted buffer. Products are split into chunks that run on
 all cores.
 
-It returns exactly the rows of ``ranked_pairs.sql``: same counts, same
-scores (the same compiled :func:`~engine.udfs.llr.llr`), same tie-break by
-product id, which the tests check.
+It returns exactly the rows of ``itemitem.sql`` (with ``ranked_pairs.sql``
+and ``popular.sql`` under it): same counts, same scores (the same compiled
+:func:`~engine.udfs.llr.llr`), same tie-break by product id, and already in
+the table's ``(tenant, algorithm, product_id, rank)`` order, so the build
+copies them into ``itemitem`` without a sort. The tests compare both paths.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.udfs.llr import llr
 
-ALGORITHMS = ("cooccurrence", "jaccard", "llr")
-"""The measures the kernel ranks by, in the order of its output's first axis."""
+ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+"""The kernel's algorithms in the order of its arrays' first axis, which is also their name order."""
+POPULAR = ALGORITHMS.index("popular")
 
 
-def ranked_pairs(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_support: int) -> pa.Table:
-    """Top ``top_n`` related products per product and algorithm.
+def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_support: int) -> pa.Table:
+    """Top ``top_n`` related products per product and algorithm: the rows of ``itemitem``.
 
     Args:
         items: the rows of ``sql/item_index.sql`` (``item`` numbered 0..n-1 in order).
@@ -37,8 +39,8 @@ def ranked_pairs(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_s
         min_support: the fewest sessions a pair must share.
 
     Returns:
-        A table with the columns of ``sql/ranked_pairs.sql`` (the evidence
-        included), ordered by ``(tenant, algorithm, product_id, rank)``.
+        A table with the columns and types of ``sql/itemitem.sql``, ordered by
+        ``(tenant, algorithm, product_id, rank)``.
     """
     lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
     basket_ptr = np.asarray(lists.offsets, dtype=np.int64)
@@ -49,7 +51,32 @@ def ranked_pairs(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_s
     related, cooccurrence, score, length = _top_related(
         basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n
     )
-    return _as_table(items, related, cooccurrence, score, length)
+    tenants = _tenant_blocks(items)
+    _popular(tenants, sessions, related, score, length)
+    return _as_table(items, tenants, related, cooccurrence, score, length)
+
+
+def _tenant_blocks(items: pa.Table) -> list[tuple[int, int]]:
+    """(first, end) item numbers of each tenant; items are numbered in (tenant, product_id) order."""
+    tenant = items.column("tenant").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, tenant[1:] != tenant[:-1], True]) if tenant.size else np.array([0])
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
+
+
+def _popular(tenants, sessions: np.ndarray, related, score, length) -> None:
+    """``sql/popular.sql``: each product gets its tenant's most-viewed products, leaving itself out."""
+    top_n = related.shape[2]
+    for first, end in tenants:
+        block = np.arange(first, end)
+        leaders = first + np.lexsort((block - first, -sessions[first:end]))[: top_n + 1]
+        grid = np.broadcast_to(leaders, (block.size, leaders.size))
+        keep = grid != block[:, None]
+        # A product among the leaders drops itself; every other product drops the last leader.
+        keep[keep.all(axis=1), -1] = False
+        width = leaders.size - 1
+        related[POPULAR, first:end, :width] = grid[keep].reshape(block.size, width)
+        score[POPULAR, first:end, :width] = sessions[related[POPULAR, first:end, :width]]
+        length[POPULAR, first:end] = width
 
 
 @numba.njit(cache=True)
@@ -97,10 +124,10 @@ def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count
 @numba.njit(cache=True, parallel=True)
 def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n):
     n_items = sessions.size
-    related = np.full((3, n_items, top_n), -1, dtype=np.int32)
-    cooccurrence = np.zeros((3, n_items, top_n), dtype=np.int32)
-    score = np.zeros((3, n_items, top_n), dtype=np.float64)
-    length = np.zeros(n_items, dtype=np.int32)
+    related = np.full((4, n_items, top_n), -1, dtype=np.int32)
+    cooccurrence = np.zeros((4, n_items, top_n), dtype=np.int32)
+    score = np.zeros((4, n_items, top_n), dtype=np.float64)
+    length = np.zeros((4, n_items), dtype=np.int32)
     n_chunks = max(1, min(n_items, 256))
     for chunk in numba.prange(n_chunks):
         counts = np.zeros(n_items, dtype=np.int32)
@@ -130,33 +157,31 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
                     related, cooccurrence, score, kept, 2, a, b, k11,
                     llr(k11, nb - k11, na - k11, tenant_sessions[a] - na - nb + k11),
                 )
-            length[a] = kept
+            length[:3, a] = kept
     return related, cooccurrence, score, length
 
 
-def _as_table(items: pa.Table, related, cooccurrence, score, length) -> pa.Table:
-    """Flatten the kernel's (algorithm, item, rank) arrays into rows in (tenant, algorithm, product, rank) order."""
-    tenant = items.column("tenant").to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, tenant[1:] != tenant[:-1], True])
-    blocks = [(a, np.arange(lo, hi)) for lo, hi in zip(starts[:-1], starts[1:]) for a in range(len(ALGORITHMS))]
+def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) -> pa.Table:
+    """Flatten the (algorithm, item, rank) arrays into rows in (tenant, algorithm, product, rank) order."""
+    blocks = [(a, np.arange(first, end)) for first, end in tenants for a in range(len(ALGORITHMS))]
     algorithm = np.concatenate([np.full(block.size, a, dtype=np.int64) for a, block in blocks] or [np.empty(0, np.int64)])
     item = np.concatenate([block for _, block in blocks] or [np.empty(0, np.int64)])
-    per_row = length[item]
+    per_row = length[algorithm, item]
     algorithm = np.repeat(algorithm, per_row)
     item = np.repeat(item, per_row)
     slot = np.arange(item.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     other = related[algorithm, item, slot]
     product_ids = items.column("product_id")
-    sessions = items.column("sessions")
+    sessions = items.column("sessions").cast(pa.int64())
     table = pa.table(
         {
             "tenant": items.column("tenant").take(item),
             "algorithm": pa.array(np.array(ALGORITHMS, dtype=object)[algorithm], pa.string()),
             "product_id": product_ids.take(item),
-            "rank": pa.array(slot + 1, pa.int64()),
+            "rank": pa.array((slot + 1).astype(np.int32)),
             "related_product_id": product_ids.take(other),
             "distance_score": pa.array(score[algorithm, item, slot]),
-            "cooccurrence": pa.array(cooccurrence[algorithm, item, slot].astype(np.int64)),
+            "cooccurrence": pa.array(cooccurrence[algorithm, item, slot].astype(np.int64), mask=algorithm == POPULAR),
             "product_sessions": sessions.take(item),
             "related_sessions": sessions.take(other),
         }
