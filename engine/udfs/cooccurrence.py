@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from engine.udfs.llr import llr
+from engine.udfs.llr import from_entropies, x_log_x_table
 
 ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
 """The kernel's algorithms in the order of its arrays' first axis, which is also their name order."""
@@ -128,6 +128,12 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
     cooccurrence = np.zeros((4, n_items, top_n), dtype=np.int32)
     score = np.zeros((4, n_items, top_n), dtype=np.float64)
     length = np.zeros((4, n_items), dtype=np.int32)
+    # Every count in the LLR's 2x2 tables is at most the tenant's sessions, so its
+    # xLogX terms are looked up, and each product's margin entropy is computed once.
+    xlx = x_log_x_table(tenant_sessions.max() if n_items else 0)
+    margin = np.empty(n_items, dtype=np.float64)
+    for i in range(n_items):
+        margin[i] = xlx[tenant_sessions[i]] - xlx[sessions[i]] - xlx[tenant_sessions[i] - sessions[i]]
     n_chunks = max(1, min(n_items, 256))
     for chunk in numba.prange(n_chunks):
         counts = np.zeros(n_items, dtype=np.int32)
@@ -143,51 +149,80 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
                         n_touched += 1
                     counts[b] += 1
             kept = 0
+            na = sessions[a]
+            n = tenant_sessions[a]
             for t in range(n_touched):
                 b = touched[t]
                 k11 = counts[b]
                 counts[b] = 0
                 if b == a or k11 < min_support:
                     continue
-                na = sessions[a]
                 nb = sessions[b]
+                # llr(k11, k12, k21, k22) with k12 = nb - k11, k21 = na - k11, k22 = n - na - nb + k11.
+                matrix = xlx[n] - xlx[k11] - xlx[nb - k11] - xlx[na - k11] - xlx[n - na - nb + k11]
                 _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11))
                 _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11))
-                kept = _offer(
-                    related, cooccurrence, score, kept, 2, a, b, k11,
-                    llr(k11, nb - k11, na - k11, tenant_sessions[a] - na - nb + k11),
-                )
+                kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, from_entropies(margin[b], margin[a], matrix))
             length[:3, a] = kept
     return related, cooccurrence, score, length
 
 
 def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) -> pa.Table:
-    """Flatten the (algorithm, item, rank) arrays into rows in (tenant, algorithm, product, rank) order."""
-    blocks = [(a, np.arange(first, end)) for first, end in tenants for a in range(len(ALGORITHMS))]
-    algorithm = np.concatenate([np.full(block.size, a, dtype=np.int64) for a, block in blocks] or [np.empty(0, np.int64)])
-    item = np.concatenate([block for _, block in blocks] or [np.empty(0, np.int64)])
-    per_row = length[algorithm, item]
-    algorithm = np.repeat(algorithm, per_row)
-    item = np.repeat(item, per_row)
-    slot = np.arange(item.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    other = related[algorithm, item, slot]
-    product_ids = items.column("product_id")
-    sessions = items.column("sessions").cast(pa.int64())
+    """The kernel's (algorithm, item, rank) arrays as rows in (tenant, algorithm, product, rank) order.
+
+    Text columns are Arrow dictionaries over the item table's strings, so no
+    string is copied here; DuckDB materialises each one once, on insert.
+    """
+    first = np.array([f for f, _ in tenants], dtype=np.int64)
+    end = np.array([e for _, e in tenants], dtype=np.int64)
+    sessions = items.column("sessions").to_numpy().astype(np.int64)
+    tenant, algorithm, item, rank, other, count, value = _flatten(first, end, length, related, cooccurrence, score)
+    names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
+    product_ids = items.column("product_id").combine_chunks()
     table = pa.table(
         {
-            "tenant": items.column("tenant").take(item),
-            "algorithm": pa.array(np.array(ALGORITHMS, dtype=object)[algorithm], pa.string()),
-            "product_id": product_ids.take(item),
-            "rank": pa.array((slot + 1).astype(np.int32)),
-            "related_product_id": product_ids.take(other),
-            "distance_score": pa.array(score[algorithm, item, slot]),
-            "cooccurrence": pa.array(cooccurrence[algorithm, item, slot].astype(np.int64), mask=algorithm == POPULAR),
-            "product_sessions": sessions.take(item),
-            "related_sessions": sessions.take(other),
+            "tenant": pa.DictionaryArray.from_arrays(tenant, names),
+            "algorithm": pa.DictionaryArray.from_arrays(algorithm, ALGORITHMS),
+            "product_id": pa.DictionaryArray.from_arrays(item, product_ids),
+            "rank": rank,
+            "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids),
+            "distance_score": value,
+            "cooccurrence": pa.array(count, mask=algorithm == POPULAR),
+            "product_sessions": sessions[item],
+            "related_sessions": sessions[other],
         }
     )
     # Many small batches let DuckDB read the table on every core.
     return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS))
+
+
+@numba.njit(cache=True)
+def _flatten(first, end, length, related, cooccurrence, score):
+    """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product."""
+    total = 0
+    for t in range(first.size):
+        total += length[:, first[t]:end[t]].sum()
+    tenant = np.empty(total, dtype=np.int32)
+    algorithm = np.empty(total, dtype=np.int8)
+    item = np.empty(total, dtype=np.int32)
+    rank = np.empty(total, dtype=np.int32)
+    other = np.empty(total, dtype=np.int32)
+    count = np.empty(total, dtype=np.int64)
+    value = np.empty(total, dtype=np.float64)
+    row = 0
+    for t in range(first.size):
+        for a in range(length.shape[0]):
+            for i in range(first[t], end[t]):
+                for slot in range(length[a, i]):
+                    tenant[row] = t
+                    algorithm[row] = a
+                    item[row] = i
+                    rank[row] = slot + 1
+                    other[row] = related[a, i, slot]
+                    count[row] = cooccurrence[a, i, slot]
+                    value[row] = score[a, i, slot]
+                    row += 1
+    return tenant, algorithm, item, rank, other, count, value
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size

@@ -47,12 +47,30 @@ def llr(k11: int, k12: int, k21: int, k22: int) -> float:
         ``2 * (H(rows) + H(columns) - H(matrix))``, or 0.0 where floating-point
         round-off would make it negative.
     """
-    row_entropy = _entropy2(k11 + k12, k21 + k22)
-    column_entropy = _entropy2(k11 + k21, k12 + k22)
-    matrix_entropy = _entropy4(k11, k12, k21, k22)
+    return from_entropies(
+        _entropy2(k11 + k12, k21 + k22), _entropy2(k11 + k21, k12 + k22), _entropy4(k11, k12, k21, k22)
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def from_entropies(row_entropy: float, column_entropy: float, matrix_entropy: float) -> float:
+    """The last step of :func:`llr`, for callers that look the entropies' ``xLogX`` terms up in a table.
+
+    ``x_log_x`` of an integer is the same double whether computed or looked
+    up, so the co-occurrence kernel, which tabulates it, gets bit-identical scores.
+    """
     if row_entropy + column_entropy < matrix_entropy:
-        return 0.0
+        return 0.0  # round-off error
     return 2.0 * (row_entropy + column_entropy - matrix_entropy)
+
+
+@numba.njit(cache=True, nogil=True)
+def x_log_x_table(largest: int) -> np.ndarray:
+    """``x_log_x(x)`` for x = 0..largest."""
+    table = np.empty(largest + 1, dtype=np.float64)
+    for x in range(largest + 1):
+        table[x] = x_log_x(x)
+    return table
 
 
 @numba.njit(cache=True, nogil=True)
