@@ -62,3 +62,14 @@ def test_every_sql_file_is_documented():
 def test_exit_codes_are_documented():
     for code in (cli.EXIT_BAD_INPUT, cli.EXIT_BUSY, cli.EXIT_UNREADABLE_WAREHOUSE):
         assert f"\n| {code} |" in README
+
+
+def test_the_analysts_first_five_queries_run_on_the_example_warehouse():
+    section = README.split("### An analyst's first five queries", 1)[1]
+    block = section.split("```sql", 1)[1].split("```", 1)[0]
+    queries = [q for q in block.split(";") if q.strip()]
+    assert len(queries) == 5
+    example = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
+    with warehouse.connect(example, read_only=True) as connection:
+        for query in queries:
+            assert connection.execute(query).fetchall(), query
