@@ -21,7 +21,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Literal, Protocol
+from typing import Callable, ContextManager, Iterator, Literal, Protocol
 
 import duckdb
 
@@ -36,9 +36,11 @@ PUBLISHED_TABLES = ("events", "ingest_stats", "products", "session_items", "item
 class Reporter(Protocol):
     """Where a build tells what it is doing: the CLI prints it, tests ignore it."""
 
-    def step(self, name: str) -> contextmanager: ...
+    def step(self, name: str) -> ContextManager[dict]:
+        """Wraps one step; the step may put ``rows`` into the yielded dict."""
 
-    def files(self, total: int) -> contextmanager: ...
+    def files(self, total: int) -> ContextManager[Callable[[str], None]]:
+        """Wraps the file check; yields a function called once per file checked."""
 
 
 class Silent:

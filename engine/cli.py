@@ -103,8 +103,7 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
         task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows * len(formats))
         example_shop.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
     config = directory / "etalage.toml"
-    config.write_text(config_module.EXAMPLE_TOML if "avro" in formats else
-                      config_module.EXAMPLE_TOML.replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/**/*.parquet"]'))
+    config.write_text(config_module.example_toml("avro" if "avro" in formats else "parquet"))
     err.print(
         f"wrote {shop.catalogue.num_rows:,} catalogue rows and {shop.events.num_rows:,} events "
         f"({', '.join(formats)}) to {directory}/; config: {config}"

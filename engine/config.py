@@ -169,7 +169,13 @@ def _required(raw: dict[str, Any], table: str, key: str) -> Any:
     return raw[key]
 
 
-EXAMPLE_TOML = """\
+def example_toml(source: str = "avro") -> str:
+    """The config ``etalage generate`` writes next to the example shop, reading the events as ``source``."""
+    if source not in ("avro", "parquet"):
+        msg = f"source must be 'avro' or 'parquet', not {source!r}"
+        raise ValueError(msg)
+    other = "parquet" if source == "avro" else "avro"
+    return f"""\
 # etalage configuration for the generated example shop. Paths are relative to this file.
 
 [warehouse]
@@ -179,9 +185,9 @@ path = "warehouse.duckdb"
 path = "catalogue.parquet"
 
 [events]
-# Divolte's Avro files. The same events are also in events/parquet/ as Parquet;
-# list that glob under `parquet` instead to read them from there.
-avro = ["events/avro/**/*.avro"]
+# The same events may also be in events/{other}/ as {other.capitalize()} files;
+# list that glob under `{other}` instead to read them from there.
+{source} = ["events/{source}/**/*.{source}"]
 
 # [events.mapping] overrides the SQL expressions that turn Divolte's columns into
 # the events table; see the README for the defaults.
@@ -193,4 +199,3 @@ max_session_items = 50
 look_back_days = 0
 event_types = ["pageView", "addToCart"]
 """
-"""The config file ``etalage generate`` writes next to the example shop."""

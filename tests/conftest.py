@@ -22,7 +22,7 @@ def small_shop(tmp_path_factory) -> Path:
     """A small generated shop with both Avro and Parquet copies of its events (read-only for tests)."""
     folder = tmp_path_factory.mktemp("shop")
     example_shop.write_shop(example_shop.generate(SMALL_SHOP), folder)
-    (folder / "etalage.toml").write_text(config.EXAMPLE_TOML)
+    (folder / "etalage.toml").write_text(config.example_toml())
     return folder
 
 

@@ -51,8 +51,7 @@ def generate(folder: Path, events: int) -> None:
 
     spec = example_shop.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
     example_shop.write_shop(example_shop.generate(spec), folder, ("parquet",))
-    toml = config.EXAMPLE_TOML.replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/**/*.parquet"]')
-    (folder / "etalage.toml").write_text(toml)
+    (folder / "etalage.toml").write_text(config.example_toml("parquet"))
 
 
 def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
