@@ -12,6 +12,8 @@ nothing of etalage's), then, each in a fresh process so peak memory is its own:
 * ``etalage build`` with the Numba kernel: every step's time and the peak RSS;
 * ``etalage build --pairs sql``: the same pipeline with the plain DuckDB
   self-join of ``sql/pair_counts.sql`` (1M and 5M only unless ``--sql-all``);
+* etalage's kernel step alone in a fresh process on the built warehouse,
+  measured exactly like the next one (time and peak memory of that process);
 * a straightforward SciPy baseline on the same ``session_items``: sparse
   ``X.T @ X``, NumPy Jaccard and LLR (Mahout's formula), top-N per product by
   one ``lexsort``, for the same three algorithms.
@@ -64,6 +66,20 @@ def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
     begin = time.perf_counter()
     result = build.build(cfg, pairs=pairs)
     return {"total": time.perf_counter() - begin, "seconds": result.seconds, "rows": result.rows, "peak_gib": peak_gib()}
+
+
+def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
+    """etalage's kernel step alone, in a fresh process, on a built warehouse: like the SciPy baseline."""
+    from engine import sqlfiles, warehouse
+    from engine.udfs import cooccurrence
+
+    begin = time.perf_counter()
+    with warehouse.connect(warehouse_path, read_only=True) as connection:
+        sqlfiles.create_table(connection, "item_index", temporary=True)
+        items = sqlfiles.query(connection, "item_index").to_arrow_table()
+        baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
+    rows = cooccurrence.itemitem_rows(items, baskets, top_n=top_n, min_support=min_support)
+    return {"compute": time.perf_counter() - begin, "rows": rows.num_rows, "peak_gib": peak_gib()}
 
 
 def run_scipy(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
@@ -152,7 +168,8 @@ def main() -> None:
         if label != "20M" or options.sql_all:
             print(f"{label}: etalage build --pairs sql ...", flush=True)
             sql = child("_build", str(folder), "sql", "warehouse-sql.duckdb", timeout=1800)
-        print(f"{label}: scipy baseline ...", flush=True)
+        print(f"{label}: kernel alone and scipy baseline, each in a fresh process ...", flush=True)
+        alone = child("_kernel", str(folder / "warehouse.duckdb"))
         scipy = child("_scipy", str(folder / "warehouse.duckdb"))
 
         def stage(result: dict | None, steps: tuple[str, ...]) -> float | None:
@@ -160,6 +177,8 @@ def main() -> None:
 
         rows = [
             ("all algorithms, in memory (s)", stage(kernel, IN_MEMORY["kernel"]), stage(sql, IN_MEMORY["sql"]), scipy and scipy["compute"]),
+            ("same, fresh process (s)", alone and alone["compute"], None, scipy and scipy["compute"]),
+            ("same, fresh process: peak (GiB)", alone and alone["peak_gib"], None, scipy and scipy["peak_gib"]),
             ("item-item stage into itemitem (s)", stage(kernel, ITEM_STAGE), stage(sql, ITEM_STAGE), None),
             ("whole build from Parquet (s)", kernel and kernel["total"], sql and sql["total"], None),
             ("peak memory, whole process (GiB)", kernel and kernel["peak_gib"], sql and sql["peak_gib"], scipy and scipy["peak_gib"]),
@@ -191,6 +210,8 @@ if __name__ == "__main__":
             generate(Path(rest[0]), int(rest[1]))
         elif command == "_build":
             print(json.dumps(run_build(Path(rest[0]), rest[1], rest[2])))
+        elif command == "_kernel":
+            print(json.dumps(run_kernel(Path(rest[0]))))
         elif command == "_scipy":
             print(json.dumps(run_scipy(Path(rest[0]))))
     else:
