@@ -10,7 +10,10 @@ The steps, in order, each a file in ``sql/`` unless noted:
    ``popular``, ``itemitem``; ``pairs="sql"``) or by the Numba kernel
    (default), which computes the same rows from ``item_index`` and
    ``baskets`` without materialising every pair;
-4. a row in ``builds``.
+4. unless ``[evaluation]`` turns it off, the same stage again on the events
+   before the cut-off (schema ``holdout``, dropped afterwards), scored on the
+   sessions after it (``test_items``, ``evaluation``) into ``evaluation``;
+5. a row in ``builds``.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
         files={fmt: len(paths) for fmt, paths in files.by_format().items()},
         ingest=[],
     )
-    parameters = config.algorithms.parameters()
+    parameters = {**config.algorithms.parameters(), "until": None}
 
     def timed(name: str, create) -> None:
         begin = time.perf_counter()
@@ -98,15 +101,66 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
     with warehouse.rebuild(config.warehouse) as connection:
         timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
-        for name in ("session_items", "item_counts", "tenant_sessions"):
-            timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
-        _itemitem(connection, pairs, parameters, timed)
+        _item_item_stage(connection, pairs, parameters, timed)
+        if config.evaluation.enabled:
+            _evaluate(connection, config, pairs, parameters, result.build_id, timed)
         result.ingest = [
             dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
             for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
         ]
         _record(connection, config, result, started)
     return result
+
+
+def _item_item_stage(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed) -> None:
+    """From ``events`` to ``itemitem``, in the connection's current schema."""
+    for name in ("session_items", "item_counts", "tenant_sessions"):
+        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
+    _itemitem(connection, pairs, parameters, timed)
+
+
+def _evaluate(connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, parameters: dict, build_id: str, timed) -> None:
+    """Recompute every list from the events before the cut-off (schema ``holdout``) and score it on the sessions after.
+
+    The holdout's tables are dropped afterwards; the scores join the
+    ``evaluation`` history table.
+    """
+    cutoff = config.evaluation.cutoff or connection.execute(
+        "SELECT max(ts) - to_days(CAST($days AS INTEGER)) FROM events", {"days": config.evaluation.test_days}
+    ).fetchone()[0]
+    holdout = {**parameters, "until": cutoff}
+    connection.execute("CREATE SCHEMA holdout")
+    connection.execute("USE holdout")
+    connection.execute("SET search_path = 'holdout,main'")
+    try:
+        _item_item_stage(connection, pairs, holdout, lambda name, create: timed(f"holdout {name}", create))
+    finally:
+        connection.execute("USE main")
+        connection.execute("RESET search_path")
+
+    def score() -> None:
+        sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": cutoff}, temporary=True)
+        scores = sqlfiles.query(connection, "evaluation").to_arrow_table()
+        connection.register("scores", scores)
+        connection.execute(
+            f"CREATE TEMPORARY TABLE this_evaluation AS SELECT $build_id AS build_id, CAST($cutoff AS TIMESTAMP) AS cutoff, "
+            "CAST($parameters AS JSON) AS parameters, * FROM scores",
+            {"build_id": build_id, "cutoff": cutoff, "parameters": json.dumps(asdict(config.algorithms))},
+        )
+        connection.unregister("scores")
+        _append(connection, "evaluation", "this_evaluation")
+        connection.execute("DROP SCHEMA holdout CASCADE")
+
+    timed("evaluation", score)
+
+
+def _append(connection: duckdb.DuckDBPyConnection, history: str, rows: str) -> None:
+    """Add ``rows`` to a history table, creating it on the first build."""
+    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}).fetchone()[0]
+    if exists:
+        connection.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {rows}")
+    else:
+        connection.execute(f"CREATE TABLE {history} AS SELECT * FROM {rows}")
 
 
 def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed) -> None:
@@ -151,8 +205,4 @@ def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: Build
         "itemitem_rows": result.rows.get("itemitem", 0),
     }
     sqlfiles.create_table(connection, "build_record", row, table="this_build", temporary=True)
-    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'builds'").fetchone()[0]
-    if exists:
-        connection.execute("INSERT INTO builds BY NAME SELECT * FROM this_build")
-    else:
-        connection.execute("CREATE TABLE builds AS SELECT * FROM this_build")
+    _append(connection, "builds", "this_build")

@@ -9,6 +9,7 @@ would otherwise change recommendations without anyone noticing.
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,19 @@ class Algorithms:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """The time split of each build's evaluation: recommendations from before the cut-off, tested after it."""
+
+    test_days: int = 7
+    cutoff: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """``test_days = 0`` and no ``cutoff`` turns the evaluation off."""
+        return self.cutoff is not None or self.test_days > 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
 
@@ -64,6 +78,7 @@ class Config:
     catalogue: Path
     events: EventSources
     algorithms: Algorithms = Algorithms()
+    evaluation: Evaluation = Evaluation()
     source: Path | None = None
 
 
@@ -82,11 +97,12 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(raw, {"warehouse", "catalogue", "events", "algorithms"}, "")
+    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation"}, "")
     warehouse = _table(raw, "warehouse", {"path"})
     catalogue = _table(raw, "catalogue", {"path"})
     events = _table(raw, "events", {"avro", "parquet", "mapping"})
     algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
+    evaluation = _table(raw, "evaluation", {f.name for f in fields(Evaluation)})
 
     mapping = dict(DIVOLTE_MAPPING)
     overrides = events.get("mapping", {})
@@ -111,6 +127,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         catalogue=base / str(_required(catalogue, "catalogue", "path")),
         events=sources,
         algorithms=_algorithms(algorithms),
+        evaluation=_evaluation(evaluation),
         source=source,
     )
 
@@ -131,6 +148,21 @@ def _algorithms(raw: dict[str, Any]) -> Algorithms:
             raise ConfigError(msg)
         values[f.name] = value
     return Algorithms(**values)
+
+
+def _evaluation(raw: dict[str, Any]) -> Evaluation:
+    test_days = raw.get("test_days", Evaluation.test_days)
+    if not isinstance(test_days, int) or isinstance(test_days, bool) or test_days < 0:
+        msg = f"evaluation.test_days must be an integer >= 0, not {test_days!r}"
+        raise ConfigError(msg)
+    cutoff = raw.get("cutoff")
+    if cutoff is not None:
+        try:
+            cutoff = datetime.fromisoformat(str(cutoff)).replace(tzinfo=None).isoformat(sep=" ")
+        except ValueError:
+            msg = f"evaluation.cutoff must be a date or timestamp like 2026-11-01 or 2026-11-01T06:00, not {cutoff!r}"
+            raise ConfigError(msg) from None
+    return Evaluation(test_days=test_days, cutoff=cutoff)
 
 
 _MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
@@ -198,4 +230,9 @@ min_support = 2
 max_session_items = 50
 look_back_days = 0
 event_types = ["pageView", "addToCart"]
+
+[evaluation]
+# Each build also computes the lists from the events before the last
+# `test_days` days and scores them on the sessions after (0 turns it off).
+test_days = 7
 """

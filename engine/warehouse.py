@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from engine import udfs
 
-HISTORY_TABLES = ("builds",)
+HISTORY_TABLES = ("builds", "evaluation")
 """Tables whose rows accumulate across builds; each build copies them forward."""
 
 

@@ -4,11 +4,13 @@
 -- * only events of the configured types ($event_types) that name a product;
 -- * only products in the tenant's catalogue (a product id garbled in the URL
 --   or a delisted product does not become a recommendation);
--- * only the last $look_back_days days before the newest event (0 = all);
+-- * only events before $until (NULL: all), which is how the evaluation keeps
+--   its test period out of the recommendations;
+-- * only the last $look_back_days days before the newest such event (0 = all);
 -- * sessions with more than $max_session_items distinct products are dropped
 --   as bots or scrapers.
 WITH newest AS (
-    SELECT max(ts) AS ts FROM events
+    SELECT max(ts) AS ts FROM events WHERE CAST($until AS TIMESTAMP) IS NULL OR ts < CAST($until AS TIMESTAMP)
 ),
 viewed AS (
     SELECT
@@ -22,6 +24,7 @@ viewed AS (
      AND p.product_id = e.product_id
     CROSS JOIN newest
     WHERE list_contains($event_types, e.event_type)
+      AND (CAST($until AS TIMESTAMP) IS NULL OR e.ts < CAST($until AS TIMESTAMP))
       AND ($look_back_days = 0 OR e.ts >= newest.ts - to_days(CAST($look_back_days AS INTEGER)))
     GROUP BY e.tenant, e.session_id, e.product_id
 )
