@@ -188,6 +188,36 @@ def _cell(value: object) -> str:
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--warehouse", "warehouse_path", type=click.Path(path_type=Path), default=None,
+              help="Read this warehouse file instead of the config's.")
+@click.option("--all", "every_build", is_flag=True, help="Every build's scores, not just the latest.")
+def evaluate(config_path: Path, warehouse_path: Path | None, every_build: bool) -> None:
+    """Print the evaluation scores that `etalage build` recorded (MRR, MRR@k, hit rate@k, coverage)."""
+    path = warehouse_path or _load(config_path).warehouse
+    if not path.exists():
+        raise BadInput(f"{path} does not exist; run `etalage build` first")
+    _write(_evaluation(path, every_build), "table", None, 10_000)
+
+
+def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
+    with warehouse.connect(path, read_only=True) as connection:
+        if not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluation'").fetchone()[0]:
+            raise BadInput(f"{path} has no evaluation yet: set [evaluation] test_days (or cutoff) and build")
+        return connection.execute(
+            """
+            SELECT build_id, cutoff, algorithm, sessions, round(mrr, 4) AS mrr, pairs,
+                   round(mrr_at_5, 4) AS mrr_at_5, round(mrr_at_10, 4) AS mrr_at_10, round(mrr_at_20, 4) AS mrr_at_20,
+                   round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage
+            FROM evaluation
+            WHERE $every OR build_id = (SELECT max(build_id) FROM evaluation)
+            ORDER BY build_id, algorithm
+            """,
+            {"every": every_build},
+        ).to_arrow_table()
+
+
+@main.command()
 @click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
 def demo(directory: Path) -> None:
     """Generate the example shop (unless it is there), build it, and show some recommendations."""
@@ -212,6 +242,8 @@ def demo(directory: Path) -> None:
             {"tenant": product[0], "product": product[1]},
         ).to_arrow_table()
     _write(result, "table", None, 100)
+    out.print("\nHow well each algorithm predicted the next product in the last week's sessions (etalage evaluate):")
+    _write(_evaluation(config.warehouse), "table", None, 100)
     out.print(f"\nQuery it yourself: etalage sql --config {config_path} \"SELECT * FROM itemitem LIMIT 10\"")
 
 

@@ -70,9 +70,11 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         _remove(building)
         connection = connect(building)
         try:
-            for table, rows in history.items():
+            for table, (columns, rows) in history.items():
+                # Declared with the old file's own types: Arrow would turn JSON into VARCHAR.
+                connection.execute(f"CREATE TABLE {table} ({', '.join(f'{_quoted(n)} {t}' for n, t in columns)})")
                 connection.register("previous_rows", rows)
-                connection.execute(f"CREATE TABLE {table} AS SELECT * FROM previous_rows")
+                connection.execute(f"INSERT INTO {table} SELECT * FROM previous_rows")
                 connection.unregister("previous_rows")
             yield connection
             connection.execute("CHECKPOINT")
@@ -86,7 +88,12 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             raise
 
 
-def _history(path: Path) -> dict[str, pa.Table]:
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _history(path: Path) -> dict[str, tuple[list[tuple[str, str]], pa.Table]]:
+    """The history tables of the warehouse at ``path``: their (column, type) list and their rows."""
     if not path.exists():
         return {}
     try:
@@ -96,7 +103,14 @@ def _history(path: Path) -> dict[str, pa.Table]:
         raise WarehouseUnreadable(msg) from None
     with previous:
         present = {row[0] for row in previous.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        return {table: previous.table(table).to_arrow_table() for table in HISTORY_TABLES if table in present}
+        return {
+            table: (
+                [(name, kind) for name, kind, *_ in previous.execute(f"DESCRIBE {table}").fetchall()],
+                previous.table(table).to_arrow_table(),
+            )
+            for table in HISTORY_TABLES
+            if table in present
+        }
 
 
 @contextlib.contextmanager

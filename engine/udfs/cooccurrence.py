@@ -193,7 +193,7 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) ->
         }
     )
     # Many small batches let DuckDB read the table on every core.
-    return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS))
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), schema=table.schema)
 
 
 @numba.njit(cache=True)
