@@ -28,9 +28,8 @@ from typing import Callable, ContextManager, Iterator, Literal, Protocol
 
 import duckdb
 
-from engine import ingest, sqlfiles, warehouse
+from engine import evaluation, ingest, itemitem, sqlfiles, warehouse
 from engine.config import Config
-from engine.udfs import cooccurrence
 
 PUBLISHED_TABLES = ("events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions", "itemitem")
 """Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
@@ -101,94 +100,17 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
     with warehouse.rebuild(config.warehouse) as connection:
         timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
-        _item_item_stage(connection, pairs, parameters, timed)
+        itemitem.stage(connection, pairs, parameters, timed)
         if config.evaluation.enabled:
-            _evaluate(connection, config, pairs, parameters, result.build_id, timed)
+            timed("evaluation", lambda: evaluation.evaluate(
+                connection, config, pairs, result.build_id, lambda name, create: timed(f"holdout {name}", create)
+            ))
         result.ingest = [
             dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
             for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
         ]
         _record(connection, config, result, started)
     return result
-
-
-def _item_item_stage(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed) -> None:
-    """From ``events`` to ``itemitem``, in the connection's current schema."""
-    for name in ("session_items", "item_counts", "tenant_sessions"):
-        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
-    _itemitem(connection, pairs, parameters, timed)
-
-
-def _evaluate(connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, parameters: dict, build_id: str, timed) -> None:
-    """Recompute every list from the events before the cut-off (schema ``holdout``) and score it on the sessions after.
-
-    The holdout's tables are dropped afterwards; the scores join the
-    ``evaluation`` history table.
-    """
-    cutoff = config.evaluation.cutoff or connection.execute(
-        "SELECT max(ts) - to_days(CAST($days AS INTEGER)) FROM events", {"days": config.evaluation.test_days}
-    ).fetchone()[0]
-    holdout = {**parameters, "until": cutoff}
-    connection.execute("CREATE SCHEMA holdout")
-    connection.execute("USE holdout")
-    connection.execute("SET search_path = 'holdout,main'")
-    try:
-        _item_item_stage(connection, pairs, holdout, lambda name, create: timed(f"holdout {name}", create))
-    finally:
-        connection.execute("USE main")
-        connection.execute("RESET search_path")
-
-    def score() -> None:
-        sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": cutoff}, temporary=True)
-        scores = sqlfiles.query(connection, "evaluation").to_arrow_table()
-        connection.register("scores", scores)
-        connection.execute(
-            f"CREATE TEMPORARY TABLE this_evaluation AS SELECT $build_id AS build_id, CAST($cutoff AS TIMESTAMP) AS cutoff, "
-            "CAST($parameters AS JSON) AS parameters, * FROM scores",
-            {"build_id": build_id, "cutoff": cutoff, "parameters": json.dumps(asdict(config.algorithms))},
-        )
-        connection.unregister("scores")
-        _append(connection, "evaluation", "this_evaluation")
-        connection.execute("DROP SCHEMA holdout CASCADE")
-
-    timed("evaluation", score)
-
-
-def _append(connection: duckdb.DuckDBPyConnection, history: str, rows: str) -> None:
-    """Add ``rows`` to a history table, creating it on the first build."""
-    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}).fetchone()[0]
-    if exists:
-        connection.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {rows}")
-    else:
-        connection.execute(f"CREATE TABLE {history} AS SELECT * FROM {rows}")
-
-
-def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed) -> None:
-    """``itemitem`` by the readable SQL path, or by the kernel that computes the same rows in their order."""
-    if pairs == "sql":
-        timed("pair_counts", lambda: sqlfiles.create_table(connection, "pair_counts", parameters, temporary=True))
-        timed("ranked_pairs", lambda: sqlfiles.create_table(connection, "ranked_pairs", parameters, temporary=True))
-        timed("popular", lambda: sqlfiles.create_table(connection, "popular", parameters, temporary=True))
-        timed("itemitem", lambda: sqlfiles.create_table(connection, "itemitem"))
-        return
-    rows = {}
-
-    def kernel() -> None:
-        sqlfiles.create_table(connection, "item_index", temporary=True)
-        items = sqlfiles.query(connection, "item_index").to_arrow_table()
-        baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
-        rows["itemitem"] = cooccurrence.itemitem_rows(
-            items, baskets, top_n=parameters["top_n"], min_support=parameters["min_support"]
-        )
-
-    def copy() -> None:
-        # Already in itemitem.sql's order, so a plain copy replaces its sort.
-        connection.register("kernel_rows", rows.pop("itemitem"))
-        connection.execute("CREATE TABLE itemitem AS SELECT * FROM kernel_rows")
-        connection.unregister("kernel_rows")
-
-    timed("kernel", kernel)
-    timed("itemitem", copy)
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
@@ -205,4 +127,4 @@ def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: Build
         "itemitem_rows": result.rows.get("itemitem", 0),
     }
     sqlfiles.create_table(connection, "build_record", row, table="this_build", temporary=True)
-    _append(connection, "builds", "this_build")
+    warehouse.append_history(connection, "builds", "this_build")

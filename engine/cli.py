@@ -33,6 +33,7 @@ from rich.table import Table
 from engine import build as build_module
 from engine import config as config_module
 from engine import example_shop, ingest, warehouse
+from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
 EXIT_BUSY = 4
@@ -215,6 +216,42 @@ def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
             """,
             {"every": every_build},
         ).to_arrow_table()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+    if any(v < 0 for v in values):
+        raise click.BadParameter(f"{text!r} has a negative value")
+    return values
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--min-support", default=",".join(map(str, tune_module.GRID["min_support"])), show_default=True)
+@click.option("--max-session-items", default=",".join(map(str, tune_module.GRID["max_session_items"])), show_default=True)
+@click.option("--top-n", default=",".join(map(str, tune_module.GRID["top_n"])), show_default=True)
+@click.option("--look-back-days", default=",".join(map(str, tune_module.GRID["look_back_days"])), show_default=True)
+def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str) -> None:
+    """Try a grid of algorithm parameters on the evaluation split; record every trial in `tuning`."""
+    config = _load(config_path)
+    grid = {"min_support": _ints(min_support), "max_session_items": _ints(max_session_items),
+            "top_n": _ints(top_n), "look_back_days": _ints(look_back_days)}
+    if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
+        raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
+    total = len(tune_module.trials(config.algorithms, grid))
+    with _exits(), _progress() as progress:
+        task = progress.add_task("trials", total=total)
+        tune_id, rows = tune_module.tune(config, grid, lambda done, trial: progress.update(task, completed=done))
+    best = rows.slice(0, 1).to_pylist()[0]
+    _write(rows.slice(0, 10), "table", None, 10)
+    out.print(
+        f"best by MRR@20: {best['algorithm']} with min_support={best['min_support']}, "
+        f"max_session_items={best['max_session_items']}, top_n={best['top_n']}, look_back_days={best['look_back_days']} "
+        f"(MRR@20 {best['mrr_at_20']:.4f}); all {total} trials are in the tuning table (tune_id {tune_id})"
+    )
 
 
 @main.command()

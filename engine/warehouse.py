@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from engine import udfs
 
-HISTORY_TABLES = ("builds", "evaluation")
+HISTORY_TABLES = ("builds", "evaluation", "tuning")
 """Tables whose rows accumulate across builds; each build copies them forward."""
 
 
@@ -76,20 +77,53 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
                 connection.register("previous_rows", rows)
                 connection.execute(f"INSERT INTO {table} SELECT * FROM previous_rows")
                 connection.unregister("previous_rows")
-            yield connection
-            connection.execute("CHECKPOINT")
-            connection.close()
-            _fsync(building)
-            os.replace(building, path)
-            _fsync(path.parent)
         except BaseException:
             connection.close()
             _remove(building)
             raise
+        yield from _replace_on_success(connection, building, path)
 
 
 def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def amend(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection to a copy of the warehouse that replaces it when the block succeeds.
+
+    For commands that add rows (``etalage tune``) without rebuilding: the live
+    file is never opened for writing, so readers and a crash are safe as with
+    :func:`rebuild`.
+    """
+    if not path.exists():
+        msg = f"{path} does not exist; run `etalage build` first"
+        raise WarehouseUnreadable(msg)
+    with _locked(path.with_name(path.name + ".lock")):
+        building = path.with_name(f".{path.name}.building")
+        _remove(building)
+        shutil.copyfile(path, building)
+        try:
+            connection = connect(building)
+        except duckdb.Error as error:
+            _remove(building)
+            msg = f"{path} cannot be opened as a DuckDB warehouse ({error})"
+            raise WarehouseUnreadable(msg) from None
+        yield from _replace_on_success(connection, building, path)
+
+
+def _replace_on_success(connection: duckdb.DuckDBPyConnection, building: Path, path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    try:
+        yield connection
+        connection.execute("CHECKPOINT")
+        connection.close()
+        _fsync(building)
+        os.replace(building, path)
+        _fsync(path.parent)
+    except BaseException:
+        connection.close()
+        _remove(building)
+        raise
 
 
 def _history(path: Path) -> dict[str, tuple[list[tuple[str, str]], pa.Table]]:
@@ -135,3 +169,14 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def append_history(connection: duckdb.DuckDBPyConnection, history: str, rows: str) -> None:
+    """Add the rows of table ``rows`` to the history table ``history``, creating it on the first build."""
+    exists = connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}
+    ).fetchone()[0]
+    if exists:
+        connection.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {rows}")
+    else:
+        connection.execute(f"CREATE TABLE {history} AS SELECT * FROM {rows}")

@@ -1,0 +1,54 @@
+"""The item-item stage: from ``events`` and ``products`` to ``itemitem``, in the connection's current schema.
+
+Used twice per build: once on every event for the published table, and once
+on the events before the evaluation's cut-off (in schema ``holdout``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import duckdb
+
+from engine import sqlfiles
+from engine.udfs import cooccurrence
+
+Timed = Callable[[str, Callable[[], None]], None]
+"""Runs one named step (the build uses it to time and report steps)."""
+
+
+def stage(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:
+    """From ``events`` to ``itemitem``, in the connection's current schema."""
+    for name in ("session_items", "item_counts", "tenant_sessions"):
+        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
+    _itemitem(connection, pairs, parameters, timed)
+
+
+def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:
+    """``itemitem`` by the readable SQL path, or by the kernel that computes the same rows in their order."""
+    if pairs == "sql":
+        timed("pair_counts", lambda: sqlfiles.create_table(connection, "pair_counts", parameters, temporary=True))
+        timed("ranked_pairs", lambda: sqlfiles.create_table(connection, "ranked_pairs", parameters, temporary=True))
+        timed("popular", lambda: sqlfiles.create_table(connection, "popular", parameters, temporary=True))
+        timed("itemitem", lambda: sqlfiles.create_table(connection, "itemitem"))
+        return
+    rows = {}
+
+    def kernel() -> None:
+        sqlfiles.create_table(connection, "item_index", temporary=True)
+        items = sqlfiles.query(connection, "item_index").to_arrow_table()
+        baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
+        rows["itemitem"] = cooccurrence.itemitem_rows(
+            items, baskets, top_n=parameters["top_n"], min_support=parameters["min_support"]
+        )
+
+    def copy() -> None:
+        # Already in itemitem.sql's order, so a plain copy replaces its sort.
+        connection.register("kernel_rows", rows.pop("itemitem"))
+        connection.execute("CREATE TABLE itemitem AS SELECT * FROM kernel_rows")
+        connection.unregister("kernel_rows")
+
+    timed("kernel", kernel)
+    timed("itemitem", copy)
+
+

@@ -1,0 +1,60 @@
+"""``etalage tune``: a small grid over the algorithm parameters, scored by the build's evaluation.
+
+Every trial recomputes the lists from the events before the cut-off with its
+parameters and scores them exactly as a build does; all trials go to the
+``tuning`` table, and the best setting is the one with the highest MRR@20 of
+any co-occurrence algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from typing import Callable, Iterable
+
+import pyarrow as pa
+
+from engine import evaluation, warehouse
+from engine.config import Algorithms, Config
+
+GRID: dict[str, tuple[int, ...]] = {
+    "min_support": (1, 2, 3, 5),
+    "max_session_items": (20, 50, 100),
+    "top_n": (20,),
+    "look_back_days": (0, 14),
+}
+"""The default grid; each key is an ``[algorithms]`` parameter."""
+
+
+def trials(base: Algorithms, grid: dict[str, Iterable[int]]) -> list[Algorithms]:
+    """Every combination of the grid's values, the other parameters as in ``base``."""
+    keys = list(grid)
+    return [dataclasses.replace(base, **dict(zip(keys, values))) for values in itertools.product(*grid.values())]
+
+
+def tune(
+    config: Config,
+    grid: dict[str, Iterable[int]] | None = None,
+    progress: Callable[[int, Algorithms], None] = lambda done, trial: None,
+) -> tuple[str, pa.Table]:
+    """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
+    tune_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    settings = trials(config.algorithms, grid or GRID)
+    with warehouse.amend(config.warehouse) as connection:
+        split = evaluation.cutoff(connection, config)
+        for number, algorithms in enumerate(settings, start=1):
+            rows = evaluation.scores(connection, algorithms, split)
+            evaluation.record(
+                connection, "tuning", rows, algorithms, tune_id=tune_id, trial=number, cutoff=split,
+                **{key: getattr(algorithms, key) for key in GRID},
+            )
+            progress(number, algorithms)
+        result = connection.execute(
+            """
+            SELECT trial, min_support, max_session_items, top_n, look_back_days, algorithm, mrr, mrr_at_20, hit_rate_at_20, coverage
+            FROM tuning WHERE tune_id = $tune_id ORDER BY mrr_at_20 DESC, trial, algorithm
+            """,
+            {"tune_id": tune_id},
+        ).to_arrow_table()
+    return tune_id, result
