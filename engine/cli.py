@@ -32,7 +32,7 @@ from rich.table import Table
 
 from engine import build as build_module
 from engine import config as config_module
-from engine import example_shop, ingest, warehouse
+from engine import chart, example_shop, ingest, warehouse
 from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
@@ -135,6 +135,8 @@ def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
     )
+    if config.evaluation.enabled:
+        err.print(f"evaluation chart: {chart.write(config.warehouse)}")
     return result
 
 
@@ -193,12 +195,16 @@ def _cell(value: object) -> str:
 @click.option("--warehouse", "warehouse_path", type=click.Path(path_type=Path), default=None,
               help="Read this warehouse file instead of the config's.")
 @click.option("--all", "every_build", is_flag=True, help="Every build's scores, not just the latest.")
-def evaluate(config_path: Path, warehouse_path: Path | None, every_build: bool) -> None:
+@click.option("--chart", "chart_target", type=click.Path(path_type=Path), default=None,
+              help="Also draw the scores and MRR@20 across builds into this PNG.")
+def evaluate(config_path: Path, warehouse_path: Path | None, every_build: bool, chart_target: Path | None) -> None:
     """Print the evaluation scores that `etalage build` recorded (MRR, MRR@k, hit rate@k, coverage)."""
     path = warehouse_path or _load(config_path).warehouse
     if not path.exists():
         raise BadInput(f"{path} does not exist; run `etalage build` first")
     _write(_evaluation(path, every_build), "table", None, 10_000)
+    if chart_target:
+        err.print(f"wrote {chart.write(path, chart_target)}")
 
 
 def _evaluation(path: Path, every_build: bool = False) -> pa.Table:

@@ -14,7 +14,7 @@ import pytest
 
 from engine import config, divolte, example_shop
 
-SMALL_SHOP = example_shop.ShopSpec(products=800, brands=60, events=30_000, days=7, seed=11)
+SMALL_SHOP = example_shop.ShopSpec(products=800, brands=60, events=30_000, days=14, seed=11)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,18 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 2
+        assert connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone() == (2, 8)
+    chart = built_shop / "warehouse.duckdb.evaluation.png"
+    assert "evaluation chart" in result.stderr
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_prints_the_latest_scores_and_draws_them(built_shop, tmp_path):
+    result = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--chart", str(tmp_path / "e.png"))
+    assert result.returncode == 0, result.stderr
+    for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):
+        assert algorithm in result.stdout
+    assert (tmp_path / "e.png").stat().st_size > 10_000
 
 
 def test_sql_table_csv_json_parquet(built_shop, tmp_path):
