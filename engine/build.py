@@ -102,9 +102,9 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
         itemitem.stage(connection, pairs, parameters, timed)
         if config.evaluation.enabled:
-            timed("evaluation", lambda: evaluation.evaluate(
-                connection, config, pairs, result.build_id, lambda name, create: timed(f"holdout {name}", create)
-            ))
+            evaluation.evaluate(
+                connection, config, pairs, result.build_id, lambda name, create: timed(f"evaluation {name}", create)
+            )
         result.ingest = [
             dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
             for row in connection.execute("SELECT * FROM ingest_stats").fetchall()

@@ -59,7 +59,7 @@ class ConsoleReporter:
         with err.status(f"{name} ..."):
             yield info
         rows = f"{info['rows']:>12,} rows" if "rows" in info else " " * 17
-        err.print(f"  [green]✓[/] {name:<24}{rows}  {time.perf_counter() - begin:6.2f} s")
+        err.print(f"  [green]✓[/] {name:<28}{rows}  {time.perf_counter() - begin:6.2f} s")
 
     @contextmanager
     def files(self, total: int) -> Iterator:

@@ -47,8 +47,14 @@ def scores(
         finally:
             connection.execute("USE main")
             connection.execute("RESET search_path")
-        sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": split}, temporary=True)
-        return sqlfiles.query(connection, "evaluation").to_arrow_table()
+        scored = {}
+
+        def score() -> None:
+            sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": split}, temporary=True)
+            scored["rows"] = sqlfiles.query(connection, "evaluation").to_arrow_table()
+
+        timed("scores", score)
+        return scored["rows"]
     finally:
         connection.execute("DROP SCHEMA holdout CASCADE")
 

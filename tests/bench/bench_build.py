@@ -42,6 +42,7 @@ SIZES = {"1M": 1_000_000, "5M": 5_000_000, "20M": 20_000_000}
 IN_MEMORY = {"kernel": ("kernel",), "sql": ("pair_counts", "ranked_pairs", "popular")}
 """Steps that compute all algorithms' lists, per path; the rest of the item-item stage writes them."""
 ITEM_STAGE = ("item_counts", "tenant_sessions", "kernel", "pair_counts", "ranked_pairs", "popular", "itemitem")
+HOLDOUT = tuple(f"evaluation {step}" for step in ("session_items",) + ITEM_STAGE)
 
 
 def peak_gib() -> float:
@@ -61,11 +62,20 @@ def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
 
     from engine import build, config
 
+    from engine import warehouse
+
     cfg = config.load(folder / "etalage.toml")
-    cfg = dataclasses.replace(cfg, warehouse=folder / warehouse_name)
+    # The last 10 of 28 days held out: about 1M test sessions at 20M events.
+    cfg = dataclasses.replace(cfg, warehouse=folder / warehouse_name, evaluation=config.Evaluation(test_days=10))
     begin = time.perf_counter()
     result = build.build(cfg, pairs=pairs)
-    return {"total": time.perf_counter() - begin, "seconds": result.seconds, "rows": result.rows, "peak_gib": peak_gib()}
+    total = time.perf_counter() - begin
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        sessions, pairs_scored = connection.execute(
+            "SELECT sessions, pairs FROM evaluation WHERE algorithm = 'llr' ORDER BY build_id DESC LIMIT 1"
+        ).fetchone()
+    return {"total": total, "seconds": result.seconds, "rows": result.rows, "peak_gib": peak_gib(),
+            "test_sessions": sessions, "test_pairs": pairs_scored}
 
 
 def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
@@ -154,7 +164,7 @@ def main() -> None:
     parser.add_argument("--sql-all", action="store_true", help="also run the SQL self-join at 20M events")
     options = parser.parse_args()
 
-    header = (f"{'events':>7} {'stage':<34}{'etalage':>10}{'sql join':>10}{'scipy':>10}"
+    header = (f"{'events':>7} {'stage':<44}{'etalage':>10}{'sql join':>10}{'scipy':>10}"
               f"{'sql/etalage':>13}{'scipy/etalage':>15}")
     lines = [header]
     for label in options.sizes.split(","):
@@ -180,18 +190,21 @@ def main() -> None:
             ("same, fresh process (s)", alone and alone["compute"], None, scipy and scipy["compute"]),
             ("same, fresh process: peak (GiB)", alone and alone["peak_gib"], None, scipy and scipy["peak_gib"]),
             ("item-item stage into itemitem (s)", stage(kernel, ITEM_STAGE), stage(sql, ITEM_STAGE), None),
+            ("evaluation: lists before the cut-off (s)", stage(kernel, HOLDOUT), stage(sql, HOLDOUT), None),
+            ("evaluation: scoring the test sessions (s)", stage(kernel, ("evaluation scores",)), stage(sql, ("evaluation scores",)), None),
             ("whole build from Parquet (s)", kernel and kernel["total"], sql and sql["total"], None),
             ("peak memory, whole process (GiB)", kernel and kernel["peak_gib"], sql and sql["peak_gib"], scipy and scipy["peak_gib"]),
         ]
         for name, ours, join, base in rows:
             lines.append(
-                f"{label:>7} {name:<34}{_num(ours):>10}{_num(join):>10}{_num(base):>10}"
+                f"{label:>7} {name:<44}{_num(ours):>10}{_num(join):>10}{_num(base):>10}"
                 f"{_ratio(join, ours):>13}{_ratio(base, ours):>15}"
             )
         if kernel:
             steps = ", ".join(f"{k} {v:.2f}" for k, v in kernel["seconds"].items())
             lines.append(f"{'':>7} etalage steps (s): {steps}")
             lines.append(f"{'':>7} rows: {kernel['rows']}")
+            lines.append(f"{'':>7} evaluation: {kernel['test_sessions']:,} test sessions, {kernel['test_pairs']:,} next-item pairs")
         print("\n".join(lines), flush=True)
 
 
