@@ -68,7 +68,7 @@ def record(
     front = ", ".join(f"${name} AS {name}" for name in names)
     connection.execute(
         f"CREATE OR REPLACE TEMPORARY TABLE new_rows AS SELECT {front}{', ' if front else ''}"
-        "CAST($parameters AS JSON) AS parameters, * FROM scored_rows",
+        "CAST(now() AT TIME ZONE 'UTC' AS TIMESTAMP) AS evaluated_at, CAST($parameters AS JSON) AS parameters, * FROM scored_rows",
         {**columns, "parameters": json.dumps(asdict(algorithms))},
     )
     connection.unregister("scored_rows")
