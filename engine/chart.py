@@ -30,24 +30,26 @@ def write(warehouse_path: Path, target: Path | None = None) -> Path:
     with warehouse.connect(warehouse_path, read_only=True) as connection:
         latest = connection.execute(
             f"SELECT algorithm, {', '.join(METRICS)} FROM evaluation "
-            "WHERE build_id = (SELECT max(build_id) FROM evaluation) ORDER BY algorithm"
+            "WHERE evaluated_at = (SELECT max(evaluated_at) FROM evaluation) ORDER BY algorithm"
         ).fetchall()
         history = connection.execute(
-            "SELECT build_id, algorithm, mrr_at_20 FROM evaluation ORDER BY build_id, algorithm"
+            # Rows from before evaluated_at existed are labelled by their build.
+            "SELECT coalesce(strftime(evaluated_at, '%Y-%m-%d %H:%M'), build_id), algorithm, mrr_at_20 FROM evaluation "
+            "ORDER BY evaluated_at NULLS FIRST, build_id, algorithm"
         ).fetchall()
     figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     width = 0.8 / max(1, len(latest))
     for i, (algorithm, *values) in enumerate(latest):
         bars.bar([m + i * width for m in range(len(METRICS))], values, width, label=algorithm)
     bars.set_xticks([m + width * (len(latest) - 1) / 2 for m in range(len(METRICS))], METRICS)
-    bars.set_title("latest build: score per algorithm")
+    bars.set_title("latest evaluation: score per algorithm")
     bars.legend()
-    builds = sorted({build for build, _, _ in history})
+    builds = list(dict.fromkeys(build for build, _, _ in history))
     for algorithm in sorted({a for _, a, _ in history}):
         points = [(builds.index(b), v) for b, a, v in history if a == algorithm]
         lines.plot([x for x, _ in points], [y for _, y in points], marker="o", label=algorithm)
-    lines.set_xticks(range(len(builds)), [b[:15] for b in builds], rotation=30, ha="right", fontsize=7)
-    lines.set_title("MRR@20 across builds")
+    lines.set_xticks(range(len(builds)), builds, rotation=30, ha="right", fontsize=7)
+    lines.set_title("MRR@20 across evaluations")
     lines.legend()
     figure.savefig(target, dpi=100)
     plt.close(figure)

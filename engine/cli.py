@@ -32,7 +32,7 @@ from rich.table import Table
 
 from engine import build as build_module
 from engine import config as config_module
-from engine import chart, example_shop, ingest, warehouse
+from engine import chart, evaluation, example_shop, ingest, warehouse
 from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
@@ -192,19 +192,25 @@ def _cell(value: object) -> str:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
-@click.option("--warehouse", "warehouse_path", type=click.Path(path_type=Path), default=None,
-              help="Read this warehouse file instead of the config's.")
-@click.option("--all", "every_build", is_flag=True, help="Every build's scores, not just the latest.")
+@click.option("--show", is_flag=True, help="Only print the scores recorded so far; compute nothing.")
+@click.option("--all", "every_build", is_flag=True, help="Print every evaluation, not just the latest.")
 @click.option("--chart", "chart_target", type=click.Path(path_type=Path), default=None,
               help="Also draw the scores and MRR@20 across builds into this PNG.")
-def evaluate(config_path: Path, warehouse_path: Path | None, every_build: bool, chart_target: Path | None) -> None:
-    """Print the evaluation scores that `etalage build` recorded (MRR, MRR@k, hit rate@k, coverage)."""
-    path = warehouse_path or _load(config_path).warehouse
-    if not path.exists():
-        raise BadInput(f"{path} does not exist; run `etalage build` first")
-    _write(_evaluation(path, every_build), "table", None, 10_000)
+def evaluate(config_path: Path, show: bool, every_build: bool, chart_target: Path | None) -> None:
+    """Score the warehouse's algorithms on the evaluation split, record them in `evaluation`, and print them.
+
+    `etalage build` does the same after every build; this re-scores the
+    current warehouse, for instance after changing [evaluation] in the config.
+    """
+    config = _load(config_path)
+    if not config.warehouse.exists():
+        raise BadInput(f"{config.warehouse} does not exist; run `etalage build` first")
+    if not show:
+        with _exits(), err.status("evaluating ..."):
+            evaluation.rescore(config)
+    _write(_evaluation(config.warehouse, every_build), "table", None, 10_000)
     if chart_target:
-        err.print(f"wrote {chart.write(path, chart_target)}")
+        err.print(f"wrote {chart.write(config.warehouse, chart_target)}")
 
 
 def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
@@ -217,8 +223,8 @@ def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
                    round(mrr_at_5, 4) AS mrr_at_5, round(mrr_at_10, 4) AS mrr_at_10, round(mrr_at_20, 4) AS mrr_at_20,
                    round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage
             FROM evaluation
-            WHERE $every OR build_id = (SELECT max(build_id) FROM evaluation)
-            ORDER BY build_id, algorithm
+            WHERE $every OR evaluated_at = (SELECT max(evaluated_at) FROM evaluation)
+            ORDER BY evaluated_at NULLS FIRST, build_id, algorithm
             """,
             {"every": every_build},
         ).to_arrow_table()

@@ -81,3 +81,16 @@ def evaluate(connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, 
     split = cutoff(connection, config)
     rows = scores(connection, config.algorithms, split, pairs, timed)
     record(connection, "evaluation", rows, config.algorithms, build_id=build_id, cutoff=split)
+
+
+def rescore(config: Config) -> None:
+    """Score the current warehouse again (``etalage evaluate``) and add the rows to ``evaluation``.
+
+    The rows carry the latest build's id. The warehouse is amended through a
+    copy that replaces it on success, as a build does.
+    """
+    with warehouse.amend(config.warehouse) as connection:
+        build_id = connection.execute("SELECT max(build_id) FROM builds").fetchone()[0]
+        split = cutoff(connection, config)
+        record(connection, "evaluation", scores(connection, config.algorithms, split), config.algorithms,
+               build_id=build_id, cutoff=split)

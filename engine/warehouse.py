@@ -177,6 +177,11 @@ def append_history(connection: duckdb.DuckDBPyConnection, history: str, rows: st
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}
     ).fetchone()[0]
     if exists:
+        # A warehouse written by an older etalage may lack columns added since: add them (old rows get NULL).
+        present = {row[0] for row in connection.execute(f"DESCRIBE {history}").fetchall()}
+        for name, kind, *_ in connection.execute(f"DESCRIBE {rows}").fetchall():
+            if name not in present:
+                connection.execute(f"ALTER TABLE {history} ADD COLUMN {_quoted(name)} {kind}")
         connection.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {rows}")
     else:
         connection.execute(f"CREATE TABLE {history} AS SELECT * FROM {rows}")

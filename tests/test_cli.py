@@ -41,12 +41,25 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_prints_the_latest_scores_and_draws_them(built_shop, tmp_path):
+def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
+    live = built_shop / "warehouse.duckdb"
+    with warehouse.connect(live, read_only=True) as connection:
+        before = connection.execute("SELECT count(*) FROM evaluation").fetchone()[0]
     result = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--chart", str(tmp_path / "e.png"))
     assert result.returncode == 0, result.stderr
     for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):
         assert algorithm in result.stdout
     assert (tmp_path / "e.png").stat().st_size > 10_000
+    with warehouse.connect(live, read_only=True) as connection:
+        rows = connection.execute("SELECT count(*), count(DISTINCT evaluated_at) FROM evaluation").fetchone()
+        # The same split and parameters score the same as the build did.
+        same = connection.execute(
+            "SELECT count(DISTINCT round(mrr_at_20, 12)) FROM evaluation WHERE build_id = (SELECT max(build_id) FROM builds) GROUP BY algorithm"
+        ).fetchall()
+    assert rows[0] == before + 4
+    assert same == [(1,)] * 4
+    shown = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--show")
+    assert shown.returncode == 0 and shown.stdout.count("llr") == 1
 
 
 def test_sql_table_csv_json_parquet(built_shop, tmp_path):

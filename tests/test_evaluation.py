@@ -100,3 +100,17 @@ def test_on_the_example_shop_llr_and_jaccard_beat_popularity(small_shop, tmp_pat
     # Measured on this shop (seed 11, 30k events, last 2 days held out): llr 1.83x, jaccard 1.62x popular.
     assert mrr["llr"] > 1.5 * mrr["popular"]
     assert mrr["jaccard"] > 1.3 * mrr["popular"]
+
+
+def test_history_from_an_older_warehouse_gains_new_columns(tmp_path):
+    path = write_shop_folder(tmp_path, evaluation_events(), {"nl": list(ITEMS.values())}, "min_support = 1")
+    with path.open("a") as toml:
+        toml.write('\n[evaluation]\ncutoff = "2026-11-05"\n')
+    build.build(config.load(path))
+    live = tmp_path / "warehouse.duckdb"
+    with warehouse.connect(live) as connection:  # as an older etalage left it
+        connection.execute("ALTER TABLE evaluation DROP COLUMN evaluated_at")
+    build.build(config.load(path))
+    with warehouse.connect(live, read_only=True) as connection:
+        rows = connection.execute("SELECT count(*), count(evaluated_at) FROM evaluation").fetchone()
+    assert rows == (8, 4)
