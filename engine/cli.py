@@ -172,7 +172,10 @@ def _write(result: pa.Table, fmt: str, output: Path | None, max_rows: int) -> No
         sink.flush()
     elif fmt == "json":
         text = json.dumps(result.to_pylist(), default=str, indent=1)
-        output.write_text(text + "\n") if output else click.echo(text)
+        if output:
+            output.write_text(text + "\n")
+        else:
+            click.echo(text)
     else:
         table = Table(*result.column_names)
         for row in result.slice(0, max_rows).to_pylist():
