@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine import warehouse
 from tests.conftest import divolte_events, run_cli, sha256, write_shop_folder
 
 EXIT_BAD_INPUT, EXIT_BUSY, EXIT_UNREADABLE = 3, 4, 5
@@ -155,3 +157,41 @@ def test_leftover_from_a_killed_build_is_cleaned_up(shop):
     result = run_cli("build", "--config", str(shop / "etalage.toml"))
     assert result.returncode == 0, result.stderr
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize(("after_seconds", "still_running"), [(0.0, True), (0.8, True), (2.5, None)])
+def test_a_build_killed_midway_leaves_the_live_warehouse_intact(small_shop, tmp_path, after_seconds, still_running):
+    """SIGKILL a real build once its new warehouse file exists (then later): the live one is untouched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for name in ("catalogue.parquet", "etalage.toml"):
+        shutil.copy(small_shop / name, tmp_path / name)
+    shutil.copytree(small_shop / "events" / "avro", tmp_path / "events" / "avro")
+    config = str(tmp_path / "etalage.toml")
+    assert run_cli("build", "--config", config).returncode == 0
+    live = tmp_path / "warehouse.duckdb"
+    before = sha256(live)
+
+    building = tmp_path / ".warehouse.duckdb.building"
+    process = subprocess.Popen([sys.executable, "-m", "engine", "build", "--config", config],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not building.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(after_seconds)
+    killed = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    if still_running:
+        assert killed, "the build finished before it could be killed; the test needs a bigger shop"
+    # Killed: the live file is byte-for-byte the old one. Finished first: it was replaced whole.
+    assert sha256(live) == before or not killed
+    with warehouse.connect(live, read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0
+    assert run_cli("build", "--config", config).returncode == 0
+    assert not building.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
