@@ -62,7 +62,7 @@ class Evaluation:
     """The time split of each build's evaluation: recommendations from before the cut-off, tested after it."""
 
     test_days: int = 7
-    cutoff: str | None = None
+    cutoff: datetime | None = None
 
     @property
     def enabled(self) -> bool:
@@ -158,7 +158,7 @@ def _evaluation(raw: dict[str, Any]) -> Evaluation:
     cutoff = raw.get("cutoff")
     if cutoff is not None:
         try:
-            cutoff = datetime.fromisoformat(str(cutoff)).replace(tzinfo=None).isoformat(sep=" ")
+            cutoff = datetime.fromisoformat(str(cutoff)).replace(tzinfo=None)
         except ValueError:
             msg = f"evaluation.cutoff must be a date or timestamp like 2026-11-01 or 2026-11-01T06:00, not {cutoff!r}"
             raise ConfigError(msg) from None

@@ -23,7 +23,7 @@ from engine.config import Algorithms, Config
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
     """The configured cut-off, or ``test_days`` before the newest event."""
     if config.evaluation.cutoff:
-        return dt.datetime.fromisoformat(config.evaluation.cutoff)
+        return config.evaluation.cutoff
     return connection.execute(
         "SELECT max(ts) - to_days(CAST($days AS INTEGER)) FROM events", {"days": config.evaluation.test_days}
     ).fetchone()[0]
