@@ -115,8 +115,14 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
     """Append this build to the ``builds`` history table."""
+    sqlfiles.create_table(connection, "build_record", record_values(config, result, started), table="this_build", temporary=True)
+    warehouse.append_history(connection, "builds", "this_build")
+
+
+def record_values(config: Config, result: BuildResult, started: dt.datetime) -> dict:
+    """The parameters of ``sql/build_record.sql`` for this build (the Spark engine binds the same)."""
     totals = {key: sum(row[key] for row in result.ingest) for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")}
-    row = {
+    return {
         "build_id": result.build_id,
         "started_at": started.replace(tzinfo=None),
         "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
@@ -126,5 +132,3 @@ def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: Build
         **totals,
         "itemitem_rows": result.rows.get("itemitem", 0),
     }
-    sqlfiles.create_table(connection, "build_record", row, table="this_build", temporary=True)
-    warehouse.append_history(connection, "builds", "this_build")

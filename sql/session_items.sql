@@ -25,7 +25,7 @@ viewed AS (
     CROSS JOIN newest
     WHERE list_contains($event_types, e.event_type)
       AND (CAST($until AS TIMESTAMP) IS NULL OR e.ts < CAST($until AS TIMESTAMP))
-      AND ($look_back_days = 0 OR e.ts >= newest.ts - to_days(CAST($look_back_days AS INTEGER)))
+      AND ($look_back_days = 0 OR e.ts >= newest.ts - INTERVAL 1 DAY * CAST($look_back_days AS INTEGER))
     GROUP BY e.tenant, e.session_id, e.product_id
 )
 SELECT tenant, session_id, product_id, first_seen
