@@ -32,7 +32,7 @@ from rich.table import Table
 
 from engine import build as build_module
 from engine import config as config_module
-from engine import chart, evaluation, example_shop, ingest, warehouse
+from engine import chart, evaluation, example_shop, ingest, sqlfiles, transpile, warehouse
 from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
@@ -114,10 +114,21 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
 @click.option("--pairs", type=click.Choice(["kernel", "sql"]), default="kernel", show_default=True,
-              help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql.")
-def build(config_path: Path, pairs: str) -> None:
-    """Ingest events, compute every algorithm, and atomically replace the warehouse."""
+              help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql (DuckDB only).")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="Run the pipeline in DuckDB, or on a Spark session (needs the `spark` extra and Java).")
+@click.option("--master", default=None,
+              help="Spark master: local[*], yarn, spark://HOST:PORT (--engine spark; default local[*], or spark-submit's).")
+@click.option("--output", default=None,
+              help="Folder (or Hadoop URI) for the Spark build's Parquet tables; default <warehouse>-spark/ beside the warehouse.")
+def build(config_path: Path, pairs: str, engine: str, master: str | None, output: str | None) -> None:
+    """Ingest events, compute every algorithm, and atomically replace the warehouse (or, on Spark, its Parquet tables)."""
     config = _load(config_path)
+    if engine == "spark":
+        _build_spark(config, master, output)
+        return
+    if master or output:
+        raise click.UsageError("--master and --output go with --engine spark")
     _build(config, pairs)
 
 
@@ -126,6 +137,31 @@ def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.
     begin = time.perf_counter()
     with _exits():
         result = build_module.build(config, pairs=pairs, reporter=ConsoleReporter())
+    _summary(result, begin)
+    if config.evaluation.enabled:
+        err.print(f"evaluation chart: {chart.write(config.warehouse)}")
+    return result
+
+
+def _build_spark(config: config_module.Config, master: str | None, output: str | None) -> build_module.BuildResult:
+    try:
+        from engine import spark_engine
+    except ImportError:
+        raise click.UsageError("--engine spark needs pyspark: pip install 'etalage[spark]'") from None
+    target = output or str(spark_engine.default_output(config))
+    begin = time.perf_counter()
+    try:
+        spark = spark_engine.session(master)
+    except spark_engine.SparkUnavailable as error:
+        raise click.UsageError(str(error)) from None
+    err.print(f"building {target} on Spark ({spark.sparkContext.master})")
+    with _exits():
+        result = spark_engine.build(config, target, spark=spark, reporter=ConsoleReporter())
+    _summary(result, begin)
+    return result
+
+
+def _summary(result: build_module.BuildResult, begin: float) -> None:
     for row in result.ingest:
         err.print(
             f"read {row['events_read']:,} {row['source_format']} events from {result.files[row['source_format']]:,} files; "
@@ -135,9 +171,34 @@ def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
     )
-    if config.evaluation.enabled:
-        err.print(f"evaluation chart: {chart.write(config.warehouse)}")
-    return result
+
+
+@main.command("transpile")
+@click.argument("names", nargs=-1)
+@click.option("--dialect", type=click.Choice(["spark"]), default="spark", show_default=True)
+@click.option("--output", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write one NAME.sql per file into this folder instead of printing them.")
+def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | None) -> None:
+    """Print the pipeline's sql/ files (or just NAMES) in Spark SQL, translated by sqlglot from DuckDB's dialect.
+
+    Table names stay the same; parameters become Spark's named markers
+    (:min_support), to bind with spark.sql(query, args={...}).
+    """
+    known = sqlfiles.names()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise click.BadParameter(f"no sql/{unknown[0]}.sql (known: {', '.join(known)})", param_hint="NAMES")
+    if directory:
+        directory.mkdir(parents=True, exist_ok=True)
+    for name in names or known:
+        text = f"-- sql/{name}.sql, translated from DuckDB's dialect to {dialect} by sqlglot (etalage transpile)\n"
+        text += transpile.spark_sql(name, pretty=True) + ";\n"
+        if directory:
+            (directory / f"{name}.sql").write_text(text)
+        else:
+            click.echo(text)
+    if directory:
+        err.print(f"wrote {len(names or known)} files to {directory}/")
 
 
 @main.command()

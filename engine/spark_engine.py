@@ -79,12 +79,15 @@ def session(master: str | None = None) -> SparkSession:
             builder = builder.master(master)
         if master and master.startswith("local"):
             builder = builder.config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
+            # Spark's own catalogue folder, which etalage never uses, instead of ./spark-warehouse.
+            builder = builder.config("spark.sql.warehouse.dir", os.path.join(tempfile.gettempdir(), "etalage-spark-warehouse"))
             builder = builder.config("spark.sql.shuffle.partitions", str(4 * _local_cores(master)))
         try:
             active = builder.getOrCreate()
         except Exception as error:  # pyspark reports a JVM that failed to start in several ways
             msg = f"Spark did not start ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
             raise SparkUnavailable(msg) from None
+        active.sparkContext.setLogLevel("ERROR")  # etalage reports its own steps; Spark's WARN lines are noise here
     active.conf.set("spark.sql.session.timeZone", "UTC")
     return active
 
@@ -171,8 +174,9 @@ class _Run:
     def step(self, name: str, make: Callable[[], DataFrame], *, view: str | None = None, cache: bool = False) -> None:
         """Make one table: written to the output (then read back) if published, else left a view, cached if asked."""
         view = view or name
+        label = name if view == name else f"evaluation {name}"
         begin = time.perf_counter()
-        with self.reporter.step(name) as info:
+        with self.reporter.step(label) as info:
             frame = make()
             if name in OUTPUT_TABLES and view == name:
                 frame = self.output.write(name, frame)
@@ -182,7 +186,7 @@ class _Run:
             elif cache:
                 self.spark.catalog.cacheTable(view)
                 self.cached.append(view)
-        self.result.seconds[name if view == name else f"evaluation {name}"] = round(time.perf_counter() - begin, 3)
+        self.result.seconds[label] = round(time.perf_counter() - begin, 3)
 
     def close(self) -> None:
         for view in self.cached:
@@ -281,8 +285,8 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
         run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
-    run.view("test_items", {**parameters, "cutoff": split}, view="test_items", cache=True)
-    scores = run.sql("evaluation", tables={"holdout.itemitem": HOLDOUT + "itemitem"})
+    run.view("test_items", {**parameters, "cutoff": split}, view=HOLDOUT + "test_items", cache=True)
+    scores = run.sql("evaluation", tables={"holdout.itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"})
     run.step("evaluation", lambda: scores.select(
         F.lit(build_id).alias("build_id"),
         F.lit(split).cast("timestamp_ntz").alias("cutoff"),
