@@ -123,6 +123,7 @@ def build(
     with ExitStack() as cleanup:
         run = _Run(spark, _Output(spark, str(output)), result, reporter)
         cleanup.callback(run.close)
+        cleanup.push(run.output.discard_on_error)
         run.step("events", lambda: _map_events(spark, files, config.events.mapping, cleanup))
         run.view("ingest_stats")
         run.step("products", lambda: _catalogue(spark, config.catalogue))
@@ -217,6 +218,11 @@ class _Output:
         path = self.building.toString() + "/" + table
         frame.write.mode("overwrite").parquet(path)
         return self.spark.read.parquet(path)
+
+    def discard_on_error(self, kind, error, traceback) -> None:
+        """An ExitStack exit callback: a failed build leaves no ``.building`` folder behind."""
+        if kind is not None:
+            self.fs.delete(self.building, True)
 
     def publish(self) -> None:
         """Put the finished tables in place of the previous output."""

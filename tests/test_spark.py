@@ -1,0 +1,324 @@
+"""The Spark engine against DuckDB on the small shop, in Spark's local mode.
+
+* Parity: the same rows in every published table, the same top-N lists, the
+  same counts and Jaccard (bit for bit), and the LLR within a few ulp of
+  N ln N (Java's StrictMath.log may differ from the C library's log in the
+  last bit, and a score sums ten ``x ln x`` terms of up to N ln N).
+* Every file in ``sql/`` runs on Spark and gives DuckDB's rows on the same
+  input, both with etalage's bound literals and with Spark's own parameter
+  markers as ``etalage transpile`` prints them.
+
+Skipped, saying why, where pyspark or Java is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]' (the test extra has it)")
+if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+    pytest.skip("no Java on this machine: the Spark engine needs Java 17 or newer", allow_module_level=True)
+
+from engine import build, config, ingest, spark_engine, sqlfiles, transpile, warehouse  # noqa: E402
+from tests.conftest import write_shop_folder, divolte_events  # noqa: E402
+
+ULPS = 8
+"""LLR tolerance in ulp of N ln N: each of the ten xLogX terms may be 1 ulp off; 2 ulp were seen on the small shop."""
+
+
+def llr_tolerance(sessions: int) -> float:
+    return ULPS * math.ulp(sessions * math.log(sessions))
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local Spark session for the whole module (starting the JVM takes seconds)."""
+    session = spark_engine.session("local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def duck(small_shop, tmp_path_factory) -> Path:
+    """The small shop's DuckDB warehouse (the default Numba kernel path)."""
+    cfg = config.load(small_shop / "etalage.toml")
+    cfg = dataclasses.replace(cfg, warehouse=tmp_path_factory.mktemp("duck") / "warehouse.duckdb")
+    build.build(cfg)
+    return cfg.warehouse
+
+
+@pytest.fixture(scope="module")
+def on_spark(small_shop, spark, tmp_path_factory) -> tuple[Path, build.BuildResult]:
+    """The same shop built on Spark from the same Avro files: its output folder and result."""
+    cfg = config.load(small_shop / "etalage.toml")
+    output = tmp_path_factory.mktemp("spark") / "tables"
+    return output, spark_engine.build(cfg, output, spark=spark)
+
+
+def parquet(output: Path, table: str) -> str:
+    return f"read_parquet('{output / table}/*.parquet')"
+
+
+def rows(connection, query: str) -> list[tuple]:
+    return connection.execute(query).fetchall()
+
+
+def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
+    output, result = on_spark
+    assert sorted(p.name for p in output.iterdir()) == sorted(spark_engine.OUTPUT_TABLES)
+    assert not Path(str(output) + ".building").exists()
+    with warehouse.connect(duck, read_only=True) as connection:
+        for table in spark_engine.OUTPUT_TABLES:
+            ours = [(c[0], c[1]) for c in rows(connection, f"DESCRIBE {table}")]
+            theirs = [(c[0], c[1]) for c in rows(connection, f"DESCRIBE SELECT * FROM {parquet(output, table)}")]
+            # Spark has no JSON type: the parameters column is their text.
+            assert theirs == [(n, "VARCHAR" if t == "JSON" else t) for n, t in ours], table
+            assert result.rows[table] == rows(connection, f"SELECT count(*) FROM {parquet(output, table)}")[0][0]
+
+
+@pytest.mark.parametrize("table", ["events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions"])
+def test_the_tables_under_itemitem_have_the_same_rows(duck, on_spark, table):
+    output, _ = on_spark
+    with warehouse.connect(duck, read_only=True) as connection:
+        count = rows(connection, f"SELECT count(*) FROM {table}")[0][0]
+        assert count > 0
+        for a, b in ((table, parquet(output, table)), (parquet(output, table), table)):
+            assert rows(connection, f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b})") == [(0,)]
+
+
+def test_cooccurrence_jaccard_and_popular_lists_are_identical(duck, on_spark):
+    output, _ = on_spark
+    with warehouse.connect(duck, read_only=True) as connection:
+        ours = rows(connection, "SELECT * FROM itemitem WHERE algorithm <> 'llr' ORDER BY ALL")
+        theirs = rows(connection, f"SELECT * FROM {parquet(output, 'itemitem')} WHERE algorithm <> 'llr' ORDER BY ALL")
+    assert len(ours) > 30_000
+    assert theirs == ours  # scores included, bit for bit: counts and one IEEE division
+
+
+def test_llr_lists_are_the_same_and_scores_within_a_few_ulp(duck, on_spark):
+    output, _ = on_spark
+    with warehouse.connect(duck, read_only=True) as connection:
+        n = dict(rows(connection, "SELECT tenant, sessions FROM tenant_sessions"))
+        query = "SELECT tenant, product_id, rank, related_product_id, distance_score FROM {} WHERE algorithm = 'llr'"
+        ours = rows(connection, query.format("itemitem"))
+        theirs = rows(connection, query.format(parquet(output, "itemitem")))
+    differences = assert_same_lists(ours, theirs, {t: llr_tolerance(s) for t, s in n.items()})
+    assert len(ours) > 10_000
+    # The scores do differ in the last bits (else this test would not be testing the tolerance).
+    assert 0 < max(differences.values()) <= ULPS
+
+
+def assert_same_lists(ours: list[tuple], theirs: list[tuple], tolerance: dict[str, float]) -> dict[str, float]:
+    """Compare ranked lists of ``(tenant, product_id, rank, related_product_id, score)`` rows.
+
+    Scores must agree within the tenant's tolerance, rank by rank. The related
+    products must be the same at every rank, except inside a near-tie: ranks
+    whose scores lie within twice the tolerance of each other may come in
+    either order, because a last-bit difference can swap them (and the last
+    near-tie of a list may swap with the product just below the cut-off).
+    Returns the largest score difference per tenant, in ulp of N ln N.
+    """
+    lists: dict[tuple, dict[str, list]] = defaultdict(lambda: {"ours": [], "theirs": []})
+    for side, table in (("ours", ours), ("theirs", theirs)):
+        for tenant, product, rank, related, score in table:
+            lists[(tenant, product)][side].append((rank, related, score))
+    worst: dict[str, float] = defaultdict(float)
+    swapped = 0
+    for (tenant, product), sides in lists.items():
+        a, b = sorted(sides["ours"]), sorted(sides["theirs"])
+        assert [r for r, _, _ in a] == [r for r, _, _ in b] == list(range(1, len(a) + 1)), (tenant, product)
+        tol = tolerance[tenant]
+        for (rank, mine, s1), (_, other, s2) in zip(a, b):
+            assert abs(s1 - s2) <= tol, (tenant, product, rank, s1, s2)
+            worst[tenant] = max(worst[tenant], abs(s1 - s2) / (tol / ULPS))
+            if mine != other:
+                tied = {x for _, x, s in a if abs(s - s1) <= 2 * tol}
+                at_cut_off = abs(a[-1][2] - s1) <= 2 * tol
+                assert other in tied or at_cut_off, (tenant, product, rank, mine, other)
+                swapped += 1
+    assert swapped <= len(ours) // 1000, f"{swapped} near-tie swaps: more than round-off explains"
+    return dict(worst)
+
+
+def test_evaluation_and_builds_agree(duck, on_spark):
+    output, result = on_spark
+    scores = ("mrr", "mrr_at_5", "mrr_at_10", "mrr_at_20", "hit_rate_at_5", "hit_rate_at_10", "hit_rate_at_20", "coverage")
+    columns = ", ".join(("algorithm", "cutoff", "sessions", "pairs") + scores)
+    with warehouse.connect(duck, read_only=True) as connection:
+        ours = rows(connection, f"SELECT {columns} FROM evaluation ORDER BY algorithm")
+        theirs = rows(connection, f"SELECT {columns} FROM {parquet(output, 'evaluation')} ORDER BY algorithm")
+        build_columns = "event_files, events_read, dropped_duplicate, dropped_corrupt, events_kept, itemitem_rows, parameters::VARCHAR"
+        assert rows(connection, f"SELECT {build_columns} FROM builds") == rows(
+            connection, f"SELECT {build_columns} FROM {parquet(output, 'builds')}"
+        )
+        assert rows(connection, f"SELECT build_id FROM {parquet(output, 'builds')}") == [(result.build_id,)]
+    assert len(ours) == len(theirs) == 4
+    for mine, other in zip(ours, theirs):
+        assert mine[:4] == other[:4]
+        # Averages summed in another order: equal to about 1e-15, not bit for bit.
+        assert other[4:] == pytest.approx(mine[4:], rel=1e-12, abs=1e-15)
+
+
+# -- every file in sql/ on Spark ---------------------------------------------------------------------------------
+
+ORDER = ("events", "ingest_stats", "session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs",
+         "popular", "itemitem", "item_index", "baskets", "test_items", "evaluation", "build_record")
+"""Every sql/ file in an order where each one's inputs come before it."""
+
+
+@pytest.fixture(scope="module")
+def same_input(duck, spark, tmp_path_factory):
+    """A DuckDB connection and the Spark session with the same input tables, and the parameters to bind.
+
+    ``mapped_events`` is the warehouse's events with some flagged (and some
+    NULL) duplicate and corrupt; ``products`` the catalogue. Both engines read
+    them from the same Parquet files, then each file's inputs are the tables
+    its predecessors in :data:`ORDER` made, in each engine on its own.
+    """
+    folder = tmp_path_factory.mktemp("same-input")
+    connection = warehouse.connect()
+    connection.execute(f"ATTACH '{duck}' AS built (READ_ONLY)")
+    connection.execute(
+        """
+        CREATE TABLE mapped_events AS
+        SELECT CASE WHEN hash(event_id) % 2 = 0 THEN 'avro' ELSE 'parquet' END AS source_format, *,
+               CASE hash(event_id) % 23 WHEN 0 THEN TRUE WHEN 1 THEN NULL ELSE FALSE END AS is_duplicate,
+               CASE hash(event_id) % 19 WHEN 0 THEN TRUE WHEN 1 THEN NULL ELSE FALSE END AS is_corrupt
+        FROM built.events
+        """
+    )
+    connection.execute("CREATE TABLE products AS SELECT * FROM built.products")
+    connection.execute("DETACH built")
+    for table in ("mapped_events", "products"):
+        connection.table(table).write_parquet(str(folder / f"{table}.parquet"))
+        spark.read.parquet(str(folder / f"{table}.parquet")).createOrReplaceTempView(table)
+    newest = connection.execute("SELECT max(ts) FROM mapped_events").fetchone()[0]
+    values = {
+        **config.Algorithms().parameters(), "until": None, "cutoff": newest - dt.timedelta(days=5),
+        "build_id": "b-1", "started_at": dt.datetime(2026, 11, 1, 6), "finished_at": dt.datetime(2026, 11, 1, 7),
+        "config_path": None, "parameters": '{"top_n": 20}', "event_files": 3, "events_read": 10, "dropped_duplicate": 1,
+        "dropped_corrupt": 2, "events_kept": 7, "itemitem_rows": 5,
+    }
+    connection.execute("CREATE SCHEMA holdout")
+    made: list[str] = []
+
+    def make(name: str) -> None:
+        """Make ``name`` and everything before it in both engines, once."""
+        for step in ORDER[: ORDER.index(name) + 1]:
+            if step in made:
+                continue
+            sqlfiles.create_table(connection, step, values)
+            spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW {step} AS {transpile.spark_sql(step, values, tables=HOLDOUT)}")
+            if step == "itemitem":  # evaluation.sql scores holdout.itemitem: here, the lists of all events
+                connection.execute("CREATE TABLE holdout.itemitem AS SELECT * FROM itemitem")
+            made.append(step)
+
+    yield connection, make, values
+    connection.close()
+    for step in made + ["mapped_events", "products"]:
+        spark.catalog.dropTempView(step)
+
+
+HOLDOUT = {"holdout.itemitem": "itemitem"}
+
+
+def test_the_order_covers_every_file():
+    assert sorted(ORDER) == sqlfiles.names(), "add the new sql/ file to ORDER, after the files it reads"
+
+
+@pytest.mark.parametrize("name", sqlfiles.names())
+def test_every_sql_file_runs_on_spark_and_gives_duckdbs_rows(name, spark, same_input):
+    connection, make, values = same_input
+    if name not in ORDER:
+        pytest.fail(f"sql/{name}.sql is not in ORDER")
+    make(name)
+    ours = connection.execute(f"SELECT * FROM {name}").fetchall()
+    columns = [c[0] for c in connection.execute(f"DESCRIBE {name}").fetchall()]
+    bound = spark.table(name)
+    # Spark binds a Python datetime in the Python process's time zone; etalage's literals are wall-clock text.
+    args = {k: values[k].isoformat(sep=" ") if isinstance(values[k], dt.datetime) else values[k]
+            for k in sqlfiles.parameters(name)}
+    marked = spark.sql(transpile.spark_sql(name, tables=HOLDOUT), args=args)
+    n = dict(connection.execute("SELECT tenant, sessions FROM tenant_sessions").fetchall()) if "tenant_sessions" in ORDER[: ORDER.index(name)] else {}
+    assert ours, f"sql/{name}.sql made no rows here: the comparison would prove nothing"
+    for frame in (bound, marked):
+        assert frame.columns == columns
+        theirs = [tuple(r) for r in frame.collect()]
+        mine = ours
+        if name == "baskets":  # list order within a session is not defined (nor used: the kernel counts)
+            mine, theirs = ([(tuple(sorted(r[0])),) for r in side] for side in (ours, theirs))
+        assert_same_rows(name, mine, theirs, {t: llr_tolerance(sessions) for t, sessions in n.items()})
+
+
+def assert_same_rows(name: str, ours: list[tuple], theirs: list[tuple], tolerance: dict[str, float]) -> None:
+    """The same rows in any order; floats to 1e-12 (LLR, averages), ranked lists by :func:`assert_same_lists`."""
+    assert len(theirs) == len(ours), name
+    if name in ("ranked_pairs", "itemitem"):
+        exact = sorted(r for r in ours if r[1] != "llr"), sorted(r for r in theirs if r[1] != "llr")
+        assert exact[0] == exact[1]
+        llr = [[(r[0], r[2], r[3], r[4], r[5]) for r in side if r[1] == "llr"] for side in (ours, theirs)]
+        assert_same_lists(*llr, tolerance=tolerance)
+        return
+    key = lambda row: tuple((v is None, round(v, 9) if isinstance(v, float) else v) for v in row)  # noqa: E731
+    for mine, other in zip(sorted(ours, key=key), sorted(theirs, key=key)):
+        assert len(mine) == len(other) and all(
+            math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) if isinstance(a, float) else a == b
+            for a, b in zip(mine, other)
+        ), (name, mine, other)
+
+
+# -- the command line and spark-submit ----------------------------------------------------------------------------
+
+def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
+    """What a cluster runs: spark-submit with etalage's entry point, here on a hand-made shop read from Parquet."""
+    events = divolte_events(
+        [{"session": s, "product": p, "tenant": "nl"} for s in range(40) for p in (f"{s % 5}", f"{s % 5 + 1}", "9")]
+    )
+    config_path = write_shop_folder(tmp_path, events, {"nl": [str(p) for p in range(10)]}, "min_support = 1")
+    text = config_path.read_text().replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    config_path.write_text(text + "[evaluation]\ntest_days = 0\n")
+    submit = Path(sys.executable).parent / "spark-submit"
+    main = Path(spark_engine.__file__).with_name("__main__.py")
+    done = subprocess.run(
+        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(main),
+         "build", "--engine", "spark", "--config", str(config_path), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )
+    said = done.stdout + done.stderr  # spark-submit passes the Python driver's stderr on to its stdout
+    assert done.returncode == 0, said[-3000:]
+    assert "on Spark (local[1])" in said and "itemitem rows" in said
+    with warehouse.connect() as connection:
+        top = connection.execute(
+            f"SELECT related_product_id FROM {parquet(tmp_path / 'out', 'itemitem')}"
+            " WHERE algorithm = 'cooccurrence' AND product_id = '1' ORDER BY rank"
+        ).fetchall()
+        stats = connection.execute(f"SELECT source_format, events_kept FROM {parquet(tmp_path / 'out', 'ingest_stats')}").fetchall()
+    assert stats == [("parquet", 120)]
+    # Product 1 is seen with 0, 2 and 9 (sessions s % 5 in 0 and 1), 9 in all 16 of its sessions.
+    assert [r[0] for r in top] == ["9", "0", "2"]
+
+
+def test_engine_options_are_checked(small_shop):
+    from tests.conftest import run_cli
+
+    wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--master", "local[1]")
+    assert wrong.returncode == 2 and "--master and --output go with --engine spark" in wrong.stderr
+
+
+def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, spark):
+    events = divolte_events([{"session": 1, "product": "1"}, {"session": 1, "product": "2"}])
+    config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
+    config_path.write_text(config_path.read_text() + '[events.mapping]\nparty_id = "no_such_function(partyId)"\n')
+    with pytest.raises(config.ConfigError, match="events.mapping.party_id fails on the avro files: 'no_such_function"):
+        spark_engine.build(config.load(config_path), tmp_path / "out", spark=spark)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.building").exists()
