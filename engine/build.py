@@ -75,17 +75,7 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
     Nothing is written to the live warehouse unless every step succeeds.
     """
     reporter = reporter or Silent()
-    started = dt.datetime.now(dt.timezone.utc)
-    build_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    files = ingest.find(config.events)
-    with reporter.files(len(files)) as advance:
-        ingest.check(files, config.events.mapping, advance)
-    result = BuildResult(
-        build_id=build_id,
-        warehouse=str(config.warehouse),
-        files={fmt: len(paths) for fmt, paths in files.by_format().items()},
-        ingest=[],
-    )
+    result, files, started = checked_files(config, str(config.warehouse), reporter)
     parameters = {**config.algorithms.parameters(), "until": None}
 
     def timed(name: str, create) -> None:
@@ -111,6 +101,21 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
         ]
         _record(connection, config, result, started)
     return result
+
+
+def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, ingest.EventFiles, dt.datetime]:
+    """A build's first step on either engine: its id, and the event files found and checked (nothing read yet)."""
+    started = dt.datetime.now(dt.timezone.utc)
+    files = ingest.find(config.events)
+    with reporter.files(len(files)) as advance:
+        ingest.check(files, config.events.mapping, advance)
+    result = BuildResult(
+        build_id=f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+        warehouse=target,
+        files={fmt: len(paths) for fmt, paths in files.by_format().items()},
+        ingest=[],
+    )
+    return result, files, started
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:

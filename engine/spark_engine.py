@@ -30,7 +30,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +41,7 @@ from pyspark.sql import functions as F
 from sqlglot import exp
 
 from engine import ingest, transpile, warehouse
-from engine.build import PUBLISHED_TABLES, BuildResult, Reporter, Silent, record_values
+from engine.build import PUBLISHED_TABLES, BuildResult, Reporter, Silent, checked_files, record_values
 from engine.config import Config, ConfigError
 
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
@@ -109,17 +108,7 @@ def build(
     """Run the whole pipeline on Spark and replace the Parquet tables under ``output``."""
     reporter = reporter or Silent()
     spark = spark or session()
-    started = dt.datetime.now(dt.timezone.utc)
-    build_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    files = ingest.find(config.events)
-    with reporter.files(len(files)) as advance:
-        ingest.check(files, config.events.mapping, advance)
-    result = BuildResult(
-        build_id=build_id,
-        warehouse=str(output),
-        files={fmt: len(paths) for fmt, paths in files.by_format().items()},
-        ingest=[],
-    )
+    result, files, started = checked_files(config, str(output), reporter)
     with ExitStack() as cleanup:
         run = _Run(spark, _Output(spark, str(output)), result, reporter)
         cleanup.callback(run.close)
@@ -131,7 +120,7 @@ def build(
         for name in STAGE:
             run.view(name, parameters)
         if config.evaluation.enabled:
-            _evaluate(run, config, build_id)
+            _evaluate(run, config, result.build_id)
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started))
         run.output.publish()

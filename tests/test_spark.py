@@ -29,7 +29,7 @@ pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e 
 if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
     pytest.skip("no Java on this machine: the Spark engine needs Java 17 or newer", allow_module_level=True)
 
-from engine import build, config, ingest, spark_engine, sqlfiles, transpile, warehouse  # noqa: E402
+from engine import build, config, spark_engine, sqlfiles, transpile, warehouse  # noqa: E402
 from tests.conftest import write_shop_folder, divolte_events  # noqa: E402
 
 ULPS = 8

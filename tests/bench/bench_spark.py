@@ -142,22 +142,14 @@ def main() -> None:
             ("peak memory, process tree (GiB)", *(r and r["tree_peak_gib"] for r in (kernel, sql, spark))),
         ]
         for name, duck, join, ours in rows:
-            lines.append(f"{label:>7} {name:<40}{_num(duck):>10}{_num(join):>10}{_num(ours):>10}"
-                         f"{_ratio(ours, duck):>14}{_ratio(ours, join):>11}")
+            lines.append(f"{label:>7} {name:<40}{bench_build._num(duck):>10}{bench_build._num(join):>10}{bench_build._num(ours):>10}"
+                         f"{bench_build._ratio(ours, duck):>14}{bench_build._ratio(ours, join):>11}")
         if spark:
             lines.append(f"{'':>7} spark steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in spark["seconds"].items()))
             same = kernel and kernel["rows"].get("itemitem") == spark["rows"].get("itemitem")
             lines.append(f"{'':>7} itemitem rows: spark {spark['rows'].get('itemitem'):,}, duckdb "
                          f"{kernel and kernel['rows'].get('itemitem'):,} ({'same' if same else 'DIFFERENT'})")
         print("\n".join(lines), flush=True)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _ratio(other: float | None, ours: float | None) -> str:
-    return "-" if other is None or not ours else f"{other / ours:.2f}x"
 
 
 if __name__ == "__main__":
