@@ -200,6 +200,11 @@ class _Output:
         self.building = jvm.org.apache.hadoop.fs.Path(target + ".building")
         self.previous = jvm.org.apache.hadoop.fs.Path(target + ".previous")
         self.fs = self.target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        marker = jvm.org.apache.hadoop.fs.Path(target + "/builds")
+        if self.fs.exists(self.target) and self.fs.listStatus(self.target) and not self.fs.exists(marker):
+            # Publishing replaces the whole folder: never one that a Spark build did not write.
+            msg = f"{target} exists and is not the output of an etalage Spark build (it has no builds/): choose another --output"
+            raise ConfigError(msg)
         self.fs.delete(self.building, True)
 
     def write(self, table: str, frame: DataFrame) -> DataFrame:

@@ -322,3 +322,13 @@ def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, s
     with pytest.raises(config.ConfigError, match="events.mapping.party_id fails on the avro files: 'no_such_function"):
         spark_engine.build(config.load(config_path), tmp_path / "out", spark=spark)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.building").exists()
+
+
+def test_an_output_folder_that_is_not_a_spark_build_is_never_replaced(tmp_path, spark):
+    events = divolte_events([{"session": 1, "product": "1"}, {"session": 1, "product": "2"}])
+    config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(config.ConfigError, match="is not the output of an etalage Spark build"):
+        spark_engine.build(config.load(config_path), tmp_path / "precious", spark=spark)
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
