@@ -6,8 +6,10 @@ Exit codes (documented in the README for cron and Airflow):
 * 1: an unexpected error (a bug: please report it with the traceback);
 * 2: wrong command-line usage;
 * 3: bad input: the config, an event file or the catalogue; the message names it;
-* 4: another build holds the warehouse lock;
-* 5: the existing warehouse cannot be opened.
+* 4: another build (or rollback) holds the lock;
+* 5: the existing warehouse cannot be opened;
+* 6: the evaluation gate refused the build: nothing was published;
+* 7: a snapshot failed verification (a missing or changed file): nothing was switched.
 """
 
 from __future__ import annotations
@@ -27,17 +29,34 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from engine import build as build_module
+from engine import (
+    chart,
+    evaluation,
+    example_shop,
+    gate,
+    ingest,
+    locks,
+    snapshot,
+    warehouse,
+)
 from engine import config as config_module
-from engine import chart, evaluation, example_shop, ingest, warehouse
 from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
 EXIT_BUSY = 4
 EXIT_UNREADABLE_WAREHOUSE = 5
+EXIT_GATE_REFUSED = 6
+EXIT_SNAPSHOT_INVALID = 7
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -115,17 +134,18 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
 @click.option("--pairs", type=click.Choice(["kernel", "sql"]), default="kernel", show_default=True,
               help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql.")
-def build(config_path: Path, pairs: str) -> None:
-    """Ingest events, compute every algorithm, and atomically replace the warehouse."""
+@click.option("--force", is_flag=True, help="Publish even if the evaluation gate would refuse the build.")
+def build(config_path: Path, pairs: str, force: bool) -> None:
+    """Ingest events, compute and evaluate every algorithm, replace the warehouse and publish a snapshot."""
     config = _load(config_path)
-    _build(config, pairs)
+    _build(config, pairs, force)
 
 
-def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.BuildResult:
+def _build(config: config_module.Config, pairs: str = "kernel", force: bool = False) -> build_module.BuildResult:
     err.print(f"building {config.warehouse}")
     begin = time.perf_counter()
     with _exits():
-        result = build_module.build(config, pairs=pairs, reporter=ConsoleReporter())
+        result = build_module.build(config, pairs=pairs, force=force, reporter=ConsoleReporter())
     for row in result.ingest:
         err.print(
             f"read {row['events_read']:,} {row['source_format']} events from {result.files[row['source_format']]:,} files; "
@@ -135,9 +155,56 @@ def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
     )
+    err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
+    pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
+    err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
     if config.evaluation.enabled:
         err.print(f"evaluation chart: {chart.write(config.warehouse)}")
     return result
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--verify", "check", is_flag=True, help="Also verify every file of every snapshot against its manifest.")
+def snapshots(config_path: Path, check: bool) -> None:
+    """List the published snapshots, newest first, with their scores; `*` marks the live one."""
+    config = _load(config_path)
+    root = config.snapshots.root
+    with _exits():
+        current = snapshot.live(root)
+    metric = f"{config.snapshots.gate_algorithm} {gate.METRIC}"
+    table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
+    for each in reversed(snapshot.published(root)):
+        score = ((each.manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
+        row = ["*" if current and each.path.name == current.path.name else "", each.path.name,
+               each.manifest.get("created_at", "?"), f"{each.manifest.get('rows', {}).get('itemitem', 0):,}",
+               "" if score is None else f"{score:.4f}", (each.manifest.get("gate") or {}).get("verdict", "")]
+        if check:
+            try:
+                snapshot.verify(each.path)
+                row.append("ok")
+            except snapshot.SnapshotInvalid as error:
+                row.append(f"[red]INVALID[/]: {error}")
+        table.add_row(*row)
+    if not table.row_count:
+        raise BadInput(f"no snapshots under {root} yet; run `etalage build`")
+    out.print(table)
+
+
+@main.command()
+@click.argument("build_id", required=False)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+def rollback(build_id: str | None, config_path: Path) -> None:
+    """Make an earlier snapshot live: BUILD_ID, or the one before the live one.
+
+    The target is verified first. The warehouse is not changed, and the next
+    build publishes (and gates against) from the rolled-back snapshot.
+    """
+    config = _load(config_path)
+    with _exits(), snapshot.locked(config.snapshots.root):
+        previous, now = snapshot.rollback(config.snapshots.root, build_id)
+    was = f" (was {previous.path.name})" if previous else ""
+    err.print(f"live snapshot is now {now.path.name}{was}")
 
 
 @main.command()
@@ -325,8 +392,10 @@ def _exits() -> Iterator[None]:
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         ingest.IngestError: EXIT_BAD_INPUT,
-        warehouse.WarehouseBusy: EXIT_BUSY,
+        locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
+        gate.GateRefused: EXIT_GATE_REFUSED,
+        snapshot.SnapshotInvalid: EXIT_SNAPSHOT_INVALID,
     }
     try:
         yield

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,4 +91,20 @@ avro = ["events/avro/**/*.avro"]
 {algorithms}
 """
     (folder / "etalage.toml").write_text(toml)
+    return folder / "etalage.toml"
+
+
+def shop_config(shop: Path, folder: Path, **changes) -> config.Config:
+    """The shop's config with its warehouse and snapshots moved into ``folder``, so the shared shop stays read-only."""
+    cfg = config.load(shop / "etalage.toml")
+    snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
+    return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
+
+
+def copy_shop(shop: Path, folder: Path) -> Path:
+    """Copy the shop's catalogue, config and Avro events into ``folder`` (to build there); return the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("catalogue.parquet", "etalage.toml"):
+        shutil.copy(shop / name, folder / name)
+    shutil.copytree(shop / "events" / "avro", folder / "events" / "avro")
     return folder / "etalage.toml"
