@@ -4,7 +4,8 @@ The steps, in order, each a file in ``sql/`` unless noted:
 
 1. find and check the event files (``engine.ingest``), map them, keep the
    unflagged ones (``events``) and count the rest (``ingest_stats``); load the
-   catalogue (``products``);
+   catalogue (``products``) and the server's exposure log (``exposures``,
+   scored into ``click_through``);
 2. ``session_items``, ``item_counts``, ``tenant_sessions``;
 3. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
    ``popular``, ``itemitem``; ``pairs="sql"``) or by the Numba kernel
@@ -39,6 +40,7 @@ import duckdb
 from engine import (
     crashpoints,
     evaluation,
+    exposures,
     gate,
     ingest,
     itemitem,
@@ -48,7 +50,10 @@ from engine import (
 )
 from engine.config import Config
 
-PUBLISHED_TABLES = ("events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions", "itemitem")
+PUBLISHED_TABLES = (
+    "events", "ingest_stats", "products", "exposures", "click_through",
+    "session_items", "item_counts", "tenant_sessions", "itemitem",
+)
 """Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
 
 
@@ -129,6 +134,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
     with warehouse.rebuild(config.warehouse) as connection:
         timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
+        timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
+        timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
         crashpoints.reach("compute")
         itemitem.stage(connection, pairs, parameters, timed)
         if config.evaluation.enabled:

@@ -15,6 +15,7 @@ Exit codes (documented in the README for cron and Airflow):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -338,8 +339,10 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
 
 @main.command()
 @click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
-def demo(directory: Path) -> None:
-    """Generate the example shop (unless it is there), build it, and show some recommendations."""
+@click.option("--serve/--no-serve", "then_serve", default=True, show_default=True,
+              help="Serve the published snapshot afterwards (until Ctrl-C).")
+def demo(directory: Path, then_serve: bool) -> None:
+    """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
     if not config_path.exists():
         _generate(example_shop.ShopSpec(), directory)
@@ -364,6 +367,45 @@ def demo(directory: Path) -> None:
     out.print("\nHow well each algorithm predicted the next product in the last week's sessions (etalage evaluate):")
     _write(_evaluation(config.warehouse), "table", None, 100)
     out.print(f"\nQuery it yourself: etalage sql --config {config_path} \"SELECT * FROM itemitem LIMIT 10\"")
+    if then_serve:
+        base = f"http://{config.serving.host}:{config.serving.port}"
+        out.print(f"\nAsk the server (in another terminal):\n  curl '{base}/v1/{product[0]}/products/{product[1]}/recommendations?limit=5'"
+                  f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'\n")
+        _serve(config)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--host", default=None, help="Listen here instead of serving.host.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen here instead of serving.port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes instead of serving.workers.")
+def serve(config_path: Path, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the live snapshot over HTTP: recommendations, the A/B gateway, /metrics and /schema.
+
+    Runs the Litestar app under uvicorn with several worker processes; each
+    picks up a newly published snapshot within serving.reload_seconds.
+    """
+    config = _load(config_path)
+    _serve(config, host, port, workers)
+
+
+def _serve(config: config_module.Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    import uvicorn  # the server's dependencies load only for `serve`
+
+    host, port = host or config.serving.host, config.serving.port if port is None else port
+    if snapshot.live(config.snapshots.root) is None:
+        err.print(f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one")
+    os.environ["ETALAGE_CONFIG"] = str(config.source.resolve()) if config.source else "etalage.toml"
+    # Every worker counts into files here; /metrics adds them up (server/metrics.py).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="etalage-metrics-")
+    err.print(f"serving {config.snapshots.root / snapshot.CURRENT} on http://{host}:{port}/ "
+              f"(API docs: http://{host}:{port}/schema/swagger; Ctrl-C stops)")
+    try:
+        uvicorn.run("server.app:from_environment", factory=True, host=host, port=port,
+                    workers=workers or config.serving.workers, loop="uvloop", http="httptools",
+                    log_level="warning", access_log=False)
+    finally:
+        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
 @main.command("example-warehouse")

@@ -250,7 +250,7 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
 
 
 def _serving(raw: dict[str, Any], base: Path) -> Serving:
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"exposures": base / Serving.exposures}
     for f in fields(Serving):
         if f.name not in raw:
             continue

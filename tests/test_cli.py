@@ -120,7 +120,7 @@ def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
 
 
 def test_demo_runs_the_whole_example(tmp_path):
-    result = run_cli("demo", "--out", str(tmp_path / "example"))
+    result = run_cli("demo", "--no-serve", "--out", str(tmp_path / "example"))
     assert result.returncode == 0, result.stderr
     assert "Top 5 per algorithm" in result.stdout
     for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):

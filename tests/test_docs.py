@@ -18,7 +18,7 @@ def documented_tables() -> dict[str, list[tuple[str, str]]]:
     """``### `name` `` sections of the README and the (column, type) rows of their first table."""
     tables = {}
     for match in re.finditer(r"^### `(\w+)`\n(.*?)(?=^### |^## )", README, flags=re.M | re.S):
-        rows = re.findall(r"^\| `(\w+)` \| ([A-Z]+) \|", match.group(2), flags=re.M)
+        rows = re.findall(r"^\| `(\w+)` \| ([A-Z]+(?:\[\])?) \|", match.group(2), flags=re.M)
         tables[match.group(1)] = rows
     return tables
 
@@ -49,7 +49,9 @@ def test_every_command_is_documented():
 
 def test_every_config_key_is_documented():
     keys = {"warehouse.path", "catalogue.path", "events.avro", "events.parquet"}
-    for table, kind in (("algorithms", config.Algorithms), ("evaluation", config.Evaluation), ("snapshots", config.Snapshots)):
+    for table, kind in (("algorithms", config.Algorithms), ("evaluation", config.Evaluation),
+                        ("snapshots", config.Snapshots), ("serving", config.Serving), ("experiment", config.Experiment),
+                        ("experiment.variants[]", config.Variant)):
         keys |= {f"{table}.{f.name}" for f in dataclasses.fields(kind)}
     for key in keys:
         assert f"| `{key}` |" in README, key
