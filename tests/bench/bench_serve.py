@@ -10,7 +10,8 @@ It builds a shop of 180,000 products and 1M events once (cached under
 drives it with ``wrk`` (installed with apt when missing), in one run:
 
 1. ``/health``, which returns a constant through the same app, middleware and
-   worker settings: the hello-world rate;
+   worker settings: the hello-world rate (requested through the same wrk Lua
+   script as the next run, so the load generator does the same work);
 2. ``/v1/{tenant}/products/{id}/recommendations`` for random catalogue
    products with recommendations (a wrk Lua script picks one per request);
 3. the same while the live snapshot is switched away and back mid-run
@@ -111,11 +112,14 @@ def main() -> None:
     print("preparing the shop and two snapshots (cached in bench-data/serve-1M) ...", flush=True)
     config_path = prepare(folder)
     with tempfile.TemporaryDirectory() as scratch:
-        script = Path(scratch) / "paths.lua"
-        script.write_text(LUA % ", ".join(f'"{p}"' for p in product_paths(config_path)))
+        script, health = Path(scratch) / "paths.lua", Path(scratch) / "health.lua"
+        paths = product_paths(config_path)
+        script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
+        # The same Lua request() for the hello-world run, so that wrk spends the same on both.
+        health.write_text(LUA % ", ".join('"/health"' for _ in paths))
         with running_server(config_path, workers=args.workers) as (base, _):
-            drive(wrk, f"{base}/health", 3, args.connections)  # warm-up
-            hello = drive(wrk, f"{base}/health", args.seconds, args.connections)
+            drive(wrk, base, 3, args.connections, health)  # warm-up
+            hello = drive(wrk, base, args.seconds, args.connections, health)
             recommendations = drive(wrk, base, args.seconds, args.connections, script)
 
             def swap() -> None:
