@@ -89,11 +89,19 @@ def clean(root: Path) -> None:
     (root / f".{CURRENT}.new").unlink(missing_ok=True)
 
 
-def stage(root: Path, build_id: str, tables: dict[str, Callable[[], pa.RecordBatchReader]], manifest: dict) -> Snapshot:
+def stage(
+    root: Path,
+    build_id: str,
+    tables: dict[str, Callable[[], pa.RecordBatchReader]],
+    manifest: dict,
+    folders: dict[str, Path] | None = None,
+) -> Snapshot:
     """Write ``tables`` and the manifest into a staging folder beside the live snapshot.
 
     ``tables`` maps a name to a function that opens its rows; they are opened
     one at a time, since a DuckDB connection streams one result at a time.
+    ``folders`` maps a subfolder name to a folder of finished files (the
+    visual index) that is copied in; its files are checksummed like the rest.
 
     The manifest gets the format, build id, row counts, schemas and sha256 of
     every file; the folder is verified, and ``_SUCCESS`` is written last.
@@ -116,9 +124,15 @@ def stage(root: Path, build_id: str, tables: dict[str, Callable[[], pa.RecordBat
             fsync(path)
             files[path.name] = {"rows": rows, "bytes": path.stat().st_size, "sha256": _sha256(path),
                                 "schema": _schema_text(reader.schema)}
+        for name, source in (folders or {}).items():
+            shutil.copytree(source, staging / name)
+            for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
+                fsync(path)
+                files[str(path.relative_to(staging))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         manifest = {"format": FORMAT, "build_id": build_id,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest,
-                    "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items()}, "files": files}
+                    "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
+                    "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         fsync(staging / MANIFEST)
         verify(staging, complete=False)
@@ -149,6 +163,8 @@ def verify(folder: Path, *, complete: bool = True) -> Snapshot:
         if name not in manifest["files"]:
             raise SnapshotInvalid(f"{folder}: the manifest lists no {name}")
     for name, entry in manifest["files"].items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise SnapshotInvalid(f"{folder / MANIFEST}: lists a file outside the snapshot ({name})")
         _verify_file(folder / name, entry)
     return Snapshot(folder, manifest)
 
@@ -160,6 +176,8 @@ def _verify_file(path: Path, entry: dict) -> None:
         raise SnapshotInvalid(f"{path}: {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}")
     if _sha256(path) != entry["sha256"]:
         raise SnapshotInvalid(f"{path}: sha256 differs from the manifest (the file changed after it was written)")
+    if "schema" not in entry:
+        return  # not a table: its checksum is the check
     try:
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)

@@ -242,3 +242,31 @@ def test_gate_decisions(new, live, force, verdict):
     decision = gate.decide(scores, current, "llr", 0.05, force)
     assert decision.verdict == verdict
     assert decision.publish == (verdict != "refused")
+
+
+def test_a_snapshots_folders_are_checksummed_too(tmp_path):
+    extra = tmp_path / "index"
+    extra.mkdir()
+    (extra / "forest-nl.ann").write_bytes(bytes(range(256)) * 10)
+    (extra / "items.json").write_text('{"dim": 4}')
+    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["1"], "rank": pa.array([1], pa.int32()),
+                         "related_product_id": ["2"], "distance_score": [1.0]})
+    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
+    staged = snapshot.stage(tmp_path / "root", "b1", {"itemitem": itemitem.to_reader, "products": products.to_reader},
+                            {}, folders={"visual": extra})
+    assert set(staged.manifest["files"]) == {"itemitem.arrow", "products.arrow", "visual/forest-nl.ann", "visual/items.json"}
+    assert staged.manifest["rows"] == {"itemitem": 1, "products": 2}
+    snapshot.verify(staged.path)
+    forest = staged.path / "visual" / "forest-nl.ann"
+    forest.write_bytes(forest.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: sha256 differs"):
+        snapshot.verify(staged.path)
+    forest.unlink()
+    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: missing"):
+        snapshot.verify(staged.path)
+    manifest = json.loads((staged.path / "manifest.json").read_text())
+    del manifest["files"]["visual/forest-nl.ann"]
+    manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
+    (staged.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(snapshot.SnapshotInvalid, match="outside the snapshot"):
+        snapshot.verify(staged.path)
