@@ -35,12 +35,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
 
+import pyarrow as pa
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import exp
 
-from engine import ingest, transpile, warehouse
+from engine import exposures, ingest, transpile, warehouse
 from engine.build import PUBLISHED_TABLES, BuildResult, Reporter, Silent, checked_files, record_values
 from engine.config import Config, ConfigError
 
@@ -116,6 +118,8 @@ def build(
         run.step("events", lambda: _map_events(spark, files, config.events.mapping, cleanup))
         run.view("ingest_stats")
         run.step("products", lambda: _catalogue(spark, config.catalogue))
+        run.step("exposures", lambda: _exposures(spark, config.serving.exposures))
+        run.view("click_through")
         parameters = {**config.algorithms.parameters(), "until": None}
         for name in STAGE:
             run.view(name, parameters)
@@ -271,7 +275,24 @@ def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
     with warehouse.connect() as connection:
         ingest.load_catalogue(connection, path)
         rows = connection.execute("SELECT * FROM products").to_arrow_table()
-    return spark.createDataFrame(rows)
+    return _from_driver(spark, rows)
+
+
+def _exposures(spark: SparkSession, folder: Path) -> DataFrame:
+    """``exposures``, the server's exposure files, loaded and checked on the driver as a DuckDB build does."""
+    with warehouse.connect() as connection:
+        exposures.load(connection, folder)
+        rows = connection.execute("SELECT * FROM exposures").to_arrow_table()
+    return _from_driver(spark, rows)
+
+
+def _from_driver(spark: SparkSession, rows: pa.Table) -> DataFrame:
+    """Rows the driver read, as a DataFrame; timestamps stay wall-clock (TIMESTAMP_NTZ, DuckDB's TIMESTAMP).
+
+    An empty table goes as an empty list: pyspark's Arrow path fails on a table without chunks.
+    """
+    schema = from_arrow_schema(rows.schema, prefer_timestamp_ntz=True)
+    return spark.createDataFrame(rows if rows.num_rows else [], schema=schema)
 
 
 def _evaluate(run: _Run, config: Config, build_id: str) -> None:

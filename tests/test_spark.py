@@ -171,7 +171,7 @@ def test_evaluation_and_builds_agree(duck, on_spark):
 
 # -- every file in sql/ on Spark ---------------------------------------------------------------------------------
 
-ORDER = ("events", "ingest_stats", "session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs",
+ORDER = ("events", "ingest_stats", "click_through", "session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs",
          "popular", "itemitem", "item_index", "baskets", "test_items", "evaluation", "build_record")
 """Every sql/ file in an order where each one's inputs come before it."""
 
@@ -199,7 +199,18 @@ def same_input(duck, spark, tmp_path_factory):
     )
     connection.execute("CREATE TABLE products AS SELECT * FROM built.products")
     connection.execute("DETACH built")
-    for table in ("mapped_events", "products"):
+    # Exposures a minute before some product views, of that product or of another: some clicked, some not.
+    connection.execute(
+        """
+        CREATE TABLE exposures AS
+        SELECT 'x' || row_number() OVER (ORDER BY event_id) AS exposure_id, ts - INTERVAL 1 MINUTE AS ts,
+               party_id AS visitor, tenant, product_id, 'exp-' || (hash(event_id) % 2) AS experiment,
+               CASE WHEN hash(event_id) % 3 = 0 THEN 'a' ELSE 'b' END AS variant, 'llr' AS algorithm, 's1' AS snapshot,
+               CASE WHEN hash(event_id) % 4 = 0 THEN ['none'] ELSE [product_id, 'none'] END AS shown
+        FROM mapped_events WHERE product_id IS NOT NULL AND hash(event_id) % 40 = 0
+        """
+    )
+    for table in ("mapped_events", "products", "exposures"):
         connection.table(table).write_parquet(str(folder / f"{table}.parquet"))
         spark.read.parquet(str(folder / f"{table}.parquet")).createOrReplaceTempView(table)
     newest = connection.execute("SELECT max(ts) FROM mapped_events").fetchone()[0]
@@ -225,7 +236,7 @@ def same_input(duck, spark, tmp_path_factory):
 
     yield connection, make, values
     connection.close()
-    for step in made + ["mapped_events", "products"]:
+    for step in made + ["mapped_events", "products", "exposures"]:
         spark.catalog.dropTempView(step)
 
 
