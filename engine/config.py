@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import models
+
 DIVOLTE_MAPPING: dict[str, str] = {
     "event_id": "concat_ws(':', pageViewId, eventType)",
     "ts": '"timestamp"',
@@ -71,6 +73,27 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Visual:
+    """The visual recommender: which encoder makes the image vectors, and how the Annoy forest is built and searched.
+
+    Off unless ``enabled``: encoding a catalogue's photos costs minutes on a
+    CPU the first time (later builds take the vectors from the ``embeddings``
+    cache), and the catalogue needs an ``image`` column.
+    """
+
+    enabled: bool = False
+    encoder: str = "efficientnet-lite0"
+    model: str | None = None
+    pretrained: str | None = None
+    checkpoint: Path | None = None
+    batch_size: int = 32
+    metric: str = "angular"
+    n_trees: int = 50
+    search_k: int = -1
+    min_sessions: int = 5
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
 
@@ -79,6 +102,7 @@ class Config:
     events: EventSources
     algorithms: Algorithms = Algorithms()
     evaluation: Evaluation = Evaluation()
+    visual: Visual = Visual()
     source: Path | None = None
 
 
@@ -97,12 +121,13 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation"}, "")
+    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "visual"}, "")
     warehouse = _table(raw, "warehouse", {"path"})
     catalogue = _table(raw, "catalogue", {"path"})
     events = _table(raw, "events", {"avro", "parquet", "mapping"})
     algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
     evaluation = _table(raw, "evaluation", {f.name for f in fields(Evaluation)})
+    visual = _table(raw, "visual", {f.name for f in fields(Visual)})
 
     mapping = dict(DIVOLTE_MAPPING)
     overrides = events.get("mapping", {})
@@ -128,6 +153,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         events=sources,
         algorithms=_algorithms(algorithms),
         evaluation=_evaluation(evaluation),
+        visual=_visual(visual, base),
         source=source,
     )
 
@@ -166,6 +192,39 @@ def _evaluation(raw: dict[str, Any]) -> Evaluation:
 
 
 _MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
+
+
+def _visual(raw: dict[str, Any], base: Path) -> Visual:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                msg = f"visual.enabled must be true or false, not {value!r}"
+                raise ConfigError(msg)
+        elif key in ("encoder", "metric"):
+            choices = models.ENCODERS if key == "encoder" else models.METRICS
+            if value not in choices:
+                msg = f"visual.{key} must be one of {', '.join(choices)}, not {value!r}"
+                raise ConfigError(msg)
+        elif key in ("model", "pretrained", "checkpoint"):
+            if not isinstance(value, str) or not value.strip():
+                msg = f"visual.{key} must be a non-empty string"
+                raise ConfigError(msg)
+            value = base / value if key == "checkpoint" else value
+        else:
+            least = _VISUAL_MINIMUM[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                msg = f"visual.{key} must be an integer >= {least}, not {value!r}"
+                raise ConfigError(msg)
+        values[key] = value
+    visual = Visual(**values)
+    if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
+        msg = "visual.model, visual.pretrained and visual.checkpoint are for encoder = \"open_clip\""
+        raise ConfigError(msg)
+    return visual
+
+
+_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "min_sessions": 0}
 
 
 def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:

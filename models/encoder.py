@@ -28,15 +28,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from models import ENCODERS
+
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 """A path to an image file, the file's bytes, or an already opened PIL image."""
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (images encoded so far, images in all)."""
-
-ENCODERS = ("efficientnet-lite0", "open_clip")
-"""The names :func:`open_encoder` (and the config's ``visual.encoder``) accepts."""
-
 
 class EncoderError(RuntimeError):
     """The encoder cannot be built: a missing package, missing weights or an unknown model; the message says what to do."""

@@ -30,16 +30,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from annoy import AnnoyIndex
 
-Metric = Literal["angular", "euclidean", "dot"]
-METRICS: tuple[str, ...] = ("angular", "euclidean", "dot")
-"""Annoy's metrics: ``angular`` is cosine distance (the default, blind to a vector's length), ``euclidean`` the talk's."""
+from models import METRICS
+
 
 ITEMS_FILE = "visual-items.arrow"
 MANIFEST_FILE = "visual.json"
