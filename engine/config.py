@@ -90,6 +90,8 @@ class Visual:
     metric: str = "angular"
     n_trees: int = 50
     search_k: int = -1
+    dims: int = 0
+    candidates: int = 100
     min_sessions: int = 5
 
 
@@ -218,13 +220,16 @@ def _visual(raw: dict[str, Any], base: Path) -> Visual:
                 raise ConfigError(msg)
         values[key] = value
     visual = Visual(**values)
+    if visual.dims and visual.metric == "dot":
+        msg = "visual.dims (search in principal components) needs metric = \"angular\" or \"euclidean\""
+        raise ConfigError(msg)
     if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
         msg = "visual.model, visual.pretrained and visual.checkpoint are for encoder = \"open_clip\""
         raise ConfigError(msg)
     return visual
 
 
-_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "min_sessions": 0}
+_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "dims": 0, "candidates": 1, "min_sessions": 0}
 
 
 def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:
@@ -294,4 +299,12 @@ event_types = ["pageView", "addToCart"]
 # Each build also computes the lists from the events before the last
 # `test_days` days and scores them on the sessions after (0 turns it off).
 test_days = 7
+
+[visual]
+# Look-alike products from the pictures in the catalogue's `image` column
+# (the `visual` and `visual_blend` algorithms). The first build encodes every
+# picture, minutes on a CPU; later builds take the vectors from the cache.
+enabled = false
+encoder = "efficientnet-lite0"
+metric = "angular"
 """

@@ -22,6 +22,12 @@ A saved index is a folder:
 * ``visual-items.arrow``: which (tenant, product_id) each Annoy item number
   is (Arrow IPC, memory-mapped too);
 * ``visual.json``: model id, dimension, metric, trees and counts.
+
+**Reduced search** (``dims``, see :mod:`models.reduce`): the forests are
+built over the vectors' first ``dims`` principal components, and the
+``candidates`` best found are re-ranked exactly on the full vectors. Two
+more files then: ``visual-vectors.npy`` (the full vectors, one row per row of
+the item table, memory-mapped) and ``visual-projection.npy``.
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ import pyarrow.compute as pc
 from annoy import AnnoyIndex
 
 from models import METRICS
+from models.reduce import Projection, fit, unit
 
 
 ITEMS_FILE = "visual-items.arrow"
 MANIFEST_FILE = "visual.json"
+VECTORS_FILE = "visual-vectors.npy"
+PROJECTION_FILE = "visual-projection.npy"
 
 ITEMITEM_SCHEMA = pa.schema(
     [
@@ -95,7 +104,14 @@ class VisualIndex:
     one with :meth:`load` (memory-mapped, read-only).
     """
 
-    def __init__(self, forests: dict[str, AnnoyIndex], items: pa.Table, manifest: dict) -> None:
+    def __init__(
+        self,
+        forests: dict[str, AnnoyIndex],
+        items: pa.Table,
+        manifest: dict,
+        vectors: np.ndarray | None = None,
+        projection: Projection | None = None,
+    ) -> None:
         self.forests = forests
         self.items = items
         self.manifest = manifest
@@ -103,11 +119,17 @@ class VisualIndex:
         self.metric: str = manifest["metric"]
         self.model_id: str = manifest["model_id"]
         self.search_k: int = manifest["search_k"]
+        self.candidates: int = manifest.get("candidates", 0)
+        self.vectors = vectors  # full vectors per item-table row; only for reduced search
+        self.projection = projection
         self._products: dict[str, list[str]] = {}
         self._position: dict[str, dict[str, int]] = {}
+        self._first_row: dict[str, int] = {}
+        tenants = items.column("tenant").to_numpy(zero_copy_only=False)
         for tenant in forests:
-            rows = items.filter(pc.equal(items.column("tenant"), tenant))
-            products = rows.column("product_id").to_pylist()
+            rows = np.flatnonzero(tenants == tenant)
+            products = items.column("product_id").take(pa.array(rows)).to_pylist()
+            self._first_row[tenant] = int(rows[0])
             self._products[tenant] = products
             self._position[tenant] = {product: i for i, product in enumerate(products)}
 
@@ -126,12 +148,17 @@ class VisualIndex:
     def vector(self, tenant: str, product_id: str) -> np.ndarray:
         """The stored vector of a product."""
         forest, item = self._item(tenant, product_id)
+        if self.vectors is not None:
+            return np.array(self.vectors[self._first_row[tenant] + item], dtype=np.float32)
         return np.array(forest.get_item_vector(item), dtype=np.float32)
 
     def similar(self, tenant: str, product_id: str, k: int = 10, search_k: int | None = None) -> list[Neighbour]:
         """The ``k`` products of ``tenant`` that look most like ``product_id``, never the product itself."""
         forest, item = self._item(tenant, product_id)
         # One more than asked for, since the product itself usually comes back first (and duplicates of its photo may).
+        if self.projection is not None:
+            ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k))
+            return self._reranked(tenant, ids, self.vectors[self._first_row[tenant] + item], item)[:k]
         ids, distances = forest.get_nns_by_item(item, k + 1, search_k=self._search_k(search_k), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=item)[:k]
 
@@ -146,6 +173,11 @@ class VisualIndex:
             msg = f"a vector of {vector.size} values was given, the index holds {self.dim}-dimensional vectors ({self.model_id})"
             raise ValueError(msg)
         forest = self._forest(tenant)
+        if self.projection is not None:
+            full = unit(vector) if self.metric == "angular" else vector
+            reduced = self.projection(full[None, :])[0]
+            ids = forest.get_nns_by_vector(reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k))
+            return self._reranked(tenant, ids, full, None)[:k]
         ids, distances = forest.get_nns_by_vector(vector.tolist(), k, search_k=self._search_k(search_k), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=None)
 
@@ -156,6 +188,9 @@ class VisualIndex:
             forest.save(str(directory / _forest_file(tenant)))
         with pa.OSFile(str(directory / ITEMS_FILE), "wb") as sink, pa.ipc.new_file(sink, self.items.schema) as writer:
             writer.write_table(self.items)
+        if self.projection is not None:
+            np.save(directory / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
+            self.projection.save(directory / PROJECTION_FILE)
         (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
         return directory
 
@@ -177,11 +212,18 @@ class VisualIndex:
             if not path.is_file():
                 msg = f"{path} is missing from the visual index"
                 raise NotIndexed(msg)
-            forest = AnnoyIndex(manifest["dim"], manifest["metric"])
+            forest = AnnoyIndex(*_forest_shape(manifest))
             forest.load(str(path))  # mmap, no prefault
             forests[tenant] = forest
         items = pa.ipc.open_file(pa.memory_map(str(directory / ITEMS_FILE))).read_all()
-        return cls(forests, items, manifest)
+        if not manifest.get("dims"):
+            return cls(forests, items, manifest)
+        for name in (VECTORS_FILE, PROJECTION_FILE):
+            if not (directory / name).is_file():
+                msg = f"{directory / name} is missing from the visual index"
+                raise NotIndexed(msg)
+        vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
+        return cls(forests, items, manifest, vectors, Projection.load(directory / PROJECTION_FILE))
 
     def unload(self) -> None:
         """Unmap the forests (a server swapping snapshots calls this on the old one)."""
@@ -205,6 +247,21 @@ class VisualIndex:
     def _search_k(self, search_k: int | None) -> int:
         return self.search_k if search_k is None else search_k
 
+    def _reranked(self, tenant: str, ids: list[int], query: np.ndarray, exclude: int | None) -> list[Neighbour]:
+        """Candidates of a reduced search ordered by the exact metric on the full vectors (ties by item number)."""
+        ids = np.array([i for i in ids if i != exclude], dtype=np.int64)
+        if ids.size == 0:
+            return []
+        full = np.asarray(self.vectors[self._first_row[tenant] + ids], dtype=np.float32)
+        query = np.asarray(query, dtype=np.float32)
+        if self.metric == "angular":
+            scores = full @ unit(query)  # stored vectors are unit length
+        else:
+            scores = 1.0 / (1.0 + np.linalg.norm(full - query, axis=1))
+        order = np.lexsort((ids, -scores))
+        products = self._products[tenant]
+        return [Neighbour(products[ids[i]], float(scores[i])) for i in order]
+
     def _neighbours(self, tenant: str, ids: list[int], distances: list[float], exclude: int | None) -> list[Neighbour]:
         products = self._products[tenant]
         scores = similarity(self.metric, np.array(distances))
@@ -221,6 +278,8 @@ def build(
     search_k: int = -1,
     seed: int = 42,
     n_jobs: int = 1,
+    dims: int | None = None,
+    candidates: int = 100,
 ) -> VisualIndex:
     """Build one forest per tenant over the rows of ``vectors``.
 
@@ -235,6 +294,10 @@ def build(
         search_k: candidates a query inspects by default (-1: Annoy's ``n_trees * k``).
         seed: Annoy's random seed; with ``n_jobs=1`` the same input gives the same forest.
         n_jobs: threads building trees (-1: all cores; then the forest depends on thread timing).
+        dims: search the first ``dims`` principal components and re-rank exactly
+            (:mod:`models.reduce`; angular and euclidean only); None searches the full
+            vectors, as does a catalogue of at most ``2 * dims`` photos.
+        candidates: how many results of a reduced search are re-ranked.
 
     Raises:
         ValueError: bad metric, shapes that disagree, a duplicate product, or non-finite values.
@@ -253,9 +316,26 @@ def build(
         msg = f"n_trees must be at least 1, not {n_trees}"
         raise ValueError(msg)
     dim = vectors.shape[1]
+    projection = None
+    if dims is not None and not 1 <= dims < dim:
+        msg = f"dims must be between 1 and {dim - 1} (the vectors have {dim}), not {dims}"
+        raise ValueError(msg)
+    if dims is not None and metric == "dot":
+        msg = "reduced search (dims) needs the angular or euclidean metric"
+        raise ValueError(msg)
+    if dims is not None and vectors.shape[0] <= 2 * dims:
+        dims = None  # too few photos to estimate the components: search them all in full, which is fast at this size
+    if dims is not None:
+        full = unit(vectors) if metric == "angular" else vectors
+        projection = fit(full, dims, seed)
     order = pc.sort_indices(keys, [("tenant", "ascending"), ("product_id", "ascending")])
     keys = keys.select(["tenant", "product_id"]).take(order)
     vectors = vectors[order.to_numpy()]
+    if projection is not None:
+        vectors = unit(vectors) if metric == "angular" else vectors
+        searched = projection(vectors)
+    else:
+        searched = vectors
     tenant_column = keys.column("tenant").to_numpy(zero_copy_only=False)
     product_column = keys.column("product_id").to_numpy(zero_copy_only=False)
     forests: dict[str, AnnoyIndex] = {}
@@ -270,10 +350,10 @@ def build(
             duplicate = next(p for p in products if (products == p).sum() > 1)
             msg = f"product {duplicate!r} appears more than once for tenant {tenant!r}"
             raise ValueError(msg)
-        forest = AnnoyIndex(dim, metric)
+        forest = AnnoyIndex(searched.shape[1], "euclidean" if projection is not None else metric)
         forest.set_seed(seed)
         for position, row in enumerate(rows):
-            forest.add_item(position, vectors[row])
+            forest.add_item(position, searched[row])
         forest.build(n_trees, n_jobs=n_jobs)
         forests[str(tenant)] = forest
         item[rows] = np.arange(rows.size, dtype=np.int32)
@@ -285,10 +365,14 @@ def build(
         "n_trees": n_trees,
         "search_k": search_k,
         "seed": seed,
+        "dims": dims,
+        "candidates": candidates if dims is not None else 0,
         "tenants": sorted(forests),
         "items": {tenant: forest.get_n_items() for tenant, forest in forests.items()},
     }
-    return VisualIndex(forests, items, manifest)
+    if projection is None:
+        return VisualIndex(forests, items, manifest)
+    return VisualIndex(forests, items, manifest, vectors, projection)
 
 
 def itemitem_rows(
@@ -333,3 +417,10 @@ def itemitem_rows(
 
 def _forest_file(tenant: str) -> str:
     return f"visual-{tenant}.ann"
+
+
+def _forest_shape(manifest: dict) -> tuple[int, str]:
+    """The dimension and metric of the saved forests: reduced ones are Euclidean over ``dims`` components."""
+    if manifest.get("dims"):
+        return manifest["dims"], "euclidean"
+    return manifest["dim"], manifest["metric"]

@@ -56,6 +56,8 @@ def run(
     metric: str = "angular",
     n_trees: int = 50,
     search_k: int = -1,
+    dims: int | None = None,
+    candidates: int = 100,
     top_n: int = 20,
     batch_size: int = 32,
     skip_unreadable: bool = False,
@@ -73,7 +75,8 @@ def run(
     )
     keys = keys.filter(pa.array(present))
     built = index.build(
-        keys, vectors[present], model_id=encoder.model_id, metric=metric, n_trees=n_trees, search_k=search_k
+        keys, vectors[present], model_id=encoder.model_id, metric=metric, n_trees=n_trees, search_k=search_k,
+        dims=dims or None, candidates=candidates,
     )
     rows = index.itemitem_rows(built, top_n, progress=rows_progress)
     return VisualResult(index=built, rows=rows, stats=stats)

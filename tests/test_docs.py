@@ -50,6 +50,7 @@ def test_every_command_is_documented():
 def test_every_config_key_is_documented():
     keys = {"warehouse.path", "catalogue.path", "events.avro", "events.parquet"}
     keys |= {f"algorithms.{f.name}" for f in dataclasses.fields(config.Algorithms)}
+    keys |= {f"visual.{f.name}" for f in dataclasses.fields(config.Visual)}
     for key in keys:
         assert f"| `{key}` |" in README, key
     for column, expression in config.DIVOLTE_MAPPING.items():

@@ -281,6 +281,43 @@ def test_saved_index_is_memory_mapped_and_answers_alike(tmp_path):
     loaded.unload()
 
 
+@pytest.mark.parametrize("metric", ["angular", "euclidean"])
+def test_reduced_search_reranks_exactly_and_survives_saving(metric, tmp_path):
+    """Forests over 16 principal components, re-ranked on the full 64-d vectors: near brute force, exact scores."""
+    vectors = clustered(2_000, 64, 40, seed=2) + 3.0  # an offset, as non-negative CNN features have
+    table = keys([("nl", f"{i:05d}") for i in range(2_000)])
+    built = index.build(table, vectors, model_id="test", metric=metric, n_trees=20, dims=16, candidates=50, search_k=3_000)
+    base = vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if metric == "angular" else vectors
+    squared = (base**2).sum(axis=1)
+    distance = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * base @ base.T, 0))
+    np.fill_diagonal(distance, np.inf)
+    exact = np.argsort(distance, axis=1)[:, :10]
+    queries = range(0, 2_000, 20)
+    recall = np.mean([len({int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10)} & set(exact[q].tolist())) / 10
+                      for q in queries])
+    assert recall >= 0.9, recall
+    best = built.similar("nl", "00007", 1)[0]
+    expected = 1 - distance[7, int(best.product_id)] ** 2 / 2 if metric == "angular" else 1 / (1 + distance[7, int(best.product_id)])
+    assert best.score == pytest.approx(expected, rel=1e-4)
+
+    built.save(tmp_path)
+    assert {"visual-vectors.npy", "visual-projection.npy"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = index.VisualIndex.load(tmp_path)
+    assert str(tmp_path / "visual-vectors.npy") in Path("/proc/self/maps").read_text()
+    assert loaded.similar("nl", "00007", 10) == built.similar("nl", "00007", 10)
+    assert loaded.nearest("nl", vectors[7], 1)[0].product_id == "00007"
+    assert index.itemitem_rows(loaded, 5).equals(index.itemitem_rows(built, 5))
+
+
+def test_reduced_search_needs_fewer_dimensions_and_a_distance():
+    table = keys([("nl", f"{i}") for i in range(10)])
+    vectors = np.random.default_rng(0).random((10, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="dims must be between 1 and 7"):
+        index.build(table, vectors, model_id="test", dims=8)
+    with pytest.raises(ValueError, match="needs the angular or euclidean metric"):
+        index.build(table, vectors, model_id="test", metric="dot", dims=4)
+
+
 def test_visual_rows_never_cross_tenants():
     """The same product ids in two shops with different photos: each shop's lists name only its own products."""
     rng = np.random.default_rng(5)

@@ -39,6 +39,8 @@ def test_open_clip_settings_and_a_relative_checkpoint():
         ({"checkpoint": ""}, "visual.checkpoint must be a non-empty string"),
         ({"model": "ViT-B-32"}, "are for encoder = \"open_clip\""),
         ({"n_tree": 5}, "unknown config key visual.n_tree"),
+        ({"dims": 64, "metric": "dot"}, "visual.dims (search in principal components) needs metric"),
+        ({"candidates": 0}, "visual.candidates must be an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_key(values, message):
