@@ -90,7 +90,7 @@ class Visual:
     metric: str = "angular"
     n_trees: int = 50
     search_k: int = -1
-    dims: int = 0
+    dims: int = 128
     candidates: int = 100
     min_sessions: int = 5
 

@@ -138,7 +138,7 @@ class OpenClipEncoder(TorchEncoder):
             )
             self.tokenizer = open_clip.get_tokenizer(model)
         except Exception as error:  # open_clip raises RuntimeError, FileNotFoundError, KeyError... for bad files
-            msg = f"open_clip could not load {model} from {weights or model}: {error}"
+            msg = f"open_clip could not load {model} from {weights or model}: {error}; {_HOW}"
             raise EncoderError(msg) from None
         self.network = network.eval()
         self.transform = transform

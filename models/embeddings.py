@@ -31,6 +31,9 @@ from models.encoder import Encoder, ImageError, Progress
 
 TABLE = "embeddings"
 
+STORE_EVERY = 1_024
+"""Vectors encoded between writes to the cache, so a build stopped half-way keeps most of its work."""
+
 _COLUMNS = """
     image_sha256 VARCHAR NOT NULL,  -- sha256 of the image file's bytes
     model_id VARCHAR NOT NULL,      -- the encoder, its weights and its preprocessing
@@ -183,8 +186,7 @@ def vectors_for(
     for image, digest in zip(images, hashes):
         if digest is not None and digest not in found and digest not in missing:
             missing[digest] = Path(image)
-    new = _encode(encoder, missing, batch_size, progress, skip_unreadable, stats)
-    store(connection, encoder.model_id, list(new), np.array(list(new.values()), dtype=np.float32).reshape(-1, encoder.dim))
+    new = _encode(connection, encoder, missing, batch_size, progress, skip_unreadable, stats)
     found.update(new)
     stats.encoded = len(new)
 
@@ -198,6 +200,7 @@ def vectors_for(
 
 
 def _encode(
+    connection: duckdb.DuckDBPyConnection,
     encoder: Encoder,
     missing: dict[str, Path],
     batch_size: int,
@@ -205,21 +208,40 @@ def _encode(
     skip_unreadable: bool,
     stats: EncodeStats,
 ) -> dict[str, np.ndarray]:
-    """Encode the ``missing`` images; with ``skip_unreadable``, encode a failing batch image by image to find the culprit."""
+    """Encode the ``missing`` images batch by batch, storing them every :data:`STORE_EVERY` and when stopped.
+
+    An unreadable image raises, or with ``skip_unreadable`` its batch is
+    encoded again image by image to leave out just the culprit.
+    """
     digests, paths = list(missing), list(missing.values())
-    if not skip_unreadable:
-        return dict(zip(digests, encoder.encode_images(paths, batch_size=batch_size, progress=progress)))
     out: dict[str, np.ndarray] = {}
-    for begin in range(0, len(paths), batch_size):
-        chunk = slice(begin, begin + batch_size)
-        try:
-            out.update(zip(digests[chunk], encoder.encode_images(paths[chunk], batch_size=batch_size)))
-        except ImageError:
-            for digest, path in zip(digests[chunk], paths[chunk]):
-                try:
-                    out[digest] = encoder.encode_images([path], batch_size=1)[0]
-                except ImageError as error:
-                    stats.skipped.append(str(error))
-        if progress is not None:
-            progress(min(begin + batch_size, len(paths)), len(paths))
+    pending: dict[str, np.ndarray] = {}
+
+    def flush() -> None:
+        vectors = np.array(list(pending.values()), dtype=np.float32).reshape(-1, encoder.dim)
+        store(connection, encoder.model_id, list(pending), vectors)
+        pending.clear()
+
+    try:
+        for begin in range(0, len(paths), batch_size):
+            chunk = slice(begin, begin + batch_size)
+            try:
+                new = dict(zip(digests[chunk], encoder.encode_images(paths[chunk], batch_size=batch_size)))
+            except ImageError:
+                if not skip_unreadable:
+                    raise
+                new = {}
+                for digest, path in zip(digests[chunk], paths[chunk]):
+                    try:
+                        new[digest] = encoder.encode_images([path], batch_size=1)[0]
+                    except ImageError as error:
+                        stats.skipped.append(str(error))
+            out.update(new)
+            pending.update(new)
+            if len(pending) >= STORE_EVERY:
+                flush()
+            if progress is not None:
+                progress(min(begin + batch_size, len(paths)), len(paths))
+    finally:
+        flush()  # what was encoded before a failure or an interrupt is kept for the next build
     return out

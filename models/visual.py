@@ -56,7 +56,7 @@ def run(
     metric: str = "angular",
     n_trees: int = 50,
     search_k: int = -1,
-    dims: int | None = None,
+    dims: int | None = 128,
     candidates: int = 100,
     top_n: int = 20,
     batch_size: int = 32,

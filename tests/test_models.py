@@ -220,7 +220,9 @@ def test_unreadable_images_stop_the_encoding_or_are_skipped(counting, tmp_path):
     with pytest.raises(ImageError, match="gone.png: image file does not exist"):
         embeddings.vectors_for(connection, counting, files)
     with pytest.raises(ImageError, match="broken.png: cannot be read"):
-        embeddings.vectors_for(connection, counting, [paths[0], tmp_path / "broken.png"])
+        embeddings.vectors_for(connection, counting, [paths[0], tmp_path / "broken.png", paths[1]], batch_size=1)
+    # The batch encoded before the failure is in the cache: the next run does not encode it again.
+    assert connection.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 1
     vectors, present, stats = embeddings.vectors_for(connection, counting, files, skip_unreadable=True)
     assert present.tolist() == [True, False, False, True]
     assert len(stats.skipped) == 2 and all(name in " ".join(stats.skipped) for name in ("broken.png", "gone.png"))
