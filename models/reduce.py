@@ -61,10 +61,12 @@ def fit(vectors: np.ndarray, dims: int, seed: int = 42) -> Projection:
         msg = f"dims must be between 1 and {dim - 1} (the vectors have {dim}), not {dims}"
         raise ValueError(msg)
     sample = vectors if rows <= SAMPLE else vectors[np.random.default_rng(seed).choice(rows, SAMPLE, replace=False)]
-    sample = sample.astype(np.float64)
-    mean = sample.mean(axis=0)
-    _, _, axes = np.linalg.svd(sample - mean, full_matrices=False)
-    axes = axes[:dims]
+    mean = sample.astype(np.float64).mean(axis=0)
+    centred = (sample - mean).astype(np.float32)
+    # The eigenvectors of the dim x dim scatter matrix: one BLAS product and a small eigh, where an SVD of the
+    # rows took 15 s for 6,576 x 1280 on this machine.
+    _, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))
+    axes = eigenvectors[:, ::-1][:, :dims].T.copy()
     # An SVD's signs are arbitrary; fix them so the same input always gives the same file.
     axes *= np.where(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
     return Projection(mean=mean.astype(np.float32), axes=axes.astype(np.float32))
