@@ -4,7 +4,8 @@ The steps, in order, each a file in ``sql/`` unless noted:
 
 1. find and check the event files (``engine.ingest``), map them, keep the
    unflagged ones (``events``) and count the rest (``ingest_stats``); load the
-   catalogue (``products``);
+   catalogue (``products``) and the server's exposure log (``exposures``,
+   scored into ``click_through``);
 2. ``session_items``, ``item_counts``, ``tenant_sessions``;
 3. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
    ``popular``, ``itemitem``; ``pairs="sql"``) or by the Numba kernel
@@ -13,7 +14,15 @@ The steps, in order, each a file in ``sql/`` unless noted:
 4. unless ``[evaluation]`` turns it off, the same stage again on the events
    before the cut-off (schema ``holdout``, dropped afterwards), scored on the
    sessions after it (``test_items``, ``evaluation``) into ``evaluation``;
-5. a row in ``builds``.
+5. a row in ``builds``;
+6. the evaluation gate (``engine.gate``): a build that scores clearly worse
+   than the live snapshot stops here, and nothing changes;
+7. a snapshot (``engine.snapshot``) staged and verified beside the live one;
+   the warehouse file is replaced, then the snapshot is switched live and old
+   snapshots are pruned.
+
+A build holds the snapshots root's lock from start to end, so two cron runs
+never interleave; the second exits with "busy".
 """
 
 from __future__ import annotations
@@ -28,10 +37,23 @@ from typing import Callable, ContextManager, Iterator, Literal, Protocol
 
 import duckdb
 
-from engine import evaluation, ingest, itemitem, sqlfiles, warehouse
+from engine import (
+    crashpoints,
+    evaluation,
+    exposures,
+    gate,
+    ingest,
+    itemitem,
+    snapshot,
+    sqlfiles,
+    warehouse,
+)
 from engine.config import Config
 
-PUBLISHED_TABLES = ("events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions", "itemitem")
+PUBLISHED_TABLES = (
+    "events", "ingest_stats", "products", "exposures", "click_through",
+    "session_items", "item_counts", "tenant_sessions", "itemitem",
+)
 """Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
 
 
@@ -67,14 +89,26 @@ class BuildResult:
     ingest: list[dict]
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    gate: gate.Decision | None = None
+    snapshot: snapshot.Snapshot | None = None
+    pruned: list[str] = field(default_factory=list)
 
 
-def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporter: Reporter | None = None) -> BuildResult:
-    """Run the whole pipeline for ``config`` and atomically replace its warehouse.
+def build(
+    config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", force: bool = False, reporter: Reporter | None = None
+) -> BuildResult:
+    """Run the whole pipeline for ``config``, replace its warehouse and publish a snapshot, atomically.
 
-    Nothing is written to the live warehouse unless every step succeeds.
+    Nothing live changes unless every step succeeds and the gate passes (or
+    ``force``): on :class:`gate.GateRefused` the warehouse and the live
+    snapshot are as they were.
     """
-    reporter = reporter or Silent()
+    with snapshot.locked(config.snapshots.root):
+        snapshot.clean(config.snapshots.root)
+        return _build(config, pairs, force, reporter or Silent())
+
+
+def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporter: Reporter) -> BuildResult:
     started = dt.datetime.now(dt.timezone.utc)
     build_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     files = ingest.find(config.events)
@@ -100,6 +134,9 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
     with warehouse.rebuild(config.warehouse) as connection:
         timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
+        timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
+        timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
+        crashpoints.reach("compute")
         itemitem.stage(connection, pairs, parameters, timed)
         if config.evaluation.enabled:
             evaluation.evaluate(
@@ -110,7 +147,35 @@ def build(config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", reporte
             for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
         ]
         _record(connection, config, result, started)
+        scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
+        result.gate = gate.decide(scores, snapshot.live(config.snapshots.root), config.snapshots.gate_algorithm,
+                                  config.snapshots.max_mrr_drop, force)
+        if not result.gate.publish:
+            raise gate.GateRefused(result.gate)
+        staged = {}
+        timed("snapshot", lambda: staged.setdefault("snapshot", _stage(connection, config, result, scores)))
+    result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
+    result.pruned = snapshot.prune(config.snapshots.root, config.snapshots.keep)
     return result
+
+
+def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, dict]:
+    """This build's evaluation, per algorithm, as the manifest records it."""
+    rows = connection.execute("SELECT * EXCLUDE (build_id, parameters) FROM evaluation WHERE build_id = $id",
+                              {"id": build_id}).to_arrow_table().to_pylist()
+    return {row.pop("algorithm"): row for row in rows}
+
+
+def _stage(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None) -> snapshot.Snapshot:
+    """Write this build's snapshot beside the live one (not yet live)."""
+    manifest = {
+        "parameters": {"algorithms": asdict(config.algorithms), "evaluation": asdict(config.evaluation)},
+        "config": str(config.source) if config.source else None,
+        "evaluation": scores,
+        "gate": result.gate.record(),
+    }
+    tables = {name: lambda name=name: connection.table(name).to_arrow_reader(1 << 17) for name in ("itemitem", "products")}
+    return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest)
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:

@@ -6,13 +6,16 @@ Exit codes (documented in the README for cron and Airflow):
 * 1: an unexpected error (a bug: please report it with the traceback);
 * 2: wrong command-line usage;
 * 3: bad input: the config, an event file or the catalogue; the message names it;
-* 4: another build holds the warehouse lock;
-* 5: the existing warehouse cannot be opened.
+* 4: another build (or rollback) holds the lock;
+* 5: the existing warehouse cannot be opened;
+* 6: the evaluation gate refused the build: nothing was published;
+* 7: a snapshot failed verification (a missing or changed file): nothing was switched.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -27,17 +30,34 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from engine import build as build_module
+from engine import (
+    chart,
+    evaluation,
+    example_shop,
+    gate,
+    ingest,
+    locks,
+    snapshot,
+    warehouse,
+)
 from engine import config as config_module
-from engine import chart, evaluation, example_shop, ingest, warehouse
 from engine import tune as tune_module
 
 EXIT_BAD_INPUT = 3
 EXIT_BUSY = 4
 EXIT_UNREADABLE_WAREHOUSE = 5
+EXIT_GATE_REFUSED = 6
+EXIT_SNAPSHOT_INVALID = 7
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -116,17 +136,18 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
 @click.option("--pairs", type=click.Choice(["kernel", "sql"]), default="kernel", show_default=True,
               help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql.")
-def build(config_path: Path, pairs: str) -> None:
-    """Ingest events, compute every algorithm, and atomically replace the warehouse."""
+@click.option("--force", is_flag=True, help="Publish even if the evaluation gate would refuse the build.")
+def build(config_path: Path, pairs: str, force: bool) -> None:
+    """Ingest events, compute and evaluate every algorithm, replace the warehouse and publish a snapshot."""
     config = _load(config_path)
-    _build(config, pairs)
+    _build(config, pairs, force)
 
 
-def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.BuildResult:
+def _build(config: config_module.Config, pairs: str = "kernel", force: bool = False) -> build_module.BuildResult:
     err.print(f"building {config.warehouse}")
     begin = time.perf_counter()
     with _exits():
-        result = build_module.build(config, pairs=pairs, reporter=ConsoleReporter())
+        result = build_module.build(config, pairs=pairs, force=force, reporter=ConsoleReporter())
     for row in result.ingest:
         err.print(
             f"read {row['events_read']:,} {row['source_format']} events from {result.files[row['source_format']]:,} files; "
@@ -136,9 +157,56 @@ def _build(config: config_module.Config, pairs: str = "kernel") -> build_module.
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
     )
+    err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
+    pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
+    err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
     if config.evaluation.enabled:
         err.print(f"evaluation chart: {chart.write(config.warehouse)}")
     return result
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--verify", "check", is_flag=True, help="Also verify every file of every snapshot against its manifest.")
+def snapshots(config_path: Path, check: bool) -> None:
+    """List the published snapshots, newest first, with their scores; `*` marks the live one."""
+    config = _load(config_path)
+    root = config.snapshots.root
+    with _exits():
+        current = snapshot.live(root)
+    metric = f"{config.snapshots.gate_algorithm} {gate.METRIC}"
+    table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
+    for each in reversed(snapshot.published(root)):
+        score = ((each.manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
+        row = ["*" if current and each.path.name == current.path.name else "", each.path.name,
+               each.manifest.get("created_at", "?"), f"{each.manifest.get('rows', {}).get('itemitem', 0):,}",
+               "" if score is None else f"{score:.4f}", (each.manifest.get("gate") or {}).get("verdict", "")]
+        if check:
+            try:
+                snapshot.verify(each.path)
+                row.append("ok")
+            except snapshot.SnapshotInvalid as error:
+                row.append(f"[red]INVALID[/]: {error}")
+        table.add_row(*row)
+    if not table.row_count:
+        raise BadInput(f"no snapshots under {root} yet; run `etalage build`")
+    out.print(table)
+
+
+@main.command()
+@click.argument("build_id", required=False)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+def rollback(build_id: str | None, config_path: Path) -> None:
+    """Make an earlier snapshot live: BUILD_ID, or the one before the live one.
+
+    The target is verified first. The warehouse is not changed, and the next
+    build publishes (and gates against) from the rolled-back snapshot.
+    """
+    config = _load(config_path)
+    with _exits(), snapshot.locked(config.snapshots.root):
+        previous, now = snapshot.rollback(config.snapshots.root, build_id)
+    was = f" (was {previous.path.name})" if previous else ""
+    err.print(f"live snapshot is now {now.path.name}{was}")
 
 
 @main.command()
@@ -272,8 +340,10 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
 
 @main.command()
 @click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
-def demo(directory: Path) -> None:
-    """Generate the example shop (unless it is there), build it, and show some recommendations."""
+@click.option("--serve/--no-serve", "then_serve", default=True, show_default=True,
+              help="Serve the published snapshot afterwards (until Ctrl-C).")
+def demo(directory: Path, then_serve: bool) -> None:
+    """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
     if not config_path.exists():
         _generate(example_shop.ShopSpec(), directory)
@@ -298,6 +368,45 @@ def demo(directory: Path) -> None:
     out.print("\nHow well each algorithm predicted the next product in the last week's sessions (etalage evaluate):")
     _write(_evaluation(config.warehouse), "table", None, 100)
     out.print(f"\nQuery it yourself: etalage sql --config {config_path} \"SELECT * FROM itemitem LIMIT 10\"")
+    if then_serve:
+        base = f"http://{config.serving.host}:{config.serving.port}"
+        out.print(f"\nAsk the server (in another terminal):\n  curl '{base}/v1/{product[0]}/products/{product[1]}/recommendations?limit=5'"
+                  f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'\n")
+        _serve(config)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option("--host", default=None, help="Listen here instead of serving.host.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen here instead of serving.port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes instead of serving.workers.")
+def serve(config_path: Path, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the live snapshot over HTTP: recommendations, the A/B gateway, /metrics and /schema.
+
+    Runs the Litestar app under uvicorn with several worker processes; each
+    picks up a newly published snapshot within serving.reload_seconds.
+    """
+    config = _load(config_path)
+    _serve(config, host, port, workers)
+
+
+def _serve(config: config_module.Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    import uvicorn  # the server's dependencies load only for `serve`
+
+    host, port = host or config.serving.host, config.serving.port if port is None else port
+    if snapshot.live(config.snapshots.root) is None:
+        err.print(f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one")
+    os.environ["ETALAGE_CONFIG"] = str(config.source.resolve()) if config.source else "etalage.toml"
+    # Every worker counts into files here; /metrics adds them up (server/metrics.py).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="etalage-metrics-")
+    err.print(f"serving {config.snapshots.root / snapshot.CURRENT} on http://{host}:{port}/ "
+              f"(API docs: http://{host}:{port}/schema/swagger; Ctrl-C stops)")
+    try:
+        uvicorn.run("server.app:from_environment", factory=True, host=host, port=port,
+                    workers=workers or config.serving.workers, loop="uvloop", http="httptools",
+                    log_level="warning", access_log=False)
+    finally:
+        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
 @main.command("example-warehouse")
@@ -326,8 +435,10 @@ def _exits() -> Iterator[None]:
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         ingest.IngestError: EXIT_BAD_INPUT,
-        warehouse.WarehouseBusy: EXIT_BUSY,
+        locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
+        gate.GateRefused: EXIT_GATE_REFUSED,
+        snapshot.SnapshotInvalid: EXIT_SNAPSHOT_INVALID,
     }
     try:
         yield

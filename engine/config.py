@@ -9,8 +9,8 @@ would otherwise change recommendations without anyone noticing.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,61 @@ class Visual:
 
 
 @dataclass(frozen=True)
+class Snapshots:
+    """Where builds publish the snapshots the server reads, how many to keep, and the evaluation gate."""
+
+    root: Path = Path("snapshots")
+    keep: int = 5
+    gate_algorithm: str = "llr"
+    max_mrr_drop: float = 0.05
+
+
+GATE_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+SERVED_ALGORITHMS = GATE_ALGORITHMS
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the experiment: which algorithm answers, and which one fills in when it has no list."""
+
+    name: str
+    algorithm: str
+    weight: float = 1.0
+    fallback: str | None = "popular"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The A/B test the gateway runs; visitors are hashed into variants the way PlanOut does.
+
+    ``salt`` defaults to ``name``: renaming an experiment reshuffles its
+    visitors, editing another part of the config does not.
+    """
+
+    name: str = "recommendations"
+    salt: str | None = None
+    variants: tuple[Variant, ...] = (Variant("llr", "llr"),)
+
+    @property
+    def experiment_salt(self) -> str:
+        return self.salt or self.name
+
+
+@dataclass(frozen=True)
+class Serving:
+    """``etalage serve``: where it listens, how often it looks for a new snapshot, where exposures go."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    reload_seconds: float = 1.0
+    exposures: Path = Path("exposures")
+    flush_seconds: float = 5.0
+    max_limit: int = 100
+"""Algorithms whose MRR@20 the gate can watch: the ones every build evaluates."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
 
@@ -105,6 +160,9 @@ class Config:
     algorithms: Algorithms = Algorithms()
     evaluation: Evaluation = Evaluation()
     visual: Visual = Visual()
+    snapshots: Snapshots = Snapshots()
+    serving: Serving = Serving()
+    experiment: Experiment = Experiment()
     source: Path | None = None
 
 
@@ -123,13 +181,16 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "visual"}, "")
+    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "visual", "snapshots", "serving", "experiment"}, "")
     warehouse = _table(raw, "warehouse", {"path"})
     catalogue = _table(raw, "catalogue", {"path"})
     events = _table(raw, "events", {"avro", "parquet", "mapping"})
     algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
     evaluation = _table(raw, "evaluation", {f.name for f in fields(Evaluation)})
     visual = _table(raw, "visual", {f.name for f in fields(Visual)})
+    snapshots = _table(raw, "snapshots", {f.name for f in fields(Snapshots)})
+    serving = _table(raw, "serving", {f.name for f in fields(Serving)})
+    experiment = _table(raw, "experiment", {f.name for f in fields(Experiment)})
 
     mapping = dict(DIVOLTE_MAPPING)
     overrides = events.get("mapping", {})
@@ -156,6 +217,9 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         algorithms=_algorithms(algorithms),
         evaluation=_evaluation(evaluation),
         visual=_visual(visual, base),
+        snapshots=_snapshots(snapshots, base),
+        serving=_serving(serving, base),
+        experiment=_experiment(experiment),
         source=source,
     )
 
@@ -191,6 +255,85 @@ def _evaluation(raw: dict[str, Any]) -> Evaluation:
             msg = f"evaluation.cutoff must be a date or timestamp like 2026-11-01 or 2026-11-01T06:00, not {cutoff!r}"
             raise ConfigError(msg) from None
     return Evaluation(test_days=test_days, cutoff=cutoff)
+
+
+def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
+    keep = raw.get("keep", Snapshots.keep)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        msg = f"snapshots.keep must be an integer >= 1, not {keep!r}"
+        raise ConfigError(msg)
+    algorithm = raw.get("gate_algorithm", Snapshots.gate_algorithm)
+    if algorithm not in GATE_ALGORITHMS:
+        msg = f"snapshots.gate_algorithm must be one of {', '.join(GATE_ALGORITHMS)}, not {algorithm!r}"
+        raise ConfigError(msg)
+    drop = raw.get("max_mrr_drop", Snapshots.max_mrr_drop)
+    if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1:
+        msg = f"snapshots.max_mrr_drop must be a fraction between 0 and 1, not {drop!r}"
+        raise ConfigError(msg)
+    root = raw.get("root", str(Snapshots.root))
+    if not isinstance(root, str) or not root:
+        msg = "snapshots.root must be a folder path"
+        raise ConfigError(msg)
+    return Snapshots(root=base / root, keep=keep, gate_algorithm=algorithm, max_mrr_drop=float(drop))
+
+
+def _serving(raw: dict[str, Any], base: Path) -> Serving:
+    values: dict[str, Any] = {"exposures": base / Serving.exposures}
+    for f in fields(Serving):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if f.name == "host" and not (isinstance(value, str) and value):
+            raise ConfigError("serving.host must be a host name or address")
+        if f.name == "exposures":
+            if not (isinstance(value, str) and value):
+                raise ConfigError("serving.exposures must be a folder path")
+            value = base / value
+        if f.name in ("port", "workers", "max_limit") and not (
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= (65535 if f.name == "port" else 10_000)
+        ):
+            raise ConfigError(f"serving.{f.name} must be a positive integer, not {value!r}")
+        if f.name in ("reload_seconds", "flush_seconds") and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        ):
+            raise ConfigError(f"serving.{f.name} must be a positive number of seconds, not {value!r}")
+        values[f.name] = float(value) if f.name.endswith("_seconds") else value
+    return Serving(**values)
+
+
+def _experiment(raw: dict[str, Any]) -> Experiment:
+    name = raw.get("name", Experiment.name)
+    salt = raw.get("salt")
+    for key, value in (("name", name), ("salt", salt)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigError(f"experiment.{key} must be a non-empty string")
+    if "variants" not in raw:
+        return Experiment(name=name, salt=salt)
+    variants = raw["variants"]
+    if not isinstance(variants, list) or not variants:
+        raise ConfigError("experiment.variants must be a non-empty list of [[experiment.variants]] tables")
+    parsed = []
+    for index, variant in enumerate(variants):
+        where = f"experiment.variants[{index}]"
+        if not isinstance(variant, dict):
+            raise ConfigError(f"{where} must be a table")
+        _known(variant, {f.name for f in fields(Variant)}, f"{where}.")
+        label = variant.get("name")
+        if not (isinstance(label, str) and label):
+            raise ConfigError(f"{where}.name is required")
+        for key in ("algorithm", "fallback"):
+            value = variant.get(key, "popular" if key == "fallback" else None)
+            if key == "fallback" and value == "":
+                continue
+            if value not in SERVED_ALGORITHMS:
+                raise ConfigError(f"{where}.{key} must be one of {', '.join(SERVED_ALGORITHMS)}, not {value!r}")
+        weight = variant.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise ConfigError(f"{where}.weight must be a positive number, not {weight!r}")
+        parsed.append(Variant(label, variant["algorithm"], float(weight), variant.get("fallback", "popular") or None))
+    if len({v.name for v in parsed}) != len(parsed):
+        raise ConfigError("experiment.variants: two variants have the same name")
+    return Experiment(name=name, salt=salt, variants=tuple(parsed))
 
 
 _MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
@@ -307,4 +450,40 @@ test_days = 7
 enabled = false
 encoder = "efficientnet-lite0"
 metric = "angular"
+
+[snapshots]
+# Each build publishes a snapshot folder here for the server; `current` points at the live one.
+root = "snapshots"
+keep = 5
+# A build whose MRR@20 for this algorithm falls more than max_mrr_drop (a fraction)
+# below the live snapshot's is not published, unless `etalage build --force`.
+gate_algorithm = "llr"
+max_mrr_drop = 0.05
+
+[serving]
+host = "127.0.0.1"
+port = 8000
+workers = 2
+# How often each server process looks for a newly published snapshot.
+reload_seconds = 1.0
+# The gateway appends what it showed to whom here (Parquet); builds read it into `exposures`.
+exposures = "exposures"
+flush_seconds = 5.0
+max_limit = 100
+
+[experiment]
+# Visitors are hashed into variants as PlanOut does (the salt is the name unless `salt` is set).
+name = "recommendations"
+
+[[experiment.variants]]
+name = "llr"
+algorithm = "llr"
+weight = 1
+fallback = "popular"
+
+[[experiment.variants]]
+name = "cooccurrence"
+algorithm = "cooccurrence"
+weight = 1
+fallback = "popular"
 """

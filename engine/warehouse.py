@@ -14,7 +14,6 @@ A lock file stops two builds from running at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 from importlib import resources
@@ -24,14 +23,11 @@ from typing import Iterator
 import duckdb
 import pyarrow as pa
 
-from engine import udfs
+from engine import locks, udfs
+from engine.durable import fsync
 
 HISTORY_TABLES = ("builds", "evaluation", "tuning")
 """Tables whose rows accumulate across builds; each build copies them forward."""
-
-
-class WarehouseBusy(RuntimeError):
-    """Another build holds the warehouse lock."""
 
 
 class WarehouseUnreadable(RuntimeError):
@@ -61,11 +57,11 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection to a new, empty warehouse that replaces ``path`` when the block succeeds.
 
     Raises:
-        WarehouseBusy: another build is running on the same warehouse.
+        locks.Busy: another build is running on the same warehouse.
         WarehouseUnreadable: ``path`` exists but is not a readable DuckDB file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_name(path.name + ".lock")):
+    with _locked(path):
         history = _history(path)
         building = path.with_name(f".{path.name}.building")
         _remove(building)
@@ -99,7 +95,7 @@ def amend(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if not path.exists():
         msg = f"{path} does not exist; run `etalage build` first"
         raise WarehouseUnreadable(msg)
-    with _locked(path.with_name(path.name + ".lock")):
+    with _locked(path):
         building = path.with_name(f".{path.name}.building")
         _remove(building)
         shutil.copyfile(path, building)
@@ -117,9 +113,9 @@ def _replace_on_success(connection: duckdb.DuckDBPyConnection, building: Path, p
         yield connection
         connection.execute("CHECKPOINT")
         connection.close()
-        _fsync(building)
+        fsync(building)
         os.replace(building, path)
-        _fsync(path.parent)
+        fsync(path.parent)
     except BaseException:
         connection.close()
         _remove(building)
@@ -147,28 +143,13 @@ def _history(path: Path) -> dict[str, tuple[list[tuple[str, str]], pa.Table]]:
         }
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            msg = f"another build is running on this warehouse (lock {lock_path} is held)"
-            raise WarehouseBusy(msg) from None
-        yield
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
+    return locks.exclusive(path.with_name(path.name + ".lock"), "another build is running on this warehouse")
 
 
 def _remove(path: Path) -> None:
     for leftover in (path, path.with_name(path.name + ".wal")):
         leftover.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def append_history(connection: duckdb.DuckDBPyConnection, history: str, rows: str) -> None:

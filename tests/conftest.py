@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,3 +97,51 @@ avro = ["events/avro/**/*.avro"]
 """
     (folder / "etalage.toml").write_text(toml)
     return folder / "etalage.toml"
+
+
+def shop_config(shop: Path, folder: Path, **changes) -> config.Config:
+    """The shop's config with its warehouse and snapshots moved into ``folder``, so the shared shop stays read-only."""
+    cfg = config.load(shop / "etalage.toml")
+    snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
+    return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
+
+
+def copy_shop(shop: Path, folder: Path) -> Path:
+    """Copy the shop's catalogue, config and Avro events into ``folder`` (to build there); return the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("catalogue.parquet", "etalage.toml"):
+        shutil.copy(shop / name, folder / name)
+    shutil.copytree(shop / "events" / "avro", folder / "events" / "avro")
+    return folder / "etalage.toml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(config_path: Path, workers: int = 2) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``etalage serve`` in a real process on a loopback port until the block ends; yield its URL and process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve", "--config", str(config_path), "--port", str(port),
+         "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"the server exited: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "the server did not become ready in 60 s"
+            try:
+                if urllib.request.urlopen(f"{base}/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

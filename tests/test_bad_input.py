@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import warehouse
-from tests.conftest import divolte_events, run_cli, sha256, write_shop_folder
+from tests.conftest import copy_shop, divolte_events, run_cli, sha256, write_shop_folder
 
 EXIT_BAD_INPUT, EXIT_BUSY, EXIT_UNREADABLE = 3, 4, 5
 
@@ -167,10 +166,7 @@ def test_a_build_killed_midway_leaves_the_live_warehouse_intact(small_shop, tmp_
     import sys
     import time
 
-    for name in ("catalogue.parquet", "etalage.toml"):
-        shutil.copy(small_shop / name, tmp_path / name)
-    shutil.copytree(small_shop / "events" / "avro", tmp_path / "events" / "avro")
-    config = str(tmp_path / "etalage.toml")
+    config = str(copy_shop(small_shop, tmp_path))
     assert run_cli("build", "--config", config).returncode == 0
     live = tmp_path / "warehouse.duckdb"
     before = sha256(live)

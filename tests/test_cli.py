@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from engine import warehouse
-from tests.conftest import run_cli
+from tests.conftest import copy_shop, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
 
@@ -18,10 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
 @pytest.fixture(scope="module")
 def built_shop(small_shop, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli")
-    for name in ("catalogue.parquet", "etalage.toml"):
-        shutil.copy(small_shop / name, folder / name)
-    shutil.copytree(small_shop / "events" / "avro", folder / "events" / "avro")
-    result = run_cli("build", "--config", str(folder / "etalage.toml"))
+    result = run_cli("build", "--config", str(copy_shop(small_shop, folder)))
     assert result.returncode == 0, result.stderr
     assert "dropped" in result.stderr and "itemitem rows" in result.stderr
     return folder
@@ -124,7 +120,7 @@ def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
 
 
 def test_demo_runs_the_whole_example(tmp_path):
-    result = run_cli("demo", "--out", str(tmp_path / "example"))
+    result = run_cli("demo", "--no-serve", "--out", str(tmp_path / "example"))
     assert result.returncode == 0, result.stderr
     assert "Top 5 per algorithm" in result.stdout
     for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):

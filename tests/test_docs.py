@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import build, cli, config, sqlfiles, warehouse
+from tests.conftest import shop_config
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -17,15 +18,14 @@ def documented_tables() -> dict[str, list[tuple[str, str]]]:
     """``### `name` `` sections of the README and the (column, type) rows of their first table."""
     tables = {}
     for match in re.finditer(r"^### `(\w+)`\n(.*?)(?=^### |^## )", README, flags=re.M | re.S):
-        rows = re.findall(r"^\| `(\w+)` \| ([A-Z]+) \|", match.group(2), flags=re.M)
+        rows = re.findall(r"^\| `(\w+)` \| ([A-Z]+(?:\[\])?) \|", match.group(2), flags=re.M)
         tables[match.group(1)] = rows
     return tables
 
 
 @pytest.fixture(scope="module")
 def built(small_shop, tmp_path_factory) -> Path:
-    cfg = config.load(small_shop / "etalage.toml")
-    cfg = dataclasses.replace(cfg, warehouse=tmp_path_factory.mktemp("docs") / "warehouse.duckdb")
+    cfg = shop_config(small_shop, tmp_path_factory.mktemp("docs"))
     build.build(cfg)
     return cfg.warehouse
 
@@ -49,8 +49,10 @@ def test_every_command_is_documented():
 
 def test_every_config_key_is_documented():
     keys = {"warehouse.path", "catalogue.path", "events.avro", "events.parquet"}
-    keys |= {f"algorithms.{f.name}" for f in dataclasses.fields(config.Algorithms)}
-    keys |= {f"visual.{f.name}" for f in dataclasses.fields(config.Visual)}
+    for table, kind in (("algorithms", config.Algorithms), ("evaluation", config.Evaluation), ("visual", config.Visual),
+                        ("snapshots", config.Snapshots), ("serving", config.Serving), ("experiment", config.Experiment),
+                        ("experiment.variants[]", config.Variant)):
+        keys |= {f"{table}.{f.name}" for f in dataclasses.fields(kind)}
     for key in keys:
         assert f"| `{key}` |" in README, key
     for column, expression in config.DIVOLTE_MAPPING.items():
@@ -63,7 +65,9 @@ def test_every_sql_file_is_documented():
 
 
 def test_exit_codes_are_documented():
-    for code in (cli.EXIT_BAD_INPUT, cli.EXIT_BUSY, cli.EXIT_UNREADABLE_WAREHOUSE):
+    codes = [value for name, value in vars(cli).items() if name.startswith("EXIT_")]
+    assert sorted(codes) == [3, 4, 5, 6, 7]
+    for code in [0, 1, 2, *codes]:
         assert f"\n| {code} |" in README
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pyarrow as pa
 import pytest
 
 from engine import build, config, warehouse
-from tests.conftest import divolte_events, write_shop_folder
+from tests.conftest import divolte_events, shop_config, write_shop_folder
 from tests.test_engine_by_hand import ITEMS, SESSIONS
 
 TEST_DAY = dt.datetime(2026, 11, 10, 12, 0)
@@ -92,8 +91,7 @@ def test_evaluation_rows_carry_build_and_parameters(evaluated):
 
 
 def test_on_the_example_shop_llr_and_jaccard_beat_popularity(small_shop, tmp_path):
-    cfg = config.load(small_shop / "etalage.toml")
-    cfg = dataclasses.replace(cfg, warehouse=tmp_path / "w.duckdb", evaluation=config.Evaluation(test_days=2))
+    cfg = shop_config(small_shop, tmp_path, evaluation=config.Evaluation(test_days=2))
     build.build(cfg)
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         mrr = dict(connection.execute("SELECT algorithm, mrr_at_20 FROM evaluation").fetchall())

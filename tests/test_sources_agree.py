@@ -7,23 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from engine import build, config, warehouse
+from engine import build, warehouse
+from tests.conftest import shop_config
 
 
 def built(shop: Path, target: Path, *, source: str, pairs: str) -> Path:
-    cfg = config.load(shop / "etalage.toml")
-    events = dataclasses.replace(cfg.events, avro=(), parquet=()) 
+    cfg = shop_config(shop, target)
+    events = dataclasses.replace(cfg.events, avro=(), parquet=())
     events = dataclasses.replace(events, **{source: (str(shop / "events" / source / "**" / f"*.{source}"),)})
-    cfg = dataclasses.replace(cfg, events=events, warehouse=target)
+    cfg = dataclasses.replace(cfg, events=events)
     build.build(cfg, pairs=pairs)
-    return target
+    return cfg.warehouse
 
 
 @pytest.fixture(scope="module")
 def warehouses(small_shop, tmp_path_factory):
     folder = tmp_path_factory.mktemp("agree")
     return {
-        (source, pairs): built(small_shop, folder / f"{source}-{pairs}.duckdb", source=source, pairs=pairs)
+        (source, pairs): built(small_shop, folder / f"{source}-{pairs}", source=source, pairs=pairs)
         for source, pairs in [("avro", "kernel"), ("parquet", "kernel"), ("avro", "sql")]
     }
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 from engine import warehouse
-from tests.conftest import run_cli
+from tests.conftest import copy_shop, run_cli
 from tests.test_docs import documented_tables
 
 
 def test_tune_records_every_trial_and_keeps_the_rest(small_shop, tmp_path):
-    for name in ("catalogue.parquet", "etalage.toml"):
-        shutil.copy(small_shop / name, tmp_path / name)
-    shutil.copytree(small_shop / "events" / "avro", tmp_path / "events" / "avro")
-    config = tmp_path / "etalage.toml"
+    config = copy_shop(small_shop, tmp_path)
     config.write_text(config.read_text().replace("test_days = 7", "test_days = 2"))
     assert run_cli("build", "--config", str(config)).returncode == 0
     live = tmp_path / "warehouse.duckdb"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import duckdb
-from duckdb import sqltypes
 import numpy as np
 import pyarrow as pa
+from duckdb import sqltypes
 
 from engine.udfs.llr import llr_array
 

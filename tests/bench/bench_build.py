@@ -60,9 +60,7 @@ def generate(folder: Path, events: int) -> None:
 def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
     import dataclasses
 
-    from engine import build, config
-
-    from engine import warehouse
+    from engine import build, config, warehouse
 
     cfg = config.load(folder / "etalage.toml")
     # The last 10 of 28 days held out: about 1M test sessions at 20M events.

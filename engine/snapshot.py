@@ -1,0 +1,293 @@
+"""Snapshots: the read-only folders the server serves, published by one atomic switch.
+
+A snapshots root holds::
+
+    <root>/<build_id>/             a published snapshot, never modified afterwards
+        itemitem.arrow             Arrow IPC file, rows in (tenant, algorithm, product_id, rank) order
+        products.arrow             the catalogue
+        manifest.json              build id, parameters, row counts, sha256 of every file, scores, gate
+        _SUCCESS                   written last, for sensors (the talk's Airflow DAG waits on it)
+    <root>/current -> <build_id>   the live snapshot: a relative symlink
+    <root>/.staging-<build_id>/    a snapshot being written; a leftover is removed by the next build
+    <root>/.lock                   held by a build or a rollback
+
+Why a symlink: ``os.replace`` of a symlink is atomic on POSIX, so a reader
+(the server, an Airflow sensor, an analyst's shell) resolves ``current`` to
+either the old folder or the new one, never to a mix, and then reads a folder
+that never changes. Arrow IPC files are uncompressed so that the server can
+memory-map them and read rows without parsing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from engine import crashpoints, locks
+from engine.durable import fsync
+
+FORMAT = 1
+CURRENT = "current"
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+STAGING_PREFIX = ".staging-"
+
+REQUIRED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "itemitem.arrow": {
+        "tenant": pa.string(),
+        "algorithm": pa.string(),
+        "product_id": pa.string(),
+        "rank": pa.int32(),
+        "related_product_id": pa.string(),
+        "distance_score": pa.float64(),
+    },
+    "products.arrow": {"tenant": pa.string(), "product_id": pa.string()},
+}
+"""Columns the server reads from each table file; the verifier refuses a snapshot without them."""
+
+
+class SnapshotInvalid(RuntimeError):
+    """A snapshot folder fails verification: a missing or changed file, a wrong row count or schema."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One published (or staged) snapshot folder and its manifest."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def build_id(self) -> str:
+        return self.manifest["build_id"]
+
+    def file(self, name: str) -> Path:
+        """The path of one of the snapshot's files, such as ``itemitem.arrow``."""
+        return self.path / name
+
+
+def locked(root: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the snapshots root's lock: one build or rollback at a time."""
+    return locks.exclusive(root / ".lock", f"another build or rollback is publishing to {root}")
+
+
+def clean(root: Path) -> None:
+    """Remove what a killed build left behind: staging folders and a half-made pointer. Hold the lock."""
+    if not root.exists():
+        return
+    for leftover in root.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    (root / f".{CURRENT}.new").unlink(missing_ok=True)
+
+
+def stage(
+    root: Path,
+    build_id: str,
+    tables: dict[str, Callable[[], pa.RecordBatchReader]],
+    manifest: dict,
+    folders: dict[str, Path] | None = None,
+) -> Snapshot:
+    """Write ``tables`` and the manifest into a staging folder beside the live snapshot.
+
+    ``tables`` maps a name to a function that opens its rows; they are opened
+    one at a time, since a DuckDB connection streams one result at a time.
+    ``folders`` maps a subfolder name to a folder of finished files (the
+    visual index) that is copied in; its files are checksummed like the rest.
+
+    The manifest gets the format, build id, row counts, schemas and sha256 of
+    every file; the folder is verified, and ``_SUCCESS`` is written last.
+    Nothing here is visible to readers until :func:`publish`.
+    """
+    staging = root / f"{STAGING_PREFIX}{build_id}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with _removed_on_error(staging):
+        files = {}
+        for name, rows_of in tables.items():
+            path = staging / f"{name}.arrow"
+            reader = rows_of()
+            rows = 0
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                    crashpoints.reach("snapshot-write")
+            fsync(path)
+            files[path.name] = {"rows": rows, "bytes": path.stat().st_size, "sha256": _sha256(path),
+                                "schema": _schema_text(reader.schema)}
+        for name, source in (folders or {}).items():
+            shutil.copytree(source, staging / name)
+            for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
+                fsync(path)
+                files[str(path.relative_to(staging))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        manifest = {"format": FORMAT, "build_id": build_id,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest,
+                    "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
+                    "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        fsync(staging / MANIFEST)
+        verify(staging, complete=False)
+        (staging / SUCCESS).touch()
+        fsync(staging / SUCCESS)
+        fsync(staging)
+    return Snapshot(staging, manifest)
+
+
+def verify(folder: Path, *, complete: bool = True) -> Snapshot:
+    """Check a snapshot folder against its manifest; return it, or raise :class:`SnapshotInvalid`.
+
+    Every listed file must exist with its size and sha256, open as Arrow IPC
+    with the recorded schema and row count, and have the columns the server
+    reads; ``complete`` also asks for the ``_SUCCESS`` marker.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise SnapshotInvalid(f"{folder}: no {MANIFEST}") from None
+    except (OSError, ValueError) as error:
+        raise SnapshotInvalid(f"{folder / MANIFEST}: unreadable ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise SnapshotInvalid(f"{folder / MANIFEST}: not an etalage snapshot manifest of format {FORMAT}")
+    if complete and not (folder / SUCCESS).exists():
+        raise SnapshotInvalid(f"{folder}: no {SUCCESS} marker (the build that wrote it did not finish)")
+    for name in REQUIRED_COLUMNS:
+        if name not in manifest["files"]:
+            raise SnapshotInvalid(f"{folder}: the manifest lists no {name}")
+    for name, entry in manifest["files"].items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise SnapshotInvalid(f"{folder / MANIFEST}: lists a file outside the snapshot ({name})")
+        _verify_file(folder / name, entry)
+    return Snapshot(folder, manifest)
+
+
+def _verify_file(path: Path, entry: dict) -> None:
+    if not path.is_file():
+        raise SnapshotInvalid(f"{path}: missing")
+    if path.stat().st_size != entry["bytes"]:
+        raise SnapshotInvalid(f"{path}: {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}")
+    if _sha256(path) != entry["sha256"]:
+        raise SnapshotInvalid(f"{path}: sha256 differs from the manifest (the file changed after it was written)")
+    if "schema" not in entry:
+        return  # not a table: its checksum is the check
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            schema = reader.schema
+            rows = sum(reader.get_record_batch(i).num_rows for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid as error:
+        raise SnapshotInvalid(f"{path}: not a readable Arrow IPC file ({error})") from None
+    if rows != entry["rows"]:
+        raise SnapshotInvalid(f"{path}: {rows:,} rows, the manifest says {entry['rows']:,}")
+    if _schema_text(schema) != entry["schema"]:
+        raise SnapshotInvalid(f"{path}: schema {_schema_text(schema)} differs from the manifest's {entry['schema']}")
+    for column, kind in REQUIRED_COLUMNS.get(path.name, {}).items():
+        if schema.get_field_index(column) < 0 or schema.field(column).type != kind:
+            raise SnapshotInvalid(f"{path}: needs a column {column} of type {kind}")
+
+
+def publish(root: Path, staged: Snapshot) -> Snapshot:
+    """Move a staged snapshot into place and make it live with one atomic switch.
+
+    Hold :func:`locked` around staging and publishing.
+    """
+    final = root / staged.build_id
+    os.replace(staged.path, final)
+    fsync(root)
+    crashpoints.reach("before-switch")
+    switch(root, staged.build_id)
+    return Snapshot(final, staged.manifest)
+
+
+def switch(root: Path, build_id: str) -> None:
+    """Point ``current`` at ``build_id`` atomically: a new symlink renamed over the old one."""
+    pointer = root / f".{CURRENT}.new"
+    pointer.unlink(missing_ok=True)
+    os.symlink(build_id, pointer)
+    os.replace(pointer, root / CURRENT)
+    fsync(root)
+
+
+def live(root: Path) -> Snapshot | None:
+    """The snapshot ``current`` points at (its manifest read, its files not checked), or None before the first."""
+    pointer = root / CURRENT
+    if not pointer.is_symlink():
+        return None
+    folder = root / os.readlink(pointer)
+    try:
+        return Snapshot(folder, json.loads((folder / MANIFEST).read_text()))
+    except (OSError, ValueError) as error:
+        raise SnapshotInvalid(f"the live snapshot {folder} has no readable manifest ({error})") from None
+
+
+def published(root: Path) -> list[Snapshot]:
+    """Every complete snapshot under ``root`` (one with ``_SUCCESS``), oldest first."""
+    if not root.exists():
+        return []
+    snapshots = []
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".") and (folder / SUCCESS).exists():
+            try:
+                snapshots.append(Snapshot(folder, json.loads((folder / MANIFEST).read_text())))
+            except (OSError, ValueError):
+                continue  # listed as broken by `etalage snapshots --verify`, never served
+    return snapshots
+
+
+def prune(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` snapshot folders, never the live one; return the deleted build ids."""
+    current = live(root)
+    folders = sorted(f for f in root.iterdir() if f.is_dir() and not f.is_symlink() and not f.name.startswith("."))
+    doomed = [f for f in folders[:-keep] if current is None or f.name != current.path.name]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return [f.name for f in doomed]
+
+
+def rollback(root: Path, build_id: str | None = None) -> tuple[Snapshot | None, Snapshot]:
+    """Make an earlier snapshot live: ``build_id``, or the newest one older than the live one.
+
+    The target is verified in full first. Returns (previously live, now live).
+    """
+    current = live(root)
+    if build_id is None:
+        older = [s for s in published(root) if current is None or s.path.name < current.path.name]
+        if not older:
+            raise SnapshotInvalid(f"{root}: no snapshot older than the live one to roll back to")
+        build_id = older[-1].path.name
+    folder = root / build_id
+    if "/" in build_id or build_id.startswith(".") or not folder.is_dir():
+        raise SnapshotInvalid(f"{root}: no snapshot {build_id!r} (see `etalage snapshots`)")
+    target = verify(folder)
+    switch(root, build_id)
+    return current, target
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    return ", ".join(f"{field.name} {field.type}" for field in schema)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _removed_on_error(folder: Path) -> Iterator[None]:
+    """Remove a staging folder when writing it fails (a crash leaves it to :func:`clean`)."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -1,0 +1,224 @@
+"""The Litestar app: recommendations, the A/B gateway, health, metrics and the OpenAPI schema.
+
+Every answer comes from one memory-mapped snapshot (``server.live``) taken at
+the start of the request. Path and query values are checked against strict
+patterns and looked up in dictionaries: nothing from a request ever reaches a
+query language. Errors are JSON with a ``detail`` that says what was wrong.
+"""
+
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from litestar import Litestar, MediaType, Response, get
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, Parameter
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import config as config_module
+from server import assignment, metrics
+from server.exposures import ExposureLog
+from server.live import LiveSnapshot, NoSnapshot
+from server.reader import Recommendation, ServedSnapshot
+
+TENANT = re.compile(r"[a-z]{2,8}")
+PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
+VARIANT_HEADER = "etalage-variant"
+"""The gateway names the variant in a response header too: for CDN logs, and for the metrics middleware."""
+DEFAULT_LIMIT = 5
+
+
+class Recommendations(msgspec.Struct):
+    """The top of one algorithm's list for a product."""
+
+    tenant: str
+    product_id: str
+    algorithm: str
+    snapshot: str
+    items: list[Recommendation]
+
+
+class GatewayAnswer(msgspec.Struct):
+    """What the frontend shows a visitor, and which variant of which experiment chose it."""
+
+    tenant: str
+    product_id: str
+    visitor: str
+    experiment: str
+    variant: str
+    algorithm: str
+    fallback_used: bool
+    snapshot: str
+    exposure_id: str
+    items: list[Recommendation]
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    snapshot: str
+    age_seconds: float
+
+
+class Unavailable(HTTPException):
+    status_code = 503
+
+
+def create_app(config: config_module.Config) -> Litestar:
+    """The app for ``config``: serves ``config.snapshots.root``'s live snapshot and its experiment."""
+    live = LiveSnapshot(config.snapshots.root)
+    log = ExposureLog(config.serving.exposures)
+    experiment = config.experiment
+    max_limit = config.serving.max_limit
+    Limit = Annotated[int, Parameter(ge=1, le=max_limit, description=f"how many products, 1 to {max_limit}")]
+
+    def snapshot_for(tenant: str, product_id: str) -> ServedSnapshot:
+        if not TENANT.fullmatch(tenant):
+            raise ValidationException(f"tenant must be 2 to 8 lower-case letters, not {tenant[:80]!r}")
+        if not PRODUCT_ID.fullmatch(product_id):
+            raise ValidationException(f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}")
+        try:
+            served = live.get()
+        except NoSnapshot as error:
+            raise Unavailable(str(error)) from None
+        if tenant not in served.tenants:
+            raise NotFoundException(f"unknown tenant {tenant!r} (known: {', '.join(sorted(served.tenants))})")
+        if not served.has_product(tenant, product_id):
+            raise NotFoundException(f"product {product_id!r} is not in tenant {tenant!r}'s catalogue")
+        return served
+
+    @get("/v1/{tenant:str}/products/{product_id:str}/recommendations", summary="Top N for a product")
+    async def recommendations(
+        tenant: FromPath[str], product_id: FromPath[str], limit: Limit = DEFAULT_LIMIT,
+        algorithm: Annotated[str, Parameter(description="cooccurrence, jaccard, llr or popular")] = config.snapshots.gate_algorithm,
+    ) -> Recommendations:
+        """One algorithm's list for a product on a tenant (country), best first: the talk's "top 5"."""
+        served = snapshot_for(tenant, product_id)
+        if algorithm not in served.algorithms:
+            raise ValidationException(f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})")
+        items = served.recommendations(tenant, algorithm, product_id, limit)
+        return Recommendations(tenant, product_id, algorithm, served.build_id, items)
+
+    @get("/v1/{tenant:str}/products/{product_id:str}/gateway", summary="Recommendations for a visitor, by experiment variant")
+    async def gateway(
+        tenant: FromPath[str], product_id: FromPath[str],
+        visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")], limit: Limit = DEFAULT_LIMIT,
+    ) -> Response[GatewayAnswer]:
+        """Assign the visitor to a variant of the running experiment (PlanOut hashing) and answer from it.
+
+        When the variant's algorithm has no list for the product, its fallback
+        (``popular`` by default) answers, and ``fallback_used`` says so. Every
+        answer is logged as an exposure for click attribution.
+        """
+        if not VISITOR.fullmatch(visitor):
+            raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
+        served = snapshot_for(tenant, product_id)
+        variant = assignment.assign(experiment, visitor)
+        algorithm, items = variant.algorithm, served.recommendations(tenant, variant.algorithm, product_id, limit)
+        fallback_used = not items and variant.fallback is not None
+        if fallback_used:
+            algorithm, items = variant.fallback, served.recommendations(tenant, variant.fallback, product_id, limit)
+        shown = [item.product_id for item in items]
+        exposure = log.append(visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, shown)
+        answer = GatewayAnswer(tenant, product_id, visitor, experiment.name, variant.name, algorithm, fallback_used,
+                               served.build_id, exposure, items)
+        return Response(answer, headers={VARIANT_HEADER: variant.name})
+
+    @get("/health", summary="Liveness")
+    async def health() -> Health:
+        """The process is up (it may not have a snapshot yet: see /ready)."""
+        return Health("ok")
+
+    @get("/ready", summary="Readiness: a snapshot is loaded")
+    async def ready() -> Readiness:
+        """200 with the served snapshot once one is loaded, 503 before."""
+        try:
+            served = live.get()
+        except NoSnapshot as error:
+            raise Unavailable(str(error)) from None
+        return Readiness("ready", served.build_id, round(time.time() - served.created_at.timestamp(), 3))
+
+    @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
+    async def prometheus() -> Response:
+        created = live.current.created_at.timestamp() if live.current else None
+        return Response(metrics.exposition(created), media_type=metrics.CONTENT_TYPE)
+
+    def reload() -> None:
+        previous, failures = live.current, len(live.failed)
+        if live.refresh():
+            metrics.served(live.current.build_id, previous.build_id if previous else None,
+                           live.current.created_at.timestamp())
+        metrics.RELOAD_FAILURES.inc(len(live.failed) - failures)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await asyncio.to_thread(reload)
+        tasks = [asyncio.create_task(_every(config.serving.reload_seconds, reload)),
+                 asyncio.create_task(_every(config.serving.flush_seconds, log.flush))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.to_thread(log.flush)
+
+    app = Litestar(
+        route_handlers=[recommendations, gateway, health, ready, prometheus],
+        middleware=[_measured],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="etalage", version="1", path="/schema",
+                                     description="Item-to-item recommendations from read-only snapshots."),
+    )
+    app.state.live = live
+    app.state.exposures = log
+    return app
+
+
+async def _every(seconds: float, work) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(work)
+
+
+VARIANT_KEY = VARIANT_HEADER.encode()
+
+
+def _measured(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: count and time every request by route template and variant."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        begin = time.perf_counter()
+        status, variant = [500], [""]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                variant[0] = next((v.decode() for k, v in message.get("headers", ()) if k == VARIANT_KEY), "")
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            metrics.observe(scope.get("path_template", "unmatched"), variant[0], status[0], time.perf_counter() - begin)
+
+    return middleware
+
+
+def from_environment() -> Litestar:
+    """The app for the config named by ``ETALAGE_CONFIG``: what ``etalage serve``'s workers import."""
+    return create_app(config_module.load(Path(os.environ.get("ETALAGE_CONFIG", "etalage.toml"))))

@@ -1,0 +1,222 @@
+"""The Litestar app through Litestar's test client: answers, PlanOut assignment, bad input, metrics, schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from litestar.testing import TestClient
+
+from engine import config, snapshot, warehouse
+from engine.config import Experiment, Variant
+from server import assignment
+from server.app import create_app
+from server.reader import Recommendation, ServedSnapshot
+from tests.conftest import copy_shop, run_cli
+
+
+@pytest.fixture(scope="module")
+def shop(small_shop, tmp_path_factory) -> config.Config:
+    """A built copy of the small shop (one live snapshot)."""
+    path = copy_shop(small_shop, tmp_path_factory.mktemp("server"))
+    result = run_cli("build", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    return config.load(path)
+
+
+@pytest.fixture(scope="module")
+def client(shop):
+    with TestClient(create_app(shop)) as client:
+        yield client
+
+
+def expected(shop: config.Config, tenant: str, algorithm: str, product: str, limit: int) -> list[dict]:
+    """The talk's Cassandra query, against the warehouse."""
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT related_product_id, rank, distance_score FROM itemitem "
+            "WHERE tenant = $t AND algorithm = $a AND product_id = $p ORDER BY rank LIMIT $n",
+            {"t": tenant, "a": algorithm, "p": product, "n": limit},
+        ).fetchall()
+    return [{"product_id": p, "rank": r, "score": s} for p, r, s in rows]
+
+
+def sample_products(shop: config.Config, count: int) -> list[tuple[str, str]]:
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        return connection.execute(
+            "SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL LIMIT $n", {"n": count}
+        ).fetchall()
+
+
+def test_planout_test_vector():
+    # PlanOut's own: experiment salt 'test_salt', unit 4, UniformChoice(['a', 'b']) under three parameter names.
+    picks = {name: assignment.uniform_choice(["a", "b"], "test_salt", name, 4) for name in ("foo", "bar", "baz")}
+    assert picks == {"foo": "b", "bar": "a", "baz": "a"}
+
+
+def test_weighted_choice_and_bernoulli_follow_planouts_scaled_hash():
+    for visitor in ("0:a", "0:b", "v-42", "x"):
+        digest = int(hashlib.sha1(f"exp.variant.{visitor}".encode()).hexdigest()[:15], 16)
+        draw = digest / 0xFFFFFFFFFFFFFFF
+        # Weights 1 and 3: the first choice up to a quarter of the way, the second after it.
+        assert assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", visitor) == ("a" if 4 * draw <= 1 else "b")
+        assert assignment.bernoulli_trial(0.3, "exp", "variant", visitor) == (1 if draw <= 0.3 else 0)
+    shares = [assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", f"v{i}") for i in range(20_000)]
+    assert shares.count("a") / len(shares) == pytest.approx(0.25, abs=0.015)
+
+
+def test_changing_other_config_never_reshuffles_visitors():
+    visitors = [f"0:{i}" for i in range(2_000)]
+    running = Experiment("homepage", variants=(Variant("llr", "llr"), Variant("cooc", "cooccurrence")))
+    before = [assignment.assign(running, v).name for v in visitors]
+    # A different fallback, another algorithm behind a variant name: the same people, the same variant names.
+    edited = Experiment("homepage", variants=(Variant("llr", "jaccard", fallback=None), Variant("cooc", "cooccurrence")))
+    assert [assignment.assign(edited, v).name for v in visitors] == before
+    renamed = Experiment("homepage-2", variants=running.variants)
+    moved = sum(a != b for a, b in zip(before, (assignment.assign(renamed, v).name for v in visitors)))
+    assert 800 < moved < 1200  # a new experiment reshuffles about half
+
+
+def test_recommendations_are_the_warehouses_top_n(shop, client):
+    for tenant, product in sample_products(shop, 25):
+        for algorithm, limit in (("llr", 5), ("cooccurrence", 20), ("jaccard", 1), ("popular", 3)):
+            response = client.get(f"/v1/{tenant}/products/{product}/recommendations",
+                                  params={"algorithm": algorithm, "limit": limit})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["items"] == expected(shop, tenant, algorithm, product, limit)
+            assert (body["tenant"], body["product_id"], body["algorithm"]) == (tenant, product, algorithm)
+    default = client.get(f"/v1/{tenant}/products/{product}/recommendations").json()
+    assert default["algorithm"] == "llr" and len(default["items"]) <= 5
+
+
+def test_gateway_answers_from_the_visitors_variant_and_says_so(shop, client):
+    tenant, product = sample_products(shop, 1)[0]
+    seen = set()
+    for i in range(40):
+        visitor = f"0:visitor-{i}"
+        body = client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": visitor, "limit": 4}).json()
+        variant = assignment.assign(shop.experiment, visitor)
+        assert (body["experiment"], body["variant"], body["algorithm"]) == ("recommendations", variant.name, variant.algorithm)
+        assert body["items"] == expected(shop, tenant, variant.algorithm, product, 4)
+        assert body["snapshot"] == client.app.state.live.get().build_id and len(body["exposure_id"]) == 32
+        seen.add(body["variant"])
+    assert seen == {"llr", "cooccurrence"}
+
+
+def test_a_product_without_a_list_gets_the_fallback(shop, client):
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        tenant, product = connection.execute(
+            "SELECT tenant, product_id FROM itemitem GROUP BY ALL "
+            "HAVING count(*) FILTER (WHERE algorithm = 'llr') = 0 AND count(*) FILTER (WHERE algorithm = 'popular') > 0 "
+            "ORDER BY ALL LIMIT 1"
+        ).fetchone()
+    body = client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": "0:x"}).json()
+    assert body["fallback_used"] is True and body["algorithm"] == "popular"
+    assert body["items"] == expected(shop, tenant, "popular", product, 5)
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "fragment"),
+    [
+        ("/v1/nl/products/0000000/recommendations", 404, "not in tenant 'nl''s catalogue"),
+        ("/v1/zz/products/1/recommendations", 404, "unknown tenant 'zz'"),
+        ("/v1/NL/products/1/recommendations", 400, "tenant must be"),
+        ("/v1/nl/products/1'%20OR%201=1--/recommendations", 400, "product_id must be"),
+        ("/v1/nl/products/" + "9" * 65 + "/recommendations", 400, "product_id must be"),
+        ("/v1/nl/products/%2e%2e%2fetc/recommendations", 404, "Not Found"),  # the decoded "/" matches no route
+        ("/v1/nl/products/{p}/recommendations?limit=0", 400, "limit"),
+        ("/v1/nl/products/{p}/recommendations?limit=-5", 400, "limit"),
+        ("/v1/nl/products/{p}/recommendations?limit=101", 400, "limit"),
+        ("/v1/nl/products/{p}/recommendations?limit=99999999999999999999999999", 400, "limit"),
+        ("/v1/nl/products/{p}/recommendations?limit=five", 400, "limit"),
+        ("/v1/nl/products/{p}/recommendations?algorithm=visual'", 400, "unknown algorithm"),
+        ("/v1/nl/products/{p}/gateway", 400, "visitor"),
+        ("/v1/nl/products/{p}/gateway?visitor=" + "v" * 129, 400, "visitor must be"),
+        ("/v1/nl/products/{p}/gateway?visitor=%00%ff", 400, "visitor must be"),
+        ("/v2/nl/products/{p}/recommendations", 404, "Not Found"),
+    ],
+)
+def test_bad_requests_get_a_json_4xx_that_says_why(shop, client, url, status, fragment):
+    product = next(p for t, p in sample_products(shop, 10_000) if t == "nl")
+    response = client.get(url.replace("{p}", product))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert fragment in response.json()["detail"] + str(response.json().get("extra", ""))
+
+
+def test_hostile_values_never_cause_a_500(client):
+    rng = random.Random(5)
+    alphabet = "aZ9_-:.'\";%/\\\x00é漢 <>{}()*&|`$"
+    for _ in range(300):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 90)))
+        for url, params in (
+            ("/v1/nl/products/{}/recommendations", {"limit": value[:5], "algorithm": value}),
+            ("/v1/{}/products/1/gateway", {"visitor": value}),
+        ):
+            response = client.get(url.format(quote(value, safe="")), params=params)
+            assert 400 <= response.status_code < 500, (value, response.text)
+
+
+def test_health_readiness_metrics_and_openapi(shop, client):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    assert ready["snapshot"] == client.app.state.live.get().build_id and ready["age_seconds"] >= 0
+    tenant, product = sample_products(shop, 1)[0]
+    client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": "0:metrics"})
+    text = client.get("/metrics").text
+    assert 'etalage_requests_total{route="/v1/{tenant}/products/{product_id}/gateway",status="200",variant="' in text
+    assert "etalage_request_seconds_bucket" in text
+    assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}"}} 1.0' in text
+    assert "etalage_snapshot_age_seconds" in text
+    schema = client.get("/schema/openapi.json").json()
+    assert {"/v1/{tenant}/products/{product_id}/recommendations", "/v1/{tenant}/products/{product_id}/gateway"} <= set(schema["paths"])
+
+
+def test_without_a_snapshot_the_server_is_up_but_not_ready(shop, tmp_path):
+    empty = dataclasses.replace(shop, snapshots=dataclasses.replace(shop.snapshots, root=tmp_path / "none"))
+    with TestClient(create_app(empty)) as client:
+        assert client.get("/health").status_code == 200
+        response = client.get("/ready")
+        assert response.status_code == 503 and "run `etalage build`" in response.json()["detail"]
+        assert client.get("/v1/nl/products/1/recommendations").status_code == 503
+
+
+def test_exposures_are_flushed_as_whole_parquet_files(shop, client, tmp_path):
+    log = client.app.state.exposures
+    log.flush()
+    before = set(Path(shop.serving.exposures).rglob("*.parquet"))
+    tenant, product = sample_products(shop, 1)[0]
+    for i in range(3):
+        client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": f"0:exp{i}"})
+    written = log.flush()
+    assert written is not None and set(Path(shop.serving.exposures).rglob("*.parquet")) - before == {written}
+    assert not [p for p in Path(shop.serving.exposures).rglob(".*")]
+    rows = pq.read_table(written).to_pylist()
+    assert [r["visitor"] for r in rows] == ["0:exp0", "0:exp1", "0:exp2"]
+    assert all(r["tenant"] == tenant and r["product_id"] == product and r["shown"] for r in rows)
+
+
+def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path):
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        rows = connection.table("itemitem").to_arrow_table()
+        products = connection.table("products").to_arrow_table()
+    # Batches of 997 rows cut many lists in two: the reader's slow path must give the same rows as its fast one.
+    tables = {"itemitem": lambda: pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=997)),
+              "products": lambda: products.to_reader()}
+    served = ServedSnapshot(snapshot.stage(tmp_path, "small-batches", tables, {}).path)
+    assert len(served._spanning) > 10
+    expected: dict[tuple, list] = {}
+    for row in rows.to_pylist():
+        key = (row["tenant"], row["algorithm"], row["product_id"])
+        expected.setdefault(key, []).append(Recommendation(row["related_product_id"], row["rank"], row["distance_score"]))
+    assert len(expected) == len(served._runs)
+    for (tenant, algorithm, product), items in expected.items():
+        assert served.recommendations(tenant, algorithm, product, 100) == items
+        assert served.recommendations(tenant, algorithm, product, 2) == items[:2]

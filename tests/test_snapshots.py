@@ -1,0 +1,272 @@
+"""Snapshots: published atomically, verified, gated, listed, rolled back, and safe from SIGKILL and a second cron run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from engine import crashpoints, gate, snapshot, warehouse
+from tests.conftest import copy_shop, run_cli, sha256
+
+EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
+
+
+def set_config(config: Path, old: str, new: str) -> None:
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new))
+
+
+@pytest.fixture()
+def shop(small_shop, tmp_path) -> Path:
+    """A copy of the small shop, built once (so a snapshot is live), keeping 2 snapshots; returns its config."""
+    config = copy_shop(small_shop, tmp_path)
+    set_config(config, "keep = 5", "keep = 2")
+    result = run_cli("build", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return config
+
+
+def live_folder(config: Path) -> Path:
+    return (config.parent / "snapshots" / "current").resolve()
+
+
+def snapshot_folders(config: Path) -> list[str]:
+    return sorted(p.name for p in (config.parent / "snapshots").iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
+    root = shop.parent / "snapshots"
+    current = root / "current"
+    assert current.is_symlink() and not os.readlink(current).startswith("/")  # relative: the root can move
+    folder = live_folder(shop)
+    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "itemitem.arrow", "manifest.json", "products.arrow"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["build_id"] == folder.name
+    assert manifest["gate"]["verdict"] == "first"
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256(folder / name)
+        assert entry["bytes"] == (folder / name).stat().st_size
+
+    with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
+        assert connection.execute("SELECT max(build_id) FROM builds").fetchone()[0] == folder.name
+        expected = connection.table("itemitem").to_arrow_table()
+        products = connection.table("products").to_arrow_table()
+        scores = dict(connection.execute("SELECT algorithm, mrr_at_20 FROM evaluation").fetchall())
+    # The server memory-maps the file: the same rows, in itemitem's order, without parsing.
+    with pa.memory_map(str(folder / "itemitem.arrow")) as source:
+        served = pa.ipc.open_file(source).read_all()
+    assert served.equals(expected)
+    assert manifest["rows"] == {"itemitem": expected.num_rows, "products": products.num_rows}
+    assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
+    assert manifest["parameters"]["algorithms"]["top_n"] == 20
+
+
+def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker(shop, tmp_path):
+    good = live_folder(shop)
+    assert snapshot.verify(good).build_id == good.name
+
+    def broken(name: str) -> Path:
+        copy = tmp_path / "broken" / name
+        shutil.copytree(good, copy)
+        return copy
+
+    flipped = broken("flipped")
+    data = bytearray((flipped / "itemitem.arrow").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (flipped / "itemitem.arrow").write_bytes(bytes(data))
+    with pytest.raises(snapshot.SnapshotInvalid, match="itemitem.arrow: sha256 differs"):
+        snapshot.verify(flipped)
+
+    missing = broken("missing")
+    (missing / "products.arrow").unlink()
+    with pytest.raises(snapshot.SnapshotInvalid, match="products.arrow: missing"):
+        snapshot.verify(missing)
+
+    unfinished = broken("unfinished")
+    (unfinished / "_SUCCESS").unlink()
+    with pytest.raises(snapshot.SnapshotInvalid, match="no _SUCCESS marker"):
+        snapshot.verify(unfinished)
+
+    truncated = broken("truncated")
+    with open(truncated / "itemitem.arrow", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(snapshot.SnapshotInvalid, match="bytes, the manifest says"):
+        snapshot.verify(truncated)
+
+
+def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(shop):
+    first = live_folder(shop).name
+    assert run_cli("build", "--config", str(shop)).returncode == 0
+    second = live_folder(shop).name
+    assert first != second
+
+    listing = run_cli("snapshots", "--config", str(shop), "--verify")
+    assert listing.returncode == 0, listing.stderr
+    lines = [line for line in listing.stdout.splitlines() if first in line or second in line]
+    assert [second in lines[0], first in lines[1]] == [True, True]  # newest first
+    assert "*" in lines[0] and "*" not in lines[1] and lines[0].count("ok") == 1
+
+    result = run_cli("rollback", "--config", str(shop))
+    assert result.returncode == 0, result.stderr
+    assert f"live snapshot is now {first} (was {second})" in result.stderr
+    assert live_folder(shop).name == first
+
+    # A damaged snapshot is refused and the live one stays.
+    target = shop.parent / "snapshots" / second / "itemitem.arrow"
+    target.write_bytes(target.read_bytes()[:-1] + b"\x00")
+    result = run_cli("rollback", second, "--config", str(shop))
+    assert result.returncode == EXIT_SNAPSHOT_INVALID
+    assert "sha256 differs" in result.stderr and "Traceback" not in result.stderr
+    assert live_folder(shop).name == first
+    assert "INVALID" in run_cli("snapshots", "--config", str(shop), "--verify").stdout
+
+    for hostile in ("no-such-build", "../snapshots", ".staging-x", "/etc"):
+        result = run_cli("rollback", hostile, "--config", str(shop))
+        assert result.returncode == EXIT_SNAPSHOT_INVALID, hostile
+        assert "no snapshot" in result.stderr
+    assert live_folder(shop).name == first
+
+
+def test_old_snapshots_are_pruned_but_never_the_live_one(shop):
+    first = live_folder(shop).name
+    for _ in range(2):
+        assert run_cli("build", "--config", str(shop)).returncode == 0
+    kept = snapshot_folders(shop)
+    assert len(kept) == 2 and first not in kept  # keep = 2
+    assert run_cli("rollback", "--config", str(shop)).returncode == 0
+    assert live_folder(shop).name == kept[0]
+    # Pruning to one keeps the newest and the live (older) one.
+    assert snapshot.prune(shop.parent / "snapshots", 1) == []
+    assert snapshot_folders(shop) == kept
+    assert run_cli("build", "--config", str(shop)).returncode == 0
+    assert len(snapshot_folders(shop)) == 2 and live_folder(shop).name == snapshot_folders(shop)[-1]
+
+
+def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
+    live = live_folder(shop)
+    warehouse_before = sha256(shop.parent / "warehouse.duckdb")
+    # One recommendation per product instead of twenty: MRR@20 can only count rank-1 hits, far below the live lists.
+    set_config(shop, "top_n = 20", "top_n = 1")
+    result = run_cli("build", "--config", str(shop))
+    assert result.returncode == EXIT_GATE_REFUSED, result.stderr
+    assert "llr mrr_at_20" in result.stderr and "below the live snapshot's" in result.stderr
+    assert "not published (--force publishes anyway)" in result.stderr and "Traceback" not in result.stderr
+    assert live_folder(shop) == live
+    assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
+    assert snapshot_folders(shop) == [live.name]
+
+    forced = run_cli("build", "--force", "--config", str(shop))
+    assert forced.returncode == 0, forced.stderr
+    assert "gate: forced" in forced.stderr
+    now = live_folder(shop)
+    assert now != live
+    assert json.loads((now / "manifest.json").read_text())["gate"]["verdict"] == "forced"
+    assert snapshot.verify(now).manifest["parameters"]["algorithms"]["top_n"] == 1
+
+
+def test_two_builds_at_once_exactly_one_publishes(shop):
+    before = set(snapshot_folders(shop))
+    command = [sys.executable, "-m", "engine", "build", "--config", str(shop)]
+    processes = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=300), p.stderr.read()) for p in processes)
+    assert [code for code, _ in outcomes] == [0, EXIT_BUSY]
+    assert "another build or rollback is publishing" in outcomes[1][1]
+    assert len(set(snapshot_folders(shop)) - before) == 1
+
+
+@pytest.mark.parametrize("point", crashpoints.POINTS)
+def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
+    live = live_folder(shop)
+    checksums = {p.name: sha256(p) for p in live.iterdir()}
+    warehouse_before = sha256(shop.parent / "warehouse.duckdb")
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "build", "--config", str(shop)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "ETALAGE_PAUSE_AT": point},
+    )
+    for line in process.stderr:
+        if line.startswith(f"paused at {point}"):
+            break
+    else:
+        pytest.fail(f"the build never reached {point}: exit {process.wait()}")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    # The live snapshot is the same folder, byte for byte, and verifies.
+    assert live_folder(shop) == live
+    assert {p.name: sha256(p) for p in live.iterdir()} == checksums
+    snapshot.verify(live)
+    if point != "before-switch":  # by then the warehouse has been replaced whole (README: what a build guarantees)
+        assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
+    with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0
+
+    # The next build succeeds, cleans up after the killed one, and nothing piles up.
+    result = run_cli("build", "--config", str(shop))
+    assert result.returncode == 0, result.stderr
+    root = shop.parent / "snapshots"
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert len(snapshot_folders(shop)) <= 2
+    assert sorted(p.name for p in shop.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def live_with(score: float | None) -> snapshot.Snapshot:
+    evaluation = None if score is None else {"llr": {"mrr_at_20": score}}
+    return snapshot.Snapshot(Path("live"), {"build_id": "live", "evaluation": evaluation})
+
+
+@pytest.mark.parametrize(
+    ("new", "live", "force", "verdict"),
+    [
+        (0.10, None, False, "first"),
+        (None, 0.10, False, "skipped"),
+        (0.10, "no score", False, "skipped"),
+        (0.0951, 0.10, False, "passed"),
+        (0.0949, 0.10, False, "refused"),
+        (0.0949, 0.10, True, "forced"),
+        (0.20, 0.10, False, "passed"),
+    ],
+)
+def test_gate_decisions(new, live, force, verdict):
+    scores = None if new is None else {"llr": {"mrr_at_20": new}}
+    current = None if live is None else live_with(None if live == "no score" else live)
+    decision = gate.decide(scores, current, "llr", 0.05, force)
+    assert decision.verdict == verdict
+    assert decision.publish == (verdict != "refused")
+
+
+def test_a_snapshots_folders_are_checksummed_too(tmp_path):
+    extra = tmp_path / "index"
+    extra.mkdir()
+    (extra / "forest-nl.ann").write_bytes(bytes(range(256)) * 10)
+    (extra / "items.json").write_text('{"dim": 4}')
+    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["1"], "rank": pa.array([1], pa.int32()),
+                         "related_product_id": ["2"], "distance_score": [1.0]})
+    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
+    staged = snapshot.stage(tmp_path / "root", "b1", {"itemitem": itemitem.to_reader, "products": products.to_reader},
+                            {}, folders={"visual": extra})
+    assert set(staged.manifest["files"]) == {"itemitem.arrow", "products.arrow", "visual/forest-nl.ann", "visual/items.json"}
+    assert staged.manifest["rows"] == {"itemitem": 1, "products": 2}
+    snapshot.verify(staged.path)
+    forest = staged.path / "visual" / "forest-nl.ann"
+    forest.write_bytes(forest.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: sha256 differs"):
+        snapshot.verify(staged.path)
+    forest.unlink()
+    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: missing"):
+        snapshot.verify(staged.path)
+    manifest = json.loads((staged.path / "manifest.json").read_text())
+    del manifest["files"]["visual/forest-nl.ann"]
+    manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0"}
+    (staged.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(snapshot.SnapshotInvalid, match="outside the snapshot"):
+        snapshot.verify(staged.path)
