@@ -131,6 +131,7 @@ def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, 
         f"wrote {shop.catalogue.num_rows:,} catalogue rows and {shop.events.num_rows:,} events "
         f"({', '.join(formats)}) to {directory}/; config: {config}"
     )
+    err.print(f"product images in {directory}/images/: {shop.images.source}")
 
 
 @main.command()

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import models
+
 DIVOLTE_MAPPING: dict[str, str] = {
     "event_id": "concat_ws(':', pageViewId, eventType)",
     "ts": '"timestamp"',
@@ -68,6 +70,29 @@ class Evaluation:
     def enabled(self) -> bool:
         """``test_days = 0`` and no ``cutoff`` turns the evaluation off."""
         return self.cutoff is not None or self.test_days > 0
+
+
+@dataclass(frozen=True)
+class Visual:
+    """The visual recommender: which encoder makes the image vectors, and how the Annoy forest is built and searched.
+
+    Off unless ``enabled``: encoding a catalogue's photos costs minutes on a
+    CPU the first time (later builds take the vectors from the ``embeddings``
+    cache), and the catalogue needs an ``image`` column.
+    """
+
+    enabled: bool = False
+    encoder: str = "efficientnet-lite0"
+    model: str | None = None
+    pretrained: str | None = None
+    checkpoint: Path | None = None
+    batch_size: int = 32
+    metric: str = "angular"
+    n_trees: int = 50
+    search_k: int = -1
+    dims: int = 128
+    candidates: int = 100
+    min_sessions: int = 5
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,7 @@ class Config:
     events: EventSources
     algorithms: Algorithms = Algorithms()
     evaluation: Evaluation = Evaluation()
+    visual: Visual = Visual()
     snapshots: Snapshots = Snapshots()
     serving: Serving = Serving()
     experiment: Experiment = Experiment()
@@ -155,12 +181,13 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "snapshots", "serving", "experiment"}, "")
+    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "visual", "snapshots", "serving", "experiment"}, "")
     warehouse = _table(raw, "warehouse", {"path"})
     catalogue = _table(raw, "catalogue", {"path"})
     events = _table(raw, "events", {"avro", "parquet", "mapping"})
     algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
     evaluation = _table(raw, "evaluation", {f.name for f in fields(Evaluation)})
+    visual = _table(raw, "visual", {f.name for f in fields(Visual)})
     snapshots = _table(raw, "snapshots", {f.name for f in fields(Snapshots)})
     serving = _table(raw, "serving", {f.name for f in fields(Serving)})
     experiment = _table(raw, "experiment", {f.name for f in fields(Experiment)})
@@ -189,6 +216,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         events=sources,
         algorithms=_algorithms(algorithms),
         evaluation=_evaluation(evaluation),
+        visual=_visual(visual, base),
         snapshots=_snapshots(snapshots, base),
         serving=_serving(serving, base),
         experiment=_experiment(experiment),
@@ -311,6 +339,42 @@ def _experiment(raw: dict[str, Any]) -> Experiment:
 _MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
 
 
+def _visual(raw: dict[str, Any], base: Path) -> Visual:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                msg = f"visual.enabled must be true or false, not {value!r}"
+                raise ConfigError(msg)
+        elif key in ("encoder", "metric"):
+            choices = models.ENCODERS if key == "encoder" else models.METRICS
+            if value not in choices:
+                msg = f"visual.{key} must be one of {', '.join(choices)}, not {value!r}"
+                raise ConfigError(msg)
+        elif key in ("model", "pretrained", "checkpoint"):
+            if not isinstance(value, str) or not value.strip():
+                msg = f"visual.{key} must be a non-empty string"
+                raise ConfigError(msg)
+            value = base / value if key == "checkpoint" else value
+        else:
+            least = _VISUAL_MINIMUM[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                msg = f"visual.{key} must be an integer >= {least}, not {value!r}"
+                raise ConfigError(msg)
+        values[key] = value
+    visual = Visual(**values)
+    if visual.dims and visual.metric == "dot":
+        msg = "visual.dims (search in principal components) needs metric = \"angular\" or \"euclidean\""
+        raise ConfigError(msg)
+    if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
+        msg = "visual.model, visual.pretrained and visual.checkpoint are for encoder = \"open_clip\""
+        raise ConfigError(msg)
+    return visual
+
+
+_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "dims": 0, "candidates": 1, "min_sessions": 0}
+
+
 def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:
     value = events.get(key, [])
     if isinstance(value, str):
@@ -378,6 +442,14 @@ event_types = ["pageView", "addToCart"]
 # Each build also computes the lists from the events before the last
 # `test_days` days and scores them on the sessions after (0 turns it off).
 test_days = 7
+
+[visual]
+# Look-alike products from the pictures in the catalogue's `image` column
+# (the `visual` and `visual_blend` algorithms). The first build encodes every
+# picture, minutes on a CPU; later builds take the vectors from the cache.
+enabled = false
+encoder = "efficientnet-lite0"
+metric = "angular"
 
 [snapshots]
 # Each build publishes a snapshot folder here for the server; `current` points at the live one.

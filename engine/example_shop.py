@@ -13,7 +13,10 @@ builds that structure in on purpose:
   sell a subset of the catalogue;
 * noise: non-product pages, add-to-cart events, bot sessions that view
   hundreds of random products, and events that Divolte flags as duplicate or
-  corrupt (corrupt ones carry a garbled product).
+  corrupt (corrupt ones carry a garbled product);
+* a photo per product (``engine.example_images``): a Fashion-MNIST garment of
+  its category where that dataset is installed, a drawn one otherwise, in the
+  product's colour.
 
 Everything is vectorised with NumPy and Arrow, so 20M events take seconds.
 """
@@ -30,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine import divolte
+from engine import divolte, example_images
 
 CATEGORIES: dict[str, tuple[float, float]] = {
     # name: (share of the catalogue, typical price in EUR)
@@ -101,7 +104,7 @@ class ShopSpec:
 
 @dataclass(frozen=True)
 class Shop:
-    """A generated shop: catalogue rows per tenant, and Divolte events (in generation order).
+    """A generated shop: catalogue rows per tenant, Divolte events (in generation order), and each product's picture.
 
     :func:`write_shop` writes the events in time order; sorting 20M wide rows
     in memory at once would double the generator's footprint.
@@ -109,6 +112,7 @@ class Shop:
 
     catalogue: pa.Table
     events: pa.Table
+    images: example_images.ImagePlan
 
 
 def generate(spec: ShopSpec) -> Shop:
@@ -116,7 +120,9 @@ def generate(spec: ShopSpec) -> Shop:
     rng = np.random.default_rng(spec.seed)
     products = _products(spec, rng)
     events = _events(spec, products, rng)
-    return Shop(catalogue=_catalogue(products), events=events)
+    names = np.array(list(CATEGORIES))
+    images = example_images.plan(products.ids, names[products.category], products.colour, spec.seed)
+    return Shop(catalogue=_catalogue(products, images), events=events, images=images)
 
 
 @dataclass(frozen=True)
@@ -179,12 +185,13 @@ def _brand_names(count: int, rng: np.random.Generator) -> list[str]:
     return [all_names[i] for i in rng.choice(len(all_names), size=count, replace=False)]
 
 
-def _catalogue(products: _Products) -> pa.Table:
+def _catalogue(products: _Products, images: example_images.ImagePlan) -> pa.Table:
     names = np.array(list(CATEGORIES))
     titles = np.char.add(
         np.char.add(np.char.add(np.char.add(products.brand, " "), products.style), " "),
         np.char.add(np.char.add(products.colour, " "), names[products.category]),
     )
+    paths = np.array([images.path(product) for product in products.ids])
     parts = []
     for tenant in TENANTS:
         sold = products.sold_in[tenant]
@@ -198,6 +205,7 @@ def _catalogue(products: _Products) -> pa.Table:
                     "category": names[products.category[sold]],
                     "colour": products.colour[sold],
                     "price": products.price[sold],
+                    "image": paths[sold],
                 }
             )
         )
@@ -336,10 +344,14 @@ def write_shop(
     directory: Path,
     formats: tuple[str, ...] = ("avro", "parquet"),
     progress: Callable[[int], None] = lambda done: None,
+    images: bool = True,
 ) -> None:
     """Write ``shop`` under ``directory`` the way the shop's pipeline would find it.
 
-    * ``catalogue.parquet``: one row per product and tenant;
+    * ``catalogue.parquet``: one row per product and tenant; its ``image``
+      column is the product's picture, relative to ``directory``;
+    * ``images/<product_id>.png``: one picture per product (unless ``images``
+      is False: the benchmark's 180,000-product shops need none);
     * ``events/avro/YYYY/MM/DD/HH/divolte-tracking-0.avro``: hour-partitioned
       like Divolte's HDFS sink;
     * ``events/parquet/date=YYYY-MM-DD/events.parquet``: the same events as
@@ -351,6 +363,8 @@ def write_shop(
     """
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(shop.catalogue, directory / "catalogue.parquet")
+    if images:
+        example_images.write(shop.images, directory)
     millis = shop.events.column("timestamp").cast(pa.int64()).to_numpy()
     order = np.argsort(millis, kind="stable")
     hour = millis[order] // 3_600_000

@@ -1,1 +1,14 @@
-"""Visual similarity: the image encoder and the Annoy index (see the visual-similarity issue; nothing here yet)."""
+"""Visual similarity: image encoders, the embeddings cache and the Annoy index.
+
+``encoder`` (the interface), ``efficientnet`` and ``clip`` (the two backends)
+import torch; ``embeddings`` (the cache in DuckDB), ``index`` (the Annoy
+forests, which the server memory-maps) and ``visual`` (the build's one call)
+do not import torch until an encoder is used. This file imports nothing heavy, so the
+config can name the choices without loading either.
+"""
+
+ENCODERS = ("efficientnet-lite0", "open_clip")
+"""The encoders ``models.encoder.open_encoder`` (and the config's ``visual.encoder``) accept."""
+
+METRICS = ("angular", "euclidean", "dot")
+"""Annoy's metrics: ``angular`` is cosine distance (blind to a vector's length), ``euclidean`` the talk's."""

@@ -25,7 +25,7 @@ def test_same_seed_same_shop_other_seed_other_shop(shop):
 
 def test_catalogue_has_every_column_and_several_tenants(shop):
     catalogue = shop.catalogue
-    assert catalogue.column_names == ["tenant", "product_id", "title", "brand", "category", "colour", "price"]
+    assert catalogue.column_names == ["tenant", "product_id", "title", "brand", "category", "colour", "price", "image"]
     tenants = pc.value_counts(catalogue.column("tenant")).to_pylist()
     assert {t["values"] for t in tenants} == set(example_shop.TENANTS)
     assert pc.min(catalogue.column("price")).as_py() > 0

@@ -53,7 +53,7 @@ def generate(folder: Path, events: int) -> None:
     from engine import config, example_shop
 
     spec = example_shop.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
-    example_shop.write_shop(example_shop.generate(spec), folder, ("parquet",))
+    example_shop.write_shop(example_shop.generate(spec), folder, ("parquet",), images=False)
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
 
 
