@@ -106,7 +106,9 @@ class Snapshots:
 
 
 GATE_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+"""Algorithms whose MRR@20 the gate can watch: the ones every build evaluates."""
 SERVED_ALGORITHMS = GATE_ALGORITHMS
+"""Algorithms an experiment variant may serve (the same ones, until the visual stage is in the build)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,6 @@ class Serving:
     exposures: Path = Path("exposures")
     flush_seconds: float = 5.0
     max_limit: int = 100
-"""Algorithms whose MRR@20 the gate can watch: the ones every build evaluates."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ experiments and other config keys do not enter the hash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -44,12 +45,8 @@ def weighted_choice(
     choices: Sequence[T], weights: Sequence[float], experiment_salt: str, parameter_salt: str, unit: object
 ) -> T:
     """PlanOut's ``WeightedChoice``: the first choice whose cumulative weight reaches a uniform draw."""
-    total = 0.0
-    cumulative = []
-    for weight in weights:
-        total += weight
-        cumulative.append(total)
-    stop = total * uniform(experiment_salt, parameter_salt, unit)
+    cumulative = list(itertools.accumulate(weights))
+    stop = cumulative[-1] * uniform(experiment_salt, parameter_salt, unit)
     for choice, bound in zip(choices, cumulative):
         if stop <= bound:
             return choice
