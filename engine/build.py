@@ -7,19 +7,24 @@ The steps, in order, each a file in ``sql/`` unless noted:
    catalogue (``products``) and the server's exposure log (``exposures``,
    scored into ``click_through``);
 2. ``session_items``, ``item_counts``, ``tenant_sessions``;
-3. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
+3. with ``[visual] enabled``, the visual stage (``engine.visual_stage``):
+   the catalogue's pictures through the encoder (new ones only, by the
+   ``embeddings`` cache) into an Annoy index and the ``visual`` rows;
+4. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
    ``popular``, ``itemitem``; ``pairs="sql"``) or by the Numba kernel
    (default), which computes the same rows from ``item_index`` and
-   ``baskets`` without materialising every pair;
-4. unless ``[evaluation]`` turns it off, the same stage again on the events
+   ``baskets`` without materialising every pair; then the ``visual`` rows
+   and their cold-start blend (``visual_blend``, ``itemitem_visual``);
+5. unless ``[evaluation]`` turns it off, the same stage again on the events
    before the cut-off (schema ``holdout``, dropped afterwards), scored on the
    sessions after it (``test_items``, ``evaluation``) into ``evaluation``;
-5. a row in ``builds``;
-6. the evaluation gate (``engine.gate``): a build that scores clearly worse
+6. a row in ``builds``;
+7. the evaluation gate (``engine.gate``): a build that scores clearly worse
    than the live snapshot stops here, and nothing changes;
-7. a snapshot (``engine.snapshot``) staged and verified beside the live one;
+8. a snapshot (``engine.snapshot``) staged and verified beside the live one;
    the warehouse file is replaced, then the snapshot is switched live and old
-   snapshots are pruned.
+   snapshots are pruned. The visual index goes into the snapshot's
+   ``visual/`` folder.
 
 A build holds the snapshots root's lock from start to end, so two cron runs
 never interleave; the second exits with "busy".
@@ -29,10 +34,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Literal, Protocol
 
 import duckdb
@@ -46,6 +53,7 @@ from engine import (
     itemitem,
     snapshot,
     sqlfiles,
+    visual_stage,
     warehouse,
 )
 from engine.config import Config
@@ -66,6 +74,9 @@ class Reporter(Protocol):
     def files(self, total: int) -> ContextManager[Callable[[str], None]]:
         """Wraps the file check; yields a function called once per file checked."""
 
+    def bar(self, description: str) -> ContextManager[Callable[[int, int], None]]:
+        """Wraps a long step; yields a function called with (done, total) as it goes."""
+
 
 class Silent:
     """A :class:`Reporter` that says nothing."""
@@ -77,6 +88,10 @@ class Silent:
     @contextmanager
     def files(self, total: int) -> Iterator:
         yield lambda path: None
+
+    @contextmanager
+    def bar(self, description: str) -> Iterator:
+        yield lambda done, total: None
 
 
 @dataclass
@@ -92,6 +107,7 @@ class BuildResult:
     gate: gate.Decision | None = None
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
+    visual: visual_stage.VisualOutput | None = None
 
 
 def build(
@@ -110,7 +126,7 @@ def build(
 
 def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporter: Reporter) -> BuildResult:
     result, files, started = checked_files(config, str(config.warehouse), reporter)
-    parameters = {**config.algorithms.parameters(), "until": None}
+    parameters = {**config.algorithms.parameters(), "until": None, "min_sessions": config.visual.min_sessions}
 
     def timed(name: str, create) -> None:
         begin = time.perf_counter()
@@ -121,16 +137,27 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
                 info["rows"] = result.rows[name]
         result.seconds[name] = round(time.perf_counter() - begin, 3)
 
-    with warehouse.rebuild(config.warehouse) as connection:
+    def looks(folder: Path) -> None:
+        with reporter.bar("encoding pictures") as progress:
+            result.visual = visual_stage.compute(connection, config, folder, progress)
+
+    with warehouse.rebuild(config.warehouse) as connection, tempfile.TemporaryDirectory(
+        prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root  # a killed build's is cleaned like staging
+    ) as scratch:
         timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
         timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
         timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
+        if config.visual.enabled:
+            timed("visual", lambda: looks(Path(scratch) / visual_stage.INDEX_FOLDER))
+        visual_rows = result.visual.rows if result.visual else None
         crashpoints.reach("compute")
-        itemitem.stage(connection, pairs, parameters, timed)
+        itemitem.stage(connection, pairs, parameters, timed, visual_rows)
+        result.rows["itemitem"] = connection.execute("SELECT count(*) FROM itemitem").fetchone()[0]  # with the blend
         if config.evaluation.enabled:
             evaluation.evaluate(
-                connection, config, pairs, result.build_id, lambda name, create: timed(f"evaluation {name}", create)
+                connection, config, pairs, result.build_id, lambda name, create: timed(f"evaluation {name}", create),
+                visual_rows,
             )
         result.ingest = [
             dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
@@ -174,13 +201,15 @@ def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, d
 def _stage(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None) -> snapshot.Snapshot:
     """Write this build's snapshot beside the live one (not yet live)."""
     manifest = {
-        "parameters": {"algorithms": asdict(config.algorithms), "evaluation": asdict(config.evaluation)},
+        "parameters": {"algorithms": asdict(config.algorithms), "evaluation": asdict(config.evaluation),
+                       "visual": asdict(config.visual) if result.visual else None},
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
         "gate": result.gate.record(),
     }
     tables = {name: lambda name=name: connection.table(name).to_arrow_reader(1 << 17) for name in ("itemitem", "products")}
-    return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest)
+    folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
+    return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:

@@ -50,6 +50,7 @@ from engine import (
     snapshot,
     sqlfiles,
     transpile,
+    visual_stage,
     warehouse,
 )
 from engine import config as config_module
@@ -88,6 +89,12 @@ class ConsoleReporter:
         with _progress() as progress:
             task = progress.add_task("checking event files", total=total)
             yield lambda path: progress.advance(task)
+
+    @contextmanager
+    def bar(self, description: str) -> Iterator:
+        with _progress() as progress:
+            task = progress.add_task(description, total=None)
+            yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def _progress() -> Progress:
@@ -197,6 +204,12 @@ def _summary(result: build_module.BuildResult, begin: float) -> None:
             f"read {row['events_read']:,} {row['source_format']} events from {result.files[row['source_format']]:,} files; "
             f"dropped {row['dropped_duplicate']:,} duplicate and {row['dropped_corrupt']:,} corrupt; kept {row['events_kept']:,}"
         )
+    if result.visual:
+        looks = result.visual
+        err.print(f"pictures: {looks.images:,} in the catalogue, {looks.cached:,} vectors from the embeddings cache, "
+                  f"{looks.encoded:,} encoded, {len(looks.skipped):,} unreadable and left out")
+        for message in looks.skipped[:5]:
+            err.print(f"  left out: {message}", style="yellow", markup=False, highlight=False)
     err.print(
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"
@@ -505,6 +518,7 @@ def _exits() -> Iterator[None]:
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
         gate.GateRefused: EXIT_GATE_REFUSED,
         snapshot.SnapshotInvalid: EXIT_SNAPSHOT_INVALID,
+        visual_stage.VisualUnavailable: EXIT_BAD_INPUT,
     }
     try:
         yield

@@ -105,10 +105,12 @@ class Snapshots:
     max_mrr_drop: float = 0.05
 
 
-GATE_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
-"""Algorithms whose MRR@20 the gate can watch: the ones every build evaluates."""
-SERVED_ALGORITHMS = GATE_ALGORITHMS
-"""Algorithms an experiment variant may serve (the same ones, until the visual stage is in the build)."""
+CLICK_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+"""Algorithms every build computes from the clickstream."""
+VISUAL_ALGORITHMS = ("visual", "visual_blend")
+"""Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
+ALGORITHMS = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
+"""Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class Serving:
     exposures: Path = Path("exposures")
     flush_seconds: float = 5.0
     max_limit: int = 100
+    max_upload_bytes: int = 10_000_000
+    max_upload_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         msg = "events: give at least one glob under `avro` or `parquet`"
         raise ConfigError(msg)
 
-    return Config(
+    config = Config(
         warehouse=base / str(warehouse.get("path", "warehouse.duckdb")),
         catalogue=base / str(_required(catalogue, "catalogue", "path")),
         events=sources,
@@ -223,6 +227,22 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         experiment=_experiment(experiment),
         source=source,
     )
+    _visual_algorithms_enabled(config)
+    return config
+
+
+def _visual_algorithms_enabled(config: Config) -> None:
+    """Refuse a gate or a variant on ``visual``/``visual_blend`` when builds do not compute them."""
+    if config.visual.enabled:
+        return
+    named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
+    for index, variant in enumerate(config.experiment.variants):
+        named += [(f"experiment.variants[{index}].algorithm", variant.algorithm),
+                  (f"experiment.variants[{index}].fallback", variant.fallback)]
+    for key, algorithm in named:
+        if algorithm in VISUAL_ALGORITHMS:
+            msg = f"{key} is {algorithm!r}, which builds compute only with `[visual] enabled = true`"
+            raise ConfigError(msg)
 
 
 def _algorithms(raw: dict[str, Any]) -> Algorithms:
@@ -264,8 +284,8 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
         msg = f"snapshots.keep must be an integer >= 1, not {keep!r}"
         raise ConfigError(msg)
     algorithm = raw.get("gate_algorithm", Snapshots.gate_algorithm)
-    if algorithm not in GATE_ALGORITHMS:
-        msg = f"snapshots.gate_algorithm must be one of {', '.join(GATE_ALGORITHMS)}, not {algorithm!r}"
+    if algorithm not in ALGORITHMS:
+        msg = f"snapshots.gate_algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
         raise ConfigError(msg)
     drop = raw.get("max_mrr_drop", Snapshots.max_mrr_drop)
     if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1:
@@ -276,6 +296,11 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
         msg = "snapshots.root must be a folder path"
         raise ConfigError(msg)
     return Snapshots(root=base / root, keep=keep, gate_algorithm=algorithm, max_mrr_drop=float(drop))
+
+
+_SERVING_INTEGERS = {"port": 65535, "workers": 10_000, "max_limit": 10_000, "max_upload_bytes": 1 << 30,
+                     "max_upload_pixels": 1 << 30}
+"""The integer keys of ``[serving]`` and the largest value each takes."""
 
 
 def _serving(raw: dict[str, Any], base: Path) -> Serving:
@@ -290,8 +315,8 @@ def _serving(raw: dict[str, Any], base: Path) -> Serving:
             if not (isinstance(value, str) and value):
                 raise ConfigError("serving.exposures must be a folder path")
             value = base / value
-        if f.name in ("port", "workers", "max_limit") and not (
-            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= (65535 if f.name == "port" else 10_000)
+        if f.name in _SERVING_INTEGERS and not (
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _SERVING_INTEGERS[f.name]
         ):
             raise ConfigError(f"serving.{f.name} must be a positive integer, not {value!r}")
         if f.name in ("reload_seconds", "flush_seconds") and not (
@@ -326,8 +351,8 @@ def _experiment(raw: dict[str, Any]) -> Experiment:
             value = variant.get(key, "popular" if key == "fallback" else None)
             if key == "fallback" and value == "":
                 continue
-            if value not in SERVED_ALGORITHMS:
-                raise ConfigError(f"{where}.{key} must be one of {', '.join(SERVED_ALGORITHMS)}, not {value!r}")
+            if value not in ALGORITHMS:
+                raise ConfigError(f"{where}.{key} must be one of {', '.join(ALGORITHMS)}, not {value!r}")
         weight = variant.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
             raise ConfigError(f"{where}.weight must be a positive number, not {weight!r}")
@@ -471,6 +496,9 @@ reload_seconds = 1.0
 exposures = "exposures"
 flush_seconds = 5.0
 max_limit = 100
+# Photo uploads (POST /v1/{{tenant}}/images/similar): larger bodies or pictures get 413.
+max_upload_bytes = 10000000
+max_upload_pixels = 40000000
 
 [experiment]
 # Visitors are hashed into variants as PlanOut does (the salt is the name unless `salt` is set).

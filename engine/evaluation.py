@@ -35,15 +35,21 @@ def scores(
     split: dt.datetime,
     pairs: str = "kernel",
     timed: itemitem.Timed = lambda name, create: create(),
+    visual_rows: pa.Table | None = None,
+    min_sessions: int = 0,
 ) -> pa.Table:
-    """Score every algorithm with ``algorithms``' parameters, trained before ``split`` and tested after it."""
-    parameters = {**algorithms.parameters(), "until": split}
+    """Score every algorithm with ``algorithms``' parameters, trained before ``split`` and tested after it.
+
+    With ``visual_rows`` (the build's look-alikes), ``visual`` and the blend
+    over ``min_sessions`` are scored too.
+    """
+    parameters = {**algorithms.parameters(), "until": split, "min_sessions": min_sessions}
     connection.execute("CREATE SCHEMA holdout")
     try:
         connection.execute("USE holdout")
         connection.execute("SET search_path = 'holdout,main'")
         try:
-            itemitem.stage(connection, pairs, parameters, timed)
+            itemitem.stage(connection, pairs, parameters, timed, visual_rows)
         finally:
             connection.execute("USE main")
             connection.execute("RESET search_path")
@@ -76,10 +82,13 @@ def record(
     connection.execute("DROP TABLE new_rows")
 
 
-def evaluate(connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, build_id: str, timed: itemitem.Timed) -> None:
-    """The build's evaluation: score the configured algorithms and append them to ``evaluation``."""
+def evaluate(
+    connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, build_id: str, timed: itemitem.Timed,
+    visual_rows: pa.Table | None = None,
+) -> None:
+    """The build's evaluation: score the configured algorithms (and the look-alikes, if any) into ``evaluation``."""
     split = cutoff(connection, config)
-    rows = scores(connection, config.algorithms, split, pairs, timed)
+    rows = scores(connection, config.algorithms, split, pairs, timed, visual_rows, config.visual.min_sessions)
     record(connection, "evaluation", rows, config.algorithms, build_id=build_id, cutoff=split)
 
 
@@ -92,5 +101,7 @@ def rescore(config: Config) -> None:
     with warehouse.amend(config.warehouse) as connection:
         build_id = connection.execute("SELECT max(build_id) FROM builds").fetchone()[0]
         split = cutoff(connection, config)
-        record(connection, "evaluation", scores(connection, config.algorithms, split), config.algorithms,
-               build_id=build_id, cutoff=split)
+        looks = connection.execute("SELECT * FROM itemitem WHERE algorithm = 'visual'").to_arrow_table()
+        rows = scores(connection, config.algorithms, split, visual_rows=looks if looks.num_rows else None,
+                      min_sessions=config.visual.min_sessions)
+        record(connection, "evaluation", rows, config.algorithms, build_id=build_id, cutoff=split)

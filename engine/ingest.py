@@ -208,7 +208,7 @@ def load_events(connection: duckdb.DuckDBPyConnection, files: EventFiles, mappin
         connection.execute("DROP VIEW mapped_events")
 
 
-CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colour", "price")
+CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colour", "price", "image")
 """The catalogue's columns; ``tenant`` and ``product_id`` are required, the rest may be absent."""
 
 

@@ -1,7 +1,10 @@
 """The item-item stage: from ``events`` and ``products`` to ``itemitem``, in the connection's current schema.
 
 Used twice per build: once on every event for the published table, and once
-on the events before the evaluation's cut-off (in schema ``holdout``).
+on the events before the evaluation's cut-off (in schema ``holdout``). With
+``[visual] enabled``, the look-alikes (the same rows both times: pictures do
+not depend on events) and the cold-start blend join the click-based lists, so
+the evaluation scores them like the others.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import duckdb
+import pyarrow as pa
 
 from engine import sqlfiles
 from engine.udfs import cooccurrence
@@ -17,11 +21,30 @@ Timed = Callable[[str, Callable[[], None]], None]
 """Runs one named step (the build uses it to time and report steps)."""
 
 
-def stage(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:
-    """From ``events`` to ``itemitem``, in the connection's current schema."""
+def stage(
+    connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed, visual_rows: pa.Table | None = None
+) -> None:
+    """From ``events`` to ``itemitem``, in the connection's current schema, with ``visual_rows`` and their blend if given.
+
+    ``parameters`` needs ``min_sessions`` too when ``visual_rows`` are given.
+    """
     for name in ("session_items", "item_counts", "tenant_sessions"):
         timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
     _itemitem(connection, pairs, parameters, timed)
+    if visual_rows is not None:
+        timed("visual_blend", lambda: _with_visual(connection, visual_rows, parameters))
+
+
+def _with_visual(connection: duckdb.DuckDBPyConnection, visual_rows: pa.Table, parameters: dict) -> None:
+    """Add the ``visual`` rows to ``itemitem``, then the blend of ``sql/visual_blend.sql``, keeping itemitem's order."""
+    connection.register("visual_rows", visual_rows)
+    try:
+        connection.execute("INSERT INTO itemitem SELECT * FROM visual_rows")
+    finally:
+        connection.unregister("visual_rows")
+    sqlfiles.create_table(connection, "visual_blend", parameters, temporary=True)
+    sqlfiles.create_table(connection, "itemitem_visual", table="itemitem")
+    connection.execute("DROP TABLE visual_blend")
 
 
 def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:

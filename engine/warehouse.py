@@ -26,8 +26,8 @@ import pyarrow as pa
 from engine import locks, udfs
 from engine.durable import fsync
 
-HISTORY_TABLES = ("builds", "evaluation", "tuning")
-"""Tables whose rows accumulate across builds; each build copies them forward."""
+HISTORY_TABLES = ("builds", "evaluation", "tuning", "embeddings")
+"""Tables whose rows accumulate across builds; each build copies them forward (``embeddings`` is the image-vector cache)."""
 
 
 class WarehouseUnreadable(RuntimeError):

@@ -18,19 +18,19 @@ from typing import Annotated
 
 import msgspec
 from litestar import Litestar, MediaType, Response, get
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import config as config_module
-from server import assignment, metrics
+from server import assignment, catalogue_routes, metrics, visual_routes
+from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.live import LiveSnapshot, NoSnapshot
+from server.lookup import Lookup, Unavailable
 from server.reader import Recommendation, ServedSnapshot
 
-TENANT = re.compile(r"[a-z]{2,8}")
-PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
 VARIANT_HEADER = "etalage-variant"
 """The gateway names the variant in a response header too: for CDN logs, and for the metrics middleware."""
@@ -70,42 +70,26 @@ class Readiness(msgspec.Struct):
     status: str
     snapshot: str
     age_seconds: float
-
-
-class Unavailable(HTTPException):
-    status_code = 503
+    tenants: list[str]
+    visual: bool
 
 
 def create_app(config: config_module.Config) -> Litestar:
     """The app for ``config``: serves ``config.snapshots.root``'s live snapshot and its experiment."""
     live = LiveSnapshot(config.snapshots.root)
+    lookup = Lookup(live)
     log = ExposureLog(config.serving.exposures)
     experiment = config.experiment
     max_limit = config.serving.max_limit
     Limit = Annotated[int, Parameter(ge=1, le=max_limit, description=f"how many products, 1 to {max_limit}")]
 
-    def snapshot_for(tenant: str, product_id: str) -> ServedSnapshot:
-        if not TENANT.fullmatch(tenant):
-            raise ValidationException(f"tenant must be 2 to 8 lower-case letters, not {tenant[:80]!r}")
-        if not PRODUCT_ID.fullmatch(product_id):
-            raise ValidationException(f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}")
-        try:
-            served = live.get()
-        except NoSnapshot as error:
-            raise Unavailable(str(error)) from None
-        if tenant not in served.tenants:
-            raise NotFoundException(f"unknown tenant {tenant!r} (known: {', '.join(sorted(served.tenants))})")
-        if not served.has_product(tenant, product_id):
-            raise NotFoundException(f"product {product_id!r} is not in tenant {tenant!r}'s catalogue")
-        return served
-
     @get("/v1/{tenant:str}/products/{product_id:str}/recommendations", summary="Top N for a product")
     async def recommendations(
         tenant: FromPath[str], product_id: FromPath[str], limit: Limit = DEFAULT_LIMIT,
-        algorithm: Annotated[str, Parameter(description="cooccurrence, jaccard, llr or popular")] = config.snapshots.gate_algorithm,
+        algorithm: Annotated[str, Parameter(description="cooccurrence, jaccard, llr, popular, and with [visual] visual or visual_blend")] = config.snapshots.gate_algorithm,
     ) -> Recommendations:
         """One algorithm's list for a product on a tenant (country), best first: the talk's "top 5"."""
-        served = snapshot_for(tenant, product_id)
+        served = lookup.product(tenant, product_id)
         if algorithm not in served.algorithms:
             raise ValidationException(f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})")
         items = served.recommendations(tenant, algorithm, product_id, limit)
@@ -124,7 +108,7 @@ def create_app(config: config_module.Config) -> Litestar:
         """
         if not VISITOR.fullmatch(visitor):
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
-        served = snapshot_for(tenant, product_id)
+        served = lookup.product(tenant, product_id)
         variant = assignment.assign(experiment, visitor)
         algorithm, items = variant.algorithm, served.recommendations(tenant, variant.algorithm, product_id, limit)
         fallback_used = not items and variant.fallback is not None
@@ -148,7 +132,8 @@ def create_app(config: config_module.Config) -> Litestar:
             served = live.get()
         except NoSnapshot as error:
             raise Unavailable(str(error)) from None
-        return Readiness("ready", served.build_id, round(time.time() - served.created_at.timestamp(), 3))
+        return Readiness("ready", served.build_id, round(time.time() - served.created_at.timestamp(), 3),
+                         sorted(served.tenants), served.visual is not None)
 
     @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
     async def prometheus() -> Response:
@@ -175,7 +160,8 @@ def create_app(config: config_module.Config) -> Litestar:
             await asyncio.to_thread(log.flush)
 
     app = Litestar(
-        route_handlers=[recommendations, gateway, health, ready, prometheus],
+        route_handlers=[recommendations, gateway, health, ready, prometheus, demo_page,
+                        *catalogue_routes.handlers(lookup, config), *visual_routes.handlers(lookup, config)],
         middleware=[_measured],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="etalage", version="1", path="/schema",

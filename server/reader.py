@@ -5,12 +5,18 @@ product's list is one contiguous run of rows. Opening a snapshot verifies it
 (engine.snapshot), maps the file (no parsing, no copy: the page cache is
 shared by every server process) and records where each run starts and ends.
 A lookup is then a dictionary hit and a slice of at most ``limit`` rows.
+
+A snapshot built with ``[visual] enabled`` also holds the Annoy index in
+``visual/``; it is memory-mapped too (``models.index``), for look-alikes of a
+product and nearest pictures to an uploaded photo or a text.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -18,6 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import snapshot
+
+if TYPE_CHECKING:
+    from models.index import VisualIndex
+
+log = logging.getLogger("etalage.server")
+
+VISUAL_FOLDER = "visual"
+"""The snapshot's subfolder with the Annoy index (``engine.visual_stage.INDEX_FOLDER``)."""
 
 
 class Recommendation(msgspec.Struct, frozen=True):
@@ -44,15 +58,27 @@ class ServedSnapshot:
         self._spanning = {key: _Columns(rows.slice(start, stop - start).combine_chunks().to_batches()[0]).rows(0, stop - start)
                           for key, (batch, start, stop) in self._runs.items() if batch < 0}
         with pa.memory_map(str(folder / "products.arrow")) as source:
-            products = pa.ipc.open_file(source).read_all()
-        self.catalogue: set[tuple[str, str]] = set(
-            zip(products.column("tenant").to_pylist(), products.column("product_id").to_pylist())
-        )
-        self.tenants = frozenset(tenant for tenant, _ in self.catalogue)
+            self.products = pa.ipc.open_file(source).read_all()
+        keys = zip(self.products.column("tenant").to_pylist(), self.products.column("product_id").to_pylist())
+        self._product_rows: dict[tuple[str, str], int] = {key: row for row, key in enumerate(keys)}
+        self._tenant_rows: dict[str, list[int]] = {}
+        for (tenant, _), row in self._product_rows.items():
+            self._tenant_rows.setdefault(tenant, []).append(row)
+        self.tenants = frozenset(self._tenant_rows)
         self.algorithms = frozenset(algorithm for _, algorithm, _ in self._runs)
+        self.visual = _visual_index(folder / VISUAL_FOLDER)
 
     def has_product(self, tenant: str, product_id: str) -> bool:
-        return (tenant, product_id) in self.catalogue
+        return (tenant, product_id) in self._product_rows
+
+    def product(self, tenant: str, product_id: str) -> dict:
+        """The catalogue row of a product (title, brand, category, colour, price, image path)."""
+        return self.products.slice(self._product_rows[(tenant, product_id)], 1).to_pylist()[0]
+
+    def catalogue_page(self, tenant: str, offset: int, limit: int) -> tuple[int, list[dict]]:
+        """The tenant's products in catalogue order, ``limit`` from ``offset``, and how many it has in all."""
+        rows = self._tenant_rows.get(tenant, [])
+        return len(rows), self.products.take(rows[offset : offset + limit]).to_pylist()
 
     def recommendations(self, tenant: str, algorithm: str, product_id: str, limit: int) -> list[Recommendation]:
         """The first ``limit`` of the product's list for ``algorithm`` on ``tenant``; empty if it has none."""
@@ -65,8 +91,25 @@ class ServedSnapshot:
         return self._columns[batch].rows(start, min(stop, start + limit))
 
     def close(self) -> None:
-        """Unmap the file; called when no request uses this snapshot any more."""
+        """Unmap the files; called when no request uses this snapshot any more."""
         self._source.close()
+        if self.visual is not None:
+            self.visual.unload()
+
+
+def _visual_index(folder: Path) -> VisualIndex | None:
+    """The snapshot's Annoy index, memory-mapped; None when the snapshot has none or this install cannot read it."""
+    if not folder.is_dir():
+        return None
+    try:
+        from models.index import NotIndexed, VisualIndex
+    except ImportError as error:
+        log.warning("snapshot has a visual index but annoy is not installed (pip install 'etalage[visual]'): %s", error)
+        return None
+    try:
+        return VisualIndex.load(folder)
+    except NotIndexed as error:
+        raise snapshot.SnapshotInvalid(str(error)) from None
 
 
 class _Columns:

@@ -1,0 +1,82 @@
+"""The build's visual stage: the catalogue's pictures to an Annoy index and ``visual`` rows, when ``[visual] enabled``.
+
+``models/`` holds the encoder and the index; this is the glue a build needs.
+It opens the configured encoder (saying how to install it when PyTorch is
+missing), reads each product's picture from ``products.image``, keeps the
+vectors in the warehouse's ``embeddings`` table (a history table, carried
+from build to build, so an hourly build encodes only new or changed photos),
+and saves the index into a folder that the snapshot takes in whole.
+
+PyTorch is imported only here and only when the stage runs, so a build
+without ``[visual]`` never loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+
+from engine.config import Config
+
+INDEX_FOLDER = "visual"
+"""The snapshot's subfolder that holds the Annoy index (``models.index`` layout)."""
+
+
+class VisualUnavailable(RuntimeError):
+    """The visual stage cannot run: the extra is not installed, the weights are missing, or no product has a picture."""
+
+
+@dataclass
+class VisualOutput:
+    """What the stage made: the ``visual`` itemitem rows, the saved index, and what encoding did."""
+
+    rows: pa.Table
+    index_folder: Path
+    images: int
+    cached: int
+    encoded: int
+    skipped: list[str] = field(default_factory=list)
+
+
+def compute(
+    connection: duckdb.DuckDBPyConnection, config: Config, folder: Path, progress: Callable[[int, int], None]
+) -> VisualOutput:
+    """Encode (through the ``embeddings`` cache), index and list look-alikes for every product of ``products`` with a picture.
+
+    A picture that is missing or cannot be decoded is left out and reported
+    (``skipped``); one bad upload must not stop an hourly build.
+
+    Raises:
+        VisualUnavailable: no PyTorch or Annoy, no weights, or no readable picture at all.
+    """
+    try:
+        from models import encoder as encoders
+        from models import visual
+    except ImportError as error:
+        msg = f"[visual] enabled needs PyTorch and Annoy: pip install 'etalage[visual]' ({error})"
+        raise VisualUnavailable(msg) from None
+    settings = config.visual
+    try:
+        encoder = encoders.open_encoder(settings.encoder, model=settings.model, pretrained=settings.pretrained,
+                                        checkpoint=settings.checkpoint)
+    except encoders.EncoderError as error:
+        raise VisualUnavailable(f"visual.encoder: {error}") from None
+    catalogue = connection.table("products").select("tenant, product_id, image").to_arrow_table()
+    if catalogue.column("image").null_count == catalogue.num_rows:
+        msg = f"[visual] is enabled but no product in {config.catalogue} names a picture in its `image` column"
+        raise VisualUnavailable(msg)
+    result = visual.run(
+        connection, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
+        search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
+        top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
+    )
+    if result.index.items.num_rows == 0:
+        msg = f"[visual] is enabled but none of the pictures named in {config.catalogue} can be read"
+        raise VisualUnavailable(msg)
+    result.index.save(folder)
+    stats = result.stats
+    return VisualOutput(result.rows, folder, stats.images, stats.cached, stats.encoded, stats.skipped)

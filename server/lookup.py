@@ -1,0 +1,71 @@
+"""Checking a request's tenant and product against the snapshot it is answered from.
+
+Every route that names a tenant or a product goes through :class:`Lookup`:
+the values must match strict patterns (so nothing odd reaches a log line, a
+metric or a file name), and they are then looked up in the snapshot's
+dictionaries, never pasted into a query.
+"""
+
+from __future__ import annotations
+
+import re
+
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from server.live import LiveSnapshot, NoSnapshot
+from server.reader import ServedSnapshot
+
+TENANT = re.compile(r"[a-z]{2,8}")
+PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class Unavailable(HTTPException):
+    """503: the server cannot answer yet (no snapshot, no visual index, no encoder)."""
+
+    status_code = 503
+
+
+class TooLarge(HTTPException):
+    """413: an upload is larger, in bytes or in pixels, than the server takes."""
+
+    status_code = 413
+
+
+class Unprocessable(HTTPException):
+    """422: an upload arrived whole but is not a usable image."""
+
+    status_code = 422
+
+
+class Lookup:
+    """Takes the live snapshot for one request and checks the request's tenant and product against it."""
+
+    def __init__(self, live: LiveSnapshot) -> None:
+        self.live = live
+
+    def tenant(self, tenant: str) -> ServedSnapshot:
+        """The snapshot to answer from, once ``tenant`` is a known tenant of it.
+
+        Raises:
+            ValidationException: the tenant is malformed (400).
+            NotFoundException: the snapshot has no such tenant (404).
+            Unavailable: nothing is published yet (503).
+        """
+        if not TENANT.fullmatch(tenant):
+            raise ValidationException(f"tenant must be 2 to 8 lower-case letters, not {tenant[:80]!r}")
+        try:
+            served = self.live.get()
+        except NoSnapshot as error:
+            raise Unavailable(str(error)) from None
+        if tenant not in served.tenants:
+            raise NotFoundException(f"unknown tenant {tenant!r} (known: {', '.join(sorted(served.tenants))})")
+        return served
+
+    def product(self, tenant: str, product_id: str) -> ServedSnapshot:
+        """As :meth:`tenant`, once ``product_id`` is also in the tenant's catalogue (else 400 or 404)."""
+        if not PRODUCT_ID.fullmatch(product_id):
+            raise ValidationException(f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}")
+        served = self.tenant(tenant)
+        if not served.has_product(tenant, product_id):
+            raise NotFoundException(f"product {product_id!r} is not in tenant {tenant!r}'s catalogue")
+        return served
