@@ -120,20 +120,26 @@ def main() -> None:
 @click.option("--seed", type=int, default=example_shop.ShopSpec.seed, show_default=True)
 @click.option("--format", "formats", type=click.Choice(["avro", "parquet"]), multiple=True,
               default=("avro", "parquet"), show_default=True, help="Event file formats to write (repeatable).")
-def generate(directory: Path, products: int, brands: int, events: int, days: int, seed: int, formats: tuple[str, ...]) -> None:
-    """Generate a synthetic fashion shop: catalogue, Divolte clickstream and an etalage.toml."""
+@click.option("--visual/--no-visual", default=False, show_default=True,
+              help="Turn the visual stage on in the written etalage.toml (needs the `visual` extra to build).")
+def generate(
+    directory: Path, products: int, brands: int, events: int, days: int, seed: int, formats: tuple[str, ...], visual: bool
+) -> None:
+    """Generate a synthetic fashion shop: catalogue, Divolte clickstream, product pictures and an etalage.toml."""
     spec = example_shop.ShopSpec(products=products, brands=brands, events=events, days=days, seed=seed)
-    _generate(spec, directory, formats)
+    _generate(spec, directory, formats, visual)
 
 
-def _generate(spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, ...] = ("avro", "parquet")) -> None:
+def _generate(
+    spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, ...] = ("avro", "parquet"), visual: bool = False
+) -> None:
     with err.status("generating the shop ..."):
         shop = example_shop.generate(spec)
     with _progress() as progress:
         task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows * len(formats))
         example_shop.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
     config = directory / "etalage.toml"
-    config.write_text(config_module.example_toml("avro" if "avro" in formats else "parquet"))
+    config.write_text(config_module.example_toml("avro" if "avro" in formats else "parquet", visual))
     err.print(
         f"wrote {shop.catalogue.num_rows:,} catalogue rows and {shop.events.num_rows:,} events "
         f"({', '.join(formats)}) to {directory}/; config: {config}"
@@ -425,7 +431,7 @@ def demo(directory: Path, then_serve: bool) -> None:
     """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
     if not config_path.exists():
-        _generate(example_shop.ShopSpec(), directory)
+        _generate(example_shop.ShopSpec(), directory, visual=True)
     config = _load(config_path)
     _build(config)
     with warehouse.connect(config.warehouse, read_only=True) as connection:
@@ -450,7 +456,8 @@ def demo(directory: Path, then_serve: bool) -> None:
     if then_serve:
         base = f"http://{config.serving.host}:{config.serving.port}"
         out.print(f"\nAsk the server (in another terminal):\n  curl '{base}/v1/{product[0]}/products/{product[1]}/recommendations?limit=5'"
-                  f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'\n")
+                  f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'"
+                  f"\nor open the demo page in a browser: {base}/demo\n")
         _serve(config)
 
 

@@ -434,8 +434,12 @@ def _required(raw: dict[str, Any], table: str, key: str) -> Any:
     return raw[key]
 
 
-def example_toml(source: str = "avro") -> str:
-    """The config ``etalage generate`` writes next to the example shop, reading the events as ``source``."""
+def example_toml(source: str = "avro", visual: bool = False) -> str:
+    """The config ``etalage generate`` writes next to the example shop, reading the events as ``source``.
+
+    ``visual`` turns the visual stage on (``etalage demo`` does; the encoder
+    then needs the ``visual`` extra).
+    """
     if source not in ("avro", "parquet"):
         msg = f"source must be 'avro' or 'parquet', not {source!r}"
         raise ValueError(msg)
@@ -473,7 +477,7 @@ test_days = 7
 # Look-alike products from the pictures in the catalogue's `image` column
 # (the `visual` and `visual_blend` algorithms). The first build encodes every
 # picture, minutes on a CPU; later builds take the vectors from the cache.
-enabled = false
+enabled = {"true" if visual else "false"}
 encoder = "efficientnet-lite0"
 metric = "angular"
 
@@ -511,8 +515,8 @@ weight = 1
 fallback = "popular"
 
 [[experiment.variants]]
-name = "cooccurrence"
-algorithm = "cooccurrence"
+name = "{"visual_blend" if visual else "cooccurrence"}"
+algorithm = "{"visual_blend" if visual else "cooccurrence"}"
 weight = 1
 fallback = "popular"
 """

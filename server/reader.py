@@ -78,7 +78,7 @@ class ServedSnapshot:
     def catalogue_page(self, tenant: str, offset: int, limit: int) -> tuple[int, list[dict]]:
         """The tenant's products in catalogue order, ``limit`` from ``offset``, and how many it has in all."""
         rows = self._tenant_rows.get(tenant, [])
-        return len(rows), self.products.take(rows[offset : offset + limit]).to_pylist()
+        return len(rows), self.products.take(pa.array(rows[offset : offset + limit], pa.int64())).to_pylist()
 
     def recommendations(self, tenant: str, algorithm: str, product_id: str, limit: int) -> list[Recommendation]:
         """The first ``limit`` of the product's list for ``algorithm`` on ``tenant``; empty if it has none."""

@@ -33,6 +33,21 @@ def small_shop(tmp_path_factory) -> Path:
     return folder
 
 
+VISUAL_SHOP = example_shop.ShopSpec(products=150, brands=20, events=12_000, days=14, seed=5)
+
+
+@pytest.fixture(scope="session")
+def visual_shop(tmp_path_factory) -> Path:
+    """A small shop with ``[visual] enabled``, built once with the real encoder (read-only for tests; copy to change it)."""
+    folder = tmp_path_factory.mktemp("visual-shop")
+    example_shop.write_shop(example_shop.generate(VISUAL_SHOP), folder, ("avro",))
+    (folder / "etalage.toml").write_text(config.example_toml(visual=True))
+    from engine import build
+
+    build.build(config.load(folder / "etalage.toml"))
+    return folder
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``etalage`` in a real subprocess, as cron would."""
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd, timeout=600)

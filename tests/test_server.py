@@ -220,3 +220,23 @@ def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path
     for (tenant, algorithm, product), items in expected.items():
         assert served.recommendations(tenant, algorithm, product, 100) == items
         assert served.recommendations(tenant, algorithm, product, 2) == items[:2]
+
+
+def test_without_a_visual_index_the_visual_endpoints_say_how_to_get_one(client):
+    product = sample_products_of(client)
+    for answer in (client.get(f"/v1/nl/products/{product}/visually-similar"),
+                   client.post("/v1/nl/images/similar", content=b"\x89PNG"),
+                   client.get("/v1/nl/search", params={"q": "dress"})):
+        assert answer.status_code == 503, answer.text
+        assert "has no visual index: set [visual] enabled = true and rebuild" in answer.json()["detail"]
+    assert client.get("/ready").json()["visual"] is False
+
+
+def test_the_demo_page_is_served(client):
+    page = client.get("/demo")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Looks like this" in page.text and "Viewed together" in page.text
+
+
+def sample_products_of(client) -> str:
+    return client.get("/v1/nl/products", params={"limit": 1}).json()["items"][0]["product_id"]

@@ -1,0 +1,86 @@
+"""The demo page in a real browser: headless Chromium against a real ``etalage serve`` on a loopback socket.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them
+when it runs as root); without them the test is skipped and says so. Set
+``ETALAGE_DEMO_SCREENSHOT=docs/demo-page.png`` to refresh the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import running_server
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"
+)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 "--disable-background-networking", "--disable-extensions", "--no-first-run"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_shop, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shop = tmp_path / "shop"
+    shutil.copytree(visual_shop, shop, symlinks=True)  # the server writes exposures into the shop folder
+    catalogue = pq.read_table(shop / "catalogue.parquet")
+    nl = {p for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist()) if t == "nl"}
+    wait = WebDriverWait(browser, 60)
+
+    with running_server(shop / "etalage.toml", workers=1) as (base, _):
+        browser.get(f"{base}/demo?tenant=nl")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        tiles = browser.find_elements(By.CSS_SELECTOR, "#grid .product")
+        assert len(tiles) == 24
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+
+        tiles[0].click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#looks .product")
+                   and d.find_elements(By.CSS_SELECTOR, "#together .product"))
+        chosen = tiles[0].get_attribute("data-id")
+        looks = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, "#looks .product")]
+        together = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, "#together .product")]
+        assert len(looks) == 8 and chosen not in looks and set(looks) <= nl
+        assert together and chosen not in together and set(together) <= nl
+        variant = browser.find_element(By.ID, "variant")
+        assert variant.get_attribute("data-variant") in ("llr", "visual_blend")
+        assert variant.text.startswith(f"variant {variant.get_attribute('data-variant')} of recommendations: ")
+        assert "efficientnet-lite0" in browser.find_element(By.ID, "looks-note").text
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#looks img')].every(i => i.complete && i.naturalWidth > 0)"))
+        screenshot = tmp_path / "demo-page.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+        if os.environ.get("ETALAGE_DEMO_SCREENSHOT"):
+            shutil.copy(screenshot, Path(os.environ["ETALAGE_DEMO_SCREENSHOT"]))
+
+        # Finding by photo: upload a product's own picture; it comes back first.
+        image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist()))[chosen]
+        browser.find_element(By.ID, "upload").send_keys(str(shop / image))
+        wait.until(lambda d: "your photo" in d.find_element(By.ID, "looks-note").text)
+        first = browser.find_element(By.CSS_SELECTOR, "#looks .product").get_attribute("data-id")
+        same = {p for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
+                if (shop / i).read_bytes() == (shop / image).read_bytes()}
+        assert first in same
