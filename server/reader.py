@@ -66,7 +66,8 @@ class ServedSnapshot:
             self._tenant_rows.setdefault(tenant, []).append(row)
         self.tenants = frozenset(self._tenant_rows)
         self.algorithms = frozenset(algorithm for _, algorithm, _ in self._runs)
-        self.visual = _visual_index(folder / VISUAL_FOLDER)
+        self.has_visual_folder = (folder / VISUAL_FOLDER).is_dir()
+        self.visual = _visual_index(folder / VISUAL_FOLDER) if self.has_visual_folder else None
 
     def has_product(self, tenant: str, product_id: str) -> bool:
         return (tenant, product_id) in self._product_rows
@@ -98,9 +99,7 @@ class ServedSnapshot:
 
 
 def _visual_index(folder: Path) -> VisualIndex | None:
-    """The snapshot's Annoy index, memory-mapped; None when the snapshot has none or this install cannot read it."""
-    if not folder.is_dir():
-        return None
+    """The snapshot's Annoy index, memory-mapped; None when this install cannot read it (no annoy)."""
     try:
         from models.index import NotIndexed, VisualIndex
     except ImportError as error:

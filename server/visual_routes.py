@@ -130,6 +130,9 @@ def handlers(lookup: Lookup, config: Config) -> list:
 
 
 def _index(served: ServedSnapshot) -> Any:
+    if served.visual is None and served.has_visual_folder:
+        raise Unavailable(f"snapshot {served.build_id} has a visual index, but this server lacks annoy to open it: "
+                          "pip install 'etalage[visual]'")
     if served.visual is None:
         raise Unavailable(f"snapshot {served.build_id} has no visual index: set [visual] enabled = true and rebuild")
     return served.visual

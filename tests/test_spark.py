@@ -172,7 +172,7 @@ def test_evaluation_and_builds_agree(duck, on_spark):
 # -- every file in sql/ on Spark ---------------------------------------------------------------------------------
 
 ORDER = ("events", "ingest_stats", "click_through", "session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs",
-         "popular", "itemitem", "visual_blend", "item_index", "baskets", "test_items", "evaluation", "build_record")
+         "popular", "itemitem", "visual_blend", "itemitem_visual", "item_index", "baskets", "test_items", "evaluation", "build_record")
 """Every sql/ file in an order where each one's inputs come before it."""
 
 
@@ -274,13 +274,15 @@ def test_every_sql_file_runs_on_spark_and_gives_duckdbs_rows(name, spark, same_i
 def assert_same_rows(name: str, ours: list[tuple], theirs: list[tuple], tolerance: dict[str, float]) -> None:
     """The same rows in any order; floats to 1e-12 (LLR, averages), ranked lists by :func:`assert_same_lists`."""
     assert len(theirs) == len(ours), name
-    if name == "visual_blend":  # with no visual rows in this input, the blend is the warm products' llr lists
-        ours, theirs = ([(r[0], "llr", *r[2:]) for r in side] for side in (ours, theirs))
-    if name in ("ranked_pairs", "itemitem", "visual_blend"):
-        exact = sorted(r for r in ours if r[1] != "llr"), sorted(r for r in theirs if r[1] != "llr")
+    if name in ("ranked_pairs", "itemitem", "visual_blend", "itemitem_visual"):
+        # Lists ranked by the LLR (with no visual rows in this input, the blend is the warm products' llr lists)
+        # are compared within its ulp tolerance, list by list; every other row exactly.
+        by_llr = ("llr", "visual_blend")
+        exact = sorted(r for r in ours if r[1] not in by_llr), sorted(r for r in theirs if r[1] not in by_llr)
         assert exact[0] == exact[1]
-        llr = [[(r[0], r[2], r[3], r[4], r[5]) for r in side if r[1] == "llr"] for side in (ours, theirs)]
-        assert_same_lists(*llr, tolerance=tolerance)
+        for algorithm in by_llr:
+            lists = [[(r[0], r[2], r[3], r[4], r[5]) for r in side if r[1] == algorithm] for side in (ours, theirs)]
+            assert_same_lists(*lists, tolerance=tolerance)
         return
     key = lambda row: tuple((v is None, round(v, 9) if isinstance(v, float) else v) for v in row)  # noqa: E731
     for mine, other in zip(sorted(ours, key=key), sorted(theirs, key=key)):
