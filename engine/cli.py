@@ -198,6 +198,9 @@ def _build_spark(config: config_module.Config, master: str | None, output: str |
     except spark_engine.SparkUnavailable as error:
         raise click.UsageError(str(error)) from None
     err.print(f"building {target} on Spark ({spark.sparkContext.master})")
+    if config.visual.enabled:
+        err.print("[yellow]the Spark engine does not run the visual stage[/]: no `visual` or `visual_blend` rows "
+                  "(a DuckDB build makes them; see README, What stays on one machine)")
     with _exits():
         result = spark_engine.build(config, target, spark=spark, reporter=ConsoleReporter())
     _summary(result, begin)
