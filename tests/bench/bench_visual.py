@@ -10,7 +10,9 @@
   (trees; full vectors or principal components with exact re-ranking) the
   build time and the saved index's size, and per search_k the recall@10 and
   queries/s on one core, through ``VisualIndex.nearest`` on the memory-mapped
-  files as the server queries it;
+  files as the server queries it; first, the recall an exact search over the
+  principal components would reach (:func:`reduced_bound`), which tells the
+  projection's loss from the forest's;
 * encoder: images/s of the encoder on this machine's CPU (or GPU), for
   decoded 112x112 PNG files (the example shop's) and for the network alone.
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine import example_images, example_shop  # noqa: E402
 from models import index  # noqa: E402
+from models.reduce import fit, unit  # noqa: E402
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "bench-data"
 ROWS = 180_000
@@ -145,6 +148,23 @@ def exact_top_k(data: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarra
     return out
 
 
+def reduced_bound(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, dims: int, candidates: int) -> float:
+    """Recall@10 of an exact search over ``dims`` principal components, re-ranking its best ``candidates`` on the full vectors.
+
+    The best any forest over those components can do with that many
+    candidates: what it misses below this, the trees missed.
+    """
+    full = unit(data)
+    projection = fit(full, dims, 42)
+    reduced, asked = projection(full), projection(unit(queries))
+    hits = []
+    for query, wanted, vector in zip(asked, truth.tolist(), unit(queries)):
+        nearest = np.argpartition(((reduced - query) ** 2).sum(axis=1), candidates)[:candidates]
+        top = nearest[np.argsort(-(full[nearest] @ vector))[:10]]
+        hits.append(len(set(top.tolist()) & set(wanted)) / 10)
+    return float(np.mean(hits))
+
+
 FORESTS = ((10, None), (50, None), (100, None), (50, 64), (100, 64), (50, 128), (100, 128))
 """(n_trees, dims) pairs to build: full 1280-d forests, and forests over principal components with exact re-ranking."""
 SEARCH_K = (-1, 2_000, 5_000, 10_000, 20_000)
@@ -162,6 +182,10 @@ def annoy(forests: tuple = FORESTS, search: tuple[int, ...] = SEARCH_K, candidat
     print(f"\n### Annoy against brute force: {ROWS:,} clustered {DIM}-d vectors, {QUERIES:,} held-out queries, angular\n")
     print(f"(vectors made in {made:.1f} s; exact top-10 by NumPy brute force: {brute:.1f} s, "
           f"{QUERIES / brute:,.0f} queries/s on {os.cpu_count()} cores)\n")
+    print("| dims | candidates | recall@10 of exact search over the components, re-ranked |\n|---|---|---|")
+    for dims, kept in ((64, 100), (64, 300), (128, 100), (128, 200)):
+        print(f"| {dims} | {kept} | {reduced_bound(data, queries[:300], truth[:300], dims, kept):.3f} |", flush=True)
+    print()
     print("| n_trees | dims | build s (1 thread) | index MB | search_k | recall@10 | queries/s (1 core) | ms/query |")
     print("|---|---|---|---|---|---|---|---|")
     keys = pa.table({"tenant": ["nl"] * ROWS, "product_id": [f"{i:07d}" for i in range(ROWS)]})
