@@ -219,6 +219,8 @@ def _summary(result: build_module.BuildResult, begin: float) -> None:
                   f"{looks.encoded:,} encoded, {len(looks.skipped):,} unreadable and left out")
         for message in looks.skipped[:5]:
             err.print(f"  left out: {message}", style="yellow", markup=False, highlight=False)
+        if len(looks.skipped) > 5:
+            err.print(f"  and {len(looks.skipped) - 5:,} more", style="yellow")
     err.print(
         f"wrote {result.rows['itemitem']:,} itemitem rows for {result.rows['item_counts']:,} products "
         f"in {time.perf_counter() - begin:.1f} s (build {result.build_id})"

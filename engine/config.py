@@ -299,7 +299,7 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
 
 
 _SERVING_INTEGERS = {"port": 65535, "workers": 10_000, "max_limit": 10_000, "max_upload_bytes": 1 << 30,
-                     "max_upload_pixels": 1 << 30}
+                     "max_upload_pixels": 89_478_485}  # Pillow refuses more pixels than this as a possible bomb anyway
 """The integer keys of ``[serving]`` and the largest value each takes."""
 
 

@@ -69,11 +69,14 @@ def compute(
     if catalogue.column("image").null_count == catalogue.num_rows:
         msg = f"[visual] is enabled but no product in {config.catalogue} names a picture in its `image` column"
         raise VisualUnavailable(msg)
-    result = visual.run(
-        connection, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
-        search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
-        top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
-    )
+    try:
+        result = visual.run(
+            connection, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
+            search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
+            top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
+        )
+    except ValueError as error:  # settings the index refuses for these vectors, e.g. dims >= the encoder's width
+        raise VisualUnavailable(f"[visual]: {error}") from None
     if result.index.items.num_rows == 0:
         msg = f"[visual] is enabled but none of the pictures named in {config.catalogue} can be read"
         raise VisualUnavailable(msg)

@@ -36,6 +36,10 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 Progress = Callable[[int, int], None]
 """Called after each batch with (images encoded so far, images in all)."""
 
+MAX_SIDE = 1024
+"""Pictures are shrunk to at most this many pixels on their longer side as they are decoded."""
+
+
 class EncoderError(RuntimeError):
     """The encoder cannot be built: a missing package, missing weights or an unknown model; the message says what to do."""
 
@@ -83,7 +87,10 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     Product photos often come as PNGs with a transparent background, which
     would turn black in a plain RGB conversion and make every such photo look
     alike. Decoding happens here, not lazily, so a truncated file fails with
-    its name rather than deep inside a batch. PIL's decompression-bomb limit
+    its name rather than deep inside a batch. A picture longer than
+    :data:`MAX_SIDE` on either side is shrunk to fit it (keeping its shape)
+    before anything else: the encoders look at 224 pixels, and padding a
+    20000 x 1 strip to a square would otherwise take gigabytes. PIL's decompression-bomb limit
     stays on: an image with far more pixels than it claims to need is refused.
 
     Raises:
@@ -96,6 +103,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         else:
             handle = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
             image = Image.open(handle)
+        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes straight at a fraction of its size; others ignore it
         image.load()
     except FileNotFoundError:
         msg = f"{label}: image file does not exist"
@@ -106,6 +114,9 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         msg = f"{label}: cannot be read as an image ({error})"
         raise ImageError(msg) from None
+    if max(image.size) > MAX_SIDE:
+        image = image.copy() if image is source else image
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

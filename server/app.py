@@ -29,7 +29,7 @@ from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.live import LiveSnapshot, NoSnapshot
 from server.lookup import Lookup, Unavailable
-from server.reader import Recommendation, ServedSnapshot
+from server.reader import Recommendation
 
 VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
 VARIANT_HEADER = "etalage-variant"

@@ -11,6 +11,7 @@ build found it: the request only names the product, never a path.
 import mimetypes
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import msgspec
 from litestar import get
@@ -76,6 +77,6 @@ def handlers(lookup: Lookup, config: Config) -> list:
 
 
 def _product(tenant: str, row: dict) -> Product:
-    url = f"/v1/{tenant}/products/{row['product_id']}/image" if row.get("image") else None
+    url = f"/v1/{tenant}/products/{quote(row['product_id'], safe='')}/image" if row.get("image") else None
     return Product(row["product_id"], row.get("title"), row.get("brand"), row.get("category"), row.get("colour"),
                    row.get("price"), url)

@@ -12,15 +12,18 @@ Uploads are checked before any pixel is decoded: the body size is capped by
 Litestar (``serving.max_upload_bytes``, 413), the pixel count is read from
 the header and capped (``serving.max_upload_pixels``, 413; this is what stops
 a decompression bomb, a tiny file that claims a huge canvas), and a body that
-is not a whole image is refused with 422.
+is not a whole image is refused with 422. Decoding happens on the encoder's
+thread, which shrinks a picture to at most 1024 pixels a side as it decodes
+(``models.encoder.load_image``), so a 20000 x 1 strip costs no more than a
+square photo.
 """
 
 
 import asyncio
 import io
-import threading
 import warnings
-from typing import Annotated, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Callable
 
 import msgspec
 from litestar import Request, get, post
@@ -31,6 +34,10 @@ from PIL import Image, UnidentifiedImageError
 from engine.config import Config, Visual
 from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable
 from server.reader import Recommendation, ServedSnapshot
+
+
+MAX_WAITING = 4
+"""Photo or text searches that may wait for one worker's encoder; more get 503 at once."""
 
 
 class LookAlikes(msgspec.Struct):
@@ -44,25 +51,52 @@ class LookAlikes(msgspec.Struct):
 
 
 class QueryEncoder:
-    """The encoder for uploads and texts, loaded once per worker on first use and used by one thread at a time."""
+    """The encoder for uploads and texts: loaded once per worker on first use, run on one thread of its own.
+
+    The thread is its own (not the event loop's default pool, which snapshot
+    reloads and exposure flushes use), so queries run one at a time and in
+    order. At most :data:`MAX_WAITING` may wait for it; more get a 503 at once
+    rather than holding their decoded pixels in a queue.
+    """
 
     def __init__(self, settings: Visual) -> None:
         self.settings = settings
         self._encoder: Any = None
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etalage-encoder")
+        self._waiting = 0
 
     @property
     def reads_text(self) -> bool:
         return self.settings.encoder == "open_clip"
 
-    def images(self, image: Image.Image, model_id: str) -> Any:
-        """The vector of one decoded image, by the encoder that made ``model_id``'s index."""
-        with self._lock:
-            return self._ready(model_id).encode_images([image], batch_size=1)[0]
+    async def images(self, image: Image.Image, model_id: str) -> Any:
+        """The vector of one opened (not yet decoded) image, by the encoder that made ``model_id``'s index.
 
-    def text(self, text: str, model_id: str) -> Any:
-        with self._lock:
-            return self._ready(model_id).encode_text([text])[0]
+        Raises:
+            Unprocessable: the picture cannot be decoded (truncated, corrupt).
+        """
+        return await self._run(self._image, image, model_id)
+
+    async def text(self, text: str, model_id: str) -> Any:
+        return await self._run(lambda: self._ready(model_id).encode_text([text])[0])
+
+    async def _run(self, work: Callable, *args: Any) -> Any:
+        if self._waiting >= MAX_WAITING:
+            raise Unavailable(f"{self._waiting} photo or text searches are already waiting in this worker; retry shortly")
+        self._waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        finally:
+            self._waiting -= 1
+
+    def _image(self, image: Image.Image, model_id: str) -> Any:
+        encoder = self._ready(model_id)
+        from models.encoder import ImageError  # loaded with the encoder
+
+        try:
+            return encoder.encode_images([image], batch_size=1)[0]
+        except ImageError as error:
+            raise Unprocessable(str(error)) from None
 
     def _ready(self, model_id: str) -> Any:
         if self._encoder is None:
@@ -91,7 +125,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
     async def visually_similar(tenant: FromPath[str], product_id: FromPath[str], limit: Limit = 10) -> LookAlikes:
         """The tenant's products whose pictures are nearest to this product's, by the snapshot's Annoy index."""
         served = lookup.product(tenant, product_id)
-        index = _index(served)
+        index = _index(served, tenant)
         if (tenant, product_id) not in index:
             raise NotFoundException(f"product {product_id!r} of tenant {tenant!r} has no picture in the visual index")
         items = index.similar(tenant, product_id, limit)
@@ -107,9 +141,9 @@ def handlers(lookup: Lookup, config: Config) -> list:
         a whole image.
         """
         served = lookup.tenant(tenant)
-        index = _index(served)
-        image = _decoded(await request.body(), serving.max_upload_pixels)
-        vector = await asyncio.to_thread(encoder.images, image, index.model_id)
+        index = _index(served, tenant)
+        image = _opened(await request.body(), serving.max_upload_pixels)
+        vector = await encoder.images(image, index.model_id)
         return _answer(tenant, "upload", served, index.nearest(tenant, vector, limit))
 
     @get("/v1/{tenant:str}/search", summary="Products whose pictures match a text (CLIP models only)")
@@ -119,22 +153,25 @@ def handlers(lookup: Lookup, config: Config) -> list:
     ) -> LookAlikes:
         """Text to picture search, e.g. "red summer dress": needs ``visual.encoder = "open_clip"``."""
         served = lookup.tenant(tenant)
-        index = _index(served)
+        index = _index(served, tenant)
         if not encoder.reads_text:
             raise NotFoundException(f"text search needs a CLIP model (visual.encoder = \"open_clip\"); "
                                     f"this server's encoder is {config.visual.encoder!r}")
-        vector = await asyncio.to_thread(encoder.text, q, index.model_id)
+        vector = await encoder.text(q, index.model_id)
         return _answer(tenant, q, served, index.nearest(tenant, vector, limit))
 
     return [visually_similar, similar_to_upload, search]
 
 
-def _index(served: ServedSnapshot) -> Any:
+def _index(served: ServedSnapshot, tenant: str) -> Any:
+    """The snapshot's visual index, once it is there and has pictures of ``tenant`` (else 503 or 404, saying why)."""
     if served.visual is None and served.has_visual_folder:
         raise Unavailable(f"snapshot {served.build_id} has a visual index, but this server lacks annoy to open it: "
                           "pip install 'etalage[visual]'")
     if served.visual is None:
         raise Unavailable(f"snapshot {served.build_id} has no visual index: set [visual] enabled = true and rebuild")
+    if tenant not in served.visual.forests:
+        raise NotFoundException(f"tenant {tenant!r} has no pictures in the visual index")
     return served.visual
 
 
@@ -143,12 +180,12 @@ def _answer(tenant: str, query: str, served: ServedSnapshot, neighbours: list) -
     return LookAlikes(tenant, query, served.visual.model_id, served.build_id, items)
 
 
-def _decoded(body: bytes, max_pixels: int) -> Image.Image:
-    """The upload, decoded, its size checked from the header first.
+def _opened(body: bytes, max_pixels: int) -> Image.Image:
+    """The upload opened (its header read, no pixel decoded yet) once its size is within ``max_pixels``.
 
     Raises:
         TooLarge: more than ``max_pixels`` pixels, or Pillow's own bomb check fires.
-        Unprocessable: empty, not an image, or truncated.
+        Unprocessable: empty, or not a picture format Pillow reads.
     """
     if not body:
         raise Unprocessable("send the image file as the request body")
@@ -165,8 +202,4 @@ def _decoded(body: bytes, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise TooLarge(f"the image is {width} x {height} = {width * height:,} pixels; this server takes at most {max_pixels:,}")
-    try:
-        image.load()  # decode now: a truncated file fails here, with a 422, not inside the encoder
-    except (OSError, SyntaxError, ValueError) as error:
-        raise Unprocessable(f"the image cannot be decoded ({error})") from None
     return image

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import tomllib
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 
@@ -103,6 +106,11 @@ def test_embeddings_are_cached_so_a_rebuild_encodes_only_changed_pictures(visual
     (cfg.catalogue.parent / deleted).unlink()
     result = build.build(cfg)
     assert result.visual.encoded == 0  # the changed file now has the bytes of a known picture
+    # A picture with new bytes is encoded, and only it.
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 30, 90)).save(cfg.catalogue.parent / changed)
+    assert build.build(cfg).visual.encoded == 1
     assert len(result.visual.skipped) == catalogue.column("image").to_pylist().count(deleted)
     assert "image file does not exist" in result.visual.skipped[0]
     missing = catalogue.column("product_id")[1].as_py()
@@ -172,3 +180,27 @@ def test_the_snapshot_reader_serves_visual_lists_in_order(visual_shop):
     """, t=tenant, p=product)
     got = served.recommendations(tenant, "visual_blend", product, 100)
     assert [(r.product_id, r.rank) for r in got] == expected
+
+
+def test_a_tenant_without_pictures_gets_404s_not_500s(visual_shop, tmp_path):
+    from litestar.testing import TestClient
+    from PIL import Image
+
+    from server.app import create_app
+
+    cfg = copied(visual_shop, tmp_path / "shop")
+    catalogue = pq.read_table(cfg.catalogue)
+    keep = [None if tenant == "de" else image
+            for tenant, image in zip(catalogue.column("tenant").to_pylist(), catalogue.column("image").to_pylist())]
+    pq.write_table(catalogue.set_column(catalogue.column_names.index("image"), "image", pa.array(keep, pa.string())),
+                   cfg.catalogue)
+    build.build(cfg, force=True)
+    product = catalogue.filter(pa.compute.equal(catalogue.column("tenant"), "de")).column("product_id")[0].as_py()
+    with TestClient(create_app(cfg)) as client:
+        photo = io.BytesIO()
+        Image.new("RGB", (32, 32), "green").save(photo, "PNG")
+        for answer in (client.post("/v1/de/images/similar", content=photo.getvalue()),
+                       client.get(f"/v1/de/products/{product}/visually-similar")):
+            assert answer.status_code == 404, answer.text
+            assert "tenant 'de' has no pictures in the visual index" in answer.json()["detail"]
+        assert client.get(f"/v1/de/products/{product}/recommendations").status_code == 200

@@ -17,8 +17,11 @@ from server.reader import ServedSnapshot
 
 
 @pytest.fixture(scope="module")
-def shop(visual_shop) -> config.Config:
-    return config.load(visual_shop / "etalage.toml")
+def shop(visual_shop, tmp_path_factory) -> config.Config:
+    """The shared visual shop, with exposures written elsewhere (the shop itself stays as built)."""
+    cfg = config.load(visual_shop / "etalage.toml")
+    serving = dataclasses.replace(cfg.serving, exposures=tmp_path_factory.mktemp("exposures"))
+    return dataclasses.replace(cfg, serving=serving)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_an_uploaded_photo_finds_its_own_product_first(client, shop, catalogue):
         (b"", 422, "send the image file as the request body"),
         (b"GIF89a this is not really a gif", 422, "not a picture in a format the server reads"),
         (b"hello, world", 422, "not a picture in a format the server reads"),
-        ("truncated", 422, "cannot be decoded"),
+        ("truncated", 422, "cannot be read as an image"),
         ("48 megapixels", 413, "8000 x 6000 = 48,000,000 pixels; this server takes at most 40,000,000"),
         ("bomb", 413, "decompression bomb"),
     ],
@@ -104,7 +107,24 @@ def test_bad_uploads_get_4xx_json_never_a_crash(client, shop, catalogue, body, s
     assert client.get("/health").status_code == 200  # and the server goes on
 
 
-def test_an_upload_over_the_byte_limit_is_refused_before_it_is_read(shop):
+def test_a_long_thin_strip_is_shrunk_as_it_is_decoded_not_padded_to_a_huge_square(client):
+    # 30000 x 1 is within the pixel limit; padded to a square at full size it would be 2.7 GB of RGB.
+    strip = png(Image.new("RGB", (30_000, 1), "red"))
+    answer = client.post("/v1/nl/images/similar", content=strip, params={"limit": 3})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["items"]) == 3
+
+
+def test_too_many_waiting_searches_get_503_at_once(client, monkeypatch):
+    from server import visual_routes
+
+    monkeypatch.setattr(visual_routes, "MAX_WAITING", 0)
+    answer = client.post("/v1/nl/images/similar", content=png(Image.new("RGB", (32, 32), "blue")))
+    assert answer.status_code == 503
+    assert "searches are already waiting in this worker; retry shortly" in answer.json()["detail"]
+
+
+def test_an_upload_over_the_byte_limit_is_refused(shop):
     small = dataclasses.replace(shop, serving=dataclasses.replace(shop.serving, max_upload_bytes=10_000))
     with TestClient(create_app(small)) as client:
         answer = client.post("/v1/nl/images/similar", content=b"\x89PNG" + bytes(20_000))
