@@ -79,6 +79,9 @@ class Visual:
     Off unless ``enabled``: encoding a catalogue's photos costs minutes on a
     CPU the first time (later builds take the vectors from the ``embeddings``
     cache), and the catalogue needs an ``image`` column.
+
+    ``cache`` is the DuckDB file of that cache; None puts ``embeddings.duckdb``
+    beside the warehouse (see :func:`engine.visual_stage.cache_path`).
     """
 
     enabled: bool = False
@@ -86,6 +89,7 @@ class Visual:
     model: str | None = None
     pretrained: str | None = None
     checkpoint: Path | None = None
+    cache: Path | None = None
     batch_size: int = 32
     metric: str = "angular"
     n_trees: int = 50
@@ -377,11 +381,11 @@ def _visual(raw: dict[str, Any], base: Path) -> Visual:
             if value not in choices:
                 msg = f"visual.{key} must be one of {', '.join(choices)}, not {value!r}"
                 raise ConfigError(msg)
-        elif key in ("model", "pretrained", "checkpoint"):
+        elif key in ("model", "pretrained", "checkpoint", "cache"):
             if not isinstance(value, str) or not value.strip():
                 msg = f"visual.{key} must be a non-empty string"
                 raise ConfigError(msg)
-            value = base / value if key == "checkpoint" else value
+            value = base / value if key in ("checkpoint", "cache") else value
         else:
             least = _VISUAL_MINIMUM[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < least:

@@ -3,9 +3,15 @@
 ``models/`` holds the encoder and the index; this is the glue a build needs.
 It opens the configured encoder (saying how to install it when PyTorch is
 missing), reads each product's picture from ``products.image``, keeps the
-vectors in the warehouse's ``embeddings`` table (a history table, carried
-from build to build, so an hourly build encodes only new or changed photos),
-and saves the index into a folder that the snapshot takes in whole.
+vectors in the ``embeddings`` table of a cache file of its own (so an hourly
+build encodes only new or changed photos), and saves the index into a
+folder that the snapshot takes in whole.
+
+The cache is a DuckDB file beside the warehouse, not a table in it: vectors
+are committed to it every ``models.embeddings.STORE_EVERY`` pictures, and
+they stay there when the build fails, is killed or is refused by the gate
+(the new warehouse file is thrown away then). A first build that encodes a
+large catalogue for an hour must not start again from nothing.
 
 PyTorch is imported only here and only when the stage runs, so a build
 without ``[visual]`` never loads it.
@@ -42,6 +48,11 @@ class VisualOutput:
     skipped: list[str] = field(default_factory=list)
 
 
+def cache_path(config: Config) -> Path:
+    """The embeddings cache file: ``visual.cache``, or ``embeddings.duckdb`` beside the warehouse."""
+    return config.visual.cache or config.warehouse.with_name("embeddings.duckdb")
+
+
 def compute(
     connection: duckdb.DuckDBPyConnection, config: Config, folder: Path, progress: Callable[[int, int], None]
 ) -> VisualOutput:
@@ -69,12 +80,16 @@ def compute(
     if catalogue.column("image").null_count == catalogue.num_rows:
         msg = f"[visual] is enabled but no product in {config.catalogue} names a picture in its `image` column"
         raise VisualUnavailable(msg)
+    cache = cache_path(config)
     try:
-        result = visual.run(
-            connection, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
-            search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
-            top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
-        )
+        with duckdb.connect(str(cache)) as vectors:
+            result = visual.run(
+                vectors, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
+                search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
+                top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
+            )
+    except duckdb.Error as error:
+        raise VisualUnavailable(f"visual.cache: {cache} cannot be used as the embeddings cache ({error})") from None
     except ValueError as error:  # settings the index refuses for these vectors, e.g. dims >= the encoder's width
         raise VisualUnavailable(f"[visual]: {error}") from None
     if result.index.items.num_rows == 0:

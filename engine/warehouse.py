@@ -25,8 +25,8 @@ import duckdb
 from engine import locks, udfs
 from engine.durable import fsync
 
-HISTORY_TABLES = ("builds", "evaluation", "tuning", "embeddings")
-"""Tables whose rows accumulate across builds; each build copies them forward (``embeddings`` is the image-vector cache)."""
+HISTORY_TABLES = ("builds", "evaluation", "tuning")
+"""Tables whose rows accumulate across builds; each build copies them forward."""
 
 
 class WarehouseUnreadable(RuntimeError):
@@ -78,8 +78,7 @@ def _carry_history(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
 
     The old file is attached read-only and each table is created by its own
     ``CREATE TABLE`` statement (types and constraints as they were; JSON stays
-    JSON) and filled inside DuckDB, without passing through Python:
-    ``embeddings`` alone is about 0.9 GB at 180,000 pictures.
+    JSON) and filled inside DuckDB, without passing through Python.
 
     Raises:
         WarehouseUnreadable: ``path`` exists but is not a readable DuckDB file.

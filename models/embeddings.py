@@ -7,9 +7,9 @@ and the encoder's ``model_id``: a renamed or re-uploaded but identical photo
 is not encoded again, a changed photo is (its hash changes), and switching
 models never mixes vectors from two networks.
 
-The table lives in whatever DuckDB connection is passed in, so it can sit in
-the warehouse beside ``products`` (and be carried from build to build like the
-history tables) or in a file of its own. ``vector`` is a ``FLOAT[]`` list
+The table lives in whatever DuckDB connection is passed in; a build passes
+a file of its own (``engine.visual_stage``), so that what was encoded
+survives a build that fails or is refused. ``vector`` is a ``FLOAT[]`` list
 rather than a fixed ``FLOAT[1280]`` array so that vectors of several models
 (1280 for EfficientNet-Lite0, 512 or 768 for CLIP models) can share it.
 """

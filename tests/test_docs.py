@@ -39,7 +39,7 @@ def test_every_table_in_the_warehouse_is_documented_with_its_columns(built):
     documented = documented_tables()
     assert {table: documented[table] for table in actual} == actual
     # Every documented table is made by a build, except `tuning`, which `etalage tune` adds (tests/test_tune.py),
-    # and `embeddings`, which only a build with [visual] makes (tests/test_visual_build.py checks its columns).
+    # and `embeddings`, which lives in the visual stage's cache file (tests/test_visual_build.py checks its columns).
     later = {"tuning", "embeddings"}
     assert set(actual) == set(documented) - later == set(build.PUBLISHED_TABLES) | set(warehouse.HISTORY_TABLES) - later
 

@@ -7,12 +7,13 @@ import shutil
 import tomllib
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 
-from engine import build, config, snapshot, warehouse
+from engine import build, config, snapshot, visual_stage, warehouse
 from models.index import VisualIndex
 from tests.conftest import run_cli
 from tests.test_docs import documented_tables
@@ -27,6 +28,12 @@ def copied(shop: Path, folder: Path) -> config.Config:
 def rows(cfg: config.Config, query: str, **values) -> list[tuple]:
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         return connection.execute(query, values).fetchall()
+
+
+def cached(cfg: config.Config, query: str) -> list[tuple]:
+    """Rows from the embeddings cache file."""
+    with duckdb.connect(str(visual_stage.cache_path(cfg)), read_only=True) as connection:
+        return connection.execute(query).fetchall()
 
 
 def test_visual_rows_stay_in_their_tenant_never_name_the_product_and_are_ranked(visual_shop):
@@ -95,7 +102,7 @@ def test_the_look_alikes_are_evaluated_and_the_index_is_in_the_snapshot(visual_s
 
 def test_embeddings_are_cached_so_a_rebuild_encodes_only_changed_pictures(visual_shop, tmp_path):
     cfg = copied(visual_shop, tmp_path / "shop")
-    first = rows(cfg, "SELECT count(*), count(DISTINCT model_id) FROM embeddings")[0]
+    first = cached(cfg, "SELECT count(*), count(DISTINCT model_id) FROM embeddings")[0]
     assert first[0] > 100 and first[1] == 1
     again = build.build(cfg)
     assert again.visual.encoded == 0 and again.visual.cached == first[0]
@@ -119,8 +126,25 @@ def test_embeddings_are_cached_so_a_rebuild_encodes_only_changed_pictures(visual
 
 def test_the_embeddings_table_is_documented(visual_shop):
     cfg = config.load(visual_shop / "etalage.toml")
-    actual = [(c[0], c[1]) for c in rows(cfg, "DESCRIBE embeddings")]
+    actual = [(c[0], c[1]) for c in cached(cfg, "DESCRIBE embeddings")]
+    assert rows(cfg, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embeddings'") == [(0,)]  # not in the warehouse
     assert documented_tables()["embeddings"] == actual
+
+
+def test_vectors_encoded_by_a_build_the_gate_refuses_are_kept_for_the_next(visual_shop, tmp_path):
+    from PIL import Image
+
+    cfg = copied(visual_shop, tmp_path / "shop")
+    image = pq.read_table(cfg.catalogue).column("image")[0].as_py()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(cfg.catalogue.parent / image)  # new bytes: must be encoded
+    before = cached(cfg, "SELECT count(*) FROM embeddings")[0][0]
+    worse = cfg.source.read_text().replace("top_n = 20", "top_n = 1")  # llr's MRR@20 falls far below live
+    cfg.source.write_text(worse)
+    refused = run_cli("build", "--config", str(cfg.source))
+    assert refused.returncode == 6, refused.stderr
+    assert cached(cfg, "SELECT count(*) FROM embeddings")[0][0] == before + 1  # the warehouse was thrown away, not this
+    again = run_cli("build", "--force", "--config", str(cfg.source))
+    assert again.returncode == 0 and "0 encoded" in again.stderr
 
 
 def test_a_broken_picture_is_left_out_and_named_by_the_build(visual_shop, tmp_path):
