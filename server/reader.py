@@ -91,12 +91,6 @@ class ServedSnapshot:
             return self._spanning[(tenant, algorithm, product_id)][:limit]
         return self._columns[batch].rows(start, min(stop, start + limit))
 
-    def close(self) -> None:
-        """Unmap the files; called when no request uses this snapshot any more."""
-        self._source.close()
-        if self.visual is not None:
-            self.visual.unload()
-
 
 def _visual_index(folder: Path) -> VisualIndex | None:
     """The snapshot's Annoy index, memory-mapped; None when this install cannot read it (no annoy)."""
