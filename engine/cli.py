@@ -485,7 +485,9 @@ def _serve(config: config_module.Config, host: str | None = None, port: int | No
     import uvicorn  # the server's dependencies load only for `serve`
 
     host, port = host or config.serving.host, config.serving.port if port is None else port
-    if snapshot.live(config.snapshots.root) is None:
+    with _exits():  # an unreadable live manifest is exit 7 with its reason, not a traceback
+        live = snapshot.live(config.snapshots.root)
+    if live is None:
         err.print(f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one")
     os.environ["ETALAGE_CONFIG"] = str(config.source.resolve()) if config.source else "etalage.toml"
     # Every worker counts into files here; /metrics adds them up (server/metrics.py).

@@ -144,8 +144,7 @@ class OpenClipEncoder(TorchEncoder):
         self.transform = transform
         with torch.inference_mode():
             self.dim = int(self.network.encode_text(self.tokenizer(["a"]).to(self.device)).shape[1])
-        source = Path(weights).name if weights else model
-        self.model_id = f"open_clip:{model}:{pretrained or source}:pad-white"
+        self.model_id = f"open_clip:{model}:{_weights_tag(model, pretrained, checkpoint, weights)}:pad-white"
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(pad_to_square(image))
@@ -158,3 +157,13 @@ class OpenClipEncoder(TorchEncoder):
         with torch.inference_mode():
             vectors = self.network.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=True)
         return vectors.float().cpu().numpy()
+
+
+def _weights_tag(model: str, pretrained: str | None, checkpoint: str | os.PathLike | None, weights: str | None) -> str:
+    """What names the weights in ``model_id``: a checkpoint (which wins over ``pretrained``) by its file name and
+    the start of its sha256, so that a retrained file under the same name never shares cached vectors."""
+    if checkpoint:
+        from models.embeddings import file_sha256
+
+        return f"{Path(checkpoint).name}-{file_sha256(checkpoint)[:8]}"
+    return pretrained or (Path(weights).name if weights else model)
