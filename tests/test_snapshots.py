@@ -270,3 +270,16 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
     (staged.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(snapshot.SnapshotInvalid, match="outside the snapshot"):
         snapshot.verify(staged.path)
+
+
+def test_serve_refuses_a_live_snapshot_without_a_readable_manifest(tmp_path):
+    config_path = tmp_path / "etalage.toml"
+    config_path.write_text('[catalogue]\npath = "catalogue.parquet"\n[events]\nparquet = ["events/*.parquet"]\n')
+    broken = tmp_path / "snapshots" / "20261101T000000Z-abcdef"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json")
+    os.symlink(broken.name, tmp_path / "snapshots" / "current")
+    served = run_cli("serve", "--config", str(config_path), "--port", "0")
+    assert served.returncode == 7
+    assert f"the live snapshot {broken} has no readable manifest" in served.stderr
+    assert "Traceback" not in served.stderr
