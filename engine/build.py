@@ -74,8 +74,8 @@ class Reporter(Protocol):
     def files(self, total: int) -> ContextManager[Callable[[str], None]]:
         """Wraps the file check; yields a function called once per file checked."""
 
-    def bar(self, description: str) -> ContextManager[Callable[[int, int], None]]:
-        """Wraps a long step; yields a function called with (done, total) as it goes."""
+    def bar(self, description: str) -> ContextManager[Callable[..., None]]:
+        """Wraps a long step; yields a function called with (done, total) as it goes, and a new description when its phase changes."""
 
 
 class Silent:
@@ -91,7 +91,7 @@ class Silent:
 
     @contextmanager
     def bar(self, description: str) -> Iterator:
-        yield lambda done, total: None
+        yield lambda done, total, description=None: None
 
 
 @dataclass

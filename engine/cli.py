@@ -94,7 +94,8 @@ class ConsoleReporter:
     def bar(self, description: str) -> Iterator:
         with _progress() as progress:
             task = progress.add_task(description, total=None)
-            yield lambda done, total: progress.update(task, completed=done, total=total)
+            yield lambda done, total, description=None: progress.update(
+                task, completed=done, total=total, **({"description": description} if description else {}))
 
 
 def _progress() -> Progress:

@@ -54,9 +54,13 @@ def cache_path(config: Config) -> Path:
 
 
 def compute(
-    connection: duckdb.DuckDBPyConnection, config: Config, folder: Path, progress: Callable[[int, int], None]
+    connection: duckdb.DuckDBPyConnection, config: Config, folder: Path, progress: Callable[..., None]
 ) -> VisualOutput:
     """Encode (through the ``embeddings`` cache), index and list look-alikes for every product of ``products`` with a picture.
+
+    ``progress(done, total, description)`` hears of both long phases: the
+    encoding (minutes on a CPU for new pictures) and the listing of every
+    product's look-alikes (one Annoy query each).
 
     A picture that is missing or cannot be decoded is left out and reported
     (``skipped``); one bad upload must not stop an hourly build.
@@ -86,7 +90,9 @@ def compute(
             result = visual.run(
                 vectors, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
                 search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
-                top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True, progress=progress,
+                top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True,
+                progress=lambda done, total: progress(done, total, "encoding pictures"),
+                rows_progress=lambda done, total: progress(done, total, "listing look-alikes"),
             )
     except duckdb.Error as error:
         raise VisualUnavailable(f"visual.cache: {cache} cannot be used as the embeddings cache ({error})") from None
