@@ -33,7 +33,9 @@ the item table, memory-mapped) and ``visual-projection.npy``.
 from __future__ import annotations
 
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -376,28 +378,33 @@ def build(
 
 
 def itemitem_rows(
-    index: VisualIndex, top_n: int = 20, search_k: int | None = None, progress: Callable[[int, int], None] | None = None
+    index: VisualIndex,
+    top_n: int = 20,
+    search_k: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> pa.Table:
     """The ``visual`` rows of ``itemitem``: each indexed product's ``top_n`` look-alikes in its own tenant.
 
     The rows come in the table's order (tenant, product_id, rank), with
     ``distance_score`` from :func:`similarity` and no click evidence (the
-    ``cooccurrence`` and session columns are NULL).
+    ``cooccurrence`` and session columns are NULL). Annoy releases the GIL
+    while it searches, so the queries run on ``threads`` threads (default:
+    one per core); each query's answer does not depend on the others, so the
+    rows are the same with any number.
     """
     columns: dict[str, list] = {name: [] for name in ("tenant", "product_id", "rank", "related_product_id", "distance_score")}
-    total = sum(len(index.products(t)) for t in index.tenants)
-    done = 0
-    for tenant in index.tenants:
-        for product in sorted(index.products(tenant)):
-            neighbours = index.similar(tenant, product, top_n, search_k)
+    queries = [(tenant, product) for tenant in index.tenants for product in sorted(index.products(tenant))]
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        answers = pool.map(lambda query: index.similar(*query, top_n, search_k), queries)
+        for done, ((tenant, product), neighbours) in enumerate(zip(queries, answers), start=1):
             columns["tenant"] += [tenant] * len(neighbours)
             columns["product_id"] += [product] * len(neighbours)
             columns["rank"] += range(1, len(neighbours) + 1)
             columns["related_product_id"] += [n.product_id for n in neighbours]
             columns["distance_score"] += [n.score for n in neighbours]
-            done += 1
-            if progress is not None and (done % 1000 == 0 or done == total):
-                progress(done, total)
+            if progress is not None and (done % 1000 == 0 or done == len(queries)):
+                progress(done, len(queries))
     rows = len(columns["tenant"])
     return pa.table(
         {

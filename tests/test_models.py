@@ -329,6 +329,8 @@ def test_visual_rows_never_cross_tenants():
     built = index.build(keys(nl + be), vectors, model_id="test", n_trees=10)
     rows = index.itemitem_rows(built, top_n=5)
     assert rows.schema == index.ITEMITEM_SCHEMA
+    assert index.itemitem_rows(built, top_n=5, threads=1).equals(rows)  # threads change nothing but the time
+    assert index.itemitem_rows(built, top_n=5, threads=7).equals(rows)
     sold = {"nl": {p for _, p in nl}, "be": {p for _, p in be}}
     listed = rows.to_pylist()
     assert len(listed) == 5 * (len(nl) + len(be))
