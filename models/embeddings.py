@@ -11,7 +11,7 @@ The table lives in whatever DuckDB connection is passed in; a build passes
 a file of its own (``engine.visual_stage``), so that what was encoded
 survives a build that fails or is refused. ``vector`` is a ``FLOAT[]`` list
 rather than a fixed ``FLOAT[1280]`` array so that vectors of several models
-(1280 for EfficientNet-Lite0, 512 or 768 for CLIP models) can share it.
+(1280 for EfficientNet-Lite0, a CLIP model's embedding width) can share it.
 """
 
 from __future__ import annotations

@@ -90,8 +90,9 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     its name rather than deep inside a batch. A picture longer than
     :data:`MAX_SIDE` on either side is shrunk to fit it (keeping its shape)
     before anything else: the encoders look at 224 pixels, and padding a
-    20000 x 1 strip to a square would otherwise take gigabytes. PIL's decompression-bomb limit
-    stays on: an image with far more pixels than it claims to need is refused.
+    20000 x 1 strip to a square would otherwise take gigabytes. PIL's
+    decompression-bomb limit stays on: an image with far more pixels than it
+    claims to need is refused.
 
     Raises:
         ImageError: the file is missing, not an image, truncated, or a decompression bomb.

@@ -28,7 +28,7 @@ from server import assignment, catalogue_routes, metrics, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.live import LiveSnapshot, NoSnapshot
-from server.lookup import Lookup, Unavailable
+from server.lookup import Lookup, Unavailable, limit_type
 from server.reader import Recommendation
 
 VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
@@ -81,7 +81,7 @@ def create_app(config: config_module.Config) -> Litestar:
     log = ExposureLog(config.serving.exposures)
     experiment = config.experiment
     max_limit = config.serving.max_limit
-    Limit = Annotated[int, Parameter(ge=1, le=max_limit, description=f"how many products, 1 to {max_limit}")]
+    Limit = limit_type(max_limit)
 
     @get("/v1/{tenant:str}/products/{product_id:str}/recommendations", summary="Top N for a product")
     async def recommendations(

@@ -20,7 +20,7 @@ from litestar.params import FromPath, Parameter
 from litestar.response import File
 
 from engine.config import Config
-from server.lookup import Lookup
+from server.lookup import Lookup, limit_type
 
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 """What the image endpoint will send: a catalogue entry naming any other file gets a 404, not its bytes."""
@@ -49,12 +49,12 @@ class CataloguePage(msgspec.Struct):
 def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and catalogue folder."""
     base = config.catalogue.parent
-    most = config.serving.max_limit
+    PageSize = limit_type(config.serving.max_limit, "products per page")
 
     @get("/v1/{tenant:str}/products", summary="The tenant's catalogue, page by page")
     async def catalogue(
         tenant: FromPath[str],
-        limit: Annotated[int, Parameter(ge=1, le=most, description=f"products per page, 1 to {most}")] = 24,
+        limit: PageSize = 24,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="products to skip")] = 0,
     ) -> CataloguePage:
         """Products in catalogue order, with the URL of each one's picture."""

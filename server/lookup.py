@@ -9,14 +9,21 @@ dictionaries, never pasted into a query.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
 
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import Parameter
 
 from server.live import LiveSnapshot, NoSnapshot
 from server.reader import ServedSnapshot
 
 TENANT = re.compile(r"[a-z]{2,8}")
 PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def limit_type(max_limit: int, what: str = "how many products") -> Any:
+    """The ``limit`` query parameter's type for routes that answer a list: 1 to ``max_limit`` (``serving.max_limit``)."""
+    return Annotated[int, Parameter(ge=1, le=max_limit, description=f"{what}, 1 to {max_limit}")]
 
 
 class Unavailable(HTTPException):

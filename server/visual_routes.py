@@ -32,7 +32,7 @@ from litestar.params import FromPath, Parameter
 from PIL import Image, UnidentifiedImageError
 
 from engine.config import Config, Visual
-from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable
+from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, limit_type
 from server.reader import Recommendation, ServedSnapshot
 
 
@@ -119,7 +119,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and settings."""
     encoder = QueryEncoder(config.visual)
     serving = config.serving
-    Limit = Annotated[int, Parameter(ge=1, le=serving.max_limit, description=f"how many products, 1 to {serving.max_limit}")]
+    Limit = limit_type(serving.max_limit)
 
     @get("/v1/{tenant:str}/products/{product_id:str}/visually-similar", summary="Products that look like this one")
     async def visually_similar(tenant: FromPath[str], product_id: FromPath[str], limit: Limit = 10) -> LookAlikes:

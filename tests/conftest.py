@@ -48,6 +48,11 @@ def visual_shop(tmp_path_factory) -> Path:
     return folder
 
 
+def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
+    """The product ids a catalogue sells in ``tenant``."""
+    return {p for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist()) if t == tenant}
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``etalage`` in a real subprocess, as cron would."""
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd, timeout=600)

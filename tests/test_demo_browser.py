@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import running_server
+from tests.conftest import running_server, tenant_products
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -46,7 +46,7 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
     shop = tmp_path / "shop"
     shutil.copytree(visual_shop, shop, symlinks=True)  # the server writes exposures into the shop folder
     catalogue = pq.read_table(shop / "catalogue.parquet")
-    nl = {p for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist()) if t == "nl"}
+    nl = tenant_products(catalogue, "nl")
     wait = WebDriverWait(browser, 60)
 
     with running_server(shop / "etalage.toml", workers=1) as (base, _):

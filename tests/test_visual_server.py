@@ -14,6 +14,7 @@ from PIL import Image
 from engine import config, snapshot
 from server.app import create_app
 from server.reader import ServedSnapshot
+from tests.conftest import tenant_products
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,6 @@ def client(shop):
 @pytest.fixture(scope="module")
 def catalogue(shop) -> pa.Table:
     return pq.read_table(shop.catalogue)
-
-
-def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
-    return {p for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist()) if t == tenant}
 
 
 def png(image: Image.Image) -> bytes:
