@@ -207,7 +207,9 @@ def _stage(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildR
         "evaluation": scores,
         "gate": result.gate.record(),
     }
-    tables = {name: lambda name=name: connection.table(name).to_arrow_reader(1 << 17) for name in ("itemitem", "products")}
+    tables = {"itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem").to_arrow_reader(1 << 17),
+              "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
+              "products": lambda: connection.table("products").to_arrow_reader(1 << 17)}
     folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
     return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)
 

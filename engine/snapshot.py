@@ -3,7 +3,9 @@
 A snapshots root holds::
 
     <root>/<build_id>/             a published snapshot, never modified afterwards
-        itemitem.arrow             Arrow IPC file, rows in (tenant, algorithm, product_id, rank) order
+        itemitem.arrow             Arrow IPC file, rows in (tenant, algorithm, product_id, rank) order,
+                                   each also rendered as the API's JSON (sql/snapshot_itemitem.sql)
+        lists.arrow                where each (algorithm, catalogue product)'s list starts (sql/snapshot_lists.sql)
         products.arrow             the catalogue
         manifest.json              build id, parameters, row counts, sha256 of every file, scores, gate
         _SUCCESS                   written last, for sensors (the talk's Airflow DAG waits on it)
@@ -31,11 +33,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import crashpoints, locks
 from engine.durable import fsync
 
-FORMAT = 1
+FORMAT = 2
+"""1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own."""
 CURRENT = "current"
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
@@ -49,6 +53,14 @@ REQUIRED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "rank": pa.int32(),
         "related_product_id": pa.string(),
         "distance_score": pa.float64(),
+        "item_json": pa.string(),
+    },
+    "lists.arrow": {
+        "algorithm": pa.string(),
+        "tenant": pa.string(),
+        "product_id": pa.string(),
+        "first_row": pa.int64(),
+        "rows": pa.int32(),
     },
     "products.arrow": {"tenant": pa.string(), "product_id": pa.string()},
 }
@@ -147,7 +159,8 @@ def verify(folder: Path, *, complete: bool = True) -> Snapshot:
 
     Every listed file must exist with its size and sha256, open as Arrow IPC
     with the recorded schema and row count, and have the columns the server
-    reads; ``complete`` also asks for the ``_SUCCESS`` marker.
+    reads; lists.arrow must point at the right rows (:func:`_verify_lists`);
+    ``complete`` also asks for the ``_SUCCESS`` marker.
     """
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -166,6 +179,7 @@ def verify(folder: Path, *, complete: bool = True) -> Snapshot:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise SnapshotInvalid(f"{folder / MANIFEST}: lists a file outside the snapshot ({name})")
         _verify_file(folder / name, entry)
+    _verify_lists(folder)
     return Snapshot(folder, manifest)
 
 
@@ -192,6 +206,43 @@ def _verify_file(path: Path, entry: dict) -> None:
     for column, kind in REQUIRED_COLUMNS.get(path.name, {}).items():
         if schema.get_field_index(column) < 0 or schema.field(column).type != kind:
             raise SnapshotInvalid(f"{path}: needs a column {column} of type {kind}")
+
+
+def read_table(path: Path) -> pa.Table:
+    """A snapshot's Arrow file as a table over its memory map: nothing is copied or parsed."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _verify_lists(folder: Path) -> None:
+    """Check that lists.arrow has a row per (algorithm, catalogue product) and points at that product's rows.
+
+    The server trusts these positions blindly (it slices bytes at them), so
+    every block must follow products.arrow's order, and each non-empty list's
+    first and last row in itemitem.arrow must carry its tenant, algorithm and
+    product. All of it is vectorised Arrow work, a fraction of a second for
+    a million lists.
+    """
+    lists, products, rows = (read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow"))
+    algorithms = pc.unique(lists.column("algorithm")).to_pylist()
+    if lists.num_rows != len(algorithms) * products.num_rows:
+        raise SnapshotInvalid(f"{folder / 'lists.arrow'}: {lists.num_rows:,} rows, not one per algorithm "
+                              f"({len(algorithms)}) and catalogue product ({products.num_rows:,})")
+    for block, algorithm in enumerate(algorithms):
+        lists_of = lists.slice(block * products.num_rows, products.num_rows)
+        if (pc.any(pc.not_equal(lists_of.column("algorithm"), algorithm)).as_py()
+                or not lists_of.column("tenant").equals(products.column("tenant"))
+                or not lists_of.column("product_id").equals(products.column("product_id"))):
+            raise SnapshotInvalid(f"{folder / 'lists.arrow'}: the {algorithm} block does not follow products.arrow's order")
+    listed = lists.filter(pc.greater(lists.column("rows"), 0))
+    first = listed.column("first_row")
+    last = pc.subtract(pc.add(first, pc.cast(listed.column("rows"), pa.int64())), 1)
+    if listed.num_rows and (pc.min(first).as_py() < 0 or pc.max(last).as_py() >= rows.num_rows):
+        raise SnapshotInvalid(f"{folder / 'lists.arrow'}: points outside itemitem.arrow's {rows.num_rows:,} rows")
+    for ends in (first, last):
+        for key in ("tenant", "algorithm", "product_id"):
+            if not rows.column(key).take(ends).equals(listed.column(key)):
+                raise SnapshotInvalid(f"{folder / 'lists.arrow'}: does not point at its lists' rows in itemitem.arrow ({key})")
 
 
 def publish(root: Path, staged: Snapshot) -> Snapshot:

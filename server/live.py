@@ -46,7 +46,7 @@ class LiveSnapshot:
         if target is None or target in self.failed or (self.current and self.current.path.name == target):
             return False
         try:
-            loaded = ServedSnapshot(self.root / target)
+            loaded = ServedSnapshot(self.root / target, previous=self.current)
         except (snapshot.SnapshotInvalid, OSError) as error:
             self.failed[target] = str(error)
             log.error("not serving snapshot %s: %s", target, error)

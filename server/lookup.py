@@ -69,7 +69,35 @@ class Lookup:
         return served
 
     def product(self, tenant: str, product_id: str) -> ServedSnapshot:
-        """As :meth:`tenant`, once ``product_id`` is also in the tenant's catalogue (else 400 or 404)."""
+        """As :meth:`tenant`, once ``product_id`` is also in the tenant's catalogue (else 400 or 404).
+
+        A product of the live catalogue is answered at once: it is what the
+        patterns would let through anyway. Only a miss runs the checks, to
+        say which of them failed.
+        """
+        served = self.live.current
+        if served is not None and served.has_product(tenant, product_id):
+            return served
+        return self._checked(tenant, product_id)
+
+    def items_json(self, tenant: str, product_id: str, algorithm: str, limit: int) -> tuple[ServedSnapshot, bytes]:
+        """The snapshot and the product's list as JSON (``ServedSnapshot.items_json``), in one lookup of the product.
+
+        Raises as :meth:`product` does, and ValidationException (400) for an
+        algorithm the snapshot does not have.
+        """
+        served = self.live.current
+        if served is not None and algorithm in served.algorithms:
+            items = served.items_json(tenant, algorithm, product_id, limit)
+            if items is not None:
+                return served, items
+        served = self.product(tenant, product_id)
+        if algorithm not in served.algorithms:
+            raise ValidationException(f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})")
+        return served, served.items_json(tenant, algorithm, product_id, limit) or b"[]"
+
+    def _checked(self, tenant: str, product_id: str) -> ServedSnapshot:
+        """The full checks, in order, for a product the live catalogue lacks: each failure says what was wrong."""
         if not PRODUCT_ID.fullmatch(product_id):
             raise ValidationException(f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}")
         served = self.tenant(tenant)

@@ -1,10 +1,14 @@
-"""One snapshot, opened for serving: memory-mapped Arrow columns and an index from product to rows.
+"""One snapshot, opened for serving: memory-mapped Arrow columns, and lists found by arithmetic.
 
 ``itemitem.arrow`` is in (tenant, algorithm, product_id, rank) order, so each
-product's list is one contiguous run of rows. Opening a snapshot verifies it
-(engine.snapshot), maps the file (no parsing, no copy: the page cache is
-shared by every server process) and records where each run starts and ends.
-A lookup is then a dictionary hit and a slice of at most ``limit`` rows.
+product's list is one contiguous run of rows, and its ``item_json`` column
+holds each row already rendered as the API's JSON. ``lists.arrow`` says where
+each (algorithm, catalogue product)'s run starts, one block per algorithm in
+``products.arrow``'s order. Opening a snapshot verifies all of that
+(engine.snapshot) and maps the files (no parsing, no copy: the page cache is
+shared by every server process). A lookup is then one dictionary hit for
+the product's row, some arithmetic, and one slice of bytes: no objects are
+built per item, and a new snapshot needs no index of every list.
 
 A snapshot built with ``[visual] enabled`` also holds the Annoy index in
 ``visual/``; it is memory-mapped too (``models.index``), for look-alikes of a
@@ -13,8 +17,10 @@ product and nearest pictures to an uploaded photo or a text.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +38,8 @@ log = logging.getLogger("etalage.server")
 
 VISUAL_FOLDER = "visual"
 """The snapshot's subfolder with the Annoy index (``engine.visual_stage.INDEX_FOLDER``)."""
+CHUNK = 8192
+"""Catalogue rows indexed between two releases of the GIL while a new snapshot loads beside a serving one."""
 
 
 class Recommendation(msgspec.Struct, frozen=True):
@@ -43,29 +51,37 @@ class Recommendation(msgspec.Struct, frozen=True):
 
 
 class ServedSnapshot:
-    """A verified snapshot, read-only and memory-mapped, answering "top N for this product"."""
+    """A verified snapshot, read-only and memory-mapped, answering "top N for this product".
 
-    def __init__(self, folder: Path) -> None:
+    ``previous`` is the snapshot this one replaces: when both have the same
+    catalogue (the same products.arrow sha256), its product index is reused
+    instead of built again.
+    """
+
+    def __init__(self, folder: Path, previous: ServedSnapshot | None = None) -> None:
         verified = snapshot.verify(folder)
         self.path = folder
         self.manifest = verified.manifest
         self.build_id: str = verified.build_id
         self.created_at = dt.datetime.fromisoformat(self.manifest["created_at"])
-        self._source = pa.memory_map(str(folder / "itemitem.arrow"))
-        rows = pa.ipc.open_file(self._source).read_all()
-        self._columns = [_Columns(batch) for batch in rows.to_batches()]
-        self._runs = _runs(rows)
-        self._spanning = {key: _Columns(rows.slice(start, stop - start).combine_chunks().to_batches()[0]).rows(0, stop - start)
-                          for key, (batch, start, stop) in self._runs.items() if batch < 0}
-        with pa.memory_map(str(folder / "products.arrow")) as source:
-            self.products = pa.ipc.open_file(source).read_all()
-        keys = zip(self.products.column("tenant").to_pylist(), self.products.column("product_id").to_pylist())
-        self._product_rows: dict[tuple[str, str], int] = {key: row for row, key in enumerate(keys)}
-        self._tenant_rows: dict[str, list[int]] = {}
-        for (tenant, _), row in self._product_rows.items():
-            self._tenant_rows.setdefault(tenant, []).append(row)
+        item_json = snapshot.read_table(folder / "itemitem.arrow").column("item_json")
+        self._json = [_JsonColumn(chunk) for chunk in item_json.chunks if len(chunk)]
+        self._json_starts = np.cumsum([0] + [column.length for column in self._json[:-1]]).tolist()
+        lists = snapshot.read_table(folder / "lists.arrow")
+        self._first = memoryview(lists.column("first_row").to_numpy())
+        self._rows = memoryview(lists.column("rows").to_numpy())
+        self.products = snapshot.read_table(folder / "products.arrow")
+        self._blocks = {algorithm: block * self.products.num_rows
+                        for block, algorithm in enumerate(pc.unique(lists.column("algorithm")).to_pylist())}
+        self.algorithms = frozenset(self._blocks)
+        if previous is not None and _catalogue_sha256(previous) == _catalogue_sha256(self):
+            self._product_rows, self._tenant_rows = previous._product_rows, previous._tenant_rows
+        else:
+            self._product_rows = _product_rows(self.products)
+            self._tenant_rows = {}
+            for (tenant, _), row in self._product_rows.items():
+                self._tenant_rows.setdefault(tenant, []).append(row)
         self.tenants = frozenset(self._tenant_rows)
-        self.algorithms = frozenset(algorithm for _, algorithm, _ in self._runs)
         self.has_visual_folder = (folder / VISUAL_FOLDER).is_dir()
         self.visual = _visual_index(folder / VISUAL_FOLDER) if self.has_visual_folder else None
 
@@ -81,15 +97,45 @@ class ServedSnapshot:
         rows = self._tenant_rows.get(tenant, [])
         return len(rows), self.products.take(pa.array(rows[offset : offset + limit], pa.int64())).to_pylist()
 
+    def items_json(self, tenant: str, algorithm: str, product_id: str, limit: int) -> bytes | None:
+        """The first ``limit`` items of the product's list for ``algorithm`` as the API's JSON array.
+
+        ``[]`` when the algorithm has no list for the product, None when the
+        tenant's catalogue has no such product. One slice of ``item_json``'s
+        bytes (each row ends with a comma: the last one is dropped), so the
+        answer costs the same for 1 item or 100.
+        """
+        row = self._product_rows.get((tenant, product_id))
+        if row is None:
+            return None
+        block = self._blocks.get(algorithm)
+        if block is None:
+            return b"[]"
+        count = min(self._rows[block + row], limit)
+        if count <= 0:
+            return b"[]"
+        first = self._first[block + row]
+        batch = bisect.bisect_right(self._json_starts, first) - 1
+        column, local = self._json[batch], first - self._json_starts[batch]
+        if local + count <= column.length:
+            return b"[" + column.data[column.offsets[local] : column.offsets[local + count] - 1] + b"]"
+        return b"[" + b"".join(self._json_rows(first, count))[:-1] + b"]"
+
     def recommendations(self, tenant: str, algorithm: str, product_id: str, limit: int) -> list[Recommendation]:
-        """The first ``limit`` of the product's list for ``algorithm`` on ``tenant``; empty if it has none."""
-        run = self._runs.get((tenant, algorithm, product_id))
-        if run is None:
-            return []
-        batch, start, stop = run
-        if batch < 0:
-            return self._spanning[(tenant, algorithm, product_id)][:limit]
-        return self._columns[batch].rows(start, min(stop, start + limit))
+        """:meth:`items_json` decoded (empty for an unknown product): for the gateway's exposure log and for checks."""
+        return msgspec.json.decode(self.items_json(tenant, algorithm, product_id, limit) or b"[]", type=list[Recommendation])
+
+    def _json_rows(self, first: int, count: int) -> list[bytes]:
+        """The rendered rows ``first`` to ``first + count``, for a list that spans two record batches."""
+        pieces = []
+        row, stop = first, first + count
+        while row < stop:
+            batch = bisect.bisect_right(self._json_starts, row) - 1
+            column, local = self._json[batch], row - self._json_starts[batch]
+            end = min(stop - self._json_starts[batch], column.length)
+            pieces.append(column.data[column.offsets[local] : column.offsets[end]].tobytes())
+            row = self._json_starts[batch] + end
+        return pieces
 
 
 def _visual_index(folder: Path) -> VisualIndex | None:
@@ -105,58 +151,33 @@ def _visual_index(folder: Path) -> VisualIndex | None:
         raise snapshot.SnapshotInvalid(str(error)) from None
 
 
-class _Columns:
-    """The served columns of one record batch as NumPy views of the mapped file (no copies).
+class _JsonColumn:
+    """One record batch's ``item_json`` as memoryviews of the mapped file: offsets as ints, and the bytes."""
 
-    Reading five rows through NumPy and the raw string buffers takes a few
-    microseconds; through ``pyarrow``'s ``slice().to_pylist()`` it took 24.
-    """
-
-    def __init__(self, batch: pa.RecordBatch) -> None:
-        related = batch.column("related_product_id")
-        if related.null_count or batch.column("rank").null_count or batch.column("distance_score").null_count:
-            raise snapshot.SnapshotInvalid("itemitem.arrow has NULLs in related_product_id, rank or distance_score")
-        _, offsets, data = related.buffers()
-        self.offsets = np.frombuffer(offsets, dtype=np.int32, count=len(related) + 1, offset=related.offset * 4)
+    def __init__(self, column: pa.StringArray) -> None:
+        if column.null_count:
+            raise snapshot.SnapshotInvalid("itemitem.arrow has NULLs in item_json")
+        _, offsets, data = column.buffers()
+        self.length = len(column)
+        self.offsets = memoryview(offsets)[column.offset * 4 : (column.offset + self.length + 1) * 4].cast("i")
         self.data = memoryview(data)
-        self.rank = batch.column("rank").to_numpy()
-        self.score = batch.column("distance_score").to_numpy()
-
-    def rows(self, start: int, stop: int) -> list[Recommendation]:
-        bounds = self.offsets[start : stop + 1].tolist()
-        text = self.data[bounds[0] : bounds[-1]].tobytes()
-        base = bounds[0]
-        return [
-            Recommendation(text[a - base : b - base].decode(), rank, score)
-            for a, b, rank, score in zip(bounds, bounds[1:], self.rank[start:stop].tolist(), self.score[start:stop].tolist())
-        ]
 
 
-def _runs(rows: pa.Table) -> dict[tuple[str, str, str], tuple[int, int, int]]:
-    """``(tenant, algorithm, product_id) -> (batch, first row, row after the last)``, checking the rows' order.
+def _catalogue_sha256(served: ServedSnapshot) -> str:
+    return served.manifest["files"]["products.arrow"]["sha256"]
 
-    A run that spans two record batches (at most one per batch boundary) gets
-    batch -1 and its rows' positions in the whole table instead.
+
+def _product_rows(products: pa.Table) -> dict[tuple[str, str], int]:
+    """``(tenant, product_id) -> row`` of products.arrow, built a chunk at a time.
+
+    The server loads a new snapshot on a thread beside the one answering
+    requests; between chunks it sleeps for zero seconds, which hands the GIL
+    to that thread, so a switch does not hold up requests for the whole build.
     """
-    if rows.num_rows == 0:
-        return {}
-    keys = [rows.column(name) for name in ("tenant", "algorithm", "product_id")]
-    changed = np.zeros(rows.num_rows - 1, dtype=bool)
-    for key in keys:
-        changed |= pc.not_equal(key.slice(1), key.slice(0, rows.num_rows - 1)).to_numpy(zero_copy_only=False)
-    starts = np.concatenate([[0], np.flatnonzero(changed) + 1])
-    stops = np.append(starts[1:], rows.num_rows)
-    tenants, algorithms, products = (pc.take(key, pa.array(starts)).to_pylist() for key in keys)
-    batch_starts = np.cumsum([0] + [len(b) for b in rows.to_batches()])
-    batch = np.searchsorted(batch_starts, starts, side="right") - 1
-    spans = stops > batch_starts[batch + 1]
-    batch = np.where(spans, -1, batch)
-    offset = np.where(spans, 0, batch_starts[np.maximum(batch, 0)])
-    runs = {
-        key: (int(b), int(start), int(stop))
-        for key, b, start, stop in zip(zip(tenants, algorithms, products), batch, starts - offset, stops - offset)
-    }
-    if len(runs) != len(starts):
-        msg = "itemitem.arrow is not in (tenant, algorithm, product_id, rank) order: a product's rows are split"
-        raise snapshot.SnapshotInvalid(msg)
-    return runs
+    rows: dict[tuple[str, str], int] = {}
+    for start in range(0, products.num_rows, CHUNK):
+        part = products.slice(start, CHUNK)
+        keys = zip(part.column("tenant").to_pylist(), part.column("product_id").to_pylist())
+        rows.update(zip(keys, range(start, start + part.num_rows)))
+        time.sleep(0)
+    return rows

@@ -8,15 +8,16 @@ import random
 from pathlib import Path
 from urllib.parse import quote
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
 
-from engine import config, snapshot, warehouse
+from engine import config, snapshot, sqlfiles, warehouse
 from engine.config import Experiment, Variant
 from server import assignment
-from server.app import create_app
+from server.app import GatewayAnswer, Recommendations, create_app
 from server.reader import Recommendation, ServedSnapshot
 from tests.conftest import copy_shop, run_cli
 
@@ -92,6 +93,10 @@ def test_recommendations_are_the_warehouses_top_n(shop, client):
             body = response.json()
             assert body["items"] == expected(shop, tenant, algorithm, product, limit)
             assert (body["tenant"], body["product_id"], body["algorithm"]) == (tenant, product, algorithm)
+            # The body is sliced from the snapshot's JSON, not encoded from the type: it must still be that type.
+            assert response.headers["content-type"] == "application/json"
+            assert msgspec.json.decode(response.content, type=Recommendations).items[:1] == [
+                Recommendation(**item) for item in body["items"][:1]]
     default = client.get(f"/v1/{tenant}/products/{product}/recommendations").json()
     assert default["algorithm"] == "llr" and len(default["items"]) <= 5
 
@@ -101,11 +106,14 @@ def test_gateway_answers_from_the_visitors_variant_and_says_so(shop, client):
     seen = set()
     for i in range(40):
         visitor = f"0:visitor-{i}"
-        body = client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": visitor, "limit": 4}).json()
+        response = client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": visitor, "limit": 4})
+        body = response.json()
+        assert response.headers["etalage-variant"] == body["variant"]
         variant = assignment.assign(shop.experiment, visitor)
         assert (body["experiment"], body["variant"], body["algorithm"]) == ("recommendations", variant.name, variant.algorithm)
         assert body["items"] == expected(shop, tenant, variant.algorithm, product, 4)
         assert body["snapshot"] == client.app.state.live.get().build_id and len(body["exposure_id"]) == 32
+        assert msgspec.json.decode(response.content, type=GatewayAnswer).visitor == visitor
         seen.add(body["variant"])
     assert seen == {"llr", "cooccurrence"}
 
@@ -176,7 +184,11 @@ def test_health_readiness_metrics_and_openapi(shop, client):
     assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}"}} 1.0' in text
     assert "etalage_snapshot_age_seconds" in text
     schema = client.get("/schema/openapi.json").json()
-    assert {"/v1/{tenant}/products/{product_id}/recommendations", "/v1/{tenant}/products/{product_id}/gateway"} <= set(schema["paths"])
+    for route, answer in (("recommendations", "Recommendations"), ("gateway", "GatewayAnswer")):
+        documented = schema["paths"][f"/v1/{{tenant}}/products/{{product_id}}/{route}"]["get"]
+        assert documented["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{answer}"}
+        assert {"tenant", "product_id", "limit"} <= {p["name"] for p in documented["parameters"]}
+    assert set(schema["components"]["schemas"]["Recommendations"]["properties"]) == {"tenant", "product_id", "algorithm", "snapshot", "items"}
 
 
 def test_without_a_snapshot_the_server_is_up_but_not_ready(shop, tmp_path):
@@ -205,21 +217,29 @@ def test_exposures_are_flushed_as_whole_parquet_files(shop, client, tmp_path):
 
 def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path):
     with warehouse.connect(shop.warehouse, read_only=True) as connection:
-        rows = connection.table("itemitem").to_arrow_table()
+        rows = sqlfiles.query(connection, "snapshot_itemitem").to_arrow_table()
+        lists = sqlfiles.query(connection, "snapshot_lists").to_arrow_table()
         products = connection.table("products").to_arrow_table()
     # Batches of 997 rows cut many lists in two: the reader's slow path must give the same rows as its fast one.
     tables = {"itemitem": lambda: pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=997)),
+              "lists": lambda: pa.RecordBatchReader.from_batches(lists.schema, lists.to_batches(max_chunksize=991)),
               "products": lambda: products.to_reader()}
     served = ServedSnapshot(snapshot.stage(tmp_path, "small-batches", tables, {}).path)
-    assert len(served._spanning) > 10
     expected: dict[tuple, list] = {}
     for row in rows.to_pylist():
         key = (row["tenant"], row["algorithm"], row["product_id"])
         expected.setdefault(key, []).append(Recommendation(row["related_product_id"], row["rank"], row["distance_score"]))
-    assert len(expected) == len(served._runs)
+    spanning = [r for r in lists.to_pylist() if r["rows"] and r["first_row"] // 997 != (r["first_row"] + r["rows"] - 1) // 997]
+    assert len(spanning) > 10
     for (tenant, algorithm, product), items in expected.items():
         assert served.recommendations(tenant, algorithm, product, 100) == items
         assert served.recommendations(tenant, algorithm, product, 2) == items[:2]
+    listed = {(r["tenant"], r["algorithm"], r["product_id"]) for r in lists.to_pylist() if r["rows"]}
+    assert listed == {key for key in expected if served.has_product(key[0], key[2])}
+    tenant, product = next((t, p) for (t, a, p) in expected if a == "llr")
+    assert served.items_json(tenant, "no-such-algorithm", product, 5) == b"[]"
+    assert served.items_json(tenant, "llr", "no-such-product", 5) is None
+    assert served.items_json(tenant, "llr", product, 0) == b"[]"
 
 
 def test_without_a_visual_index_the_visual_endpoints_say_how_to_get_one(client):

@@ -48,7 +48,7 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     current = root / "current"
     assert current.is_symlink() and not os.readlink(current).startswith("/")  # relative: the root can move
     folder = live_folder(shop)
-    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "itemitem.arrow", "manifest.json", "products.arrow"]
+    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "itemitem.arrow", "lists.arrow", "manifest.json", "products.arrow"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["build_id"] == folder.name
     assert manifest["gate"]["verdict"] == "first"
@@ -61,13 +61,40 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
         expected = connection.table("itemitem").to_arrow_table()
         products = connection.table("products").to_arrow_table()
         scores = dict(connection.execute("SELECT algorithm, mrr_at_20 FROM evaluation").fetchall())
-    # The server memory-maps the file: the same rows, in itemitem's order, without parsing.
-    with pa.memory_map(str(folder / "itemitem.arrow")) as source:
-        served = pa.ipc.open_file(source).read_all()
-    assert served.equals(expected)
-    assert manifest["rows"] == {"itemitem": expected.num_rows, "products": products.num_rows}
+    # The server memory-maps the file: the same rows, in itemitem's order, without parsing, each also as JSON.
+    served = snapshot.read_table(folder / "itemitem.arrow")
+    assert served.drop_columns(["item_json"]).equals(expected)
+    for row in served.slice(0, 5000).to_pylist():
+        assert row["item_json"].endswith(",")
+        assert json.loads(row["item_json"][:-1]) == {"product_id": row["related_product_id"], "rank": row["rank"],
+                                                     "score": row["distance_score"]}
+    algorithms = sorted(set(expected.column("algorithm").to_pylist()))
+    assert manifest["rows"] == {"itemitem": expected.num_rows, "lists": len(algorithms) * products.num_rows,
+                                "products": products.num_rows}
     assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
+
+
+def tiny_tables(first_row: int = 0) -> dict:
+    """A snapshot's tables by hand: product 1 has one llr neighbour, product 2 none."""
+    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["1"], "rank": pa.array([1], pa.int32()),
+                         "related_product_id": ["2"], "distance_score": [1.0],
+                         "item_json": ['{"product_id":"2","rank":1,"score":1.0},']})
+    lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["1", "2"],
+                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([1, 0], pa.int32())})
+    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
+    return {"itemitem": itemitem.to_reader, "lists": lists.to_reader, "products": products.to_reader}
+
+
+def test_the_verifier_refuses_a_list_index_that_points_at_the_wrong_rows(tmp_path):
+    assert snapshot.verify(snapshot.stage(tmp_path, "good", tiny_tables(), {}).path).build_id == "good"
+    with pytest.raises(snapshot.SnapshotInvalid, match="lists.arrow: points outside itemitem.arrow's 1 rows"):
+        snapshot.stage(tmp_path, "outside", tiny_tables(first_row=1), {})
+    tables = tiny_tables()
+    tables["products"] = pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader
+    with pytest.raises(snapshot.SnapshotInvalid, match="the llr block does not follow products.arrow's order"):
+        snapshot.stage(tmp_path, "reordered", tables, {})
+    assert [p.name for p in tmp_path.iterdir()] == [".staging-good"]  # the refused ones are removed
 
 
 def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker(shop, tmp_path):
@@ -249,13 +276,10 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
     extra.mkdir()
     (extra / "forest-nl.ann").write_bytes(bytes(range(256)) * 10)
     (extra / "items.json").write_text('{"dim": 4}')
-    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["1"], "rank": pa.array([1], pa.int32()),
-                         "related_product_id": ["2"], "distance_score": [1.0]})
-    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
-    staged = snapshot.stage(tmp_path / "root", "b1", {"itemitem": itemitem.to_reader, "products": products.to_reader},
-                            {}, folders={"visual": extra})
-    assert set(staged.manifest["files"]) == {"itemitem.arrow", "products.arrow", "visual/forest-nl.ann", "visual/items.json"}
-    assert staged.manifest["rows"] == {"itemitem": 1, "products": 2}
+    staged = snapshot.stage(tmp_path / "root", "b1", tiny_tables(), {}, folders={"visual": extra})
+    assert set(staged.manifest["files"]) == {"itemitem.arrow", "lists.arrow", "products.arrow", "visual/forest-nl.ann",
+                                             "visual/items.json"}
+    assert staged.manifest["rows"] == {"itemitem": 1, "lists": 2, "products": 2}
     snapshot.verify(staged.path)
     forest = staged.path / "visual" / "forest-nl.ann"
     forest.write_bytes(forest.read_bytes()[:-1] + b"\x01")

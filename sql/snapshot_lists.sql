@@ -1,0 +1,22 @@
+-- snapshot_lists: where each product's list starts in itemitem.arrow, as a snapshot's lists.arrow.
+--
+-- One row for every catalogue product under every algorithm (`rows` = 0
+-- where the algorithm has no list for it), ordered by algorithm and then by
+-- the product's place in the `products` table, which is products.arrow's
+-- order. The server finds a list by arithmetic (algorithm's block *
+-- products + the product's row) instead of keeping a dictionary of every
+-- list, so a new snapshot is ready to serve without building one.
+-- `first_row` is the `rowid` of the list's first row in `itemitem`, which is
+-- its row number in itemitem.arrow (sql/snapshot_itemitem.sql).
+WITH lists AS (
+    SELECT tenant, algorithm, product_id, min(rowid) AS first_row, count(*)::INTEGER AS rows
+    FROM itemitem
+    GROUP BY tenant, algorithm, product_id
+)
+SELECT algorithm, tenant, product_id,
+       coalesce(lists.first_row, 0) AS first_row,
+       coalesce(lists.rows, 0) AS rows
+FROM (SELECT DISTINCT algorithm FROM itemitem) AS algorithms
+CROSS JOIN (SELECT rowid AS product_row, tenant, product_id FROM products) AS catalogue
+LEFT JOIN lists USING (algorithm, tenant, product_id)
+ORDER BY algorithm, product_row
