@@ -260,3 +260,22 @@ def test_the_demo_page_is_served(client):
 
 def sample_products_of(client) -> str:
     return client.get("/v1/nl/products", params={"limit": 1}).json()["items"][0]["product_id"]
+
+
+def test_a_new_snapshot_with_the_same_catalogue_keeps_the_product_index(shop, tmp_path):
+    live = (shop.snapshots.root / "current").resolve()
+    first = ServedSnapshot(live)
+    again = ServedSnapshot(live, previous=first)
+    assert again._product_rows is first._product_rows  # same products.arrow sha256: nothing rebuilt
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        tables = {name: lambda name=name: sqlfiles.query(connection, f"snapshot_{name}").to_arrow_table().to_reader()
+                  for name in ("itemitem", "lists")}
+        products = connection.table("products").to_arrow_table()
+        tables["products"] = products.to_reader
+        # The same rows with one more column: a different file, so the index is built again, and equal.
+        changed = snapshot.stage(tmp_path, "changed", {**tables, "products": products.append_column(
+            "note", pa.array(["x"] * products.num_rows)).to_reader}, {})
+        rebuilt = ServedSnapshot(changed.path, previous=first)
+    assert rebuilt._product_rows is not first._product_rows and rebuilt._product_rows == first._product_rows
+    tenant, product = sample_products(shop, 1)[0]
+    assert rebuilt.items_json(tenant, "llr", product, 5) == first.items_json(tenant, "llr", product, 5)
