@@ -215,34 +215,77 @@ def read_table(path: Path) -> pa.Table:
 
 
 def _verify_lists(folder: Path) -> None:
-    """Check that lists.arrow has a row per (algorithm, catalogue product) and points at that product's rows.
+    """Check that the server can trust lists.arrow's positions and itemitem.arrow's JSON blindly.
 
-    The server trusts these positions blindly (it slices bytes at them), so
-    every block must follow products.arrow's order, and each non-empty list's
-    first and last row in itemitem.arrow must carry its tenant, algorithm and
-    product. All of it is vectorised Arrow work, a fraction of a second for
-    a million lists.
+    The server slices ``item_json`` bytes at these positions without looking,
+    so every list must be whole and in place. Vectorised Arrow work, a
+    fraction of a second for a million lists.
     """
-    lists, products, rows = (read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow"))
+    try:
+        _verify_layout(folder, *(read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow")))
+    except (pa.ArrowException, TypeError, ValueError, IndexError) as error:
+        raise SnapshotInvalid(f"{folder}: lists.arrow or itemitem.arrow cannot be checked ({error})") from None
+
+
+def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.Table) -> None:
+    """The checks of :func:`_verify_lists`: each failure raises SnapshotInvalid naming what is wrong.
+
+    - no NULLs, and finite scores (the JSON must decode into the API's types);
+    - every ``item_json`` ends with the comma the server drops;
+    - a lists.arrow row per algorithm and catalogue product, in products.arrow's order;
+    - each listed run lies inside itemitem.arrow, carries its key at both ends,
+      and has ranks 1 at its start and ``rows`` at its end;
+    - itemitem.arrow holds exactly the listed runs, each one unbroken (as many
+      key changes as lists, and as many rows as the lists add up to).
+    """
+    lists_file, rows_file = folder / "lists.arrow", folder / "itemitem.arrow"
+    for table, path in ((lists, lists_file), (rows, rows_file)):
+        for column in REQUIRED_COLUMNS[path.name]:  # others may hold NULLs (cooccurrence, for popular)
+            if table.column(column).null_count:
+                raise SnapshotInvalid(f"{path}: NULLs in {column}")
+    if rows.num_rows and not pc.all(pc.is_finite(rows.column("distance_score"))).as_py():
+        raise SnapshotInvalid(f"{rows_file}: distance_score has NaN or infinite values, which JSON cannot carry")
+    if rows.num_rows and not pc.all(pc.ends_with(rows.column("item_json"), ",")).as_py():
+        raise SnapshotInvalid(f"{rows_file}: an item_json value does not end with a comma")
     algorithms = pc.unique(lists.column("algorithm")).to_pylist()
-    if lists.num_rows != len(algorithms) * products.num_rows:
-        raise SnapshotInvalid(f"{folder / 'lists.arrow'}: {lists.num_rows:,} rows, not one per algorithm "
-                              f"({len(algorithms)}) and catalogue product ({products.num_rows:,})")
+    if lists.num_rows != len(algorithms) * products.num_rows or (rows.num_rows and not algorithms):
+        raise SnapshotInvalid(f"{lists_file}: {lists.num_rows:,} rows, not one per algorithm ({len(algorithms)}) "
+                              f"and catalogue product ({products.num_rows:,})")
     for block, algorithm in enumerate(algorithms):
         lists_of = lists.slice(block * products.num_rows, products.num_rows)
         if (pc.any(pc.not_equal(lists_of.column("algorithm"), algorithm)).as_py()
                 or not lists_of.column("tenant").equals(products.column("tenant"))
                 or not lists_of.column("product_id").equals(products.column("product_id"))):
-            raise SnapshotInvalid(f"{folder / 'lists.arrow'}: the {algorithm} block does not follow products.arrow's order")
+            raise SnapshotInvalid(f"{lists_file}: the {algorithm} block does not follow products.arrow's order")
+    if pc.any(pc.less(lists.column("rows"), 0)).as_py():
+        raise SnapshotInvalid(f"{lists_file}: a negative row count")
     listed = lists.filter(pc.greater(lists.column("rows"), 0))
-    first = listed.column("first_row")
-    last = pc.subtract(pc.add(first, pc.cast(listed.column("rows"), pa.int64())), 1)
-    if listed.num_rows and (pc.min(first).as_py() < 0 or pc.max(last).as_py() >= rows.num_rows):
-        raise SnapshotInvalid(f"{folder / 'lists.arrow'}: points outside itemitem.arrow's {rows.num_rows:,} rows")
+    first, count = listed.column("first_row"), pc.cast(listed.column("rows"), pa.int64())
+    if listed.num_rows and (pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()):
+        raise SnapshotInvalid(f"{lists_file}: points outside itemitem.arrow's {rows.num_rows:,} rows")
+    last = pc.subtract(pc.add(first, count), 1)
     for ends in (first, last):
         for key in ("tenant", "algorithm", "product_id"):
             if not rows.column(key).take(ends).equals(listed.column(key)):
-                raise SnapshotInvalid(f"{folder / 'lists.arrow'}: does not point at its lists' rows in itemitem.arrow ({key})")
+                raise SnapshotInvalid(f"{lists_file}: does not point at its lists' rows in itemitem.arrow ({key})")
+    ranks = rows.column("rank")
+    if listed.num_rows and not (pc.all(pc.equal(ranks.take(first), 1)).as_py()
+                                and pc.all(pc.equal(pc.cast(ranks.take(last), pa.int64()), count)).as_py()):
+        raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
+    if (pc.sum(count).as_py() or 0) != rows.num_rows or _runs(rows) != listed.num_rows:
+        raise SnapshotInvalid(f"{rows_file}: its rows are not exactly the lists of lists.arrow, each in one run")
+
+
+def _runs(rows: pa.Table) -> int:
+    """How many runs of equal (tenant, algorithm, product_id) itemitem.arrow's rows make."""
+    if rows.num_rows <= 1:
+        return rows.num_rows
+    changed = None
+    for key in ("tenant", "algorithm", "product_id"):
+        column = rows.column(key)
+        differs = pc.not_equal(column.slice(1), column.slice(0, rows.num_rows - 1))
+        changed = differs if changed is None else pc.or_(changed, differs)
+    return 1 + pc.sum(pc.cast(changed, pa.int64())).as_py()
 
 
 def publish(root: Path, staged: Snapshot) -> Snapshot:

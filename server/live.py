@@ -47,9 +47,10 @@ class LiveSnapshot:
             return False
         try:
             loaded = ServedSnapshot(self.root / target, previous=self.current)
-        except (snapshot.SnapshotInvalid, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever is wrong with it, keep serving the one we have
             self.failed[target] = str(error)
-            log.error("not serving snapshot %s: %s", target, error)
+            unforeseen = not isinstance(error, (snapshot.SnapshotInvalid, OSError))
+            log.error("not serving snapshot %s: %s", target, error, exc_info=unforeseen)
             return False
         previous, self.current = self.current, loaded
         log.info("serving snapshot %s (was %s)", loaded.build_id, previous.build_id if previous else "none")

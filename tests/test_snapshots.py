@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,26 +76,43 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
 
 
-def tiny_tables(first_row: int = 0) -> dict:
-    """A snapshot's tables by hand: product 1 has one llr neighbour, product 2 none."""
-    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["1"], "rank": pa.array([1], pa.int32()),
-                         "related_product_id": ["2"], "distance_score": [1.0],
-                         "item_json": ['{"product_id":"2","rank":1,"score":1.0},']})
+def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",") -> dict:
+    """A snapshot's tables by hand: product 1 has two llr neighbours, product 2 none."""
+    itemitem = pa.table({"tenant": ["nl", "nl"], "algorithm": ["llr", "llr"], "product_id": ["1", "1"],
+                         "rank": pa.array([1, 2], pa.int32()), "related_product_id": ["2", "3"], "distance_score": [score, 0.5],
+                         "item_json": [f'{{"product_id":"2","rank":1,"score":{score}}}{comma}', '{"product_id":"3","rank":2,"score":0.5},']})
     lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["1", "2"],
-                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([1, 0], pa.int32())})
+                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([rows, 0], pa.int32())})
     products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
     return {"itemitem": itemitem.to_reader, "lists": lists.to_reader, "products": products.to_reader}
 
 
-def test_the_verifier_refuses_a_list_index_that_points_at_the_wrong_rows(tmp_path):
-    assert snapshot.verify(snapshot.stage(tmp_path, "good", tiny_tables(), {}).path).build_id == "good"
-    with pytest.raises(snapshot.SnapshotInvalid, match="lists.arrow: points outside itemitem.arrow's 1 rows"):
-        snapshot.stage(tmp_path, "outside", tiny_tables(first_row=1), {})
-    tables = tiny_tables()
-    tables["products"] = pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader
-    with pytest.raises(snapshot.SnapshotInvalid, match="the llr block does not follow products.arrow's order"):
-        snapshot.stage(tmp_path, "reordered", tables, {})
-    assert [p.name for p in tmp_path.iterdir()] == [".staging-good"]  # the refused ones are removed
+@pytest.mark.parametrize(("tables", "refusal"), [
+    (tiny_tables(first_row=1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
+    (tiny_tables(first_row=2**63 - 1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
+    (tiny_tables(rows=1), "its rows are not exactly the lists of lists.arrow"),
+    (tiny_tables(rows=-1), "lists.arrow: a negative row count"),
+    (tiny_tables(score=float("nan")), "distance_score has NaN or infinite values"),
+    (tiny_tables(comma=""), "an item_json value does not end with a comma"),
+    ({**tiny_tables(), "products": pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader},
+     "the llr block does not follow products.arrow's order"),
+    ({**tiny_tables(), "lists": pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["1", "2"],
+                                          "first_row": pa.array([None, 0], pa.int64()), "rows": pa.array([2, 0], pa.int32())}).to_reader},
+     "lists.arrow: NULLs in first_row"),
+])
+def test_the_verifier_refuses_a_list_index_the_server_could_not_trust(tmp_path, tables, refusal):
+    with pytest.raises(snapshot.SnapshotInvalid, match=re.escape(refusal)):
+        snapshot.stage(tmp_path, "bad", tables, {})
+    assert list(tmp_path.iterdir()) == []  # a refused staging folder is removed
+
+
+def test_a_hand_made_snapshot_that_lines_up_verifies_and_serves(tmp_path):
+    from server.reader import Recommendation, ServedSnapshot
+
+    served = ServedSnapshot(snapshot.stage(tmp_path, "good", tiny_tables(), {}).path)
+    assert served.recommendations("nl", "llr", "1", 5) == [Recommendation("2", 1, 1.0), Recommendation("3", 2, 0.5)]
+    assert served.items_json("nl", "llr", "1", 1) == b'[{"product_id":"2","rank":1,"score":1.0}]'
+    assert served.items_json("nl", "llr", "2", 5) == b"[]"
 
 
 def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker(shop, tmp_path):
@@ -279,7 +297,7 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
     staged = snapshot.stage(tmp_path / "root", "b1", tiny_tables(), {}, folders={"visual": extra})
     assert set(staged.manifest["files"]) == {"itemitem.arrow", "lists.arrow", "products.arrow", "visual/forest-nl.ann",
                                              "visual/items.json"}
-    assert staged.manifest["rows"] == {"itemitem": 1, "lists": 2, "products": 2}
+    assert staged.manifest["rows"] == {"itemitem": 2, "lists": 2, "products": 2}
     snapshot.verify(staged.path)
     forest = staged.path / "visual" / "forest-nl.ann"
     forest.write_bytes(forest.read_bytes()[:-1] + b"\x01")
