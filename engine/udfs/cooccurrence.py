@@ -121,6 +121,18 @@ def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count
     return min(kept + 1, top_n)
 
 
+@numba.njit(cache=True)
+def _widest(basket_ptr: np.ndarray, item_ptr: np.ndarray, item_baskets: np.ndarray) -> int:
+    """The most co-occurrences any one product has (the sum of its sessions' sizes): the buffer each thread needs."""
+    widest = 0
+    for a in range(item_ptr.size - 1):
+        width = 0
+        for p in range(item_ptr[a], item_ptr[a + 1]):
+            width += basket_ptr[item_baskets[p] + 1] - basket_ptr[item_baskets[p]]
+        widest = max(widest, width)
+    return widest
+
+
 @numba.njit(cache=True, parallel=True)
 def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n):
     n_items = sessions.size
@@ -134,20 +146,29 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
     margin = np.empty(n_items, dtype=np.float64)
     for i in range(n_items):
         margin[i] = xlx[tenant_sessions[i]] - xlx[sessions[i]] - xlx[tenant_sessions[i] - sessions[i]]
+    # Each product's co-occurring products are first copied into one buffer, then counted. Fetching a
+    # session's products is a cache miss (sessions are scattered in memory); in a loop that does nothing
+    # else, the CPU overlaps many of them, which made the whole pass about 20% faster at 20M events.
+    widest = _widest(basket_ptr, item_ptr, item_baskets)
     n_chunks = max(1, min(n_items, 256))
     for chunk in numba.prange(n_chunks):
         counts = np.zeros(n_items, dtype=np.int32)
         touched = np.empty(n_items, dtype=np.int32)
-        for a in range(chunk * n_items // n_chunks, (chunk + 1) * n_items // n_chunks):
-            n_touched = 0
+        together = np.empty(widest, dtype=np.int32)
+        for a in range(chunk, n_items, n_chunks):  # every n_chunks-th product: the threads get even shares
+            n_together = 0
             for p in range(item_ptr[a], item_ptr[a + 1]):
                 basket = item_baskets[p]
                 for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
-                    b = basket_items[q]
-                    if counts[b] == 0:
-                        touched[n_touched] = b
-                        n_touched += 1
-                    counts[b] += 1
+                    together[n_together] = basket_items[q]
+                    n_together += 1
+            n_touched = 0
+            for t in range(n_together):
+                b = together[t]
+                if counts[b] == 0:
+                    touched[n_touched] = b
+                    n_touched += 1
+                counts[b] += 1
             kept = 0
             na = sessions[a]
             n = tenant_sessions[a]
@@ -171,58 +192,77 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) ->
     """The kernel's (algorithm, item, rank) arrays as rows in (tenant, algorithm, product, rank) order.
 
     Text columns are Arrow dictionaries over the item table's strings, so no
-    string is copied here; DuckDB materialises each one once, on insert.
+    string is copied here; DuckDB materialises each one once, on insert. The
+    numeric columns come out of :func:`_flatten` whole, so that nothing here
+    makes another pass over 20M rows.
     """
     first = np.array([f for f, _ in tenants], dtype=np.int64)
     end = np.array([e for _, e in tenants], dtype=np.int64)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
-    tenant, algorithm, item, rank, other, count, value = _flatten(first, end, length, related, cooccurrence, score)
+    columns = _flatten(first, end, length, related, cooccurrence, score, sessions)
+    tenant, algorithm, item, rank, other, count, counted, value, item_sessions, other_sessions = columns
     names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
     product_ids = items.column("product_id").combine_chunks()
+    validity = pa.py_buffer(np.packbits(counted, bitorder="little"))
     table = pa.table(
         {
-            "tenant": pa.DictionaryArray.from_arrays(tenant, names),
-            "algorithm": pa.DictionaryArray.from_arrays(algorithm, ALGORITHMS),
-            "product_id": pa.DictionaryArray.from_arrays(item, product_ids),
+            # Indices made by _flatten from the same arrays: in range by construction.
+            "tenant": pa.DictionaryArray.from_arrays(tenant, names, safe=False),
+            "algorithm": pa.DictionaryArray.from_arrays(algorithm, ALGORITHMS, safe=False),
+            "product_id": pa.DictionaryArray.from_arrays(item, product_ids, safe=False),
             "rank": rank,
-            "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids),
+            "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids, safe=False),
             "distance_score": value,
-            "cooccurrence": pa.array(count, mask=algorithm == POPULAR),
-            "product_sessions": sessions[item],
-            "related_sessions": sessions[other],
+            "cooccurrence": pa.Array.from_buffers(pa.int64(), count.size, [validity, pa.py_buffer(count)]),  # NULL for popular
+            "product_sessions": item_sessions,
+            "related_sessions": other_sessions,
         }
     )
     # Many small batches let DuckDB read the table on every core.
     return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), schema=table.schema)
 
 
-@numba.njit(cache=True)
-def _flatten(first, end, length, related, cooccurrence, score):
-    """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product."""
-    total = 0
-    for t in range(first.size):
-        total += length[:, first[t]:end[t]].sum()
+@numba.njit(cache=True, parallel=True)
+def _flatten(first, end, length, related, cooccurrence, score, sessions):
+    """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product.
+
+    Each (tenant, algorithm) block is written by one thread at the offset the
+    blocks before it end at, so the rows come out in order on every core.
+    """
+    n_algorithms = length.shape[0]
+    blocks = first.size * n_algorithms
+    starts = np.zeros(blocks + 1, dtype=np.int64)
+    for block in range(blocks):
+        t, a = block // n_algorithms, block % n_algorithms
+        starts[block + 1] = starts[block] + length[a, first[t]:end[t]].sum()
+    total = starts[blocks]
     tenant = np.empty(total, dtype=np.int32)
     algorithm = np.empty(total, dtype=np.int8)
     item = np.empty(total, dtype=np.int32)
     rank = np.empty(total, dtype=np.int32)
     other = np.empty(total, dtype=np.int32)
     count = np.empty(total, dtype=np.int64)
+    counted = np.empty(total, dtype=np.bool_)
     value = np.empty(total, dtype=np.float64)
-    row = 0
-    for t in range(first.size):
-        for a in range(length.shape[0]):
-            for i in range(first[t], end[t]):
-                for slot in range(length[a, i]):
-                    tenant[row] = t
-                    algorithm[row] = a
-                    item[row] = i
-                    rank[row] = slot + 1
-                    other[row] = related[a, i, slot]
-                    count[row] = cooccurrence[a, i, slot]
-                    value[row] = score[a, i, slot]
-                    row += 1
-    return tenant, algorithm, item, rank, other, count, value
+    item_sessions = np.empty(total, dtype=np.int64)
+    other_sessions = np.empty(total, dtype=np.int64)
+    for block in numba.prange(blocks):
+        t, a = block // n_algorithms, block % n_algorithms
+        row = starts[block]
+        for i in range(first[t], end[t]):
+            for slot in range(length[a, i]):
+                tenant[row] = t
+                algorithm[row] = a
+                item[row] = i
+                rank[row] = slot + 1
+                other[row] = related[a, i, slot]
+                count[row] = cooccurrence[a, i, slot]
+                counted[row] = a != POPULAR
+                value[row] = score[a, i, slot]
+                item_sessions[row] = sessions[i]
+                other_sessions[row] = sessions[related[a, i, slot]]
+                row += 1
+    return tenant, algorithm, item, rank, other, count, counted, value, item_sessions, other_sessions
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size
