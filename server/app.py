@@ -30,7 +30,7 @@ from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.live import LiveSnapshot, NoSnapshot
 from server.lookup import Lookup, Unavailable, limit_type
-from server.reader import Recommendation
+from server.reader import Recommendation, decoded
 
 VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
 VARIANT_HEADER = "etalage-variant"
@@ -119,7 +119,7 @@ def create_app(config: config_module.Config) -> Litestar:
         fallback_used = items == b"[]" and variant.fallback is not None
         if fallback_used:
             algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit)
-        shown = [item.product_id for item in msgspec.json.decode(items, type=list[Recommendation])]
+        shown = [item.product_id for item in decoded(items)]
         exposure = log.append(visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, shown)
         answer = GatewayAnswer(tenant, product_id, visitor, experiment.name, variant.name, algorithm, fallback_used,
                                served.build_id, exposure, msgspec.Raw(items))

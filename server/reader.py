@@ -122,8 +122,8 @@ class ServedSnapshot:
         return b"[" + b"".join(self._json_rows(first, count))[:-1] + b"]"
 
     def recommendations(self, tenant: str, algorithm: str, product_id: str, limit: int) -> list[Recommendation]:
-        """:meth:`items_json` decoded (empty for an unknown product): for the gateway's exposure log and for checks."""
-        return msgspec.json.decode(self.items_json(tenant, algorithm, product_id, limit) or b"[]", type=list[Recommendation])
+        """:meth:`items_json` decoded (empty for an unknown product)."""
+        return decoded(self.items_json(tenant, algorithm, product_id, limit) or b"[]")
 
     def _json_rows(self, first: int, count: int) -> list[bytes]:
         """The rendered rows ``first`` to ``first + count``, for a list that spans two record batches."""
@@ -136,6 +136,11 @@ class ServedSnapshot:
             pieces.append(column.data[column.offsets[local] : column.offsets[end]].tobytes())
             row = self._json_starts[batch] + end
         return pieces
+
+
+def decoded(items_json: bytes) -> list[Recommendation]:
+    """A list as :meth:`ServedSnapshot.items_json` gives it, as objects (the gateway logs the ids it showed)."""
+    return msgspec.json.decode(items_json, type=list[Recommendation])
 
 
 def _visual_index(folder: Path) -> VisualIndex | None:
@@ -155,9 +160,7 @@ class _JsonColumn:
     """One record batch's ``item_json`` as memoryviews of the mapped file: offsets as ints, and the bytes."""
 
     def __init__(self, column: pa.StringArray) -> None:
-        if column.null_count:
-            raise snapshot.SnapshotInvalid("itemitem.arrow has NULLs in item_json")
-        _, offsets, data = column.buffers()
+        _, offsets, data = column.buffers()  # no NULLs: engine.snapshot.verify refuses them
         self.length = len(column)
         self.offsets = memoryview(offsets)[column.offset * 4 : (column.offset + self.length + 1) * 4].cast("i")
         self.data = memoryview(data)
