@@ -141,6 +141,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1") -> dict:
+    """A snapshot's tables by hand (for ``engine.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
+    itemitem = pa.table({"tenant": ["nl", "nl"], "algorithm": ["llr", "llr"], "product_id": [product, product],
+                         "rank": pa.array([1, 2], pa.int32()), "related_product_id": ["2", "3"], "distance_score": [score, 0.5],
+                         "item_json": [f'{{"product_id":"2","rank":1,"score":{score}}}{comma}', '{"product_id":"3","rank":2,"score":0.5},']})
+    lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": [product, "2"],
+                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([rows, 0], pa.int32())})
+    products = pa.table({"tenant": ["nl", "nl"], "product_id": [product, "2"]})
+    return {"itemitem": itemitem.to_reader, "lists": lists.to_reader, "products": products.to_reader}
+
+
 @contextlib.contextmanager
 def running_server(config_path: Path, workers: int = 2) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run ``etalage serve`` in a real process on a loopback port until the block ends; yield its URL and process."""

@@ -19,7 +19,7 @@ from engine.config import Experiment, Variant
 from server import assignment
 from server.app import GatewayAnswer, Recommendations, create_app
 from server.reader import Recommendation, ServedSnapshot
-from tests.conftest import copy_shop, run_cli
+from tests.conftest import copy_shop, run_cli, tiny_tables
 
 
 @pytest.fixture(scope="module")
@@ -283,17 +283,10 @@ def test_a_new_snapshot_with_the_same_catalogue_keeps_the_product_index(shop, tm
 
 def test_a_catalogue_id_outside_the_patterns_is_refused_like_any_other(shop, tmp_path):
     # The catalogue is not held to the URL patterns; the server still is, and answers 400, not the list.
-    itemitem = pa.table({"tenant": ["nl"], "algorithm": ["llr"], "product_id": ["a.b c"], "rank": pa.array([1], pa.int32()),
-                         "related_product_id": ["ok"], "distance_score": [1.0],
-                         "item_json": ['{"product_id":"ok","rank":1,"score":1.0},']})
-    lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["a.b c", "ok"],
-                      "first_row": pa.array([0, 0], pa.int64()), "rows": pa.array([1, 0], pa.int32())})
-    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["a.b c", "ok"]})
     root = tmp_path / "snapshots"
-    snapshot.publish(root, snapshot.stage(root, "odd", {"itemitem": itemitem.to_reader, "lists": lists.to_reader,
-                                                        "products": products.to_reader}, {}))
+    snapshot.publish(root, snapshot.stage(root, "odd", tiny_tables(product="a.b c"), {}))
     odd = dataclasses.replace(shop, snapshots=dataclasses.replace(shop.snapshots, root=root))
     with TestClient(create_app(odd)) as client:
         response = client.get(f"/v1/nl/products/{quote('a.b c')}/recommendations")
         assert response.status_code == 400 and "product_id must be" in response.json()["detail"]
-        assert client.get("/v1/nl/products/ok/recommendations").json()["items"] == []
+        assert client.get("/v1/nl/products/2/recommendations").json()["items"] == []

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from engine import crashpoints, gate, snapshot, warehouse
-from tests.conftest import copy_shop, run_cli, sha256
+from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
 
@@ -74,17 +74,6 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
                                 "products": products.num_rows}
     assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
-
-
-def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",") -> dict:
-    """A snapshot's tables by hand: product 1 has two llr neighbours, product 2 none."""
-    itemitem = pa.table({"tenant": ["nl", "nl"], "algorithm": ["llr", "llr"], "product_id": ["1", "1"],
-                         "rank": pa.array([1, 2], pa.int32()), "related_product_id": ["2", "3"], "distance_score": [score, 0.5],
-                         "item_json": [f'{{"product_id":"2","rank":1,"score":{score}}}{comma}', '{"product_id":"3","rank":2,"score":0.5},']})
-    lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["1", "2"],
-                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([rows, 0], pa.int32())})
-    products = pa.table({"tenant": ["nl", "nl"], "product_id": ["1", "2"]})
-    return {"itemitem": itemitem.to_reader, "lists": lists.to_reader, "products": products.to_reader}
 
 
 @pytest.mark.parametrize(("tables", "refusal"), [

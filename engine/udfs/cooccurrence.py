@@ -200,10 +200,10 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) ->
     end = np.array([e for _, e in tenants], dtype=np.int64)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     columns = _flatten(first, end, length, related, cooccurrence, score, sessions)
-    tenant, algorithm, item, rank, other, count, counted, value, item_sessions, other_sessions = columns
+    tenant, algorithm, item, rank, other, count, value, item_sessions, other_sessions = columns
     names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
     product_ids = items.column("product_id").combine_chunks()
-    validity = pa.py_buffer(np.packbits(counted, bitorder="little"))
+    validity = pa.py_buffer(np.packbits(algorithm != POPULAR, bitorder="little"))
     table = pa.table(
         {
             # Indices made by _flatten from the same arrays: in range by construction.
@@ -242,7 +242,6 @@ def _flatten(first, end, length, related, cooccurrence, score, sessions):
     rank = np.empty(total, dtype=np.int32)
     other = np.empty(total, dtype=np.int32)
     count = np.empty(total, dtype=np.int64)
-    counted = np.empty(total, dtype=np.bool_)
     value = np.empty(total, dtype=np.float64)
     item_sessions = np.empty(total, dtype=np.int64)
     other_sessions = np.empty(total, dtype=np.int64)
@@ -257,12 +256,11 @@ def _flatten(first, end, length, related, cooccurrence, score, sessions):
                 rank[row] = slot + 1
                 other[row] = related[a, i, slot]
                 count[row] = cooccurrence[a, i, slot]
-                counted[row] = a != POPULAR
                 value[row] = score[a, i, slot]
                 item_sessions[row] = sessions[i]
                 other_sessions[row] = sessions[related[a, i, slot]]
                 row += 1
-    return tenant, algorithm, item, rank, other, count, counted, value, item_sessions, other_sessions
+    return tenant, algorithm, item, rank, other, count, value, item_sessions, other_sessions
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size
