@@ -96,6 +96,7 @@ class Visual:
     search_k: int = -1
     dims: int = 128
     candidates: int = 100
+    neighbours: int = 32
     min_sessions: int = 5
 
 
@@ -402,7 +403,7 @@ def _visual(raw: dict[str, Any], base: Path) -> Visual:
     return visual
 
 
-_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "dims": 0, "candidates": 1, "min_sessions": 0}
+_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "dims": 0, "candidates": 1, "neighbours": 0, "min_sessions": 0}
 
 
 def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:

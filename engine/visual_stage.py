@@ -90,6 +90,7 @@ def compute(
             result = visual.run(
                 vectors, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
                 search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
+                neighbours=settings.neighbours,
                 top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True,
                 progress=lambda done, total: progress(done, total, "encoding pictures"),
                 rows_progress=lambda done, total: progress(done, total, "listing look-alikes"),

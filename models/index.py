@@ -28,6 +28,13 @@ built over the vectors' first ``dims`` principal components, and the
 ``candidates`` best found are re-ranked exactly on the full vectors. Two
 more files then: ``visual-vectors.npy`` (the full vectors, one row per row of
 the item table, memory-mapped) and ``visual-projection.npy``.
+
+**Neighbour graph** (``neighbours``, with reduced search; see
+:mod:`models.graph`): each item's nearest items, which a query walks from the
+forest's results before the re-ranking. It finds what the trees miss at a
+fraction of the candidates: two more memory-mapped files,
+``visual-reduced.npy`` (the components the forests hold) and
+``visual-graph.npy`` (``neighbours`` item numbers per row of the item table).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annoy import AnnoyIndex
 
-from models import METRICS
+from models import METRICS, graph
 from models.reduce import Projection, fit, unit
 
 
@@ -53,6 +60,11 @@ ITEMS_FILE = "visual-items.arrow"
 MANIFEST_FILE = "visual.json"
 VECTORS_FILE = "visual-vectors.npy"
 PROJECTION_FILE = "visual-projection.npy"
+REDUCED_FILE = "visual-reduced.npy"
+GRAPH_FILE = "visual-graph.npy"
+
+FIRST_GUESS_SEARCH_K = 300
+"""Annoy's search_k for each item's first neighbours when building the graph: NN-descent improves them, so few suffice."""
 
 ITEMITEM_SCHEMA = pa.schema(
     [
@@ -113,6 +125,8 @@ class VisualIndex:
         manifest: dict,
         vectors: np.ndarray | None = None,
         projection: Projection | None = None,
+        reduced: np.ndarray | None = None,
+        neighbours: np.ndarray | None = None,
     ) -> None:
         self.forests = forests
         self.items = items
@@ -124,6 +138,9 @@ class VisualIndex:
         self.candidates: int = manifest.get("candidates", 0)
         self.vectors = vectors  # full vectors per item-table row; only for reduced search
         self.projection = projection
+        self.reduced = reduced  # the forests' vectors per item-table row; only with a graph
+        self.graph = neighbours  # item numbers (within the tenant) of each row's nearest items
+        self.n_trees: int = manifest["n_trees"]
         self._products: dict[str, list[str]] = {}
         self._position: dict[str, dict[str, int]] = {}
         self._first_row: dict[str, int] = {}
@@ -134,6 +151,12 @@ class VisualIndex:
             self._first_row[tenant] = int(rows[0])
             self._products[tenant] = products
             self._position[tenant] = {product: i for i, product in enumerate(products)}
+        self._walk: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if neighbours is not None and reduced is not None:
+            for tenant, first in self._first_row.items():
+                end = first + len(self._products[tenant])
+                self._walk[tenant] = (np.asarray(neighbours[first:end]), np.asarray(reduced[first:end]))
+            self._compile_walk()
 
     @property
     def tenants(self) -> list[str]:
@@ -159,9 +182,12 @@ class VisualIndex:
         forest, item = self._item(tenant, product_id)
         # One more than asked for, since the product itself usually comes back first (and duplicates of its photo may).
         if self.projection is not None:
-            ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k))
+            ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k, k))
+            if tenant in self._walk:
+                neighbours, reduced = self._walk[tenant]
+                ids = graph.search(reduced[item], np.asarray(ids, dtype=np.int32), neighbours, reduced, max(self.candidates, k), item)
             return self._reranked(tenant, ids, self.vectors[self._first_row[tenant] + item], item)[:k]
-        ids, distances = forest.get_nns_by_item(item, k + 1, search_k=self._search_k(search_k), include_distances=True)
+        ids, distances = forest.get_nns_by_item(item, k + 1, search_k=self._search_k(search_k, k + 1), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=item)[:k]
 
     def nearest(self, tenant: str, vector: np.ndarray, k: int = 10, search_k: int | None = None) -> list[Neighbour]:
@@ -178,9 +204,12 @@ class VisualIndex:
         if self.projection is not None:
             full = unit(vector) if self.metric == "angular" else vector
             reduced = self.projection(full[None, :])[0]
-            ids = forest.get_nns_by_vector(reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k))
+            ids = forest.get_nns_by_vector(reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k, k))
+            if tenant in self._walk:
+                neighbours, points = self._walk[tenant]
+                ids = graph.search(reduced, np.asarray(ids, dtype=np.int32), neighbours, points, max(self.candidates, k), -1)
             return self._reranked(tenant, ids, full, None)[:k]
-        ids, distances = forest.get_nns_by_vector(vector.tolist(), k, search_k=self._search_k(search_k), include_distances=True)
+        ids, distances = forest.get_nns_by_vector(vector.tolist(), k, search_k=self._search_k(search_k, k), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=None)
 
     def save(self, directory: Path) -> Path:
@@ -193,6 +222,9 @@ class VisualIndex:
         if self.projection is not None:
             np.save(directory / VECTORS_FILE, np.asarray(self.vectors, dtype=np.float32))
             self.projection.save(directory / PROJECTION_FILE)
+        if self.graph is not None:
+            np.save(directory / REDUCED_FILE, np.asarray(self.reduced, dtype=np.float32))
+            np.save(directory / GRAPH_FILE, np.asarray(self.graph, dtype=np.int32))
         (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
         return directory
 
@@ -220,12 +252,18 @@ class VisualIndex:
         items = pa.ipc.open_file(pa.memory_map(str(directory / ITEMS_FILE))).read_all()
         if not manifest.get("dims"):
             return cls(forests, items, manifest)
-        for name in (VECTORS_FILE, PROJECTION_FILE):
+        needed = (VECTORS_FILE, PROJECTION_FILE) + ((REDUCED_FILE, GRAPH_FILE) if manifest.get("neighbours") else ())
+        for name in needed:
             if not (directory / name).is_file():
                 msg = f"{directory / name} is missing from the visual index"
                 raise NotIndexed(msg)
         vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
-        return cls(forests, items, manifest, vectors, Projection.load(directory / PROJECTION_FILE))
+        projection = Projection.load(directory / PROJECTION_FILE)
+        if not manifest.get("neighbours"):
+            return cls(forests, items, manifest, vectors, projection)
+        reduced = np.load(directory / REDUCED_FILE, mmap_mode="r")
+        neighbours = np.load(directory / GRAPH_FILE, mmap_mode="r")
+        return cls(forests, items, manifest, vectors, projection, reduced, neighbours)
 
     def unload(self) -> None:
         """Unmap the forests (a server swapping snapshots calls this on the old one)."""
@@ -246,8 +284,29 @@ class VisualIndex:
             raise NotIndexed(msg)
         return forest, item
 
-    def _search_k(self, search_k: int | None) -> int:
-        return self.search_k if search_k is None else search_k
+    def _compile_walk(self) -> None:
+        """Compile the graph walk for the argument types queries pass, now rather than in the first request.
+
+        ``similar`` passes a row of the memory-mapped (read-only) components
+        and ``nearest`` a fresh query vector: Numba compiles each kind once
+        (and caches them on disk).
+        """
+        neighbours, points = next(iter(self._walk.values()))
+        seeds = np.zeros(1, dtype=np.int32)
+        for query in (points[0], np.array(points[0])):
+            graph.search(query, seeds, neighbours, points, 1, -1)
+
+    def _search_k(self, search_k: int | None, k: int) -> int:
+        """The search_k asked for, else the index's; -1 is Annoy's default, ``n_trees`` x the ``k`` results wanted.
+
+        A reduced search asks Annoy for ``candidates`` results, not ``k``, so
+        Annoy's own default would inspect ``n_trees * candidates``; with a
+        graph to finish the search, ``n_trees * k`` is plenty.
+        """
+        chosen = self.search_k if search_k is None else search_k
+        if chosen < 0 and self._walk:
+            return self.n_trees * k
+        return chosen
 
     def _reranked(self, tenant: str, ids: list[int], query: np.ndarray, exclude: int | None) -> list[Neighbour]:
         """Candidates of a reduced search ordered by the exact metric on the full vectors (ties by item number)."""
@@ -282,6 +341,7 @@ def build(
     n_jobs: int = 1,
     dims: int | None = None,
     candidates: int = 100,
+    neighbours: int = 32,
 ) -> VisualIndex:
     """Build one forest per tenant over the rows of ``vectors``.
 
@@ -299,7 +359,10 @@ def build(
         dims: search the first ``dims`` principal components and re-rank exactly
             (:mod:`models.reduce`; angular and euclidean only); None searches the full
             vectors, as does a catalogue of at most ``2 * dims`` photos.
-        candidates: how many results of a reduced search are re-ranked.
+        candidates: how many results of a reduced search are re-ranked (and,
+            with a graph, how many the walk keeps).
+        neighbours: with reduced search, each item's this-many nearest items
+            are kept as a graph that queries walk (:mod:`models.graph`); 0: none.
 
     Raises:
         ValueError: bad metric, shapes that disagree, a duplicate product, or non-finite values.
@@ -316,6 +379,9 @@ def build(
         raise ValueError(msg)
     if n_trees < 1:
         msg = f"n_trees must be at least 1, not {n_trees}"
+        raise ValueError(msg)
+    if neighbours < 0:
+        msg = f"neighbours must be 0 or more, not {neighbours}"
         raise ValueError(msg)
     dim = vectors.shape[1]
     projection = None
@@ -342,6 +408,8 @@ def build(
     product_column = keys.column("product_id").to_numpy(zero_copy_only=False)
     forests: dict[str, AnnoyIndex] = {}
     item = np.empty(keys.num_rows, dtype=np.int32)
+    walk = projection is not None and neighbours > 0
+    nearest = np.full((keys.num_rows, neighbours if walk else 0), -1, dtype=np.int32)
     for tenant in np.unique(tenant_column):
         if not _TENANT.fullmatch(tenant):
             msg = f"tenant {tenant!r} cannot name a file; tenants are letters, digits, '-' and '_'"
@@ -358,6 +426,11 @@ def build(
             forest.add_item(position, searched[row])
         forest.build(n_trees, n_jobs=n_jobs)
         forests[str(tenant)] = forest
+        if walk:
+            found = graph.build(
+                searched[rows], lambda i, f=forest: f.get_nns_by_item(i, neighbours + 1, search_k=FIRST_GUESS_SEARCH_K), neighbours
+            )
+            nearest[rows, : found.shape[1]] = found
         item[rows] = np.arange(rows.size, dtype=np.int32)
     items = keys.append_column("item", pa.array(item))
     manifest = {
@@ -369,12 +442,15 @@ def build(
         "seed": seed,
         "dims": dims,
         "candidates": candidates if dims is not None else 0,
+        "neighbours": neighbours if walk else 0,
         "tenants": sorted(forests),
         "items": {tenant: forest.get_n_items() for tenant, forest in forests.items()},
     }
     if projection is None:
         return VisualIndex(forests, items, manifest)
-    return VisualIndex(forests, items, manifest, vectors, projection)
+    if not walk:
+        return VisualIndex(forests, items, manifest, vectors, projection)
+    return VisualIndex(forests, items, manifest, vectors, projection, searched, nearest)
 
 
 def itemitem_rows(

@@ -58,6 +58,7 @@ def run(
     search_k: int = -1,
     dims: int | None = 128,
     candidates: int = 100,
+    neighbours: int = 32,
     top_n: int = 20,
     batch_size: int = 32,
     skip_unreadable: bool = False,
@@ -76,7 +77,7 @@ def run(
     keys = keys.filter(pa.array(present))
     built = index.build(
         keys, vectors[present], model_id=encoder.model_id, metric=metric, n_trees=n_trees, search_k=search_k,
-        dims=dims or None, candidates=candidates,
+        dims=dims or None, candidates=candidates, neighbours=neighbours,
     )
     rows = index.itemitem_rows(built, top_n, progress=rows_progress)
     return VisualResult(index=built, rows=rows, stats=stats)
