@@ -28,6 +28,9 @@ from typing import Callable
 import numba
 import numpy as np
 
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+"""Numba's fast-math flags for the distance loops: reordering the sums lets them vectorise; NaN checks still hold."""
+
 REVERSE = 16
 """At most this many of the items that list an item are also its candidates in a refinement round."""
 
@@ -88,6 +91,8 @@ def _distance(vectors: np.ndarray, item: int, query: np.ndarray) -> float:
 def _insert(ids, distances, flags, size, item, distance) -> int:
     """Put ``item`` into the sorted pool (by distance, then id) unless it is full and item is no better; new size."""
     capacity = ids.size
+    if distance != distance:  # NaN: never closer than anything, and never in the pool
+        return size
     if size == capacity and (distance > distances[size - 1] or (distance == distances[size - 1] and item > ids[size - 1])):
         return size
     place = size if size < capacity else capacity - 1
@@ -102,7 +107,7 @@ def _insert(ids, distances, flags, size, item, distance) -> int:
     return size + 1 if size < capacity else size
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True, fastmath=FAST)
 def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray, width: int) -> np.ndarray:
     """One NN-descent round: each item's best ``m`` among its neighbours, their neighbours and the items naming it."""
     items, m = graph.shape
@@ -133,7 +138,7 @@ def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray, width: 
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FAST)
 def search(query: np.ndarray, seeds: np.ndarray, graph: np.ndarray, vectors: np.ndarray, pool: int, exclude: int) -> np.ndarray:
     """The ``pool`` items nearest to ``query`` found by walking ``graph`` from ``seeds``, closest first.
 

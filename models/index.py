@@ -156,6 +156,7 @@ class VisualIndex:
             for tenant, first in self._first_row.items():
                 end = first + len(self._products[tenant])
                 self._walk[tenant] = (np.asarray(neighbours[first:end]), np.asarray(reduced[first:end]))
+        if self._walk:
             self._compile_walk()
 
     @property
@@ -194,11 +195,14 @@ class VisualIndex:
         """The ``k`` products of ``tenant`` nearest to ``vector`` (an uploaded photo's or a text's encoding).
 
         Raises:
-            ValueError: the vector's length is not the index's dimension.
+            ValueError: the vector's length is not the index's dimension, or it holds NaN or infinite values.
         """
         vector = np.asarray(vector, dtype=np.float32).ravel()
         if vector.size != self.dim:
             msg = f"a vector of {vector.size} values was given, the index holds {self.dim}-dimensional vectors ({self.model_id})"
+            raise ValueError(msg)
+        if not np.isfinite(vector).all():
+            msg = "the vector contains NaN or infinite values"
             raise ValueError(msg)
         forest = self._forest(tenant)
         if self.projection is not None:

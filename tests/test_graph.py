@@ -158,3 +158,16 @@ def test_each_tenant_walks_its_own_graph():
     be = rows.filter(pa.compute.equal(rows.column("tenant"), "be"))
     assert be.num_rows == 10 * 9
     assert set(be.column("related_product_id").to_pylist()) <= {f"{i:05d}" for i in range(10)}
+
+
+def test_a_vector_that_is_not_a_number_is_refused():
+    vectors, _ = vectors_and_truth()
+    built = index.build(keys(3_000), vectors, model_id="test", n_trees=5, dims=16, neighbours=8)
+    bad = vectors[0].copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        built.nearest("nl", bad, 5)
+    points = vectors[:, :16].copy()
+    neighbours = exact_neighbours(points, 8).astype(np.int32)
+    query = np.full(16, np.nan, dtype=np.float32)
+    assert graph.search(query, np.array([0, 1], dtype=np.int32), neighbours, points, 10, -1).size == 0
