@@ -44,7 +44,7 @@ def build(
         vectors: the reduced vectors the forest was built over (Euclidean distance).
         first_guess: an item's neighbours by the forest (it may include the item
             itself, and may return fewer than ``m``); called from one thread per core.
-        m: neighbours per item; fewer when there are fewer other items (the rest is -1).
+        m: neighbours per item (at most the number of other items; -1 fills a row the search left short).
         rounds: NN-descent rounds after the forest's guess.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -58,7 +58,7 @@ def build(
             guess = [other for other in guess if other != item][:m]
             graph[item, : len(guess)] = guess
     for _ in range(rounds):
-        graph = _refine(graph, _reverse(graph, REVERSE), vectors, m)
+        graph = _refine(graph, _reverse(graph, REVERSE), vectors)
     return graph
 
 
@@ -108,7 +108,7 @@ def _insert(ids, distances, flags, size, item, distance) -> int:
 
 
 @numba.njit(cache=True, parallel=True, fastmath=FAST)
-def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray, width: int) -> np.ndarray:
+def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """One NN-descent round: each item's best ``m`` among its neighbours, their neighbours and the items naming it."""
     items, m = graph.shape
     out = np.empty_like(graph)
@@ -129,7 +129,7 @@ def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray, width: 
                 if seen[first] != item:
                     seen[first] = item
                     size = _insert(ids, distances, flags, size, first, _distance(vectors, first, query))
-                for second in graph[first, :width]:
+                for second in graph[first]:
                     if second >= 0 and seen[second] != item:
                         seen[second] = item
                         size = _insert(ids, distances, flags, size, second, _distance(vectors, second, query))
