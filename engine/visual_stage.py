@@ -58,9 +58,9 @@ def compute(
 ) -> VisualOutput:
     """Encode (through the ``embeddings`` cache), index and list look-alikes for every product of ``products`` with a picture.
 
-    ``progress(done, total, description)`` hears of both long phases: the
-    encoding (minutes on a CPU for new pictures) and the listing of every
-    product's look-alikes (one Annoy query each).
+    ``progress(done, total, description)`` hears of the three long phases:
+    the encoding (minutes on a CPU for new pictures), the neighbour graph of
+    the index, and the listing of every product's look-alikes (one query each).
 
     A picture that is missing or cannot be decoded is left out and reported
     (``skipped``); one bad upload must not stop an hourly build.
@@ -93,6 +93,7 @@ def compute(
                 neighbours=settings.neighbours,
                 top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True,
                 progress=lambda done, total: progress(done, total, "encoding pictures"),
+                index_progress=lambda done, total: progress(done, total, "linking look-alikes"),
                 rows_progress=lambda done, total: progress(done, total, "listing look-alikes"),
             )
     except duckdb.Error as error:

@@ -64,6 +64,7 @@ def run(
     skip_unreadable: bool = False,
     progress: Progress | None = None,
     rows_progress: Callable[[int, int], None] | None = None,
+    index_progress: Callable[[int, int], None] | None = None,
 ) -> VisualResult:
     """Encode (through the cache in ``connection``), index and list look-alikes for every catalogue product with an image.
 
@@ -78,6 +79,7 @@ def run(
     built = index.build(
         keys, vectors[present], model_id=encoder.model_id, metric=metric, n_trees=n_trees, search_k=search_k,
         dims=dims or None, candidates=candidates, neighbours=neighbours,
+        progress=index_progress,
     )
     rows = index.itemitem_rows(built, top_n, progress=rows_progress)
     return VisualResult(index=built, rows=rows, stats=stats)

@@ -171,3 +171,13 @@ def test_a_vector_that_is_not_a_number_is_refused():
     neighbours = exact_neighbours(points, 8).astype(np.int32)
     query = np.full(16, np.nan, dtype=np.float32)
     assert graph.search(query, np.array([0, 1], dtype=np.int32), neighbours, points, 10, -1).size == 0
+
+
+def test_building_the_graphs_reports_progress_over_all_tenants():
+    vectors, _ = vectors_and_truth()
+    table = pa.concat_tables([keys(2_000, "nl"), keys(1_000, "be")])
+    heard = []
+    index.build(table, vectors, model_id="test", n_trees=5, dims=16, neighbours=8, progress=lambda done, total: heard.append((done, total)))
+    assert {total for _, total in heard} == {3_000}
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    assert heard[-1] == (3_000, 3_000) and (1_000, 3_000) in heard  # "be" (1,000 rows) is built first
