@@ -153,9 +153,14 @@ class VisualIndex:
             self._position[tenant] = {product: i for i, product in enumerate(products)}
         self._walk: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if neighbours is not None and reduced is not None:
+            _check_graph(neighbours, reduced, items.num_rows, manifest)
             for tenant, first in self._first_row.items():
                 end = first + len(self._products[tenant])
-                self._walk[tenant] = (np.asarray(neighbours[first:end]), np.asarray(reduced[first:end]))
+                part = np.asarray(neighbours[first:end])
+                if part.size and not -1 <= part.min() <= part.max() < end - first:
+                    msg = f"{GRAPH_FILE} names an item outside tenant {tenant!r}'s {end - first} pictures"
+                    raise NotIndexed(msg)
+                self._walk[tenant] = (part, np.asarray(reduced[first:end]))
         if self._walk:
             self._compile_walk()
 
@@ -506,6 +511,16 @@ def itemitem_rows(
         },
         schema=ITEMITEM_SCHEMA,
     )
+
+
+def _check_graph(neighbours: np.ndarray, reduced: np.ndarray, rows: int, manifest: dict) -> None:
+    """Refuse graph files whose shape does not fit the item table: the compiled walk does not check its bounds."""
+    if neighbours.shape != (rows, manifest["neighbours"]) or neighbours.dtype != np.int32:
+        msg = f"{GRAPH_FILE} holds {neighbours.dtype} {neighbours.shape}, the index needs int32 ({rows}, {manifest['neighbours']})"
+        raise NotIndexed(msg)
+    if reduced.shape != (rows, manifest["dims"]) or reduced.dtype != np.float32:
+        msg = f"{REDUCED_FILE} holds {reduced.dtype} {reduced.shape}, the index needs float32 ({rows}, {manifest['dims']})"
+        raise NotIndexed(msg)
 
 
 def _share(progress: Callable[[int, int], None], before: int, rows: int, total: int) -> Callable[[int, int], None]:

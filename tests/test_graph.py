@@ -181,3 +181,20 @@ def test_building_the_graphs_reports_progress_over_all_tenants():
     assert {total for _, total in heard} == {3_000}
     assert [done for done, _ in heard] == sorted(done for done, _ in heard)
     assert heard[-1] == (3_000, 3_000) and (1_000, 3_000) in heard  # "be" (1,000 rows) is built first
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda g: g[:-1], r"visual-graph.npy holds int32 \(2999, 8\), the index needs int32 \(3000, 8\)"),
+        (lambda g: g.astype(np.int64), "visual-graph.npy holds int64"),
+        (lambda g: np.where(g == g.max(), 3_000, g).astype(np.int32), "names an item outside tenant 'nl'"),
+    ],
+)
+def test_a_graph_that_does_not_fit_the_items_is_refused(tmp_path, damage, message):
+    """The walk is compiled without bounds checks, so a graph file that could make it read past its arrays is refused on load."""
+    vectors, _ = vectors_and_truth()
+    index.build(keys(3_000), vectors, model_id="test", n_trees=5, dims=16, neighbours=8).save(tmp_path)
+    np.save(tmp_path / "visual-graph.npy", damage(np.load(tmp_path / "visual-graph.npy")))
+    with pytest.raises(index.NotIndexed, match=message):
+        index.VisualIndex.load(tmp_path)
