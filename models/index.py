@@ -189,9 +189,7 @@ class VisualIndex:
         # One more than asked for, since the product itself usually comes back first (and duplicates of its photo may).
         if self.projection is not None:
             ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k, k))
-            if tenant in self._walk:
-                neighbours, reduced = self._walk[tenant]
-                ids = graph.search(reduced[item], np.asarray(ids, dtype=np.int32), neighbours, reduced, max(self.candidates, k), item)
+            ids = self._walked(tenant, ids, k, exclude=item)
             return self._reranked(tenant, ids, self.vectors[self._first_row[tenant] + item], item)[:k]
         ids, distances = forest.get_nns_by_item(item, k + 1, search_k=self._search_k(search_k, k + 1), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=item)[:k]
@@ -214,9 +212,7 @@ class VisualIndex:
             full = unit(vector) if self.metric == "angular" else vector
             reduced = self.projection(full[None, :])[0]
             ids = forest.get_nns_by_vector(reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k, k))
-            if tenant in self._walk:
-                neighbours, points = self._walk[tenant]
-                ids = graph.search(reduced, np.asarray(ids, dtype=np.int32), neighbours, points, max(self.candidates, k), -1)
+            ids = self._walked(tenant, ids, k, query=reduced)
             return self._reranked(tenant, ids, full, None)[:k]
         ids, distances = forest.get_nns_by_vector(vector.tolist(), k, search_k=self._search_k(search_k, k), include_distances=True)
         return self._neighbours(tenant, ids, distances, exclude=None)
@@ -292,6 +288,17 @@ class VisualIndex:
             msg = f"product {product_id!r} of tenant {tenant!r} has no image in the visual index"
             raise NotIndexed(msg)
         return forest, item
+
+    def _walked(self, tenant: str, ids: list[int], k: int, query: np.ndarray | None = None, exclude: int = -1):
+        """The forest's candidates, improved by walking the tenant's graph from them (as they are without a graph).
+
+        ``query`` defaults to the components of item ``exclude``: a "more like this" search.
+        """
+        if tenant not in self._walk:
+            return ids
+        neighbours, points = self._walk[tenant]
+        start = points[exclude] if query is None else query
+        return graph.search(start, np.asarray(ids, dtype=np.int32), neighbours, points, max(self.candidates, k), exclude)
 
     def _compile_walk(self) -> None:
         """Compile the graph walk for the argument types queries pass, now rather than in the first request.
