@@ -25,7 +25,7 @@ import pyarrow as pa
 from engine.udfs.llr import from_entropies, x_log_x_table
 
 ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
-"""The kernel's algorithms in the order of its arrays' first axis, which is also their name order."""
+"""The kernel's algorithms in row order, which is also their name order; the counting arrays' first axis holds the first three."""
 POPULAR = ALGORITHMS.index("popular")
 
 
@@ -49,11 +49,10 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
     item_ptr, item_baskets = _transpose(basket_ptr, basket_items, sessions.size)
     related, cooccurrence, score, length = _top_related(
-        basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n
+        basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n, numba.get_num_threads()
     )
     tenants = _tenant_blocks(items)
-    _popular(tenants, sessions, related, score, length)
-    return _as_table(items, tenants, related, cooccurrence, score, length)
+    return _as_table(items, tenants, related, cooccurrence, score, length, _leaders(tenants, sessions, top_n))
 
 
 def _tenant_blocks(items: pa.Table) -> list[tuple[int, int]]:
@@ -63,20 +62,17 @@ def _tenant_blocks(items: pa.Table) -> list[tuple[int, int]]:
     return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
 
 
-def _popular(tenants, sessions: np.ndarray, related, score, length) -> None:
-    """``sql/popular.sql``: each product gets its tenant's most-viewed products, leaving itself out."""
-    top_n = related.shape[2]
-    for first, end in tenants:
-        block = np.arange(first, end)
-        leaders = first + np.lexsort((block - first, -sessions[first:end]))[: top_n + 1]
-        grid = np.broadcast_to(leaders, (block.size, leaders.size))
-        keep = grid != block[:, None]
-        # A product among the leaders drops itself; every other product drops the last leader.
-        keep[keep.all(axis=1), -1] = False
-        width = leaders.size - 1
-        related[POPULAR, first:end, :width] = grid[keep].reshape(block.size, width)
-        score[POPULAR, first:end, :width] = sessions[related[POPULAR, first:end, :width]]
-        length[POPULAR, first:end] = width
+def _leaders(tenants, sessions: np.ndarray, top_n: int) -> np.ndarray:
+    """Each tenant's ``top_n + 1`` most-viewed products (ties: lower product first), -1 where it has fewer.
+
+    ``sql/popular.sql`` gives each product the first ``top_n`` of them after
+    leaving itself out; :func:`_flatten` writes those rows from this table.
+    """
+    leaders = np.full((len(tenants), top_n + 1), -1, dtype=np.int32)
+    for t, (first, end) in enumerate(tenants):
+        best = first + np.lexsort((np.arange(end - first), -sessions[first:end]))[: top_n + 1]
+        leaders[t, : best.size] = best
+    return leaders
 
 
 @numba.njit(cache=True)
@@ -134,12 +130,13 @@ def _widest(basket_ptr: np.ndarray, item_ptr: np.ndarray, item_baskets: np.ndarr
 
 
 @numba.njit(cache=True, parallel=True)
-def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n):
+def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, tenant_sessions, min_support, top_n, threads):
     n_items = sessions.size
-    related = np.full((4, n_items, top_n), -1, dtype=np.int32)
-    cooccurrence = np.zeros((4, n_items, top_n), dtype=np.int32)
-    score = np.zeros((4, n_items, top_n), dtype=np.float64)
-    length = np.zeros((4, n_items), dtype=np.int32)
+    # Entries past a list's length are never read, so only the lengths start at zero.
+    related = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
+    cooccurrence = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
+    score = np.empty((POPULAR, n_items, top_n), dtype=np.float64)
+    length = np.zeros((POPULAR, n_items), dtype=np.int32)
     # Every count in the LLR's 2x2 tables is at most the tenant's sessions, so its
     # xLogX terms are looked up, and each product's margin entropy is computed once.
     xlx = x_log_x_table(tenant_sessions.max() if n_items else 0)
@@ -150,7 +147,8 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
     # session's products is a cache miss (sessions are scattered in memory); in a loop that does nothing
     # else, the CPU overlaps many of them, which made the whole pass about 20% faster at 20M events.
     widest = _widest(basket_ptr, item_ptr, item_baskets)
-    n_chunks = max(1, min(n_items, 256))
+    # One share per thread, so each thread allocates its buffers once.
+    n_chunks = max(1, min(n_items, threads))
     for chunk in numba.prange(n_chunks):
         counts = np.zeros(n_items, dtype=np.int32)
         touched = np.empty(n_items, dtype=np.int32)
@@ -184,23 +182,26 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, sessions, ten
                 _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11))
                 _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11))
                 kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, from_entropies(margin[b], margin[a], matrix))
-            length[:3, a] = kept
+            length[:, a] = kept
     return related, cooccurrence, score, length
 
 
-def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) -> pa.Table:
-    """The kernel's (algorithm, item, rank) arrays as rows in (tenant, algorithm, product, rank) order.
+def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length, leaders) -> pa.Table:
+    """The kernel's (algorithm, item, rank) arrays and the tenants' leaders as rows in (tenant, algorithm, product, rank) order.
 
-    Text columns are Arrow dictionaries over the item table's strings, so no
-    string is copied here; DuckDB materialises each one once, on insert. The
-    numeric columns come out of :func:`_flatten` whole, so that nothing here
-    makes another pass over 20M rows.
+    Every column that repeats a product's attribute is an Arrow dictionary
+    indexed by the item number: the text columns over the item table's
+    strings, ``product_sessions`` and ``related_sessions`` over its session
+    counts. So nothing is copied per row here but the numbers that differ per
+    row, which :func:`_flatten` writes in one pass; DuckDB materialises the
+    rest once, on insert.
     """
     first = np.array([f for f, _ in tenants], dtype=np.int64)
     end = np.array([e for _, e in tenants], dtype=np.int64)
-    sessions = items.column("sessions").to_numpy().astype(np.int64)
-    columns = _flatten(first, end, length, related, cooccurrence, score, sessions)
-    tenant, algorithm, item, rank, other, count, value, item_sessions, other_sessions = columns
+    sessions = items.column("sessions").combine_chunks()
+    tenant, algorithm, item, rank, other, count, value = _flatten(
+        first, end, length, related, cooccurrence, score, leaders, sessions.to_numpy()
+    )
     names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
     product_ids = items.column("product_id").combine_chunks()
     validity = pa.py_buffer(np.packbits(algorithm != POPULAR, bitorder="little"))
@@ -214,8 +215,8 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) ->
             "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids, safe=False),
             "distance_score": value,
             "cooccurrence": pa.Array.from_buffers(pa.int64(), count.size, [validity, pa.py_buffer(count)]),  # NULL for popular
-            "product_sessions": item_sessions,
-            "related_sessions": other_sessions,
+            "product_sessions": pa.DictionaryArray.from_arrays(item, sessions, safe=False),
+            "related_sessions": pa.DictionaryArray.from_arrays(other, sessions, safe=False),
         }
     )
     # Many small batches let DuckDB read the table on every core.
@@ -223,44 +224,54 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length) ->
 
 
 @numba.njit(cache=True, parallel=True)
-def _flatten(first, end, length, related, cooccurrence, score, sessions):
+def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions):
     """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product.
 
+    The co-occurrence algorithms' entries come from the counting pass's
+    arrays; ``popular``'s are the tenant's leaders with the product itself
+    left out (or, for a product that is not among them, the last leader).
     Each (tenant, algorithm) block is written by one thread at the offset the
     blocks before it end at, so the rows come out in order on every core.
     """
-    n_algorithms = length.shape[0]
+    n_algorithms = length.shape[0] + 1
     blocks = first.size * n_algorithms
+    # Every product of a tenant gets all but one of its leaders.
+    popular = np.maximum(0, (leaders >= 0).sum(axis=1) - 1)
     starts = np.zeros(blocks + 1, dtype=np.int64)
     for block in range(blocks):
         t, a = block // n_algorithms, block % n_algorithms
-        starts[block + 1] = starts[block] + length[a, first[t]:end[t]].sum()
+        size = popular[t] * (end[t] - first[t]) if a == POPULAR else length[a, first[t]:end[t]].sum()
+        starts[block + 1] = starts[block] + size
     total = starts[blocks]
-    tenant = np.empty(total, dtype=np.int32)
+    tenant = np.empty(total, dtype=np.int16)
     algorithm = np.empty(total, dtype=np.int8)
     item = np.empty(total, dtype=np.int32)
     rank = np.empty(total, dtype=np.int32)
     other = np.empty(total, dtype=np.int32)
-    count = np.empty(total, dtype=np.int64)
+    count = np.zeros(total, dtype=np.int64)
     value = np.empty(total, dtype=np.float64)
-    item_sessions = np.empty(total, dtype=np.int64)
-    other_sessions = np.empty(total, dtype=np.int64)
     for block in numba.prange(blocks):
         t, a = block // n_algorithms, block % n_algorithms
         row = starts[block]
         for i in range(first[t], end[t]):
-            for slot in range(length[a, i]):
+            kept = popular[t] if a == POPULAR else length[a, i]
+            skip = 0
+            for slot in range(kept):
+                if a == POPULAR:
+                    skip += leaders[t, slot + skip] == i
+                    b = leaders[t, slot + skip]
+                    value[row] = sessions[b]
+                else:
+                    b = related[a, i, slot]
+                    count[row] = cooccurrence[a, i, slot]
+                    value[row] = score[a, i, slot]
                 tenant[row] = t
                 algorithm[row] = a
                 item[row] = i
                 rank[row] = slot + 1
-                other[row] = related[a, i, slot]
-                count[row] = cooccurrence[a, i, slot]
-                value[row] = score[a, i, slot]
-                item_sessions[row] = sessions[i]
-                other_sessions[row] = sessions[related[a, i, slot]]
+                other[row] = b
                 row += 1
-    return tenant, algorithm, item, rank, other, count, value, item_sessions, other_sessions
+    return tenant, algorithm, item, rank, other, count, value
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size
