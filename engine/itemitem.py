@@ -47,6 +47,14 @@ def _with_visual(connection: duckdb.DuckDBPyConnection, visual_rows: pa.Table, p
     connection.execute("DROP TABLE visual_blend")
 
 
+def kernel_rows(connection: duckdb.DuckDBPyConnection, *, top_n: int, min_support: int) -> pa.Table:
+    """``itemitem``'s rows for the co-occurrence algorithms and ``popular``, by the kernel, from ``session_items`` and its counts."""
+    sqlfiles.create_table(connection, "item_index", temporary=True)
+    items = sqlfiles.query(connection, "item_index").to_arrow_table()
+    baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
+    return cooccurrence.itemitem_rows(items, baskets, top_n=top_n, min_support=min_support)
+
+
 def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:
     """``itemitem`` by the readable SQL path, or by the kernel that computes the same rows in their order."""
     if pairs == "sql":
@@ -58,12 +66,7 @@ def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dic
     rows = {}
 
     def kernel() -> None:
-        sqlfiles.create_table(connection, "item_index", temporary=True)
-        items = sqlfiles.query(connection, "item_index").to_arrow_table()
-        baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
-        rows["itemitem"] = cooccurrence.itemitem_rows(
-            items, baskets, top_n=parameters["top_n"], min_support=parameters["min_support"]
-        )
+        rows["itemitem"] = kernel_rows(connection, top_n=parameters["top_n"], min_support=parameters["min_support"])
 
     def copy() -> None:
         # Already in itemitem.sql's order, so a plain copy replaces its sort.

@@ -78,15 +78,11 @@ def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
 
 def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
     """etalage's kernel step alone, in a fresh process, on a built warehouse: like the SciPy baseline."""
-    from engine import sqlfiles, warehouse
-    from engine.udfs import cooccurrence
+    from engine import itemitem, warehouse
 
     begin = time.perf_counter()
     with warehouse.connect(warehouse_path, read_only=True) as connection:
-        sqlfiles.create_table(connection, "item_index", temporary=True)
-        items = sqlfiles.query(connection, "item_index").to_arrow_table()
-        baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
-    rows = cooccurrence.itemitem_rows(items, baskets, top_n=top_n, min_support=min_support)
+        rows = itemitem.kernel_rows(connection, top_n=top_n, min_support=min_support)
     return {"compute": time.perf_counter() - begin, "rows": rows.num_rows, "peak_gib": peak_gib()}
 
 
