@@ -47,9 +47,10 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
     basket_items = lists.flatten().to_numpy().astype(np.int32, copy=False)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
-    item_ptr, item_baskets, widest = _transpose(basket_ptr, basket_items, sessions.size)
+    threads = numba.get_num_threads()
+    item_ptr, item_baskets, widest = _transpose(basket_ptr, basket_items, sessions.size, threads)
     related, cooccurrence, score, length = _top_related(
-        basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, numba.get_num_threads()
+        basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads
     )
     tenants = _tenant_blocks(items)
     return _as_table(items, tenants, related, cooccurrence, score, length, _leaders(tenants, sessions, top_n))
@@ -75,30 +76,43 @@ def _leaders(tenants, sessions: np.ndarray, top_n: int) -> np.ndarray:
     return leaders
 
 
-@numba.njit(cache=True)
-def _transpose(basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Item -> baskets adjacency (CSR) from basket -> items, by counting sort.
+@numba.njit(cache=True, parallel=True)
+def _transpose(basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int, threads: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Item -> baskets adjacency (CSR) from basket -> items, by a counting sort on every core.
 
-    Also returns the most co-occurrences any one product has (the sum of its
-    sessions' sizes), which is the buffer each thread of the counting pass needs;
-    summing it here, in basket order, costs nothing next to the scattered reads it would take later.
+    Each thread sorts a contiguous range of baskets into its own slice of each
+    item's list, so every list comes out in basket order, as one thread would
+    write it. Also returns the most co-occurrences any one product has (the
+    sum of its sessions' sizes), which is the buffer each thread of the
+    counting pass needs: summed here, in basket order, it costs nothing next
+    to the scattered reads it would take later.
     """
-    item_ptr = np.zeros(n_items + 1, dtype=np.int64)
-    for item in basket_items:
-        item_ptr[item + 1] += 1
+    n_baskets = basket_ptr.size - 1
+    bounds = np.array([t * n_baskets // threads for t in range(threads + 1)])
+    counts = np.zeros((threads, n_items), dtype=np.int64)
+    for t in numba.prange(threads):
+        for q in range(basket_ptr[bounds[t]], basket_ptr[bounds[t + 1]]):
+            counts[t, basket_items[q]] += 1
+    item_ptr = np.empty(n_items + 1, dtype=np.int64)
+    fill = np.empty((threads, n_items), dtype=np.int64)
+    running = 0
     for i in range(n_items):
-        item_ptr[i + 1] += item_ptr[i]
-    fill = item_ptr[:-1].copy()
-    width = np.zeros(n_items, dtype=np.int64)
+        item_ptr[i] = running
+        for t in range(threads):
+            fill[t, i] = running
+            running += counts[t, i]
+    item_ptr[n_items] = running
+    width = np.zeros((threads, n_items), dtype=np.int64)
     item_baskets = np.empty(basket_items.size, dtype=np.int32)
-    for basket in range(basket_ptr.size - 1):
-        size = basket_ptr[basket + 1] - basket_ptr[basket]
-        for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
-            item = basket_items[q]
-            item_baskets[fill[item]] = basket
-            fill[item] += 1
-            width[item] += size
-    return item_ptr, item_baskets, width.max() if n_items else 0
+    for t in numba.prange(threads):
+        for basket in range(bounds[t], bounds[t + 1]):
+            size = basket_ptr[basket + 1] - basket_ptr[basket]
+            for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
+                item = basket_items[q]
+                item_baskets[fill[t, item]] = basket
+                fill[t, item] += 1
+                width[t, item] += size
+    return item_ptr, item_baskets, width.sum(axis=0).max() if n_items else 0
 
 
 @numba.njit(cache=True, inline="always")
