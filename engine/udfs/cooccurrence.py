@@ -43,7 +43,7 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
         ``(tenant, algorithm, product_id, rank)``.
     """
     lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
-    basket_ptr = np.asarray(lists.offsets, dtype=np.int64)
+    basket_ptr = lists.offsets.to_numpy()  # int32, as Arrow keeps them: no copy
     basket_items = lists.flatten().to_numpy().astype(np.int32, copy=False)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
@@ -230,12 +230,12 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length, le
     first = np.array([f for f, _ in tenants], dtype=np.int64)
     end = np.array([e for _, e in tenants], dtype=np.int64)
     sessions = items.column("sessions").combine_chunks()
-    tenant, algorithm, item, rank, other, count, value = _flatten(
+    tenant, algorithm, item, rank, other, count, counted, value = _flatten(
         first, end, length, related, cooccurrence, score, leaders, sessions.to_numpy()
     )
     names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
     product_ids = items.column("product_id").combine_chunks()
-    validity = pa.py_buffer(np.packbits(algorithm != POPULAR, bitorder="little"))
+    validity = pa.py_buffer(counted)
     table = pa.table(
         {
             # Indices made by _flatten from the same arrays: in range by construction.
@@ -281,6 +281,13 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
     other = np.empty(total, dtype=np.int32)
     count = np.zeros(total, dtype=np.int64)
     value = np.empty(total, dtype=np.float64)
+    # The validity bitmap of `count` (Arrow's order: least significant bit first): set for every
+    # row but popular's, which have no count. Blocks are ranges of rows, so it is set range by range.
+    counted = np.zeros((total + 7) // 8, dtype=np.uint8)
+    for block in range(blocks):
+        if block % n_algorithms != POPULAR:
+            for row in range(starts[block], starts[block + 1]):
+                counted[row >> 3] |= np.uint8(1 << (row & 7))
     for block in numba.prange(blocks):
         t, a = block // n_algorithms, block % n_algorithms
         row = starts[block]
@@ -302,7 +309,7 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
                 rank[row] = slot + 1
                 other[row] = b
                 row += 1
-    return tenant, algorithm, item, rank, other, count, value
+    return tenant, algorithm, item, rank, other, count, counted, value
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size
