@@ -6,8 +6,10 @@ This kernel computes the same top-N lists without ever holding all pairs: for
 each product it walks the sessions that contain it, counts the co-occurring
 products in a dense accumulator (a sparse ``X.T @ X`` row, Gustavson-style),
 scores the candidates with the three measures, and keeps the best ``top_n``
-of each in a small sorted buffer. Products are split into chunks that run on
-all cores.
+of each in a small sorted buffer. Products are dealt to the cores in turn.
+Most of the time goes to fetching sessions scattered in memory, so the loops
+are written for the CPU to keep many fetches in flight (no branch waits on
+one); each says what that was worth.
 
 It returns exactly the rows of ``itemitem.sql`` (with ``ranked_pairs.sql``
 and ``popular.sql`` under it): same counts, same scores (the same compiled
@@ -43,8 +45,9 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
         ``(tenant, algorithm, product_id, rank)``.
     """
     lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
-    basket_ptr = lists.offsets.to_numpy()  # int32, as Arrow keeps them: no copy
-    basket_items = lists.flatten().to_numpy().astype(np.int32, copy=False)
+    # Offsets (int32, as Arrow keeps them: no copy) index the whole child array, even for a slice.
+    basket_ptr = lists.offsets.to_numpy()
+    basket_items = lists.values.to_numpy().astype(np.int32, copy=False)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
     threads = numba.get_num_threads()
