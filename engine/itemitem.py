@@ -50,7 +50,7 @@ def _with_visual(connection: duckdb.DuckDBPyConnection, visual_rows: pa.Table, p
 def kernel_rows(connection: duckdb.DuckDBPyConnection, *, top_n: int, min_support: int) -> pa.Table:
     """``itemitem``'s rows for the co-occurrence algorithms and ``popular``, by the kernel, from ``session_items`` and its counts."""
     sqlfiles.create_table(connection, "item_index", temporary=True)
-    items = connection.table("item_index").to_arrow_table()  # read back, not computed again
+    items = connection.table("item_index").order("item").to_arrow_table()  # read back, not computed again
     baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
     return cooccurrence.itemitem_rows(items, baskets, top_n=top_n, min_support=min_support)
 

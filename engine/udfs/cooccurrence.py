@@ -23,6 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.udfs.llr import from_entropies, x_log_x_table
 
@@ -45,18 +46,37 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
         ``(tenant, algorithm, product_id, rank)``.
     """
     lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
+    _check(items, lists)
     # Offsets (int32, as Arrow keeps them: no copy) index the whole child array, even for a slice.
     basket_ptr = lists.offsets.to_numpy()
     basket_items = lists.values.to_numpy().astype(np.int32, copy=False)
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
     threads = numba.get_num_threads()
-    item_ptr, item_baskets, widest = _transpose(basket_ptr, basket_items, sessions.size, threads)
+    item_ptr, item_baskets, widest, repeated = _transpose(basket_ptr, basket_items, sessions.size, min(threads, _TRANSPOSE_SHARES))
+    if repeated:
+        msg = "a basket holds the same item twice: baskets are sessions' distinct products"
+        raise ValueError(msg)
+    if not np.array_equal(np.diff(item_ptr), sessions):
+        msg = "baskets and item counts disagree: each product's sessions must be the baskets that hold it"
+        raise ValueError(msg)
     related, cooccurrence, score, length = _top_related(
         basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads
     )
     tenants = _tenant_blocks(items)
     return _as_table(items, tenants, related, cooccurrence, score, length, _leaders(tenants, sessions, top_n))
+
+
+def _check(items: pa.Table, lists: pa.ListArray) -> None:
+    """Refuse input the compiled loops would read or write out of bounds with (they have no bounds checks)."""
+    numbers = items.column("item").to_numpy()
+    if not np.array_equal(numbers, np.arange(numbers.size)):
+        msg = "items must be numbered 0..n-1 in row order, as sql/item_index.sql numbers them"
+        raise ValueError(msg)
+    used = lists.flatten()
+    if lists.null_count or used.null_count or (len(used) and not (pc.min(used).as_py() >= 0 and pc.max(used).as_py() < numbers.size)):
+        msg = f"baskets must be lists of item numbers 0..{numbers.size - 1}, without nulls"
+        raise ValueError(msg)
 
 
 def _tenant_blocks(items: pa.Table) -> list[tuple[int, int]]:
@@ -80,42 +100,60 @@ def _leaders(tenants, sessions: np.ndarray, top_n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True)
-def _transpose(basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int, threads: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Item -> baskets adjacency (CSR) from basket -> items, by a counting sort on every core.
+def _transpose(
+    basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int, shares: int
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Item -> baskets adjacency (CSR) from basket -> items, by a counting sort on up to ``shares`` cores.
 
-    Each thread sorts a contiguous range of baskets into its own slice of each
+    Each share sorts a contiguous range of baskets into its own slice of each
     item's list, so every list comes out in basket order, as one thread would
     write it. Also returns the most co-occurrences any one product has (the
     sum of its sessions' sizes), which is the buffer each thread of the
     counting pass needs: summed here, in basket order, it costs nothing next
-    to the scattered reads it would take later.
+    to the scattered reads it would take later. And whether any basket holds
+    an item twice, which the counting pass must not be given.
     """
     n_baskets = basket_ptr.size - 1
-    bounds = np.array([t * n_baskets // threads for t in range(threads + 1)])
-    counts = np.zeros((threads, n_items), dtype=np.int64)
-    for t in numba.prange(threads):
-        for q in range(basket_ptr[bounds[t]], basket_ptr[bounds[t + 1]]):
-            counts[t, basket_items[q]] += 1
-    item_ptr = np.empty(n_items + 1, dtype=np.int64)
-    fill = np.empty((threads, n_items), dtype=np.int64)
-    running = 0
-    for i in range(n_items):
-        item_ptr[i] = running
-        for t in range(threads):
-            fill[t, i] = running
-            running += counts[t, i]
-    item_ptr[n_items] = running
-    width = np.zeros((threads, n_items), dtype=np.int64)
-    item_baskets = np.empty(basket_items.size, dtype=np.int32)
-    for t in numba.prange(threads):
+    bounds = np.array([t * n_baskets // shares for t in range(shares + 1)])
+    # Per share and item, side by side in one cache line: how many of its baskets hold the item (then,
+    # in place, where the next one goes), the sum of their sizes, and the last basket seen (+ 1). Int32
+    # suffices: Arrow's list offsets are int32, so no count or basket number reaches 2**31. A basket
+    # that holds an item twice would count its pairs twice, past the sessions they are drawn from,
+    # and the LLR would look its terms up out of range: it is flagged here and refused.
+    tally = np.zeros((shares, n_items, 3), dtype=np.int32)
+    repeated = np.zeros(shares, dtype=np.bool_)
+    for t in numba.prange(shares):
+        twice = False
         for basket in range(bounds[t], bounds[t + 1]):
             size = basket_ptr[basket + 1] - basket_ptr[basket]
             for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
                 item = basket_items[q]
-                item_baskets[fill[t, item]] = basket
-                fill[t, item] += 1
-                width[t, item] += size
-    return item_ptr, item_baskets, width.sum(axis=0).max() if n_items else 0
+                tally[t, item, 0] += 1
+                tally[t, item, 1] += size
+                twice |= tally[t, item, 2] == basket + 1
+                tally[t, item, 2] = basket + 1
+        repeated[t] = twice
+    item_ptr = np.empty(n_items + 1, dtype=np.int64)
+    running = 0
+    widest = 0
+    for i in range(n_items):
+        item_ptr[i] = running
+        width = 0
+        for t in range(shares):
+            count = tally[t, i, 0]
+            tally[t, i, 0] = running
+            running += count
+            width += tally[t, i, 1]
+        widest = max(widest, width)
+    item_ptr[n_items] = running
+    item_baskets = np.empty(basket_items.size, dtype=np.int32)
+    for t in numba.prange(shares):
+        for basket in range(bounds[t], bounds[t + 1]):
+            for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
+                item = basket_items[q]
+                item_baskets[tally[t, item, 0]] = basket
+                tally[t, item, 0] += 1
+    return item_ptr, item_baskets, widest, repeated.any()
 
 
 @numba.njit(cache=True, inline="always")
@@ -168,7 +206,7 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, widest, sessi
     n_chunks = max(1, min(n_items, threads))
     for chunk in numba.prange(n_chunks):
         counts = np.zeros(n_items, dtype=np.int32)
-        touched = np.empty(n_items, dtype=np.int32)
+        touched = np.empty(n_items + 1, dtype=np.int32)  # + 1: counting writes one past the products it keeps
         shared = np.empty(n_items, dtype=np.int32)
         together = np.empty(widest, dtype=np.int32)
         begin = np.empty(most_sessions, dtype=np.int64)
@@ -263,7 +301,7 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
 
     The co-occurrence algorithms' entries come from the counting pass's
     arrays; ``popular``'s are the tenant's leaders with the product itself
-    left out (or, for a product that is not among them, the last leader).
+    left out (or, for a product that is not among them, the last leader left out).
     Each (tenant, algorithm) block is written by one thread at the offset the
     blocks before it end at, so the rows come out in order on every core.
     """
@@ -277,7 +315,7 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
         size = popular[t] * (end[t] - first[t]) if a == POPULAR else length[a, first[t]:end[t]].sum()
         starts[block + 1] = starts[block] + size
     total = starts[blocks]
-    tenant = np.empty(total, dtype=np.int16)
+    tenant = np.empty(total, dtype=np.int32)
     algorithm = np.empty(total, dtype=np.int8)
     item = np.empty(total, dtype=np.int32)
     rank = np.empty(total, dtype=np.int32)
@@ -316,3 +354,5 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
 
 
 _BATCH_ROWS = 122_880  # DuckDB's row group size
+_TRANSPOSE_SHARES = 8
+"""The most cores the transpose uses: its scatter is bound by memory beyond a few, and each share holds two arrays of all items."""
