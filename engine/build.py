@@ -2,12 +2,12 @@
 
 The steps, in order, each a file in ``sql/`` unless noted:
 
-1. find and check the event files (``engine.ingest``), map them, keep the
+1. find and check the event files (``engine.ingest.events``), map them, keep the
    unflagged ones (``events``) and count the rest (``ingest_stats``); load the
    catalogue (``products``) and the server's exposure log (``exposures``,
    scored into ``click_through``);
 2. ``session_items``, ``item_counts``, ``tenant_sessions``;
-3. with ``[visual] enabled``, the visual stage (``engine.visual_stage``):
+3. with ``[visual] enabled``, the visual stage (``engine.pipeline.visual_stage``):
    the catalogue's pictures through the encoder (new ones only, by the
    ``embeddings`` cache) into an Annoy index and the ``visual`` rows;
 4. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
@@ -19,9 +19,9 @@ The steps, in order, each a file in ``sql/`` unless noted:
    before the cut-off (schema ``holdout``, dropped afterwards), scored on the
    sessions after it (``test_items``, ``evaluation``) into ``evaluation``;
 6. a row in ``builds``;
-7. the evaluation gate (``engine.gate``): a build that scores clearly worse
+7. the evaluation gate (``engine.publish.gate``): a build that scores clearly worse
    than the live snapshot stops here, and nothing changes;
-8. a snapshot (``engine.snapshot``) staged and verified beside the live one;
+8. a snapshot (``engine.publish.snapshot``) staged and verified beside the live one;
    the warehouse file is replaced, then the snapshot is switched live and old
    snapshots are pruned. The visual index goes into the snapshot's
    ``visual/`` folder.
@@ -44,19 +44,11 @@ from typing import Callable, ContextManager, Iterator, Literal, Protocol
 
 import duckdb
 
-from engine import (
-    crashpoints,
-    evaluation,
-    exposures,
-    gate,
-    ingest,
-    itemitem,
-    snapshot,
-    sqlfiles,
-    visual_stage,
-    warehouse,
-)
+from engine import sqlfiles
 from engine.config import Config
+from engine.ingest import events, exposures
+from engine.pipeline import evaluation, itemitem, visual_stage
+from engine.publish import crashpoints, gate, snapshot, warehouse
 
 PUBLISHED_TABLES = (
     "events", "ingest_stats", "products", "exposures", "click_through",
@@ -144,8 +136,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
     with warehouse.rebuild(config.warehouse) as connection, tempfile.TemporaryDirectory(
         prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root  # a killed build's is cleaned like staging
     ) as scratch:
-        timed("events", lambda: ingest.load_events(connection, files, config.events.mapping))
-        timed("products", lambda: ingest.load_catalogue(connection, config.catalogue))
+        timed("events", lambda: events.load_events(connection, files, config.events.mapping))
+        timed("products", lambda: events.load_catalogue(connection, config.catalogue))
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
         timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
         if config.visual.enabled:
@@ -176,12 +168,12 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
     return result
 
 
-def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, ingest.EventFiles, dt.datetime]:
+def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, events.EventFiles, dt.datetime]:
     """A build's first step on either engine: its id, and the event files found and checked (nothing read yet)."""
     started = dt.datetime.now(dt.timezone.utc)
-    files = ingest.find(config.events)
+    files = events.find(config.events)
     with reporter.files(len(files)) as advance:
-        ingest.check(files, config.events.mapping, advance)
+        events.check(files, config.events.mapping, advance)
     result = BuildResult(
         build_id=f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
         warehouse=target,

@@ -40,21 +40,14 @@ from rich.progress import (
 from rich.table import Table
 
 from engine import build as build_module
-from engine import (
-    chart,
-    evaluation,
-    example_shop,
-    gate,
-    ingest,
-    locks,
-    snapshot,
-    sqlfiles,
-    transpile,
-    visual_stage,
-    warehouse,
-)
 from engine import config as config_module
-from engine import tune as tune_module
+from engine import sqlfiles
+from engine.example import generator
+from engine.ingest import events
+from engine.pipeline import chart, evaluation, visual_stage
+from engine.pipeline import tune as tune_module
+from engine.publish import gate, locks, snapshot, warehouse
+from engine.spark import transpile
 
 EXIT_BAD_INPUT = 3
 EXIT_BUSY = 4
@@ -113,12 +106,12 @@ def main() -> None:
 @main.command()
 @click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True,
               help="Folder to write the shop into (catalogue, events, etalage.toml).")
-@click.option("--products", type=click.IntRange(10), default=example_shop.ShopSpec.products, show_default=True)
-@click.option("--brands", type=click.IntRange(1), default=example_shop.ShopSpec.brands, show_default=True)
-@click.option("--events", type=click.IntRange(100), default=example_shop.ShopSpec.events, show_default=True,
+@click.option("--products", type=click.IntRange(10), default=generator.ShopSpec.products, show_default=True)
+@click.option("--brands", type=click.IntRange(1), default=generator.ShopSpec.brands, show_default=True)
+@click.option("--events", type=click.IntRange(100), default=generator.ShopSpec.events, show_default=True,
               help="About this many events (sessions are whole, so the count varies a little).")
-@click.option("--days", type=click.IntRange(1), default=example_shop.ShopSpec.days, show_default=True)
-@click.option("--seed", type=int, default=example_shop.ShopSpec.seed, show_default=True)
+@click.option("--days", type=click.IntRange(1), default=generator.ShopSpec.days, show_default=True)
+@click.option("--seed", type=int, default=generator.ShopSpec.seed, show_default=True)
 @click.option("--format", "formats", type=click.Choice(["avro", "parquet"]), multiple=True,
               default=("avro", "parquet"), show_default=True, help="Event file formats to write (repeatable).")
 @click.option("--visual/--no-visual", default=False, show_default=True,
@@ -127,18 +120,18 @@ def generate(
     directory: Path, products: int, brands: int, events: int, days: int, seed: int, formats: tuple[str, ...], visual: bool
 ) -> None:
     """Generate a synthetic fashion shop: catalogue, Divolte clickstream, product pictures and an etalage.toml."""
-    spec = example_shop.ShopSpec(products=products, brands=brands, events=events, days=days, seed=seed)
+    spec = generator.ShopSpec(products=products, brands=brands, events=events, days=days, seed=seed)
     _generate(spec, directory, formats, visual)
 
 
 def _generate(
-    spec: example_shop.ShopSpec, directory: Path, formats: tuple[str, ...] = ("avro", "parquet"), visual: bool = False
+    spec: generator.ShopSpec, directory: Path, formats: tuple[str, ...] = ("avro", "parquet"), visual: bool = False
 ) -> None:
     with err.status("generating the shop ..."):
-        shop = example_shop.generate(spec)
+        shop = generator.generate(spec)
     with _progress() as progress:
         task = progress.add_task(f"writing {', '.join(formats)} events", total=shop.events.num_rows * len(formats))
-        example_shop.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
+        generator.write_shop(shop, directory, formats, lambda done: progress.update(task, completed=done))
     config = directory / "etalage.toml"
     config.write_text(config_module.example_toml("avro" if "avro" in formats else "parquet", visual))
     err.print(
@@ -189,21 +182,21 @@ def _build(config: config_module.Config, pairs: str = "kernel", force: bool = Fa
 
 def _build_spark(config: config_module.Config, master: str | None, output: str | None) -> build_module.BuildResult:
     try:
-        from engine import spark_engine
+        from engine.spark import runner
     except ImportError:
         raise click.UsageError("--engine spark needs pyspark: pip install 'etalage[spark]'") from None
-    target = output or str(spark_engine.default_output(config))
+    target = output or str(runner.default_output(config))
     begin = time.perf_counter()
     try:
-        spark = spark_engine.session(master)
-    except spark_engine.SparkUnavailable as error:
+        spark = runner.session(master)
+    except runner.SparkUnavailable as error:
         raise click.UsageError(str(error)) from None
     err.print(f"building {target} on Spark ({spark.sparkContext.master})")
     if config.visual.enabled:
         err.print("[yellow]the Spark engine does not run the visual stage[/]: no `visual` or `visual_blend` rows "
                   "(a DuckDB build makes them; see README, What stays on one machine)")
     with _exits():
-        result = spark_engine.build(config, target, spark=spark, reporter=ConsoleReporter())
+        result = runner.build(config, target, spark=spark, reporter=ConsoleReporter())
     _summary(result, begin)
     return result
 
@@ -437,7 +430,7 @@ def demo(directory: Path, then_serve: bool) -> None:
     """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
     if not config_path.exists():
-        _generate(example_shop.ShopSpec(), directory, visual=True)
+        _generate(generator.ShopSpec(), directory, visual=True)
     config = _load(config_path)
     _build(config)
     with warehouse.connect(config.warehouse, read_only=True) as connection:
@@ -508,7 +501,7 @@ def _serve(config: config_module.Config, host: str | None = None, port: int | No
 def example_warehouse(out: Path) -> None:
     """Rebuild the bundled example warehouse from a freshly generated example shop."""
     with tempfile.TemporaryDirectory(prefix="etalage-example-") as folder:
-        _generate(example_shop.ShopSpec(), Path(folder), ("avro",))
+        _generate(generator.ShopSpec(), Path(folder), ("avro",))
         config = _load(Path(folder) / "etalage.toml")
         staged = Path(folder) / "warehouse.duckdb"
         _build(config)
@@ -528,7 +521,7 @@ def _exits() -> Iterator[None]:
     """Turn the errors users can act on into a one-line message and a documented exit code."""
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
-        ingest.IngestError: EXIT_BAD_INPUT,
+        events.IngestError: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
         gate.GateRefused: EXIT_GATE_REFUSED,

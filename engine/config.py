@@ -81,7 +81,7 @@ class Visual:
     cache), and the catalogue needs an ``image`` column.
 
     ``cache`` is the DuckDB file of that cache; None puts ``embeddings.duckdb``
-    beside the warehouse (see :func:`engine.visual_stage.cache_path`).
+    beside the warehouse (see :func:`engine.pipeline.visual_stage.cache_path`).
     """
 
     enabled: bool = False

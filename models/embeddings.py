@@ -8,7 +8,7 @@ is not encoded again, a changed photo is (its hash changes), and switching
 models never mixes vectors from two networks.
 
 The table lives in whatever DuckDB connection is passed in; a build passes
-a file of its own (``engine.visual_stage``), so that what was encoded
+a file of its own (``engine.pipeline.visual_stage``), so that what was encoded
 survives a build that fails or is refused. ``vector`` is a ``FLOAT[]`` list
 rather than a fixed ``FLOAT[1280]`` array so that vectors of several models
 (1280 for EfficientNet-Lite0, a CLIP model's embedding width) can share it.

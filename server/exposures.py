@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine import exposures
-from engine.durable import fsync
+from engine.ingest import exposures
+from engine.publish.durable import fsync
 
 
 class ExposureLog:

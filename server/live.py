@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from engine import snapshot
+from engine.publish import snapshot
 from server.reader import ServedSnapshot
 
 log = logging.getLogger("etalage.server")

@@ -5,7 +5,7 @@ product's list is one contiguous run of rows, and its ``item_json`` column
 holds each row already rendered as the API's JSON. ``lists.arrow`` says where
 each (algorithm, catalogue product)'s run starts, one block per algorithm in
 ``products.arrow``'s order. Opening a snapshot verifies all of that
-(engine.snapshot) and maps the files (no parsing, no copy: the page cache is
+(engine.publish.snapshot) and maps the files (no parsing, no copy: the page cache is
 shared by every server process). A lookup is then one dictionary hit for
 the product's row, some arithmetic, and one slice of bytes: no objects are
 built per item, and a new snapshot needs no index of every list.
@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import snapshot
+from engine.publish import snapshot
 
 if TYPE_CHECKING:
     from models.index import VisualIndex
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("etalage.server")
 
 VISUAL_FOLDER = "visual"
-"""The snapshot's subfolder with the Annoy index (``engine.visual_stage.INDEX_FOLDER``)."""
+"""The snapshot's subfolder with the Annoy index (``engine.pipeline.visual_stage.INDEX_FOLDER``)."""
 CHUNK = 8192
 """Catalogue rows indexed between two releases of the GIL while a new snapshot loads beside a serving one."""
 
@@ -160,7 +160,7 @@ class _JsonColumn:
     """One record batch's ``item_json`` as memoryviews of the mapped file: offsets as ints, and the bytes."""
 
     def __init__(self, column: pa.StringArray) -> None:
-        _, offsets, data = column.buffers()  # no NULLs: engine.snapshot.verify refuses them
+        _, offsets, data = column.buffers()  # no NULLs: engine.publish.snapshot.verify refuses them
         self.length = len(column)
         self.offsets = memoryview(offsets)[column.offset * 4 : (column.offset + self.length + 1) * 4].cast("i")
         self.data = memoryview(data)

@@ -19,28 +19,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import config, divolte, example_shop
+from engine import config
+from engine.example import generator
+from engine.ingest import divolte
 
-SMALL_SHOP = example_shop.ShopSpec(products=800, brands=60, events=30_000, days=14, seed=11)
+SMALL_SHOP = generator.ShopSpec(products=800, brands=60, events=30_000, days=14, seed=11)
 
 
 @pytest.fixture(scope="session")
 def small_shop(tmp_path_factory) -> Path:
     """A small generated shop with both Avro and Parquet copies of its events (read-only for tests)."""
     folder = tmp_path_factory.mktemp("shop")
-    example_shop.write_shop(example_shop.generate(SMALL_SHOP), folder)
+    generator.write_shop(generator.generate(SMALL_SHOP), folder)
     (folder / "etalage.toml").write_text(config.example_toml())
     return folder
 
 
-VISUAL_SHOP = example_shop.ShopSpec(products=150, brands=20, events=12_000, days=14, seed=5)
+VISUAL_SHOP = generator.ShopSpec(products=150, brands=20, events=12_000, days=14, seed=5)
 
 
 @pytest.fixture(scope="session")
 def visual_shop(tmp_path_factory) -> Path:
     """A small shop with ``[visual] enabled``, built once with the real encoder (read-only for tests; copy to change it)."""
     folder = tmp_path_factory.mktemp("visual-shop")
-    example_shop.write_shop(example_shop.generate(VISUAL_SHOP), folder, ("avro",))
+    generator.write_shop(generator.generate(VISUAL_SHOP), folder, ("avro",))
     (folder / "etalage.toml").write_text(config.example_toml(visual=True))
     from engine import build
 
@@ -142,7 +144,7 @@ def free_port() -> int:
 
 
 def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1") -> dict:
-    """A snapshot's tables by hand (for ``engine.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
+    """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
     itemitem = pa.table({"tenant": ["nl", "nl"], "algorithm": ["llr", "llr"], "product_id": [product, product],
                          "rank": pa.array([1, 2], pa.int32()), "related_product_id": ["2", "3"], "distance_score": [score, 0.5],
                          "item_json": [f'{{"product_id":"2","rank":1,"score":{score}}}{comma}', '{"product_id":"3","rank":2,"score":0.5},']})

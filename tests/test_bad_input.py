@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import warehouse
+from engine.publish import warehouse
 from tests.conftest import copy_shop, divolte_events, run_cli, sha256, write_shop_folder
 
 EXIT_BAD_INPUT, EXIT_BUSY, EXIT_UNREADABLE = 3, 4, 5

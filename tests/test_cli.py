@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine import warehouse
+from engine.publish import warehouse
 from tests.conftest import copy_shop, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import build, cli, config, sqlfiles, warehouse
+from engine import build, cli, config, sqlfiles
+from engine.publish import warehouse
 from tests.conftest import shop_config
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

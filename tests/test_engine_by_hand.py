@@ -9,7 +9,8 @@ import math
 import pyarrow as pa
 import pytest
 
-from engine import build, config, warehouse
+from engine import build, config
+from engine.publish import warehouse
 from tests.conftest import divolte_events, write_shop_folder
 
 # Tenant nl. After dropping flagged events and the bot session s7 (4 products > cap 3):

@@ -7,7 +7,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from engine import build, config, warehouse
+from engine import build, config
+from engine.publish import warehouse
 from tests.conftest import divolte_events, shop_config, write_shop_folder
 from tests.test_engine_by_hand import ITEMS, SESSIONS
 

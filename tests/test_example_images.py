@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from engine import example_images, example_shop
+from engine.example import generator, pictures
 from models import visual
 from models.efficientnet import EfficientNetLite0
 from tests.conftest import SMALL_SHOP
 
-TINY = example_shop.ShopSpec(products=160, brands=20, events=2_000, days=3, seed=5)
+TINY = generator.ShopSpec(products=160, brands=20, events=2_000, days=3, seed=5)
 
 
 def test_every_catalogue_product_has_its_picture(small_shop):
@@ -26,30 +26,30 @@ def test_every_catalogue_product_has_its_picture(small_shop):
     assert len(paths) == len(set(catalogue.column("product_id").to_pylist()))  # one picture per product, shared by tenants
     for path in sorted(paths)[:50]:
         with Image.open(small_shop / path) as image:
-            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (example_images.SIZE,) * 2)
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (pictures.SIZE,) * 2)
     assert len(list((small_shop / "images").glob("*.png"))) == len(paths)
 
 
 def test_pictures_are_deterministic_and_leave_the_rest_of_the_shop_alone(tmp_path):
-    shop = example_shop.generate(TINY)
+    shop = generator.generate(TINY)
     for folder in ("one", "two"):
-        example_shop.write_shop(shop, tmp_path / folder, ("parquet",))
+        generator.write_shop(shop, tmp_path / folder, ("parquet",))
     digest = lambda folder: hashlib.sha256(  # noqa: E731
         b"".join((tmp_path / folder / "images" / f"{p}.png").read_bytes() for p in sorted(shop.images.product_ids))
     ).hexdigest()
     assert digest("one") == digest("two")
-    again = example_shop.generate(TINY)
+    again = generator.generate(TINY)
     assert again.events.equals(shop.events)
     # The pictures draw from their own random stream: the catalogue's other columns do not depend on them.
     assert again.catalogue.drop_columns(["image"]).equals(shop.catalogue.drop_columns(["image"]))
 
 
-@pytest.mark.skipif(not example_images.fashion_mnist_installed(), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not pictures.fashion_mnist_installed(), reason="dataset-fashion-mnist is not installed")
 def test_categories_get_photos_of_their_fashion_mnist_class():
-    shop = example_shop.generate(SMALL_SHOP)
+    shop = generator.generate(SMALL_SHOP)
     plan = shop.images
-    _, labels = example_images.load_fashion_mnist(labels_only=True)
-    for category, label in example_images.CATEGORY_CLASS.items():
+    _, labels = pictures.load_fashion_mnist(labels_only=True)
+    for category, label in pictures.CATEGORY_CLASS.items():
         photos = plan.photo[plan.categories == category]
         assert (photos >= 0).all() and (labels[photos] == label).all(), category
         assert len(set(photos.tolist())) == photos.size  # distinct photos while the class has enough
@@ -58,12 +58,12 @@ def test_categories_get_photos_of_their_fashion_mnist_class():
 
 
 def test_without_fashion_mnist_every_picture_is_drawn(tmp_path):
-    names = np.array(list(example_shop.CATEGORIES))
-    plan = example_images.plan(np.array([f"{i:07d}" for i in range(16)]), names, np.array(["red"] * 16), seed=1,
+    names = np.array(list(generator.CATEGORIES))
+    plan = pictures.plan(np.array([f"{i:07d}" for i in range(16)]), names, np.array(["red"] * 16), seed=1,
                                folder=tmp_path / "no-dataset")
     assert (plan.photo == -1).all()
     assert plan.source.startswith("drawn shapes (for real garment photos: apt-get install dataset-fashion-mnist)")
-    example_images.write(plan, tmp_path)
+    pictures.write(plan, tmp_path)
     pixels = np.asarray(Image.open(tmp_path / plan.path("0000000")))
     assert tuple(pixels[0, 0]) == (255, 255, 255)  # white background
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 80)
@@ -72,7 +72,7 @@ def test_without_fashion_mnist_every_picture_is_drawn(tmp_path):
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        example_images.load_fashion_mnist(tmp_path)
+        pictures.load_fashion_mnist(tmp_path)
 
 
 def test_visual_stage_on_the_example_pictures_finds_the_same_kind_of_garment(tmp_path):
@@ -82,8 +82,8 @@ def test_visual_stage_on_the_example_pictures_finds_the_same_kind_of_garment(tmp
     categories, so chance is about 1 in 16), every list stays in its tenant,
     and a second run encodes nothing.
     """
-    shop = example_shop.generate(TINY)
-    example_shop.write_shop(shop, tmp_path, ("parquet",))
+    shop = generator.generate(TINY)
+    generator.write_shop(shop, tmp_path, ("parquet",))
     catalogue = pq.read_table(tmp_path / "catalogue.parquet")
     connection = duckdb.connect()
     encoder = EfficientNetLite0(device="cpu")

@@ -6,20 +6,20 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from engine import example_shop
+from engine.example import generator
 from tests.conftest import SMALL_SHOP
 
 
 @pytest.fixture(scope="module")
 def shop():
-    return example_shop.generate(SMALL_SHOP)
+    return generator.generate(SMALL_SHOP)
 
 
 def test_same_seed_same_shop_other_seed_other_shop(shop):
-    again = example_shop.generate(SMALL_SHOP)
+    again = generator.generate(SMALL_SHOP)
     assert again.catalogue.equals(shop.catalogue)
     assert again.events.equals(shop.events)
-    other = example_shop.generate(example_shop.ShopSpec(**{**SMALL_SHOP.__dict__, "seed": SMALL_SHOP.seed + 1}))
+    other = generator.generate(generator.ShopSpec(**{**SMALL_SHOP.__dict__, "seed": SMALL_SHOP.seed + 1}))
     assert not other.events.equals(shop.events)
 
 
@@ -27,7 +27,7 @@ def test_catalogue_has_every_column_and_several_tenants(shop):
     catalogue = shop.catalogue
     assert catalogue.column_names == ["tenant", "product_id", "title", "brand", "category", "colour", "price", "image"]
     tenants = pc.value_counts(catalogue.column("tenant")).to_pylist()
-    assert {t["values"] for t in tenants} == set(example_shop.TENANTS)
+    assert {t["values"] for t in tenants} == set(generator.TENANTS)
     assert pc.min(catalogue.column("price")).as_py() > 0
 
 

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine import itemitem, sqlfiles, warehouse
+from engine import sqlfiles
+from engine.pipeline import itemitem
+from engine.publish import warehouse
 from engine.udfs import cooccurrence
 
 ROOT = Path(__file__).resolve().parents[1]

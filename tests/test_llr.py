@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy.stats import chi2_contingency
 
-from engine import warehouse
+from engine.publish import warehouse
 from engine.udfs.llr import llr
 
 # (k11, k12, k21, k22), expected, tolerance: Mahout's LogLikelihoodTest; the first two are 4 ln 2 and 40 ln 2.

@@ -11,7 +11,8 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from engine import example_images, sqlfiles
+from engine import sqlfiles
+from engine.example import pictures
 from models import embeddings, index
 from models.efficientnet import EfficientNetLite0
 from models.encoder import Encoder, EncoderError, ImageError, load_image, open_encoder
@@ -27,17 +28,17 @@ def encoder() -> EfficientNetLite0:
 
 def labelled_images(per_class: int, classes: tuple[str, ...]) -> tuple[list[Image.Image], np.ndarray]:
     """Greyscale garments with their class: Fashion-MNIST photos when installed, drawn silhouettes otherwise."""
-    if example_images.fashion_mnist_installed():
-        photos, labels = example_images.load_fashion_mnist()
+    if pictures.fashion_mnist_installed():
+        photos, labels = pictures.load_fashion_mnist()
         images, classes_of = [], []
         for name in classes:
-            label = example_images.CATEGORY_CLASS[name]
+            label = pictures.CATEGORY_CLASS[name]
             for i in np.flatnonzero(labels == label)[:per_class]:
                 images.append(Image.fromarray(photos[i]))
                 classes_of.append(name)
         return images, np.array(classes_of)
     rng = np.random.default_rng(3)
-    images = [example_images.draw(name, rng) for name in classes for _ in range(per_class)]
+    images = [pictures.draw(name, rng) for name in classes for _ in range(per_class)]
     return images, np.repeat(np.array(classes), per_class)
 
 
@@ -148,8 +149,8 @@ def write_images(folder: Path, names: dict[str, str]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (name, category) in enumerate(names.items()):
-        mask = example_images.draw(category, np.random.default_rng(hash(name) % 2**32))
-        example_images.tint(mask, (40, 96, 200)).save(folder / name)
+        mask = pictures.draw(category, np.random.default_rng(hash(name) % 2**32))
+        pictures.tint(mask, (40, 96, 200)).save(folder / name)
         paths.append(folder / name)
     return paths
 

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
 
-from engine import config, snapshot, sqlfiles, warehouse
+from engine import config, sqlfiles
 from engine.config import Experiment, Variant
+from engine.publish import snapshot, warehouse
 from server import assignment
 from server.app import GatewayAnswer, Recommendations, create_app
 from server.reader import Recommendation, ServedSnapshot

@@ -14,8 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine import config, divolte, warehouse
-from engine import exposures as exposure_log
+from engine import config
+from engine.ingest import divolte
+from engine.ingest import exposures as exposure_log
+from engine.publish import warehouse
 from server import assignment
 from server.reader import ServedSnapshot
 from tests.conftest import copy_shop, divolte_events, run_cli, running_server
@@ -134,7 +136,7 @@ def test_exposures_come_back_as_click_through_per_variant(shop):
             assert status == 200
             shown[visitor] = (body["variant"], body["items"][0]["product_id"], body["exposure_id"])
         deadline = time.monotonic() + 10
-        # Only whole files: one being written has a dot-name (engine.exposures.files skips it).
+        # Only whole files: one being written has a dot-name (engine.ingest.exposures.files skips it).
         while sum(pq.read_metadata(p).num_rows for p in exposure_log.files(cfg.serving.exposures)) < 30:
             assert time.monotonic() < deadline, "the exposures were not flushed"
             time.sleep(0.1)

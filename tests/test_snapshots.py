@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine import crashpoints, gate, snapshot, warehouse
+from engine.publish import crashpoints, gate, snapshot, warehouse
 from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import build, warehouse
+from engine import build
+from engine.publish import warehouse
 from tests.conftest import shop_config
 
 

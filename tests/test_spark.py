@@ -29,8 +29,11 @@ pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e 
 if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
     pytest.skip("no Java on this machine: the Spark engine needs Java 17 or newer", allow_module_level=True)
 
-from engine import build, config, spark_engine, sqlfiles, transpile, warehouse  # noqa: E402
-from tests.conftest import write_shop_folder, divolte_events  # noqa: E402
+import engine  # noqa: E402
+from engine import build, config, sqlfiles  # noqa: E402
+from engine.publish import warehouse  # noqa: E402
+from engine.spark import runner, transpile  # noqa: E402
+from tests.conftest import divolte_events, write_shop_folder  # noqa: E402
 
 ULPS = 8
 """LLR tolerance in ulp of N ln N: each of the ten xLogX terms may be 1 ulp off; 2 ulp were seen on the small shop."""
@@ -43,7 +46,7 @@ def llr_tolerance(sessions: int) -> float:
 @pytest.fixture(scope="module")
 def spark():
     """One local Spark session for the whole module (starting the JVM takes seconds)."""
-    session = spark_engine.session("local[2]")
+    session = runner.session("local[2]")
     yield session
     session.stop()
 
@@ -62,7 +65,7 @@ def on_spark(small_shop, spark, tmp_path_factory) -> tuple[Path, build.BuildResu
     """The same shop built on Spark from the same Avro files: its output folder and result."""
     cfg = config.load(small_shop / "etalage.toml")
     output = tmp_path_factory.mktemp("spark") / "tables"
-    return output, spark_engine.build(cfg, output, spark=spark)
+    return output, runner.build(cfg, output, spark=spark)
 
 
 def parquet(output: Path, table: str) -> str:
@@ -75,10 +78,10 @@ def rows(connection, query: str) -> list[tuple]:
 
 def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
     output, result = on_spark
-    assert sorted(p.name for p in output.iterdir()) == sorted(spark_engine.OUTPUT_TABLES)
+    assert sorted(p.name for p in output.iterdir()) == sorted(runner.OUTPUT_TABLES)
     assert not Path(str(output) + ".building").exists()
     with warehouse.connect(duck, read_only=True) as connection:
-        for table in spark_engine.OUTPUT_TABLES:
+        for table in runner.OUTPUT_TABLES:
             ours = [(c[0], c[1]) for c in rows(connection, f"DESCRIBE {table}")]
             theirs = [(c[0], c[1]) for c in rows(connection, f"DESCRIBE SELECT * FROM {parquet(output, table)}")]
             # Spark has no JSON type: the parameters column is their text.
@@ -307,7 +310,7 @@ def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
     text = config_path.read_text().replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
     config_path.write_text(text + "[evaluation]\ntest_days = 0\n")
     submit = Path(sys.executable).parent / "spark-submit"
-    main = Path(spark_engine.__file__).with_name("__main__.py")
+    main = Path(engine.__file__).with_name("__main__.py")
     done = subprocess.run(
         [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(main),
          "build", "--engine", "spark", "--config", str(config_path), "--output", str(tmp_path / "out")],
@@ -339,7 +342,7 @@ def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, s
     config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
     config_path.write_text(config_path.read_text() + '[events.mapping]\nparty_id = "no_such_function(partyId)"\n')
     with pytest.raises(config.ConfigError, match="events.mapping.party_id fails on the avro files: 'no_such_function"):
-        spark_engine.build(config.load(config_path), tmp_path / "out", spark=spark)
+        runner.build(config.load(config_path), tmp_path / "out", spark=spark)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.building").exists()
 
 
@@ -349,5 +352,5 @@ def test_an_output_folder_that_is_not_a_spark_build_is_never_replaced(tmp_path, 
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("years of work")
     with pytest.raises(config.ConfigError, match="is not the output of an etalage Spark build"):
-        spark_engine.build(config.load(config_path), tmp_path / "precious", spark=spark)
+        runner.build(config.load(config_path), tmp_path / "precious", spark=spark)
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"

@@ -12,7 +12,9 @@ import re
 import pytest
 import sqlglot
 
-from engine import sqlfiles, transpile, warehouse
+from engine import sqlfiles
+from engine.publish import warehouse
+from engine.spark import transpile
 from engine.udfs.llr import llr
 from tests.conftest import run_cli
 

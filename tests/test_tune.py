@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import warehouse
+from engine.publish import warehouse
 from tests.conftest import copy_shop, run_cli
 from tests.test_docs import documented_tables
 

@@ -13,7 +13,9 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 
-from engine import build, config, snapshot, visual_stage, warehouse
+from engine import build, config
+from engine.pipeline import visual_stage
+from engine.publish import snapshot, warehouse
 from models.index import VisualIndex
 from tests.conftest import run_cli
 from tests.test_docs import documented_tables

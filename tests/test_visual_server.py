@@ -11,7 +11,8 @@ import pytest
 from litestar.testing import TestClient
 from PIL import Image
 
-from engine import config, snapshot
+from engine import config
+from engine.publish import snapshot
 from server.app import create_app
 from server.reader import ServedSnapshot
 from tests.conftest import tenant_products

@@ -50,17 +50,19 @@ def peak_gib() -> float:
 
 
 def generate(folder: Path, events: int) -> None:
-    from engine import config, example_shop
+    from engine import config
+    from engine.example import generator
 
-    spec = example_shop.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
-    example_shop.write_shop(example_shop.generate(spec), folder, ("parquet",), images=False)
+    spec = generator.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
+    generator.write_shop(generator.generate(spec), folder, ("parquet",), images=False)
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
 
 
 def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
     import dataclasses
 
-    from engine import build, config, warehouse
+    from engine import build, config
+    from engine.publish import warehouse
 
     cfg = config.load(folder / "etalage.toml")
     # The last 10 of 28 days held out: about 1M test sessions at 20M events.
@@ -78,7 +80,8 @@ def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
 
 def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
     """etalage's kernel step alone, in a fresh process, on a built warehouse: like the SciPy baseline."""
-    from engine import itemitem, warehouse
+    from engine.pipeline import itemitem
+    from engine.publish import warehouse
 
     begin = time.perf_counter()
     with warehouse.connect(warehouse_path, read_only=True) as connection:
@@ -94,7 +97,7 @@ def run_scipy(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> di
     import numpy as np
     import scipy.sparse as sp
 
-    from engine import warehouse
+    from engine.publish import warehouse
 
     begin = time.perf_counter()
     with warehouse.connect(warehouse_path, read_only=True) as connection:

@@ -53,12 +53,13 @@ def ensure_wrk() -> str:
 
 def prepare(folder: Path) -> Path:
     """The benchmark shop, built twice so that there are two snapshots to switch between."""
-    from engine import config, example_shop
+    from engine import config
+    from engine.example import generator
 
     config_path = folder / "etalage.toml"
     if not config_path.exists():
-        spec = example_shop.ShopSpec(products=180_000, brands=1_850, events=1_000_000, days=28, seed=1)
-        example_shop.write_shop(example_shop.generate(spec), folder, ("parquet",))
+        spec = generator.ShopSpec(products=180_000, brands=1_850, events=1_000_000, days=28, seed=1)
+        generator.write_shop(generator.generate(spec), folder, ("parquet",))
         config_path.write_text(config.example_toml("parquet"))
     cfg = config.load(config_path)
     while len([p for p in cfg.snapshots.root.glob("2*")]) < 2:
@@ -68,7 +69,8 @@ def prepare(folder: Path) -> Path:
 
 
 def product_paths(config_path: Path, count: int = 5_000) -> list[str]:
-    from engine import config, warehouse
+    from engine import config
+    from engine.publish import warehouse
 
     cfg = config.load(config_path)
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:

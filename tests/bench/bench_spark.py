@@ -42,14 +42,15 @@ def run_spark(folder: Path, master: str) -> dict:
     """One Spark build of the shop in this process; the JVM start is timed on its own."""
     import dataclasses
 
-    from engine import config, spark_engine
+    from engine import config
+    from engine.spark import runner
 
     cfg = config.load(folder / "etalage.toml")
     cfg = dataclasses.replace(cfg, evaluation=config.Evaluation(test_days=10))
     begin = time.perf_counter()
-    spark = spark_engine.session(master)
+    spark = runner.session(master)
     started = time.perf_counter() - begin
-    result = spark_engine.build(cfg, folder / "spark-tables", spark=spark)
+    result = runner.build(cfg, folder / "spark-tables", spark=spark)
     total = time.perf_counter() - begin
     spark.stop()
     return {"total": total, "jvm_start": started, "seconds": result.seconds, "rows": result.rows}

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine import example_images, example_shop  # noqa: E402
+from engine.example import generator, pictures  # noqa: E402
 from models import index  # noqa: E402
 from models.reduce import fit, unit  # noqa: E402
 
@@ -57,11 +57,11 @@ def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10, metric:
 
 
 def quality() -> None:
-    if not example_images.fashion_mnist_installed():
+    if not pictures.fashion_mnist_installed():
         print("quality: skipped, dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
         return
     features, classes, speed = encoded_fashion_mnist()
-    photos, labels = example_images.load_fashion_mnist()
+    photos, labels = pictures.load_fashion_mnist()
     test = np.arange(60_000, 70_000)
     chosen = np.concatenate([test[labels[test] == c][:200] for c in range(10)])
     pixels = photos[chosen].reshape(len(chosen), -1).astype(np.float32)
@@ -79,7 +79,7 @@ def quality() -> None:
     top = np.argpartition(-score, 10, axis=1)[:, :10]
     same = labels[chosen][top] == classes[:, None]
     print("\nper class (features, cosine): " + ", ".join(
-        f"{name} {same[classes == c].mean():.2f}" for c, name in enumerate(example_images.FASHION_CLASSES)))
+        f"{name} {same[classes == c].mean():.2f}" for c, name in enumerate(pictures.FASHION_CLASSES)))
 
 
 def encoded_fashion_mnist(per_class: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
@@ -96,7 +96,7 @@ def encoded_fashion_mnist(per_class: int = 200) -> tuple[np.ndarray, np.ndarray,
     if cache.exists():
         saved = np.load(cache)
         return saved["features"], saved["labels"], float("nan")
-    photos, labels = example_images.load_fashion_mnist()
+    photos, labels = pictures.load_fashion_mnist()
     test = np.arange(60_000, 70_000)
     chosen = np.concatenate([test[labels[test] == c][:per_class] for c in range(10)])
     encoder = EfficientNetLite0()
@@ -224,8 +224,8 @@ def encoder_speed() -> None:
 
     encoder = EfficientNetLite0()
     with tempfile.TemporaryDirectory(prefix="bench-images-") as folder:
-        shop = example_shop.generate(example_shop.ShopSpec(products=512, events=1_000, days=1))
-        example_images.write(shop.images, Path(folder))
+        shop = generator.generate(generator.ShopSpec(products=512, events=1_000, days=1))
+        pictures.write(shop.images, Path(folder))
         files = sorted(Path(folder, "images").glob("*.png"))
         encoder.encode_images(files[:32])
         print(f"\n### Encoder speed, EfficientNet-Lite0 on {encoder.device} "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.snapshot import Snapshot
+from engine.publish.snapshot import Snapshot
 
 METRIC = "mrr_at_20"
 

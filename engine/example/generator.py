@@ -14,7 +14,7 @@ builds that structure in on purpose:
 * noise: non-product pages, add-to-cart events, bot sessions that view
   hundreds of random products, and events that Divolte flags as duplicate or
   corrupt (corrupt ones carry a garbled product);
-* a photo per product (``engine.example_images``): a Fashion-MNIST garment of
+* a photo per product (``engine.example.pictures``): a Fashion-MNIST garment of
   its category where that dataset is installed, a drawn one otherwise, in the
   product's colour.
 
@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine import divolte, example_images
+from engine.example import pictures
+from engine.ingest import divolte
 
 CATEGORIES: dict[str, tuple[float, float]] = {
     # name: (share of the catalogue, typical price in EUR)
@@ -112,7 +113,7 @@ class Shop:
 
     catalogue: pa.Table
     events: pa.Table
-    images: example_images.ImagePlan
+    images: pictures.ImagePlan
 
 
 def generate(spec: ShopSpec) -> Shop:
@@ -121,7 +122,7 @@ def generate(spec: ShopSpec) -> Shop:
     products = _products(spec, rng)
     events = _events(spec, products, rng)
     names = np.array(list(CATEGORIES))
-    images = example_images.plan(products.ids, names[products.category], products.colour, spec.seed)
+    images = pictures.plan(products.ids, names[products.category], products.colour, spec.seed)
     return Shop(catalogue=_catalogue(products, images), events=events, images=images)
 
 
@@ -185,7 +186,7 @@ def _brand_names(count: int, rng: np.random.Generator) -> list[str]:
     return [all_names[i] for i in rng.choice(len(all_names), size=count, replace=False)]
 
 
-def _catalogue(products: _Products, images: example_images.ImagePlan) -> pa.Table:
+def _catalogue(products: _Products, images: pictures.ImagePlan) -> pa.Table:
     names = np.array(list(CATEGORIES))
     titles = np.char.add(
         np.char.add(np.char.add(np.char.add(products.brand, " "), products.style), " "),
@@ -364,7 +365,7 @@ def write_shop(
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(shop.catalogue, directory / "catalogue.parquet")
     if images:
-        example_images.write(shop.images, directory)
+        pictures.write(shop.images, directory)
     millis = shop.events.column("timestamp").cast(pa.int64()).to_numpy()
     order = np.argsort(millis, kind="stable")
     hour = millis[order] // 3_600_000

@@ -35,8 +35,8 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import crashpoints, locks
-from engine.durable import fsync
+from engine.publish import crashpoints, locks
+from engine.publish.durable import fsync
 
 FORMAT = 2
 """1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own."""

@@ -16,8 +16,10 @@ from dataclasses import asdict
 import duckdb
 import pyarrow as pa
 
-from engine import itemitem, sqlfiles, warehouse
+from engine import sqlfiles
 from engine.config import Algorithms, Config
+from engine.pipeline import itemitem
+from engine.publish import warehouse
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:

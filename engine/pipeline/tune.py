@@ -15,8 +15,9 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
-from engine import evaluation, warehouse
 from engine.config import Algorithms, Config
+from engine.pipeline import evaluation
+from engine.publish import warehouse
 
 GRID: dict[str, tuple[int, ...]] = {
     "min_support": (1, 2, 3, 5),

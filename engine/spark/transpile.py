@@ -89,7 +89,7 @@ def expression(sql: str) -> str:
 
 
 def column(expression_sql: str, sql_type: str, name: str) -> str:
-    """``CAST((expression) AS type) AS name`` in Spark SQL: one mapped ``events`` column (see :mod:`engine.ingest`)."""
+    """``CAST((expression) AS type) AS name`` in Spark SQL: one mapped ``events`` column (see :mod:`engine.ingest.events`)."""
     tree = exp.cast(sqlglot.parse_one(expression_sql, read="duckdb"), exp.DataType.build(sql_type, dialect="duckdb"))
     return exp.alias_(_portable(tree), name).sql(dialect="spark")
 

@@ -22,8 +22,9 @@ from typing import Iterator
 
 import duckdb
 
-from engine import locks, udfs
-from engine.durable import fsync
+from engine import udfs
+from engine.publish import locks
+from engine.publish.durable import fsync
 
 HISTORY_TABLES = ("builds", "evaluation", "tuning")
 """Tables whose rows accumulate across builds; each build copies them forward."""

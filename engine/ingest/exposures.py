@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.ingest import IngestError
+from engine.ingest.events import IngestError
 
 SCHEMA = pa.schema(
     [

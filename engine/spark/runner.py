@@ -1,10 +1,10 @@
 """``etalage build --engine spark``: the same pipeline on a Spark session, its tables written as Parquet.
 
 For a clickstream that outgrows one machine. Every step is the same file in
-``sql/`` as on DuckDB, translated by :mod:`engine.transpile` and run with
+``sql/`` as on DuckDB, translated by :mod:`engine.spark.transpile` and run with
 ``spark.sql``; the LLR is a SQL expression there, so executors need no
 Python. Only the driver runs etalage: it finds and checks the event files
-(:mod:`engine.ingest`, as a DuckDB build does), reads the catalogue, and
+(:mod:`engine.ingest.events`, as a DuckDB build does), reads the catalogue, and
 writes each published table, the build's ``evaluation`` rows and its
 ``builds`` row as a Parquet folder under the output directory.
 
@@ -42,15 +42,24 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import exp
 
-from engine import exposures, ingest, transpile, warehouse
-from engine.build import PUBLISHED_TABLES, BuildResult, Reporter, Silent, checked_files, record_values
+from engine.build import (
+    PUBLISHED_TABLES,
+    BuildResult,
+    Reporter,
+    Silent,
+    checked_files,
+    record_values,
+)
 from engine.config import Config, ConfigError
+from engine.ingest import events, exposures
+from engine.publish import warehouse
+from engine.spark import transpile
 
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
 """The Parquet folders a Spark build writes under its output directory."""
 
 STAGE = ("session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs", "popular", "itemitem")
-"""The item-item stage on Spark: the SQL path of :mod:`engine.itemitem` (the Numba kernel is DuckDB's)."""
+"""The item-item stage on Spark: the SQL path of :mod:`engine.pipeline.itemitem` (the Numba kernel is DuckDB's)."""
 
 HOLDOUT = "holdout_"
 """Prefix of the evaluation stage's views (DuckDB puts them in schema ``holdout``)."""
@@ -234,13 +243,13 @@ class _Output:
         self.fs.delete(self.previous, True)
 
 
-def _map_events(spark: SparkSession, files: ingest.EventFiles, mapping: dict[str, str], cleanup: ExitStack) -> DataFrame:
+def _map_events(spark: SparkSession, files: events.EventFiles, mapping: dict[str, str], cleanup: ExitStack) -> DataFrame:
     """``mapped_events`` (the view ``sql/events.sql`` and ``sql/ingest_stats.sql`` read), then ``events``."""
     mapped = None
     for fmt, paths in files.by_format().items():
         source = _source(spark, fmt, list(paths), cleanup)
         columns = [F.lit(fmt).alias("source_format")]
-        for key, sql_type in ingest.EVENT_COLUMNS.items():
+        for key, sql_type in events.EVENT_COLUMNS.items():
             column = transpile.column(mapping[key], sql_type, key)
             try:
                 source.limit(0).selectExpr(column)
@@ -273,7 +282,7 @@ def _source(spark: SparkSession, fmt: str, paths: list[str], cleanup: ExitStack)
 def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
     """``products``, loaded and checked on the driver exactly as a DuckDB build does (a catalogue is small)."""
     with warehouse.connect() as connection:
-        ingest.load_catalogue(connection, path)
+        events.load_catalogue(connection, path)
         rows = connection.execute("SELECT * FROM products").to_arrow_table()
     return _from_driver(spark, rows)
 
@@ -296,7 +305,7 @@ def _from_driver(spark: SparkSession, rows: pa.Table) -> DataFrame:
 
 
 def _evaluate(run: _Run, config: Config, build_id: str) -> None:
-    """The evaluation of :mod:`engine.evaluation`: the stage again on events before the cut-off, scored after it."""
+    """The evaluation of :mod:`engine.pipeline.evaluation`: the stage again on events before the cut-off, scored after it."""
     if config.evaluation.cutoff:
         split = config.evaluation.cutoff
     else:

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from engine import warehouse  # noqa: E402
+from engine.publish import warehouse  # noqa: E402
 
 METRICS = ("mrr", "mrr_at_5", "mrr_at_10", "mrr_at_20", "hit_rate_at_20")
 

@@ -1,0 +1,1 @@
+"""The example shop: a synthetic catalogue, Divolte clickstream and product pictures."""

@@ -1,0 +1,1 @@
+"""Where builds leave their results: the warehouse file, snapshots for the server, the gate, locks and durable writes."""

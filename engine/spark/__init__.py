@@ -1,0 +1,1 @@
+"""The same pipeline on Spark: ``sql/`` translated by sqlglot, run on a Spark session."""
