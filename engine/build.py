@@ -51,8 +51,15 @@ from engine.pipeline import evaluation, itemitem, visual_stage
 from engine.publish import crashpoints, gate, snapshot, warehouse
 
 PUBLISHED_TABLES = (
-    "events", "ingest_stats", "products", "exposures", "click_through",
-    "session_items", "item_counts", "tenant_sessions", "itemitem",
+    "events",
+    "ingest_stats",
+    "products",
+    "exposures",
+    "click_through",
+    "session_items",
+    "item_counts",
+    "tenant_sessions",
+    "itemitem",
 )
 """Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
 
@@ -133,9 +140,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
         with reporter.bar("encoding pictures") as progress:
             result.visual = visual_stage.compute(connection, config, folder, progress)
 
-    with warehouse.rebuild(config.warehouse) as connection, tempfile.TemporaryDirectory(
-        prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root  # a killed build's is cleaned like staging
-    ) as scratch:
+    with (
+        warehouse.rebuild(config.warehouse) as connection,
+        tempfile.TemporaryDirectory(
+            prefix=f"{snapshot.STAGING_PREFIX}visual-",
+            dir=config.snapshots.root,  # a killed build's is cleaned like staging
+        ) as scratch,
+    ):
         timed("events", lambda: events.load_events(connection, files, config.events.mapping))
         timed("products", lambda: events.load_catalogue(connection, config.catalogue))
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
@@ -148,7 +159,11 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
         result.rows["itemitem"] = connection.execute("SELECT count(*) FROM itemitem").fetchone()[0]  # with the blend
         if config.evaluation.enabled:
             evaluation.evaluate(
-                connection, config, pairs, result.build_id, lambda name, create: timed(f"evaluation {name}", create),
+                connection,
+                config,
+                pairs,
+                result.build_id,
+                lambda name, create: timed(f"evaluation {name}", create),
                 visual_rows,
             )
         result.ingest = [
@@ -157,8 +172,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
         ]
         _record(connection, config, result, started)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
-        result.gate = gate.decide(scores, snapshot.live(config.snapshots.root), config.snapshots.gate_algorithm,
-                                  config.snapshots.max_mrr_drop, force)
+        result.gate = gate.decide(
+            scores,
+            snapshot.live(config.snapshots.root),
+            config.snapshots.gate_algorithm,
+            config.snapshots.max_mrr_drop,
+            force,
+        )
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged = {}
@@ -168,7 +188,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
     return result
 
 
-def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, events.EventFiles, dt.datetime]:
+def checked_files(
+    config: Config, target: str, reporter: Reporter
+) -> tuple[BuildResult, events.EventFiles, dt.datetime]:
     """A build's first step on either engine: its id, and the event files found and checked (nothing read yet)."""
     started = dt.datetime.now(dt.timezone.utc)
     files = events.find(config.events)
@@ -185,36 +207,53 @@ def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[Buil
 
 def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, dict]:
     """This build's evaluation, per algorithm, as the manifest records it."""
-    rows = connection.execute("SELECT * EXCLUDE (build_id, parameters) FROM evaluation WHERE build_id = $id",
-                              {"id": build_id}).to_arrow_table().to_pylist()
+    rows = (
+        connection.execute(
+            "SELECT * EXCLUDE (build_id, parameters) FROM evaluation WHERE build_id = $id", {"id": build_id}
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
     return {row.pop("algorithm"): row for row in rows}
 
 
-def _stage(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None) -> snapshot.Snapshot:
+def _stage(
+    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None
+) -> snapshot.Snapshot:
     """Write this build's snapshot beside the live one (not yet live)."""
     manifest = {
-        "parameters": {"algorithms": asdict(config.algorithms), "evaluation": asdict(config.evaluation),
-                       "visual": asdict(config.visual) if result.visual else None},
+        "parameters": {
+            "algorithms": asdict(config.algorithms),
+            "evaluation": asdict(config.evaluation),
+            "visual": asdict(config.visual) if result.visual else None,
+        },
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
         "gate": result.gate.record(),
     }
-    tables = {"itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem").to_arrow_reader(1 << 17),
-              "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
-              "products": lambda: connection.table("products").to_arrow_reader(1 << 17)}
+    tables = {
+        "itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem").to_arrow_reader(1 << 17),
+        "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
+        "products": lambda: connection.table("products").to_arrow_reader(1 << 17),
+    }
     folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
     return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)
 
 
 def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
     """Append this build to the ``builds`` history table."""
-    sqlfiles.create_table(connection, "build_record", record_values(config, result, started), table="this_build", temporary=True)
+    sqlfiles.create_table(
+        connection, "build_record", record_values(config, result, started), table="this_build", temporary=True
+    )
     warehouse.append_history(connection, "builds", "this_build")
 
 
 def record_values(config: Config, result: BuildResult, started: dt.datetime) -> dict:
     """The parameters of ``sql/build_record.sql`` for this build (the Spark engine binds the same)."""
-    totals = {key: sum(row[key] for row in result.ingest) for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")}
+    totals = {
+        key: sum(row[key] for row in result.ingest)
+        for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")
+    }
     return {
         "build_id": result.build_id,
         "started_at": started.replace(tzinfo=None),

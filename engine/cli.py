@@ -62,6 +62,8 @@ class BadInput(click.ClickException):
     """A user error that the message explains: a bad query, a missing file."""
 
     exit_code = EXIT_BAD_INPUT
+
+
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
 
@@ -88,13 +90,18 @@ class ConsoleReporter:
         with _progress() as progress:
             task = progress.add_task(description, total=None)
             yield lambda done, total, description=None: progress.update(
-                task, completed=done, total=total, **({"description": description} if description else {}))
+                task, completed=done, total=total, **({"description": description} if description else {})
+            )
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -104,20 +111,49 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True,
-              help="Folder to write the shop into (catalogue, events, etalage.toml).")
+@click.option(
+    "--out",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("example"),
+    show_default=True,
+    help="Folder to write the shop into (catalogue, events, etalage.toml).",
+)
 @click.option("--products", type=click.IntRange(10), default=generator.ShopSpec.products, show_default=True)
 @click.option("--brands", type=click.IntRange(1), default=generator.ShopSpec.brands, show_default=True)
-@click.option("--events", type=click.IntRange(100), default=generator.ShopSpec.events, show_default=True,
-              help="About this many events (sessions are whole, so the count varies a little).")
+@click.option(
+    "--events",
+    type=click.IntRange(100),
+    default=generator.ShopSpec.events,
+    show_default=True,
+    help="About this many events (sessions are whole, so the count varies a little).",
+)
 @click.option("--days", type=click.IntRange(1), default=generator.ShopSpec.days, show_default=True)
 @click.option("--seed", type=int, default=generator.ShopSpec.seed, show_default=True)
-@click.option("--format", "formats", type=click.Choice(["avro", "parquet"]), multiple=True,
-              default=("avro", "parquet"), show_default=True, help="Event file formats to write (repeatable).")
-@click.option("--visual/--no-visual", default=False, show_default=True,
-              help="Turn the visual stage on in the written etalage.toml (needs the `visual` extra to build).")
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["avro", "parquet"]),
+    multiple=True,
+    default=("avro", "parquet"),
+    show_default=True,
+    help="Event file formats to write (repeatable).",
+)
+@click.option(
+    "--visual/--no-visual",
+    default=False,
+    show_default=True,
+    help="Turn the visual stage on in the written etalage.toml (needs the `visual` extra to build).",
+)
 def generate(
-    directory: Path, products: int, brands: int, events: int, days: int, seed: int, formats: tuple[str, ...], visual: bool
+    directory: Path,
+    products: int,
+    brands: int,
+    events: int,
+    days: int,
+    seed: int,
+    formats: tuple[str, ...],
+    visual: bool,
 ) -> None:
     """Generate a synthetic fashion shop: catalogue, Divolte clickstream, product pictures and an etalage.toml."""
     spec = generator.ShopSpec(products=products, brands=brands, events=events, days=days, seed=seed)
@@ -142,16 +178,34 @@ def _generate(
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
-@click.option("--pairs", type=click.Choice(["kernel", "sql"]), default="kernel", show_default=True,
-              help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql (DuckDB only).")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
+@click.option(
+    "--pairs",
+    type=click.Choice(["kernel", "sql"]),
+    default="kernel",
+    show_default=True,
+    help="Count pairs with the Numba kernel, or with the SQL self-join of sql/pair_counts.sql (DuckDB only).",
+)
 @click.option("--force", is_flag=True, help="Publish even if the evaluation gate would refuse the build.")
-@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
-              help="Run the pipeline in DuckDB, or on a Spark session (needs the `spark` extra and Java).")
-@click.option("--master", default=None,
-              help="Spark master: local[*], yarn, spark://HOST:PORT (--engine spark; default local[*], or spark-submit's).")
-@click.option("--output", default=None,
-              help="Folder (or Hadoop URI) for the Spark build's Parquet tables; default <warehouse>-spark/ beside the warehouse.")
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="Run the pipeline in DuckDB, or on a Spark session (needs the `spark` extra and Java).",
+)
+@click.option(
+    "--master",
+    default=None,
+    help="Spark master: local[*], yarn, spark://HOST:PORT (--engine spark; default local[*], or spark-submit's).",
+)
+@click.option(
+    "--output",
+    default=None,
+    help="Folder (or Hadoop URI) for the Spark build's Parquet tables; default <warehouse>-spark/ beside the warehouse.",
+)
 def build(config_path: Path, pairs: str, force: bool, engine: str, master: str | None, output: str | None) -> None:
     """Ingest events, compute and evaluate every algorithm, replace the warehouse and publish a snapshot.
 
@@ -193,8 +247,10 @@ def _build_spark(config: config_module.Config, master: str | None, output: str |
         raise click.UsageError(str(error)) from None
     err.print(f"building {target} on Spark ({spark.sparkContext.master})")
     if config.visual.enabled:
-        err.print("[yellow]the Spark engine does not run the visual stage[/]: no `visual` or `visual_blend` rows "
-                  "(a DuckDB build makes them; see README, What stays on one machine)")
+        err.print(
+            "[yellow]the Spark engine does not run the visual stage[/]: no `visual` or `visual_blend` rows "
+            "(a DuckDB build makes them; see README, What stays on one machine)"
+        )
     with _exits():
         result = runner.build(config, target, spark=spark, reporter=ConsoleReporter())
     _summary(result, begin)
@@ -209,8 +265,10 @@ def _summary(result: build_module.BuildResult, begin: float) -> None:
         )
     if result.visual:
         looks = result.visual
-        err.print(f"pictures: {looks.images:,} in the catalogue, {looks.cached:,} vectors from the embeddings cache, "
-                  f"{looks.encoded:,} encoded, {len(looks.skipped):,} unreadable and left out")
+        err.print(
+            f"pictures: {looks.images:,} in the catalogue, {looks.cached:,} vectors from the embeddings cache, "
+            f"{looks.encoded:,} encoded, {len(looks.skipped):,} unreadable and left out"
+        )
         for message in looks.skipped[:5]:
             err.print(f"  left out: {message}", style="yellow", markup=False, highlight=False)
         if len(looks.skipped) > 5:
@@ -224,8 +282,13 @@ def _summary(result: build_module.BuildResult, begin: float) -> None:
 @main.command("transpile")
 @click.argument("names", nargs=-1)
 @click.option("--dialect", type=click.Choice(["spark"]), default="spark", show_default=True)
-@click.option("--output", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Write one NAME.sql per file into this folder instead of printing them.")
+@click.option(
+    "--output",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write one NAME.sql per file into this folder instead of printing them.",
+)
 def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | None) -> None:
     """Print the pipeline's sql/ files (or just NAMES) in Spark SQL, translated by sqlglot from DuckDB's dialect.
 
@@ -250,7 +313,9 @@ def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | No
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
 @click.option("--verify", "check", is_flag=True, help="Also verify every file of every snapshot against its manifest.")
 def snapshots(config_path: Path, check: bool) -> None:
     """List the published snapshots, newest first, with their scores; `*` marks the live one."""
@@ -262,9 +327,14 @@ def snapshots(config_path: Path, check: bool) -> None:
     table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
     for each in reversed(snapshot.published(root)):
         score = ((each.manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
-        row = ["*" if current and each.path.name == current.path.name else "", each.path.name,
-               each.manifest.get("created_at", "?"), f"{each.manifest.get('rows', {}).get('itemitem', 0):,}",
-               "" if score is None else f"{score:.4f}", (each.manifest.get("gate") or {}).get("verdict", "")]
+        row = [
+            "*" if current and each.path.name == current.path.name else "",
+            each.path.name,
+            each.manifest.get("created_at", "?"),
+            f"{each.manifest.get('rows', {}).get('itemitem', 0):,}",
+            "" if score is None else f"{score:.4f}",
+            (each.manifest.get("gate") or {}).get("verdict", ""),
+        ]
         if check:
             try:
                 snapshot.verify(each.path)
@@ -279,7 +349,9 @@ def snapshots(config_path: Path, check: bool) -> None:
 
 @main.command()
 @click.argument("build_id", required=False)
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
 def rollback(build_id: str | None, config_path: Path) -> None:
     """Make an earlier snapshot live: BUILD_ID, or the one before the live one.
 
@@ -295,13 +367,31 @@ def rollback(build_id: str | None, config_path: Path) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
-@click.option("--warehouse", "warehouse_path", type=click.Path(path_type=Path), default=None,
-              help="Query this warehouse file instead of the config's.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write here instead of standard output (required for parquet).")
-@click.option("--max-rows", type=click.IntRange(1), default=1000, show_default=True, help="Rows shown by the table format.")
-def sql(query: str, config_path: Path, warehouse_path: Path | None, fmt: str, output: Path | None, max_rows: int) -> None:
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
+@click.option(
+    "--warehouse",
+    "warehouse_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Query this warehouse file instead of the config's.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write here instead of standard output (required for parquet).",
+)
+@click.option(
+    "--max-rows", type=click.IntRange(1), default=1000, show_default=True, help="Rows shown by the table format."
+)
+def sql(
+    query: str, config_path: Path, warehouse_path: Path | None, fmt: str, output: Path | None, max_rows: int
+) -> None:
     """Run a read-only SQL query against the warehouse and print the result."""
     path = warehouse_path or _load(config_path).warehouse
     if not path.exists():
@@ -347,11 +437,18 @@ def _cell(value: object) -> str:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
 @click.option("--show", is_flag=True, help="Only print the scores recorded so far; compute nothing.")
 @click.option("--all", "every_build", is_flag=True, help="Print every evaluation, not just the latest.")
-@click.option("--chart", "chart_target", type=click.Path(path_type=Path), default=None,
-              help="Also draw the scores and MRR@20 across builds into this PNG.")
+@click.option(
+    "--chart",
+    "chart_target",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also draw the scores and MRR@20 across builds into this PNG.",
+)
 def evaluate(config_path: Path, show: bool, every_build: bool, chart_target: Path | None) -> None:
     """Score the warehouse's algorithms on the evaluation split, record them in `evaluation`, and print them.
 
@@ -397,16 +494,24 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
 @click.option("--min-support", default=",".join(map(str, tune_module.GRID["min_support"])), show_default=True)
-@click.option("--max-session-items", default=",".join(map(str, tune_module.GRID["max_session_items"])), show_default=True)
+@click.option(
+    "--max-session-items", default=",".join(map(str, tune_module.GRID["max_session_items"])), show_default=True
+)
 @click.option("--top-n", default=",".join(map(str, tune_module.GRID["top_n"])), show_default=True)
 @click.option("--look-back-days", default=",".join(map(str, tune_module.GRID["look_back_days"])), show_default=True)
 def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str) -> None:
     """Try a grid of algorithm parameters on the evaluation split; record every trial in `tuning`."""
     config = _load(config_path)
-    grid = {"min_support": _ints(min_support), "max_session_items": _ints(max_session_items),
-            "top_n": _ints(top_n), "look_back_days": _ints(look_back_days)}
+    grid = {
+        "min_support": _ints(min_support),
+        "max_session_items": _ints(max_session_items),
+        "top_n": _ints(top_n),
+        "look_back_days": _ints(look_back_days),
+    }
     if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
         raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
     total = len(tune_module.trials(config.algorithms, grid))
@@ -424,8 +529,13 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
 
 @main.command()
 @click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
-@click.option("--serve/--no-serve", "then_serve", default=True, show_default=True,
-              help="Serve the published snapshot afterwards (until Ctrl-C).")
+@click.option(
+    "--serve/--no-serve",
+    "then_serve",
+    default=True,
+    show_default=True,
+    help="Serve the published snapshot afterwards (until Ctrl-C).",
+)
 def demo(directory: Path, then_serve: bool) -> None:
     """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
@@ -451,20 +561,26 @@ def demo(directory: Path, then_serve: bool) -> None:
     _write(result, "table", None, 100)
     out.print("\nHow well each algorithm predicted the next product in the last week's sessions (etalage evaluate):")
     _write(_evaluation(config.warehouse), "table", None, 100)
-    out.print(f"\nQuery it yourself: etalage sql --config {config_path} \"SELECT * FROM itemitem LIMIT 10\"")
+    out.print(f'\nQuery it yourself: etalage sql --config {config_path} "SELECT * FROM itemitem LIMIT 10"')
     if then_serve:
         base = f"http://{config.serving.host}:{config.serving.port}"
-        out.print(f"\nAsk the server (in another terminal):\n  curl '{base}/v1/{product[0]}/products/{product[1]}/recommendations?limit=5'"
-                  f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'"
-                  f"\nor open the demo page in a browser: {base}/demo\n")
+        out.print(
+            f"\nAsk the server (in another terminal):\n  curl '{base}/v1/{product[0]}/products/{product[1]}/recommendations?limit=5'"
+            f"\n  curl '{base}/v1/{product[0]}/products/{product[1]}/gateway?visitor=0:demo-visitor'"
+            f"\nor open the demo page in a browser: {base}/demo\n"
+        )
         _serve(config)
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
 @click.option("--host", default=None, help="Listen here instead of serving.host.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen here instead of serving.port.")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes instead of serving.workers.")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Worker processes instead of serving.workers."
+)
 def serve(config_path: Path, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the live snapshot over HTTP: recommendations, the A/B gateway, /metrics and /schema.
 
@@ -475,23 +591,37 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int | 
     _serve(config, host, port, workers)
 
 
-def _serve(config: config_module.Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+def _serve(
+    config: config_module.Config, host: str | None = None, port: int | None = None, workers: int | None = None
+) -> None:
     import uvicorn  # the server's dependencies load only for `serve`
 
     host, port = host or config.serving.host, config.serving.port if port is None else port
     with _exits():  # an unreadable live manifest is exit 7 with its reason, not a traceback
         live = snapshot.live(config.snapshots.root)
     if live is None:
-        err.print(f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one")
+        err.print(
+            f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one"
+        )
     os.environ["ETALAGE_CONFIG"] = str(config.source.resolve()) if config.source else "etalage.toml"
     # Every worker counts into files here; /metrics adds them up (server/metrics.py).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="etalage-metrics-")
-    err.print(f"serving {config.snapshots.root / snapshot.CURRENT} on http://{host}:{port}/ "
-              f"(API docs: http://{host}:{port}/schema/swagger; Ctrl-C stops)")
+    err.print(
+        f"serving {config.snapshots.root / snapshot.CURRENT} on http://{host}:{port}/ "
+        f"(API docs: http://{host}:{port}/schema/swagger; Ctrl-C stops)"
+    )
     try:
-        uvicorn.run("server.app:from_environment", factory=True, host=host, port=port,
-                    workers=workers or config.serving.workers, loop="uvloop", http="httptools",
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            "server.app:from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers or config.serving.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 

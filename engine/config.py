@@ -191,7 +191,21 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(raw, {"warehouse", "catalogue", "events", "algorithms", "evaluation", "visual", "snapshots", "serving", "experiment"}, "")
+    _known(
+        raw,
+        {
+            "warehouse",
+            "catalogue",
+            "events",
+            "algorithms",
+            "evaluation",
+            "visual",
+            "snapshots",
+            "serving",
+            "experiment",
+        },
+        "",
+    )
     warehouse = _table(raw, "warehouse", {"path"})
     catalogue = _table(raw, "catalogue", {"path"})
     events = _table(raw, "events", {"avro", "parquet", "mapping"})
@@ -242,8 +256,10 @@ def _visual_algorithms_enabled(config: Config) -> None:
         return
     named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
     for index, variant in enumerate(config.experiment.variants):
-        named += [(f"experiment.variants[{index}].algorithm", variant.algorithm),
-                  (f"experiment.variants[{index}].fallback", variant.fallback)]
+        named += [
+            (f"experiment.variants[{index}].algorithm", variant.algorithm),
+            (f"experiment.variants[{index}].fallback", variant.fallback),
+        ]
     for key, algorithm in named:
         if algorithm in VISUAL_ALGORITHMS:
             msg = f"{key} is {algorithm!r}, which builds compute only with `[visual] enabled = true`"
@@ -303,8 +319,13 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
     return Snapshots(root=base / root, keep=keep, gate_algorithm=algorithm, max_mrr_drop=float(drop))
 
 
-_SERVING_INTEGERS = {"port": 65535, "workers": 10_000, "max_limit": 10_000, "max_upload_bytes": 1 << 30,
-                     "max_upload_pixels": 89_478_485}  # Pillow refuses more pixels than this as a possible bomb anyway
+_SERVING_INTEGERS = {
+    "port": 65535,
+    "workers": 10_000,
+    "max_limit": 10_000,
+    "max_upload_bytes": 1 << 30,
+    "max_upload_pixels": 89_478_485,
+}  # Pillow refuses more pixels than this as a possible bomb anyway
 """The integer keys of ``[serving]`` and the largest value each takes."""
 
 
@@ -395,15 +416,23 @@ def _visual(raw: dict[str, Any], base: Path) -> Visual:
         values[key] = value
     visual = Visual(**values)
     if visual.dims and visual.metric == "dot":
-        msg = "visual.dims (search in principal components) needs metric = \"angular\" or \"euclidean\""
+        msg = 'visual.dims (search in principal components) needs metric = "angular" or "euclidean"'
         raise ConfigError(msg)
     if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
-        msg = "visual.model, visual.pretrained and visual.checkpoint are for encoder = \"open_clip\""
+        msg = 'visual.model, visual.pretrained and visual.checkpoint are for encoder = "open_clip"'
         raise ConfigError(msg)
     return visual
 
 
-_VISUAL_MINIMUM = {"batch_size": 1, "n_trees": 1, "search_k": -1, "dims": 0, "candidates": 1, "neighbours": 0, "min_sessions": 0}
+_VISUAL_MINIMUM = {
+    "batch_size": 1,
+    "n_trees": 1,
+    "search_k": -1,
+    "dims": 0,
+    "candidates": 1,
+    "neighbours": 0,
+    "min_sessions": 0,
+}
 
 
 def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:

@@ -34,7 +34,7 @@ from models.efficientnet import pad_to_square
 from models.encoder import EncoderError, TorchEncoder, default_device
 
 _HOW = (
-    "provide the weights with visual.checkpoint = \"/path/to/open_clip_pytorch_model.bin\", or download them once "
+    'provide the weights with visual.checkpoint = "/path/to/open_clip_pytorch_model.bin", or download them once '
     "where there is network access (huggingface-cli download <repo>) and copy the Hugging Face cache "
     "(~/.cache/huggingface, or $HF_HOME) to this machine"
 )
@@ -45,9 +45,7 @@ def _open_clip():
     try:
         import open_clip
     except ImportError as error:
-        msg = (
-            f"the open_clip encoder needs the clip extra (open_clip_torch with torchvision): pip install -e '.[clip]' ({error})"
-        )
+        msg = f"the open_clip encoder needs the clip extra (open_clip_torch with torchvision): pip install -e '.[clip]' ({error})"
         raise EncoderError(msg) from None
     return open_clip
 

@@ -93,7 +93,6 @@ class EfficientNetLite0(TorchEncoder):
             return self.network(batch.to(self.device).contiguous(memory_format=torch.channels_last))
 
 
-
 def _fold_batch_norms(network: torch.nn.Module) -> None:
     """Fold every batch norm into the convolution before it (inference only; same outputs to ~1e-5).
 

@@ -78,7 +78,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def cached(connection: duckdb.DuckDBPyConnection, model_id: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+def cached(
+    connection: duckdb.DuckDBPyConnection, model_id: str, hashes: Sequence[str], dim: int
+) -> dict[str, np.ndarray]:
     """The stored vectors of ``model_id`` for those of ``hashes`` that the table has.
 
     Raises:
@@ -125,7 +127,9 @@ def store(connection: duckdb.DuckDBPyConnection, model_id: str, hashes: Sequence
             "vector": pa.ListArray.from_arrays(
                 pa.array(np.arange(0, values.size + 1, values.shape[1], dtype=np.int32)), pa.array(values.ravel())
             ),
-            "encoded_at": pa.array([dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)] * len(hashes), pa.timestamp("us")),
+            "encoded_at": pa.array(
+                [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)] * len(hashes), pa.timestamp("us")
+            ),
         }
     )
     connection.register("new_embeddings", rows)

@@ -109,10 +109,14 @@ def _insert(ids, distances, flags, size, item, distance) -> int:
     capacity = ids.size
     if distance != distance:  # NaN: never closer than anything, and never in the pool
         return size
-    if size == capacity and (distance > distances[size - 1] or (distance == distances[size - 1] and item > ids[size - 1])):
+    if size == capacity and (
+        distance > distances[size - 1] or (distance == distances[size - 1] and item > ids[size - 1])
+    ):
         return size
     place = size if size < capacity else capacity - 1
-    while place > 0 and (distances[place - 1] > distance or (distances[place - 1] == distance and ids[place - 1] > item)):
+    while place > 0 and (
+        distances[place - 1] > distance or (distances[place - 1] == distance and ids[place - 1] > item)
+    ):
         ids[place] = ids[place - 1]
         distances[place] = distances[place - 1]
         flags[place] = flags[place - 1]
@@ -155,7 +159,9 @@ def _refine(graph: np.ndarray, reverse: np.ndarray, vectors: np.ndarray) -> np.n
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FAST)
-def search(query: np.ndarray, seeds: np.ndarray, graph: np.ndarray, vectors: np.ndarray, pool: int, exclude: int) -> np.ndarray:
+def search(
+    query: np.ndarray, seeds: np.ndarray, graph: np.ndarray, vectors: np.ndarray, pool: int, exclude: int
+) -> np.ndarray:
     """The ``pool`` items nearest to ``query`` found by walking ``graph`` from ``seeds``, closest first.
 
     ``exclude`` (an item number, or -1) is never returned: the product a

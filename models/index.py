@@ -191,7 +191,9 @@ class VisualIndex:
             ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k, k))
             ids = self._walked(tenant, ids, k, exclude=item)
             return self._reranked(tenant, ids, self.vectors[self._first_row[tenant] + item], item)[:k]
-        ids, distances = forest.get_nns_by_item(item, k + 1, search_k=self._search_k(search_k, k + 1), include_distances=True)
+        ids, distances = forest.get_nns_by_item(
+            item, k + 1, search_k=self._search_k(search_k, k + 1), include_distances=True
+        )
         return self._neighbours(tenant, ids, distances, exclude=item)[:k]
 
     def nearest(self, tenant: str, vector: np.ndarray, k: int = 10, search_k: int | None = None) -> list[Neighbour]:
@@ -211,10 +213,14 @@ class VisualIndex:
         if self.projection is not None:
             full = unit(vector) if self.metric == "angular" else vector
             reduced = self.projection(full[None, :])[0]
-            ids = forest.get_nns_by_vector(reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k, k))
+            ids = forest.get_nns_by_vector(
+                reduced.tolist(), max(self.candidates, k), search_k=self._search_k(search_k, k)
+            )
             ids = self._walked(tenant, ids, k, query=reduced)
             return self._reranked(tenant, ids, full, None)[:k]
-        ids, distances = forest.get_nns_by_vector(vector.tolist(), k, search_k=self._search_k(search_k, k), include_distances=True)
+        ids, distances = forest.get_nns_by_vector(
+            vector.tolist(), k, search_k=self._search_k(search_k, k), include_distances=True
+        )
         return self._neighbours(tenant, ids, distances, exclude=None)
 
     def save(self, directory: Path) -> Path:
@@ -298,7 +304,9 @@ class VisualIndex:
             return ids
         neighbours, points = self._walk[tenant]
         start = points[exclude] if query is None else query
-        return graph.search(start, np.asarray(ids, dtype=np.int32), neighbours, points, max(self.candidates, k), exclude)
+        return graph.search(
+            start, np.asarray(ids, dtype=np.int32), neighbours, points, max(self.candidates, k), exclude
+        )
 
     def _compile_walk(self) -> None:
         """Compile the graph walk for the argument types queries pass, now rather than in the first request.
@@ -491,7 +499,9 @@ def itemitem_rows(
     one per core); each query's answer does not depend on the others, so the
     rows are the same with any number.
     """
-    columns: dict[str, list] = {name: [] for name in ("tenant", "product_id", "rank", "related_product_id", "distance_score")}
+    columns: dict[str, list] = {
+        name: [] for name in ("tenant", "product_id", "rank", "related_product_id", "distance_score")
+    }
     queries = [(tenant, product) for tenant in index.tenants for product in sorted(index.products(tenant))]
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
         answers = pool.map(lambda query: index.similar(*query, top_n, search_k), queries)

@@ -77,10 +77,16 @@ def run(
     )
     keys = keys.filter(pa.array(present))
     built = index.build(
-        keys, vectors[present], model_id=encoder.model_id, metric=metric, n_trees=n_trees, search_k=search_k,
-        dims=dims or None, candidates=candidates, neighbours=neighbours,
+        keys,
+        vectors[present],
+        model_id=encoder.model_id,
+        metric=metric,
+        n_trees=n_trees,
+        search_k=search_k,
+        dims=dims or None,
+        candidates=candidates,
+        neighbours=neighbours,
         progress=index_progress,
     )
     rows = index.itemitem_rows(built, top_n, progress=rows_progress)
     return VisualResult(index=built, rows=rows, stats=stats)
-

@@ -6,7 +6,6 @@ patterns and looked up in dictionaries: nothing from a request ever reaches a
 query language. Errors are JSON with a ``detail`` that says what was wrong.
 """
 
-
 import asyncio
 import contextlib
 import os
@@ -89,21 +88,33 @@ def create_app(config: config_module.Config) -> Litestar:
     max_limit = config.serving.max_limit
     Limit = limit_type(max_limit)
 
-    @get("/v1/{tenant:str}/products/{product_id:str}/recommendations", summary="Top N for a product",
-         responses={200: ResponseSpec(Recommendations, description="The list, best first")})
+    @get(
+        "/v1/{tenant:str}/products/{product_id:str}/recommendations",
+        summary="Top N for a product",
+        responses={200: ResponseSpec(Recommendations, description="The list, best first")},
+    )
     async def recommendations(
-        tenant: FromPath[str], product_id: FromPath[str], limit: Limit = DEFAULT_LIMIT,
-        algorithm: Annotated[str, Parameter(description="cooccurrence, jaccard, llr, popular, and with [visual] visual or visual_blend")] = config.snapshots.gate_algorithm,
+        tenant: FromPath[str],
+        product_id: FromPath[str],
+        limit: Limit = DEFAULT_LIMIT,
+        algorithm: Annotated[
+            str, Parameter(description="cooccurrence, jaccard, llr, popular, and with [visual] visual or visual_blend")
+        ] = config.snapshots.gate_algorithm,
     ) -> ASGIApp:
         """One algorithm's list for a product on a tenant (country), best first: the talk's "top 5"."""
         served, items = lookup.items_json(tenant, product_id, algorithm, limit)
         return _Json(Recommendations(tenant, product_id, algorithm, served.build_id, msgspec.Raw(items)))
 
-    @get("/v1/{tenant:str}/products/{product_id:str}/gateway", summary="Recommendations for a visitor, by experiment variant",
-         responses={200: ResponseSpec(GatewayAnswer, description="The variant's list, and who answered")})
+    @get(
+        "/v1/{tenant:str}/products/{product_id:str}/gateway",
+        summary="Recommendations for a visitor, by experiment variant",
+        responses={200: ResponseSpec(GatewayAnswer, description="The variant's list, and who answered")},
+    )
     async def gateway(
-        tenant: FromPath[str], product_id: FromPath[str],
-        visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")], limit: Limit = DEFAULT_LIMIT,
+        tenant: FromPath[str],
+        product_id: FromPath[str],
+        visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")],
+        limit: Limit = DEFAULT_LIMIT,
     ) -> ASGIApp:
         """Assign the visitor to a variant of the running experiment (PlanOut hashing) and answer from it.
 
@@ -120,9 +131,21 @@ def create_app(config: config_module.Config) -> Litestar:
         if fallback_used:
             algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit)
         shown = [item.product_id for item in decoded(items)]
-        exposure = log.append(visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, shown)
-        answer = GatewayAnswer(tenant, product_id, visitor, experiment.name, variant.name, algorithm, fallback_used,
-                               served.build_id, exposure, msgspec.Raw(items))
+        exposure = log.append(
+            visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, shown
+        )
+        answer = GatewayAnswer(
+            tenant,
+            product_id,
+            visitor,
+            experiment.name,
+            variant.name,
+            algorithm,
+            fallback_used,
+            served.build_id,
+            exposure,
+            msgspec.Raw(items),
+        )
         return _Json(answer, ((VARIANT_KEY, variant.name.encode()),))
 
     @get("/health", summary="Liveness")
@@ -137,8 +160,13 @@ def create_app(config: config_module.Config) -> Litestar:
             served = live.get()
         except NoSnapshot as error:
             raise Unavailable(str(error)) from None
-        return Readiness("ready", served.build_id, round(time.time() - served.created_at.timestamp(), 3),
-                         sorted(served.tenants), served.visual is not None)
+        return Readiness(
+            "ready",
+            served.build_id,
+            round(time.time() - served.created_at.timestamp(), 3),
+            sorted(served.tenants),
+            served.visual is not None,
+        )
 
     @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
     async def prometheus() -> Response:
@@ -148,15 +176,18 @@ def create_app(config: config_module.Config) -> Litestar:
     def reload() -> None:
         previous, failures = live.current, len(live.failed)
         if live.refresh():
-            metrics.served(live.current.build_id, previous.build_id if previous else None,
-                           live.current.created_at.timestamp())
+            metrics.served(
+                live.current.build_id, previous.build_id if previous else None, live.current.created_at.timestamp()
+            )
         metrics.RELOAD_FAILURES.inc(len(live.failed) - failures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await asyncio.to_thread(reload)
-        tasks = [asyncio.create_task(_every(config.serving.reload_seconds, reload)),
-                 asyncio.create_task(_every(config.serving.flush_seconds, log.flush))]
+        tasks = [
+            asyncio.create_task(_every(config.serving.reload_seconds, reload)),
+            asyncio.create_task(_every(config.serving.flush_seconds, log.flush)),
+        ]
         try:
             yield
         finally:
@@ -165,12 +196,24 @@ def create_app(config: config_module.Config) -> Litestar:
             await asyncio.to_thread(log.flush)
 
     app = Litestar(
-        route_handlers=[recommendations, gateway, health, ready, prometheus, demo_page,
-                        *catalogue_routes.handlers(lookup, config), *visual_routes.handlers(lookup, config)],
+        route_handlers=[
+            recommendations,
+            gateway,
+            health,
+            ready,
+            prometheus,
+            demo_page,
+            *catalogue_routes.handlers(lookup, config),
+            *visual_routes.handlers(lookup, config),
+        ],
         middleware=[_measured],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="etalage", version="1", path="/schema",
-                                     description="Item-to-item recommendations from read-only snapshots."),
+        openapi_config=OpenAPIConfig(
+            title="etalage",
+            version="1",
+            path="/schema",
+            description="Item-to-item recommendations from read-only snapshots.",
+        ),
     )
     app.state.live = live
     app.state.exposures = log

@@ -61,5 +61,9 @@ def bernoulli_trial(p: float, experiment_salt: str, parameter_salt: str, unit: o
 def assign(experiment: Experiment, visitor: str) -> Variant:
     """The visitor's variant of ``experiment``: a PlanOut ``WeightedChoice`` over the variants' weights."""
     return weighted_choice(
-        experiment.variants, [v.weight for v in experiment.variants], experiment.experiment_salt, VARIANT_PARAMETER, visitor
+        experiment.variants,
+        [v.weight for v in experiment.variants],
+        experiment.experiment_salt,
+        VARIANT_PARAMETER,
+        visitor,
     )

@@ -7,7 +7,6 @@ catalogue's ``image`` column, relative to the catalogue's folder, as the
 build found it: the request only names the product, never a path.
 """
 
-
 import mimetypes
 from pathlib import Path
 from typing import Annotated
@@ -78,5 +77,12 @@ def handlers(lookup: Lookup, config: Config) -> list:
 
 def _product(tenant: str, row: dict) -> Product:
     url = f"/v1/{tenant}/products/{quote(row['product_id'], safe='')}/image" if row.get("image") else None
-    return Product(row["product_id"], row.get("title"), row.get("brand"), row.get("category"), row.get("colour"),
-                   row.get("price"), url)
+    return Product(
+        row["product_id"],
+        row.get("title"),
+        row.get("brand"),
+        row.get("category"),
+        row.get("colour"),
+        row.get("price"),
+        url,
+    )

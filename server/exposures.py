@@ -33,13 +33,31 @@ class ExposureLog:
         self._lock = threading.Lock()
         self._name = f"{socket.gethostname()}-{os.getpid()}"
 
-    def append(self, visitor: str, tenant: str, product_id: str, experiment: str, variant: str, algorithm: str,
-               snapshot: str, shown: list[str]) -> str:
+    def append(
+        self,
+        visitor: str,
+        tenant: str,
+        product_id: str,
+        experiment: str,
+        variant: str,
+        algorithm: str,
+        snapshot: str,
+        shown: list[str],
+    ) -> str:
         """Record one answer of the gateway; return its exposure id."""
         exposure_id = uuid.uuid4().hex
-        row = {"exposure_id": exposure_id, "ts": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-               "visitor": visitor, "tenant": tenant, "product_id": product_id, "experiment": experiment,
-               "variant": variant, "algorithm": algorithm, "snapshot": snapshot, "shown": shown}
+        row = {
+            "exposure_id": exposure_id,
+            "ts": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+            "visitor": visitor,
+            "tenant": tenant,
+            "product_id": product_id,
+            "experiment": experiment,
+            "variant": variant,
+            "algorithm": algorithm,
+            "snapshot": snapshot,
+            "shown": shown,
+        }
         with self._lock:
             self._rows.append(row)
         return exposure_id

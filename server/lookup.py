@@ -92,13 +92,17 @@ class Lookup:
                 return served, items
         served = self.product(tenant, product_id)
         if algorithm not in served.algorithms:
-            raise ValidationException(f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})")
+            raise ValidationException(
+                f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})"
+            )
         return served, served.items_json(tenant, algorithm, product_id, limit) or b"[]"
 
     def _checked(self, tenant: str, product_id: str) -> ServedSnapshot:
         """The full checks, in order, for a product the live catalogue lacks: each failure says what was wrong."""
         if not PRODUCT_ID.fullmatch(product_id):
-            raise ValidationException(f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}")
+            raise ValidationException(
+                f"product_id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}"
+            )
         served = self.tenant(tenant)
         if not served.has_product(tenant, product_id):
             raise NotFoundException(f"product {product_id!r} is not in tenant {tenant!r}'s catalogue")

@@ -27,15 +27,25 @@ MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 REQUESTS = Counter("etalage_requests", "HTTP requests answered", ["route", "variant", "status"])
 LATENCY = Histogram(
-    "etalage_request_seconds", "Time from request to the end of the response, in the server",
-    ["route", "variant"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+    "etalage_request_seconds",
+    "Time from request to the end of the response, in the server",
+    ["route", "variant"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
-SNAPSHOT = Gauge("etalage_snapshot_info", "The snapshot each server process serves (value 1)", ["build_id"],
-                 multiprocess_mode="liveall")
-SNAPSHOT_CREATED = Gauge("etalage_snapshot_created_timestamp_seconds", "When the served snapshot was built",
-                         multiprocess_mode="min")
-SNAPSHOT_AGE = Gauge("etalage_snapshot_age_seconds", "Age of the served snapshot, as the scraped process saw it",
-                     multiprocess_mode="mostrecent")
+SNAPSHOT = Gauge(
+    "etalage_snapshot_info",
+    "The snapshot each server process serves (value 1)",
+    ["build_id"],
+    multiprocess_mode="liveall",
+)
+SNAPSHOT_CREATED = Gauge(
+    "etalage_snapshot_created_timestamp_seconds", "When the served snapshot was built", multiprocess_mode="min"
+)
+SNAPSHOT_AGE = Gauge(
+    "etalage_snapshot_age_seconds",
+    "Age of the served snapshot, as the scraped process saw it",
+    multiprocess_mode="mostrecent",
+)
 RELOAD_FAILURES = Counter("etalage_snapshot_reload_failures", "Published snapshots a process refused to serve")
 
 

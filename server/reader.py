@@ -71,8 +71,10 @@ class ServedSnapshot:
         self._first = memoryview(lists.column("first_row").to_numpy())
         self._rows = memoryview(lists.column("rows").to_numpy())
         self.products = snapshot.read_table(folder / "products.arrow")
-        self._blocks = {algorithm: block * self.products.num_rows
-                        for block, algorithm in enumerate(pc.unique(lists.column("algorithm")).to_pylist())}
+        self._blocks = {
+            algorithm: block * self.products.num_rows
+            for block, algorithm in enumerate(pc.unique(lists.column("algorithm")).to_pylist())
+        }
         self.algorithms = frozenset(self._blocks)
         if previous is not None and _catalogue_sha256(previous) == _catalogue_sha256(self):
             self._product_rows, self._tenant_rows = previous._product_rows, previous._tenant_rows

@@ -18,7 +18,6 @@ thread, which shrinks a picture to at most 1024 pixels a side as it decodes
 square photo.
 """
 
-
 import asyncio
 import io
 import warnings
@@ -82,7 +81,9 @@ class QueryEncoder:
 
     async def _run(self, work: Callable, *args: Any) -> Any:
         if self._waiting >= MAX_WAITING:
-            raise Unavailable(f"{self._waiting} photo or text searches are already waiting in this worker; retry shortly")
+            raise Unavailable(
+                f"{self._waiting} photo or text searches are already waiting in this worker; retry shortly"
+            )
         self._waiting += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
@@ -105,13 +106,19 @@ class QueryEncoder:
             except ImportError as error:
                 raise Unavailable(f"encoding a query needs PyTorch: pip install 'etalage[visual]' ({error})") from None
             try:
-                self._encoder = open_encoder(self.settings.encoder, model=self.settings.model,
-                                             pretrained=self.settings.pretrained, checkpoint=self.settings.checkpoint)
+                self._encoder = open_encoder(
+                    self.settings.encoder,
+                    model=self.settings.model,
+                    pretrained=self.settings.pretrained,
+                    checkpoint=self.settings.checkpoint,
+                )
             except EncoderError as error:
                 raise Unavailable(f"visual.encoder cannot be loaded: {error}") from None
         if self._encoder.model_id != model_id:
-            raise Unavailable(f"the snapshot's index was built by {model_id!r}, but [visual] names "
-                              f"{self._encoder.model_id!r}; rebuild, or set [visual] as the build had it")
+            raise Unavailable(
+                f"the snapshot's index was built by {model_id!r}, but [visual] names "
+                f"{self._encoder.model_id!r}; rebuild, or set [visual] as the build had it"
+            )
         return self._encoder
 
 
@@ -131,8 +138,12 @@ def handlers(lookup: Lookup, config: Config) -> list:
         items = index.similar(tenant, product_id, limit)
         return _answer(tenant, product_id, served, items)
 
-    @post("/v1/{tenant:str}/images/similar", summary="Products that look like an uploaded photo", status_code=200,
-          request_max_body_size=serving.max_upload_bytes)
+    @post(
+        "/v1/{tenant:str}/images/similar",
+        summary="Products that look like an uploaded photo",
+        status_code=200,
+        request_max_body_size=serving.max_upload_bytes,
+    )
     async def similar_to_upload(tenant: FromPath[str], request: Request, limit: Limit = 10) -> LookAlikes:
         """Send the photo's bytes as the request body (JPEG, PNG, WebP, GIF ...; any content type).
 
@@ -148,15 +159,18 @@ def handlers(lookup: Lookup, config: Config) -> list:
 
     @get("/v1/{tenant:str}/search", summary="Products whose pictures match a text (CLIP models only)")
     async def search(
-        tenant: FromPath[str], q: Annotated[str, Parameter(min_length=1, max_length=200, description="what to look for")],
+        tenant: FromPath[str],
+        q: Annotated[str, Parameter(min_length=1, max_length=200, description="what to look for")],
         limit: Limit = 10,
     ) -> LookAlikes:
         """Text to picture search, e.g. "red summer dress": needs ``visual.encoder = "open_clip"``."""
         served = lookup.tenant(tenant)
         index = _index(served, tenant)
         if not encoder.reads_text:
-            raise NotFoundException(f"text search needs a CLIP model (visual.encoder = \"open_clip\"); "
-                                    f"this server's encoder is {config.visual.encoder!r}")
+            raise NotFoundException(
+                f'text search needs a CLIP model (visual.encoder = "open_clip"); '
+                f"this server's encoder is {config.visual.encoder!r}"
+            )
         vector = await encoder.text(q, index.model_id)
         return _answer(tenant, q, served, index.nearest(tenant, vector, limit))
 
@@ -166,8 +180,10 @@ def handlers(lookup: Lookup, config: Config) -> list:
 def _index(served: ServedSnapshot, tenant: str) -> Any:
     """The snapshot's visual index, once it is there and has pictures of ``tenant`` (else 503 or 404, saying why)."""
     if served.visual is None and served.has_visual_folder:
-        raise Unavailable(f"snapshot {served.build_id} has a visual index, but this server lacks annoy to open it: "
-                          "pip install 'etalage[visual]'")
+        raise Unavailable(
+            f"snapshot {served.build_id} has a visual index, but this server lacks annoy to open it: "
+            "pip install 'etalage[visual]'"
+        )
     if served.visual is None:
         raise Unavailable(f"snapshot {served.build_id} has no visual index: set [visual] enabled = true and rebuild")
     if tenant not in served.visual.forests:
@@ -196,10 +212,14 @@ def _opened(body: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise TooLarge(f"refused as a possible decompression bomb: {error}") from None
     except UnidentifiedImageError:
-        raise Unprocessable("the body is not a picture in a format the server reads (JPEG, PNG, WebP, GIF, ...)") from None
+        raise Unprocessable(
+            "the body is not a picture in a format the server reads (JPEG, PNG, WebP, GIF, ...)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise Unprocessable(f"the picture's header cannot be read ({error})") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise TooLarge(f"the image is {width} x {height} = {width * height:,} pixels; this server takes at most {max_pixels:,}")
+        raise TooLarge(
+            f"the image is {width} x {height} = {width * height:,} pixels; this server takes at most {max_pixels:,}"
+        )
     return image

@@ -52,7 +52,11 @@ def visual_shop(tmp_path_factory) -> Path:
 
 def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
     """The product ids a catalogue sells in ``tenant``."""
-    return {p for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist()) if t == tenant}
+    return {
+        p
+        for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist())
+        if t == tenant
+    }
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -94,8 +98,15 @@ def divolte_events(rows: list[dict]) -> pa.Table:
 def catalogue(products: dict[str, list[str]]) -> pa.Table:
     """A catalogue with the given product ids per tenant."""
     rows = [
-        {"tenant": tenant, "product_id": product, "title": f"item {product}", "brand": "b", "category": "dress",
-         "colour": "red", "price": 10.0}
+        {
+            "tenant": tenant,
+            "product_id": product,
+            "title": f"item {product}",
+            "brand": "b",
+            "category": "dress",
+            "colour": "red",
+            "price": 10.0,
+        }
         for tenant, ids in products.items()
         for product in ids
     ]
@@ -145,11 +156,29 @@ def free_port() -> int:
 
 def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1") -> dict:
     """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
-    itemitem = pa.table({"tenant": ["nl", "nl"], "algorithm": ["llr", "llr"], "product_id": [product, product],
-                         "rank": pa.array([1, 2], pa.int32()), "related_product_id": ["2", "3"], "distance_score": [score, 0.5],
-                         "item_json": [f'{{"product_id":"2","rank":1,"score":{score}}}{comma}', '{"product_id":"3","rank":2,"score":0.5},']})
-    lists = pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": [product, "2"],
-                      "first_row": pa.array([first_row, 0], pa.int64()), "rows": pa.array([rows, 0], pa.int32())})
+    itemitem = pa.table(
+        {
+            "tenant": ["nl", "nl"],
+            "algorithm": ["llr", "llr"],
+            "product_id": [product, product],
+            "rank": pa.array([1, 2], pa.int32()),
+            "related_product_id": ["2", "3"],
+            "distance_score": [score, 0.5],
+            "item_json": [
+                f'{{"product_id":"2","rank":1,"score":{score}}}{comma}',
+                '{"product_id":"3","rank":2,"score":0.5},',
+            ],
+        }
+    )
+    lists = pa.table(
+        {
+            "algorithm": ["llr", "llr"],
+            "tenant": ["nl", "nl"],
+            "product_id": [product, "2"],
+            "first_row": pa.array([first_row, 0], pa.int64()),
+            "rows": pa.array([rows, 0], pa.int32()),
+        }
+    )
     products = pa.table({"tenant": ["nl", "nl"], "product_id": [product, "2"]})
     return {"itemitem": itemitem.to_reader, "lists": lists.to_reader, "products": products.to_reader}
 
@@ -159,9 +188,21 @@ def running_server(config_path: Path, workers: int = 2) -> Iterator[tuple[str, s
     """Run ``etalage serve`` in a real process on a loopback port until the block ends; yield its URL and process."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", "--config", str(config_path), "--port", str(port),
-         "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--config",
+            str(config_path),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

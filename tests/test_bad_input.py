@@ -73,7 +73,10 @@ def test_parquet_file_with_a_column_of_another_type(shop):
     set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
     events = pq.read_table(shop / "events" / "parquet" / "part-0.parquet")
     broken = shop / "events" / "parquet" / "part-1.parquet"
-    pq.write_table(events.set_column(events.schema.get_field_index("sessionId"), "sessionId", pa.array(range(events.num_rows))), broken)
+    pq.write_table(
+        events.set_column(events.schema.get_field_index("sessionId"), "sessionId", pa.array(range(events.num_rows))),
+        broken,
+    )
     fails(shop, EXIT_BAD_INPUT, str(broken), "'sessionid' is int64 here but string")
 
 
@@ -172,8 +175,11 @@ def test_a_build_killed_midway_leaves_the_live_warehouse_intact(small_shop, tmp_
     before = sha256(live)
 
     building = tmp_path / ".warehouse.duckdb.building"
-    process = subprocess.Popen([sys.executable, "-m", "engine", "build", "--config", config],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "build", "--config", config],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not building.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -73,11 +73,15 @@ def test_sql_table_csv_json_parquet(built_shop, tmp_path):
 
 
 def test_sql_is_read_only(built_shop):
-    before = run_cli("sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json")
+    before = run_cli(
+        "sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json"
+    )
     result = run_cli("sql", "DELETE FROM itemitem", "--config", str(built_shop / "etalage.toml"))
     assert result.returncode == 3
     assert "read-only" in result.stderr
-    after = run_cli("sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json")
+    after = run_cli(
+        "sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json"
+    )
     assert json.loads(after.stdout) == json.loads(before.stdout)
 
 

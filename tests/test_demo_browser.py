@@ -28,8 +28,16 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                 "--disable-background-networking", "--disable-extensions", "--no-first-run"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
     driver.set_page_load_timeout(60)
@@ -54,12 +62,19 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
         tiles = browser.find_elements(By.CSS_SELECTOR, "#grid .product")
         assert len(tiles) == 24
-        wait.until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+        wait.until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
 
         tiles[0].click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#looks .product")
-                   and d.find_elements(By.CSS_SELECTOR, "#together .product"))
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, "#looks .product")
+                and d.find_elements(By.CSS_SELECTOR, "#together .product")
+            )
+        )
         chosen = tiles[0].get_attribute("data-id")
         looks = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, "#looks .product")]
         together = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, "#together .product")]
@@ -69,8 +84,11 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
         assert variant.get_attribute("data-variant") in ("llr", "visual_blend")
         assert variant.text.startswith(f"variant {variant.get_attribute('data-variant')} of recommendations: ")
         assert "efficientnet-lite0" in browser.find_element(By.ID, "looks-note").text
-        wait.until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('#looks img')].every(i => i.complete && i.naturalWidth > 0)"))
+        wait.until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#looks img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
         screenshot = tmp_path / "demo-page.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
         if os.environ.get("ETALAGE_DEMO_SCREENSHOT"):
@@ -81,6 +99,9 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
         browser.find_element(By.ID, "upload").send_keys(str(shop / image))
         wait.until(lambda d: "your photo" in d.find_element(By.ID, "looks-note").text)
         first = browser.find_element(By.CSS_SELECTOR, "#looks .product").get_attribute("data-id")
-        same = {p for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
-                if (shop / i).read_bytes() == (shop / image).read_bytes()}
+        same = {
+            p
+            for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
+            if (shop / i).read_bytes() == (shop / image).read_bytes()
+        }
         assert first in same

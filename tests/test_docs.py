@@ -52,9 +52,15 @@ def test_every_command_is_documented():
 
 def test_every_config_key_is_documented():
     keys = {"warehouse.path", "catalogue.path", "events.avro", "events.parquet"}
-    for table, kind in (("algorithms", config.Algorithms), ("evaluation", config.Evaluation), ("visual", config.Visual),
-                        ("snapshots", config.Snapshots), ("serving", config.Serving), ("experiment", config.Experiment),
-                        ("experiment.variants[]", config.Variant)):
+    for table, kind in (
+        ("algorithms", config.Algorithms),
+        ("evaluation", config.Evaluation),
+        ("visual", config.Visual),
+        ("snapshots", config.Snapshots),
+        ("serving", config.Serving),
+        ("experiment", config.Experiment),
+        ("experiment.variants[]", config.Variant),
+    ):
         keys |= {f"{table}.{f.name}" for f in dataclasses.fields(kind)}
     for key in keys:
         assert f"| `{key}` |" in README, key

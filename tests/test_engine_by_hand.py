@@ -19,7 +19,12 @@ from tests.conftest import divolte_events, write_shop_folder
 #   pairs: AB 3, AC 2, BC 2, AD 1, BD 1, CD 0
 # Tenant be has its own session s8 with A and B, so nl's numbers must not include it.
 SESSIONS = {
-    "s1": "ABC", "s2": "AB", "s3": "AC", "s4": "BC", "s5": "D", "s6": "ABD",
+    "s1": "ABC",
+    "s2": "AB",
+    "s3": "AC",
+    "s4": "BC",
+    "s5": "D",
+    "s6": "ABD",
     "s7": "ABCD",  # a bot: more distinct products than max_session_items
 }
 ITEMS = {"A": "1000001", "B": "1000002", "C": "1000003", "D": "1000004", "E": "1000005"}
@@ -60,12 +65,16 @@ def itemitem(request, tmp_path_factory):
     pairs, source = request.param.split("-")
     folder = tmp_path_factory.mktemp(request.param)
     path = write_shop_folder(
-        folder, hand_events(), {"nl": list(ITEMS.values()), "be": [ITEMS["A"], ITEMS["B"]]},
+        folder,
+        hand_events(),
+        {"nl": list(ITEMS.values()), "be": [ITEMS["A"], ITEMS["B"]]},
         "top_n = 5\nmin_support = 1\nmax_session_items = 3",
     )
     cfg = config.load(path)
     if source == "parquet":
-        cfg = dataclasses.replace(cfg, events=dataclasses.replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),)))
+        cfg = dataclasses.replace(
+            cfg, events=dataclasses.replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),))
+        )
     result = build.build(cfg, pairs=pairs)
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         rows = connection.execute("SELECT * FROM itemitem").fetchall()
@@ -108,7 +117,14 @@ def test_cooccurrence_lists_and_tie_break(itemitem):
 
 def test_jaccard(itemitem):
     got = lists(itemitem[1], "jaccard")
-    expected = {("A", "B"): 3 / 5, ("A", "C"): 2 / 5, ("A", "D"): 1 / 5, ("C", "A"): 2 / 5, ("C", "B"): 2 / 5, ("D", "B"): 1 / 5}
+    expected = {
+        ("A", "B"): 3 / 5,
+        ("A", "C"): 2 / 5,
+        ("A", "D"): 1 / 5,
+        ("C", "A"): 2 / 5,
+        ("C", "B"): 2 / 5,
+        ("D", "B"): 1 / 5,
+    }
     for (a, b), value in expected.items():
         assert dict(got[a])[b]["distance_score"] == pytest.approx(value, rel=1e-15)
     assert [name for name, _ in got["C"]] == ["A", "B"]
@@ -154,7 +170,9 @@ def test_min_support_and_look_back(tmp_path, look_back_days, sees_october):
     october = [{"session": s, "product": ITEMS[x], "ts": dt.datetime(2026, 10, 1)} for s in ("o1", "o2") for x in "CD"]
     events = pa.concat_tables([divolte_events(october), hand_events()])
     path = write_shop_folder(
-        tmp_path, events, {"nl": list(ITEMS.values())},
+        tmp_path,
+        events,
+        {"nl": list(ITEMS.values())},
         f"min_support = 2\nmax_session_items = 3\nlook_back_days = {look_back_days}",
     )
     build.build(config.load(path))

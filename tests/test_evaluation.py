@@ -15,11 +15,13 @@ from tests.test_engine_by_hand import ITEMS, SESSIONS
 TEST_DAY = dt.datetime(2026, 11, 10, 12, 0)
 # Test sessions (after the cut-off of 2026-11-05), as sequences of views:
 TEST_SESSIONS = {
-    "t1": "AB",   # A's cooccurrence list is B, C, D: B at rank 1
+    "t1": "AB",  # A's cooccurrence list is B, C, D: B at rank 1
     "t2": "CBA",  # C's list is A, B (tied at 2, B second by id): rank 2; then B -> A: rank 1
-    "t3": "DC", "t4": "DC", "t5": "DC",  # D's list is A, B: C absent, although D and C go together from now on
-    "t6": "A",    # one product: no transition, not a session of the talk's MRR
-    "t7": "EA",   # E is in the catalogue but was never viewed before the cut-off: no list, 0
+    "t3": "DC",
+    "t4": "DC",
+    "t5": "DC",  # D's list is A, B: C absent, although D and C go together from now on
+    "t6": "A",  # one product: no transition, not a session of the talk's MRR
+    "t7": "EA",  # E is in the catalogue but was never viewed before the cut-off: no list, 0
     "t8": "AAB",  # a repeated view is not a transition: A -> B, rank 1
 }
 
@@ -48,7 +50,9 @@ def evaluated(request, tmp_path_factory):
             "SELECT rank FROM itemitem WHERE algorithm = 'cooccurrence' AND product_id = $d AND related_product_id = $c",
             {"d": ITEMS["D"], "c": ITEMS["C"]},
         ).fetchall()
-        leftovers = connection.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'holdout'").fetchone()[0]
+        leftovers = connection.execute(
+            "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'holdout'"
+        ).fetchone()[0]
     return {row[names.index("algorithm")]: dict(zip(names, row)) for row in rows}, full, leftovers
 
 

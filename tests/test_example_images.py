@@ -23,7 +23,9 @@ TINY = generator.ShopSpec(products=160, brands=20, events=2_000, days=3, seed=5)
 def test_every_catalogue_product_has_its_picture(small_shop):
     catalogue = pq.read_table(small_shop / "catalogue.parquet")
     paths = set(catalogue.column("image").to_pylist())
-    assert len(paths) == len(set(catalogue.column("product_id").to_pylist()))  # one picture per product, shared by tenants
+    assert len(paths) == len(
+        set(catalogue.column("product_id").to_pylist())
+    )  # one picture per product, shared by tenants
     for path in sorted(paths)[:50]:
         with Image.open(small_shop / path) as image:
             assert (image.format, image.mode, image.size) == ("PNG", "RGB", (pictures.SIZE,) * 2)
@@ -59,8 +61,9 @@ def test_categories_get_photos_of_their_fashion_mnist_class():
 
 def test_without_fashion_mnist_every_picture_is_drawn(tmp_path):
     names = np.array(list(generator.CATEGORIES))
-    plan = pictures.plan(np.array([f"{i:07d}" for i in range(16)]), names, np.array(["red"] * 16), seed=1,
-                               folder=tmp_path / "no-dataset")
+    plan = pictures.plan(
+        np.array([f"{i:07d}" for i in range(16)]), names, np.array(["red"] * 16), seed=1, folder=tmp_path / "no-dataset"
+    )
     assert (plan.photo == -1).all()
     assert plan.source.startswith("drawn shapes (for real garment photos: apt-get install dataset-fashion-mnist)")
     pictures.write(plan, tmp_path)
@@ -95,7 +98,9 @@ def test_visual_stage_on_the_example_pictures_finds_the_same_kind_of_garment(tmp
     category = {(r["tenant"], r["product_id"]): r["category"] for r in catalogue.to_pylist()}
     rows = result.rows.to_pylist()
     assert all((r["tenant"], r["related_product_id"]) in category for r in rows)
-    same = np.mean([category[(r["tenant"], r["product_id"])] == category[(r["tenant"], r["related_product_id"])] for r in rows])
+    same = np.mean(
+        [category[(r["tenant"], r["product_id"])] == category[(r["tenant"], r["related_product_id"])] for r in rows]
+    )
     assert same > 0.5, same
 
     again = visual.run(connection, catalogue, tmp_path, encoder, n_trees=10, top_n=5)
@@ -112,8 +117,9 @@ def test_a_catalogue_without_pictures_is_refused(small_shop):
 def test_products_without_a_picture_are_left_out(small_shop):
     catalogue = pq.read_table(small_shop / "catalogue.parquet").slice(0, 4)
     image = catalogue.column("image").to_pylist()
-    catalogue = catalogue.set_column(catalogue.column_names.index("image"), "image",
-                                     [[image[0], None, "  ", str(Path("/abs") / "x.png")]])
+    catalogue = catalogue.set_column(
+        catalogue.column_names.index("image"), "image", [[image[0], None, "  ", str(Path("/abs") / "x.png")]]
+    )
     keys, paths = visual.catalogue_images(catalogue, small_shop)
     assert keys.column("product_id").to_pylist() == pc.take(catalogue.column("product_id"), [0, 3]).to_pylist()
     assert paths == [small_shop / image[0], Path("/abs/x.png")]

@@ -70,7 +70,9 @@ def test_clickstream_structure(shop):
 
 
 def test_written_files_follow_divoltes_layout(small_shop):
-    hours = sorted(p.relative_to(small_shop / "events" / "avro") for p in (small_shop / "events" / "avro").rglob("*.avro"))
+    hours = sorted(
+        p.relative_to(small_shop / "events" / "avro") for p in (small_shop / "events" / "avro").rglob("*.avro")
+    )
     assert len(hours) > 24
     assert all(len(p.parts) == 5 and p.name == "divolte-tracking-0.avro" for p in hours)
     days = sorted((small_shop / "events" / "parquet").glob("date=*/events.parquet"))

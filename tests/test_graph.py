@@ -42,7 +42,10 @@ def test_nn_descent_repairs_a_random_first_guess():
     truth = exact_neighbours(vectors, 10)
     rng = np.random.default_rng(2)
     guess = rng.integers(2_000, size=(2_000, 10))
-    found = [recall(graph.build(vectors, lambda item: guess[item].tolist(), m=10, rounds=rounds), truth) for rounds in (0, 2, 6)]
+    found = [
+        recall(graph.build(vectors, lambda item: guess[item].tolist(), m=10, rounds=rounds), truth)
+        for rounds in (0, 2, 6)
+    ]
     assert found[0] < 0.05
     assert found[0] < found[1] < found[2]
     assert found[2] >= 0.9, found
@@ -107,10 +110,12 @@ def test_the_graph_finds_what_the_forest_alone_misses():
     asked = range(0, 3_000, 15)
     found = {}
     for neighbours in (0, 16):
-        built = index.build(keys(3_000), vectors, model_id="test", n_trees=5, dims=16, candidates=20, neighbours=neighbours,
-                            search_k=40)
+        built = index.build(
+            keys(3_000), vectors, model_id="test", n_trees=5, dims=16, candidates=20, neighbours=neighbours, search_k=40
+        )
         found[neighbours] = recall(
-            np.array([[int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10)] for q in asked]), truth[list(asked)]
+            np.array([[int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10)] for q in asked]),
+            truth[list(asked)],
         )
     assert found[16] >= 0.95, found
     assert found[16] > found[0] + 0.1, found
@@ -177,7 +182,15 @@ def test_building_the_graphs_reports_progress_over_all_tenants():
     vectors, _ = vectors_and_truth()
     table = pa.concat_tables([keys(2_000, "nl"), keys(1_000, "be")])
     heard = []
-    index.build(table, vectors, model_id="test", n_trees=5, dims=16, neighbours=8, progress=lambda done, total: heard.append((done, total)))
+    index.build(
+        table,
+        vectors,
+        model_id="test",
+        n_trees=5,
+        dims=16,
+        neighbours=8,
+        progress=lambda done, total: heard.append((done, total)),
+    )
     assert {total for _, total in heard} == {3_000}
     assert [done for done, _ in heard] == sorted(done for done, _ in heard)
     assert heard[-1] == (3_000, 3_000) and (1_000, 3_000) in heard  # "be" (1,000 rows) is built first

@@ -97,19 +97,25 @@ def test_the_transpose_is_the_same_for_any_split():
     # Each product's sessions, in session order, the widest product's co-occurrences, and no repeats.
     item_ptr, item_baskets, widest, repeated = first
     assert not repeated
-    holding = {item: [b for b in range(50) if item in basket_items[basket_ptr[b]:basket_ptr[b + 1]]] for item in range(30)}
+    holding = {
+        item: [b for b in range(50) if item in basket_items[basket_ptr[b] : basket_ptr[b + 1]]] for item in range(30)
+    }
     for item, baskets in holding.items():
-        assert item_baskets[item_ptr[item]:item_ptr[item + 1]].tolist() == baskets
+        assert item_baskets[item_ptr[item] : item_ptr[item + 1]].tolist() == baskets
     assert widest == max(sum(sizes[b] for b in baskets) for baskets in holding.values())
 
 
 def items_table(sessions: list[int], tenant_sessions: int, numbers: list[int] | None = None) -> pa.Table:
     n = len(sessions)
-    return pa.table({
-        "item": pa.array(numbers if numbers is not None else range(n), pa.int32()), "tenant": ["t"] * n,
-        "product_id": [f"p{i}" for i in range(n)], "sessions": pa.array(sessions, pa.int64()),
-        "tenant_sessions": pa.array([tenant_sessions] * n, pa.int64()),
-    })
+    return pa.table(
+        {
+            "item": pa.array(numbers if numbers is not None else range(n), pa.int32()),
+            "tenant": ["t"] * n,
+            "product_id": [f"p{i}" for i in range(n)],
+            "sessions": pa.array(sessions, pa.int64()),
+            "tenant_sessions": pa.array([tenant_sessions] * n, pa.int64()),
+        }
+    )
 
 
 BASKETS = [[2], [0, 1], [0, 1], [0, 1, 2]]
@@ -133,7 +139,15 @@ def test_a_sliced_list_array_gives_the_rows_of_the_whole_one():
         (items_table([3, 3, 1], 4), BASKETS, "baskets and item counts disagree"),
         (items_table([3, 4, 2], 4), [[2], [0, 1], [0, 1, 1], [0, 1, 2]], "holds the same item twice"),
     ],
-    ids=["unordered items", "item too large", "negative item", "null basket", "null item", "stale counts", "repeated item"],
+    ids=[
+        "unordered items",
+        "item too large",
+        "negative item",
+        "null basket",
+        "null item",
+        "stale counts",
+        "repeated item",
+    ],
 )
 def test_input_the_compiled_loops_cannot_take_is_refused(items, baskets, message):
     with pytest.raises(ValueError, match=message):
@@ -146,6 +160,10 @@ def test_uncompiled_the_same_cases_stay_in_bounds():
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not uncompiled"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -73,7 +73,9 @@ def test_vectors_are_pooled_1280_features_independent_of_batching(encoder):
 
 def test_progress_is_reported_per_batch(encoder):
     calls = []
-    encoder.encode_images(labelled_images(5, ("bag",))[0], batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    encoder.encode_images(
+        labelled_images(5, ("bag",))[0], batch_size=2, progress=lambda done, total: calls.append((done, total))
+    )
     assert calls == [(2, 5), (4, 5), (5, 5)]
 
 
@@ -101,7 +103,11 @@ def test_unreadable_images_are_named(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
     (tmp_path / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])
-    for name, says in (("missing.png", "does not exist"), ("notes.png", "cannot be read"), ("truncated.png", "cannot be read")):
+    for name, says in (
+        ("missing.png", "does not exist"),
+        ("notes.png", "cannot be read"),
+        ("truncated.png", "cannot be read"),
+    ):
         with pytest.raises(ImageError, match=f"{name}.*{says}"):
             load_image(tmp_path / name)
     with pytest.raises(ImageError, match="upload.*cannot be read"):
@@ -246,7 +252,9 @@ def keys(tenant_products: list[tuple[str, str]]) -> pa.Table:
 @pytest.mark.parametrize("metric", ["angular", "euclidean", "dot"])
 def test_annoy_finds_what_brute_force_finds(metric):
     vectors = clustered(2_000, 64, 40)
-    built = index.build(keys([("nl", f"{i:05d}") for i in range(2_000)]), vectors, model_id="test", metric=metric, n_trees=20)
+    built = index.build(
+        keys([("nl", f"{i:05d}") for i in range(2_000)]), vectors, model_id="test", metric=metric, n_trees=20
+    )
     if metric == "angular":
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         score = unit @ unit.T
@@ -265,14 +273,20 @@ def test_annoy_finds_what_brute_force_finds(metric):
     first = built.similar("nl", "00000", 3, search_k=2_000)
     assert first[0].score >= first[1].score >= first[2].score
     best = int(first[0].product_id)
-    assert first[0].score == pytest.approx(score[0, best] if metric != "euclidean" else 1 / (1 - score[0, best]), rel=1e-4)
+    assert first[0].score == pytest.approx(
+        score[0, best] if metric != "euclidean" else 1 / (1 - score[0, best]), rel=1e-4
+    )
 
 
 def test_saved_index_is_memory_mapped_and_answers_alike(tmp_path):
     vectors = clustered(500, 32, 10)
     built = index.build(keys([("nl", f"p{i}") for i in range(500)]), vectors, model_id="test", n_trees=10)
     built.save(tmp_path / "snapshot")
-    assert sorted(p.name for p in (tmp_path / "snapshot").iterdir()) == ["visual-items.arrow", "visual-nl.ann", "visual.json"]
+    assert sorted(p.name for p in (tmp_path / "snapshot").iterdir()) == [
+        "visual-items.arrow",
+        "visual-nl.ann",
+        "visual.json",
+    ]
     loaded = index.VisualIndex.load(tmp_path / "snapshot")
     maps = Path("/proc/self/maps").read_text()
     assert str(tmp_path / "snapshot" / "visual-nl.ann") in maps
@@ -289,18 +303,28 @@ def test_reduced_search_reranks_exactly_and_survives_saving(metric, tmp_path):
     """Forests over 16 principal components, re-ranked on the full 64-d vectors: near brute force, exact scores."""
     vectors = clustered(2_000, 64, 40, seed=2) + 3.0  # an offset, as non-negative CNN features have
     table = keys([("nl", f"{i:05d}") for i in range(2_000)])
-    built = index.build(table, vectors, model_id="test", metric=metric, n_trees=20, dims=16, candidates=50, search_k=3_000)
+    built = index.build(
+        table, vectors, model_id="test", metric=metric, n_trees=20, dims=16, candidates=50, search_k=3_000
+    )
     base = vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if metric == "angular" else vectors
     squared = (base**2).sum(axis=1)
     distance = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * base @ base.T, 0))
     np.fill_diagonal(distance, np.inf)
     exact = np.argsort(distance, axis=1)[:, :10]
     queries = range(0, 2_000, 20)
-    recall = np.mean([len({int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10)} & set(exact[q].tolist())) / 10
-                      for q in queries])
+    recall = np.mean(
+        [
+            len({int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10)} & set(exact[q].tolist())) / 10
+            for q in queries
+        ]
+    )
     assert recall >= 0.9, recall
     best = built.similar("nl", "00007", 1)[0]
-    expected = 1 - distance[7, int(best.product_id)] ** 2 / 2 if metric == "angular" else 1 / (1 + distance[7, int(best.product_id)])
+    expected = (
+        1 - distance[7, int(best.product_id)] ** 2 / 2
+        if metric == "angular"
+        else 1 / (1 + distance[7, int(best.product_id)])
+    )
     assert best.score == pytest.approx(expected, rel=1e-4)
 
     built.save(tmp_path)
@@ -398,27 +422,40 @@ def test_blend_uses_clicks_where_they_suffice_and_looks_elsewhere():
     connection = duckdb.connect()
     rows = [
         # warm product w (10 sessions): two llr neighbours, topped up by visual ones not already listed.
-        ("llr", "w", 1, "x", 9.0), ("llr", "w", 2, "y", 5.0),
-        ("visual", "w", 1, "y", 0.9), ("visual", "w", 2, "z", 0.8), ("visual", "w", 3, "v", 0.7),
+        ("llr", "w", 1, "x", 9.0),
+        ("llr", "w", 2, "y", 5.0),
+        ("visual", "w", 1, "y", 0.9),
+        ("visual", "w", 2, "z", 0.8),
+        ("visual", "w", 3, "v", 0.7),
         # cold product c (1 session): its llr list is ignored, the visual list is used.
         ("llr", "c", 1, "x", 3.0),
-        ("visual", "c", 1, "z", 0.95), ("visual", "c", 2, "w", 0.5),
+        ("visual", "c", 1, "z", 0.95),
+        ("visual", "c", 2, "w", 0.5),
         # never viewed product n: visual only.
         ("visual", "n", 1, "w", 0.4),
     ]
-    connection.execute("CREATE TABLE itemitem (tenant VARCHAR, algorithm VARCHAR, product_id VARCHAR, rank INTEGER, "
-                       "related_product_id VARCHAR, distance_score DOUBLE, cooccurrence BIGINT, product_sessions BIGINT, "
-                       "related_sessions BIGINT)")
+    connection.execute(
+        "CREATE TABLE itemitem (tenant VARCHAR, algorithm VARCHAR, product_id VARCHAR, rank INTEGER, "
+        "related_product_id VARCHAR, distance_score DOUBLE, cooccurrence BIGINT, product_sessions BIGINT, "
+        "related_sessions BIGINT)"
+    )
     connection.executemany("INSERT INTO itemitem VALUES ('nl', ?, ?, ?, ?, ?, NULL, NULL, NULL)", rows)
-    connection.execute("CREATE TABLE item_counts AS SELECT * FROM (VALUES ('nl', 'w', 10), ('nl', 'c', 1)) t(tenant, product_id, sessions)")
+    connection.execute(
+        "CREATE TABLE item_counts AS SELECT * FROM (VALUES ('nl', 'w', 10), ('nl', 'c', 1)) t(tenant, product_id, sessions)"
+    )
     sqlfiles.create_table(connection, "visual_blend", {"min_sessions": 3, "top_n": 3})
     got = connection.execute("SELECT product_id, rank, related_product_id, distance_score FROM visual_blend").fetchall()
     assert got == [
-        ("c", 1, "z", 0.95), ("c", 2, "w", 0.5),
+        ("c", 1, "z", 0.95),
+        ("c", 2, "w", 0.5),
         ("n", 1, "w", 0.4),
-        ("w", 1, "x", 9.0), ("w", 2, "y", 5.0), ("w", 3, "z", 0.8),
+        ("w", 1, "x", 9.0),
+        ("w", 2, "y", 5.0),
+        ("w", 3, "z", 0.8),
     ]
-    assert {r[0] for r in connection.execute("SELECT DISTINCT algorithm FROM visual_blend").fetchall()} == {"visual_blend"}
+    assert {r[0] for r in connection.execute("SELECT DISTINCT algorithm FROM visual_blend").fetchall()} == {
+        "visual_blend"
+    }
 
 
 # --- open_clip (only where the clip extra is installed) ------------------------------------------------------------

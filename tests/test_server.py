@@ -52,7 +52,8 @@ def expected(shop: config.Config, tenant: str, algorithm: str, product: str, lim
 def sample_products(shop: config.Config, count: int) -> list[tuple[str, str]]:
     with warehouse.connect(shop.warehouse, read_only=True) as connection:
         return connection.execute(
-            "SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL LIMIT $n", {"n": count}
+            "SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL LIMIT $n",
+            {"n": count},
         ).fetchall()
 
 
@@ -67,7 +68,9 @@ def test_weighted_choice_and_bernoulli_follow_planouts_scaled_hash():
         digest = int(hashlib.sha1(f"exp.variant.{visitor}".encode()).hexdigest()[:15], 16)
         draw = digest / 0xFFFFFFFFFFFFFFF
         # Weights 1 and 3: the first choice up to a quarter of the way, the second after it.
-        assert assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", visitor) == ("a" if 4 * draw <= 1 else "b")
+        assert assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", visitor) == (
+            "a" if 4 * draw <= 1 else "b"
+        )
         assert assignment.bernoulli_trial(0.3, "exp", "variant", visitor) == (1 if draw <= 0.3 else 0)
     shares = [assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", f"v{i}") for i in range(20_000)]
     assert shares.count("a") / len(shares) == pytest.approx(0.25, abs=0.015)
@@ -78,7 +81,9 @@ def test_changing_other_config_never_reshuffles_visitors():
     running = Experiment("homepage", variants=(Variant("llr", "llr"), Variant("cooc", "cooccurrence")))
     before = [assignment.assign(running, v).name for v in visitors]
     # A different fallback, another algorithm behind a variant name: the same people, the same variant names.
-    edited = Experiment("homepage", variants=(Variant("llr", "jaccard", fallback=None), Variant("cooc", "cooccurrence")))
+    edited = Experiment(
+        "homepage", variants=(Variant("llr", "jaccard", fallback=None), Variant("cooc", "cooccurrence"))
+    )
     assert [assignment.assign(edited, v).name for v in visitors] == before
     renamed = Experiment("homepage-2", variants=running.variants)
     moved = sum(a != b for a, b in zip(before, (assignment.assign(renamed, v).name for v in visitors)))
@@ -88,8 +93,9 @@ def test_changing_other_config_never_reshuffles_visitors():
 def test_recommendations_are_the_warehouses_top_n(shop, client):
     for tenant, product in sample_products(shop, 25):
         for algorithm, limit in (("llr", 5), ("cooccurrence", 20), ("jaccard", 1), ("popular", 3)):
-            response = client.get(f"/v1/{tenant}/products/{product}/recommendations",
-                                  params={"algorithm": algorithm, "limit": limit})
+            response = client.get(
+                f"/v1/{tenant}/products/{product}/recommendations", params={"algorithm": algorithm, "limit": limit}
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             assert body["items"] == expected(shop, tenant, algorithm, product, limit)
@@ -97,7 +103,8 @@ def test_recommendations_are_the_warehouses_top_n(shop, client):
             # The body is sliced from the snapshot's JSON, not encoded from the type: it must still be that type.
             assert response.headers["content-type"] == "application/json"
             assert msgspec.json.decode(response.content, type=Recommendations).items[:1] == [
-                Recommendation(**item) for item in body["items"][:1]]
+                Recommendation(**item) for item in body["items"][:1]
+            ]
     default = client.get(f"/v1/{tenant}/products/{product}/recommendations").json()
     assert default["algorithm"] == "llr" and len(default["items"]) <= 5
 
@@ -111,7 +118,11 @@ def test_gateway_answers_from_the_visitors_variant_and_says_so(shop, client):
         body = response.json()
         assert response.headers["etalage-variant"] == body["variant"]
         variant = assignment.assign(shop.experiment, visitor)
-        assert (body["experiment"], body["variant"], body["algorithm"]) == ("recommendations", variant.name, variant.algorithm)
+        assert (body["experiment"], body["variant"], body["algorithm"]) == (
+            "recommendations",
+            variant.name,
+            variant.algorithm,
+        )
         assert body["items"] == expected(shop, tenant, variant.algorithm, product, 4)
         assert body["snapshot"] == client.app.state.live.get().build_id and len(body["exposure_id"]) == 32
         assert msgspec.json.decode(response.content, type=GatewayAnswer).visitor == visitor
@@ -187,9 +198,17 @@ def test_health_readiness_metrics_and_openapi(shop, client):
     schema = client.get("/schema/openapi.json").json()
     for route, answer in (("recommendations", "Recommendations"), ("gateway", "GatewayAnswer")):
         documented = schema["paths"][f"/v1/{{tenant}}/products/{{product_id}}/{route}"]["get"]
-        assert documented["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{answer}"}
+        assert documented["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{answer}"
+        }
         assert {"tenant", "product_id", "limit"} <= {p["name"] for p in documented["parameters"]}
-    assert set(schema["components"]["schemas"]["Recommendations"]["properties"]) == {"tenant", "product_id", "algorithm", "snapshot", "items"}
+    assert set(schema["components"]["schemas"]["Recommendations"]["properties"]) == {
+        "tenant",
+        "product_id",
+        "algorithm",
+        "snapshot",
+        "items",
+    }
 
 
 def test_without_a_snapshot_the_server_is_up_but_not_ready(shop, tmp_path):
@@ -222,15 +241,21 @@ def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path
         lists = sqlfiles.query(connection, "snapshot_lists").to_arrow_table()
         products = connection.table("products").to_arrow_table()
     # Batches of 997 rows cut many lists in two: the reader's slow path must give the same rows as its fast one.
-    tables = {"itemitem": lambda: pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=997)),
-              "lists": lambda: pa.RecordBatchReader.from_batches(lists.schema, lists.to_batches(max_chunksize=991)),
-              "products": lambda: products.to_reader()}
+    tables = {
+        "itemitem": lambda: pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=997)),
+        "lists": lambda: pa.RecordBatchReader.from_batches(lists.schema, lists.to_batches(max_chunksize=991)),
+        "products": lambda: products.to_reader(),
+    }
     served = ServedSnapshot(snapshot.stage(tmp_path, "small-batches", tables, {}).path)
     expected: dict[tuple, list] = {}
     for row in rows.to_pylist():
         key = (row["tenant"], row["algorithm"], row["product_id"])
-        expected.setdefault(key, []).append(Recommendation(row["related_product_id"], row["rank"], row["distance_score"]))
-    spanning = [r for r in lists.to_pylist() if r["rows"] and r["first_row"] // 997 != (r["first_row"] + r["rows"] - 1) // 997]
+        expected.setdefault(key, []).append(
+            Recommendation(row["related_product_id"], row["rank"], row["distance_score"])
+        )
+    spanning = [
+        r for r in lists.to_pylist() if r["rows"] and r["first_row"] // 997 != (r["first_row"] + r["rows"] - 1) // 997
+    ]
     assert len(spanning) > 10
     for (tenant, algorithm, product), items in expected.items():
         assert served.recommendations(tenant, algorithm, product, 100) == items
@@ -245,9 +270,11 @@ def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path
 
 def test_without_a_visual_index_the_visual_endpoints_say_how_to_get_one(client):
     product = sample_products_of(client)
-    for answer in (client.get(f"/v1/nl/products/{product}/visually-similar"),
-                   client.post("/v1/nl/images/similar", content=b"\x89PNG"),
-                   client.get("/v1/nl/search", params={"q": "dress"})):
+    for answer in (
+        client.get(f"/v1/nl/products/{product}/visually-similar"),
+        client.post("/v1/nl/images/similar", content=b"\x89PNG"),
+        client.get("/v1/nl/search", params={"q": "dress"}),
+    ):
         assert answer.status_code == 503, answer.text
         assert "has no visual index: set [visual] enabled = true and rebuild" in answer.json()["detail"]
     assert client.get("/ready").json()["visual"] is False
@@ -269,13 +296,19 @@ def test_a_new_snapshot_with_the_same_catalogue_keeps_the_product_index(shop, tm
     again = ServedSnapshot(live, previous=first)
     assert again._product_rows is first._product_rows  # same products.arrow sha256: nothing rebuilt
     with warehouse.connect(shop.warehouse, read_only=True) as connection:
-        tables = {name: lambda name=name: sqlfiles.query(connection, f"snapshot_{name}").to_arrow_table().to_reader()
-                  for name in ("itemitem", "lists")}
+        tables = {
+            name: lambda name=name: sqlfiles.query(connection, f"snapshot_{name}").to_arrow_table().to_reader()
+            for name in ("itemitem", "lists")
+        }
         products = connection.table("products").to_arrow_table()
         tables["products"] = products.to_reader
         # The same rows with one more column: a different file, so the index is built again, and equal.
-        changed = snapshot.stage(tmp_path, "changed", {**tables, "products": products.append_column(
-            "note", pa.array(["x"] * products.num_rows)).to_reader}, {})
+        changed = snapshot.stage(
+            tmp_path,
+            "changed",
+            {**tables, "products": products.append_column("note", pa.array(["x"] * products.num_rows)).to_reader},
+            {},
+        )
         rebuilt = ServedSnapshot(changed.path, previous=first)
     assert rebuilt._product_rows is not first._product_rows and rebuilt._product_rows == first._product_rows
     tenant, product = sample_products(shop, 1)[0]

@@ -27,7 +27,11 @@ from tests.conftest import copy_shop, divolte_events, run_cli, running_server
 def shop(small_shop, tmp_path) -> Path:
     """A built copy of the small shop whose server reloads and flushes quickly; returns its config path."""
     path = copy_shop(small_shop, tmp_path)
-    text = path.read_text().replace("reload_seconds = 1.0", "reload_seconds = 0.2").replace("flush_seconds = 5.0", "flush_seconds = 0.3")
+    text = (
+        path.read_text()
+        .replace("reload_seconds = 1.0", "reload_seconds = 0.2")
+        .replace("flush_seconds = 5.0", "flush_seconds = 0.3")
+    )
     path.write_text(text)
     result = run_cli("build", "--config", str(path))
     assert result.returncode == 0, result.stderr
@@ -58,7 +62,9 @@ def test_a_tenants_answers_only_hold_its_own_products(shop):
             others = set().union(*(p for t, p in products.items() if t != tenant)) - ids
             for product in sorted(ids)[:60] + sorted(shared)[:20]:
                 for algorithm in ("llr", "cooccurrence", "jaccard", "popular"):
-                    status, body = fetch(f"{base}/v1/{tenant}/products/{product}/recommendations?algorithm={algorithm}&limit=20")
+                    status, body = fetch(
+                        f"{base}/v1/{tenant}/products/{product}/recommendations?algorithm={algorithm}&limit=20"
+                    )
                     assert status == 200, body
                     shown = {item["product_id"] for item in body["items"]}
                     assert shown <= ids and not shown & others, (tenant, product, algorithm)
@@ -73,7 +79,9 @@ def test_workers_switch_to_a_new_snapshot_without_a_failed_or_mixed_request(shop
     root = cfg.snapshots.root
     old = ServedSnapshot((root / "current").resolve())
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
-        listed = connection.execute("SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL").fetchall()
+        listed = connection.execute(
+            "SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL"
+        ).fetchall()
     keys = random.Random(3).sample(listed, 40)
     answers: list[tuple[int, dict]] = []
     failures: list[str] = []
@@ -144,10 +152,12 @@ def test_exposures_come_back_as_click_through_per_variant(shop):
     # The first ten visitors view the first product they were shown, a minute later.
     clicked = visitors[:10]
     soon = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(minutes=1)
-    events = divolte_events([
-        {"tenant": tenant, "session": visitor.removeprefix("0:"), "product": shown[visitor][1], "ts": soon}
-        for visitor in clicked
-    ])
+    events = divolte_events(
+        [
+            {"tenant": tenant, "session": visitor.removeprefix("0:"), "product": shown[visitor][1], "ts": soon}
+            for visitor in clicked
+        ]
+    )
     divolte.write_avro(events, shop.parent / "events" / "avro" / "clicks" / "clicks.avro")
     # These new events move the evaluation's test week to days without sessions, which the gate would refuse.
     result = run_cli("build", "--force", "--config", str(shop))

@@ -49,7 +49,13 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     current = root / "current"
     assert current.is_symlink() and not os.readlink(current).startswith("/")  # relative: the root can move
     folder = live_folder(shop)
-    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "itemitem.arrow", "lists.arrow", "manifest.json", "products.arrow"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "_SUCCESS",
+        "itemitem.arrow",
+        "lists.arrow",
+        "manifest.json",
+        "products.arrow",
+    ]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["build_id"] == folder.name
     assert manifest["gate"]["verdict"] == "first"
@@ -67,28 +73,51 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     assert served.drop_columns(["item_json"]).equals(expected)
     for row in served.slice(0, 5000).to_pylist():
         assert row["item_json"].endswith(",")
-        assert json.loads(row["item_json"][:-1]) == {"product_id": row["related_product_id"], "rank": row["rank"],
-                                                     "score": row["distance_score"]}
+        assert json.loads(row["item_json"][:-1]) == {
+            "product_id": row["related_product_id"],
+            "rank": row["rank"],
+            "score": row["distance_score"],
+        }
     algorithms = sorted(set(expected.column("algorithm").to_pylist()))
-    assert manifest["rows"] == {"itemitem": expected.num_rows, "lists": len(algorithms) * products.num_rows,
-                                "products": products.num_rows}
+    assert manifest["rows"] == {
+        "itemitem": expected.num_rows,
+        "lists": len(algorithms) * products.num_rows,
+        "products": products.num_rows,
+    }
     assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
 
 
-@pytest.mark.parametrize(("tables", "refusal"), [
-    (tiny_tables(first_row=1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
-    (tiny_tables(first_row=2**63 - 1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
-    (tiny_tables(rows=1), "its rows are not exactly the lists of lists.arrow"),
-    (tiny_tables(rows=-1), "lists.arrow: a negative row count"),
-    (tiny_tables(score=float("nan")), "distance_score has NaN or infinite values"),
-    (tiny_tables(comma=""), "an item_json value does not end with a comma"),
-    ({**tiny_tables(), "products": pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader},
-     "the llr block does not follow products.arrow's order"),
-    ({**tiny_tables(), "lists": pa.table({"algorithm": ["llr", "llr"], "tenant": ["nl", "nl"], "product_id": ["1", "2"],
-                                          "first_row": pa.array([None, 0], pa.int64()), "rows": pa.array([2, 0], pa.int32())}).to_reader},
-     "lists.arrow: NULLs in first_row"),
-])
+@pytest.mark.parametrize(
+    ("tables", "refusal"),
+    [
+        (tiny_tables(first_row=1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
+        (tiny_tables(first_row=2**63 - 1), "lists.arrow: points outside itemitem.arrow's 2 rows"),
+        (tiny_tables(rows=1), "its rows are not exactly the lists of lists.arrow"),
+        (tiny_tables(rows=-1), "lists.arrow: a negative row count"),
+        (tiny_tables(score=float("nan")), "distance_score has NaN or infinite values"),
+        (tiny_tables(comma=""), "an item_json value does not end with a comma"),
+        (
+            {**tiny_tables(), "products": pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader},
+            "the llr block does not follow products.arrow's order",
+        ),
+        (
+            {
+                **tiny_tables(),
+                "lists": pa.table(
+                    {
+                        "algorithm": ["llr", "llr"],
+                        "tenant": ["nl", "nl"],
+                        "product_id": ["1", "2"],
+                        "first_row": pa.array([None, 0], pa.int64()),
+                        "rows": pa.array([2, 0], pa.int32()),
+                    }
+                ).to_reader,
+            },
+            "lists.arrow: NULLs in first_row",
+        ),
+    ],
+)
 def test_the_verifier_refuses_a_list_index_the_server_could_not_trust(tmp_path, tables, refusal):
     with pytest.raises(snapshot.SnapshotInvalid, match=re.escape(refusal)):
         snapshot.stage(tmp_path, "bad", tables, {})
@@ -225,7 +254,9 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
 
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "build", "--config", str(shop)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "ETALAGE_PAUSE_AT": point},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ETALAGE_PAUSE_AT": point},
     )
     for line in process.stderr:
         if line.startswith(f"paused at {point}"):
@@ -284,8 +315,13 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
     (extra / "forest-nl.ann").write_bytes(bytes(range(256)) * 10)
     (extra / "items.json").write_text('{"dim": 4}')
     staged = snapshot.stage(tmp_path / "root", "b1", tiny_tables(), {}, folders={"visual": extra})
-    assert set(staged.manifest["files"]) == {"itemitem.arrow", "lists.arrow", "products.arrow", "visual/forest-nl.ann",
-                                             "visual/items.json"}
+    assert set(staged.manifest["files"]) == {
+        "itemitem.arrow",
+        "lists.arrow",
+        "products.arrow",
+        "visual/forest-nl.ann",
+        "visual/items.json",
+    }
     assert staged.manifest["rows"] == {"itemitem": 2, "lists": 2, "products": 2}
     snapshot.verify(staged.path)
     forest = staged.path / "visual" / "forest-nl.ann"

@@ -55,7 +55,5 @@ def test_kernel_and_sql_self_join_give_the_same_itemitem(warehouses):
 
 def test_every_algorithm_is_present_with_full_lists(warehouses):
     with warehouse.connect(warehouses["avro", "kernel"], read_only=True) as connection:
-        rows = dict(connection.execute(
-            "SELECT algorithm, max(rank) FROM itemitem GROUP BY algorithm"
-        ).fetchall())
+        rows = dict(connection.execute("SELECT algorithm, max(rank) FROM itemitem GROUP BY algorithm").fetchall())
     assert rows == {"cooccurrence": 20, "jaccard": 20, "llr": 20, "popular": 20}

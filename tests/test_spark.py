@@ -89,7 +89,9 @@ def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
             assert result.rows[table] == rows(connection, f"SELECT count(*) FROM {parquet(output, table)}")[0][0]
 
 
-@pytest.mark.parametrize("table", ["events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions"])
+@pytest.mark.parametrize(
+    "table", ["events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions"]
+)
 def test_the_tables_under_itemitem_have_the_same_rows(duck, on_spark, table):
     output, _ = on_spark
     with warehouse.connect(duck, read_only=True) as connection:
@@ -155,7 +157,16 @@ def assert_same_lists(ours: list[tuple], theirs: list[tuple], tolerance: dict[st
 
 def test_evaluation_and_builds_agree(duck, on_spark):
     output, result = on_spark
-    scores = ("mrr", "mrr_at_5", "mrr_at_10", "mrr_at_20", "hit_rate_at_5", "hit_rate_at_10", "hit_rate_at_20", "coverage")
+    scores = (
+        "mrr",
+        "mrr_at_5",
+        "mrr_at_10",
+        "mrr_at_20",
+        "hit_rate_at_5",
+        "hit_rate_at_10",
+        "hit_rate_at_20",
+        "coverage",
+    )
     columns = ", ".join(("algorithm", "cutoff", "sessions", "pairs") + scores)
     with warehouse.connect(duck, read_only=True) as connection:
         ours = rows(connection, f"SELECT {columns} FROM evaluation ORDER BY algorithm")
@@ -174,8 +185,25 @@ def test_evaluation_and_builds_agree(duck, on_spark):
 
 # -- every file in sql/ on Spark ---------------------------------------------------------------------------------
 
-ORDER = ("events", "ingest_stats", "click_through", "session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs",
-         "popular", "itemitem", "visual_blend", "itemitem_visual", "item_index", "baskets", "test_items", "evaluation", "build_record")
+ORDER = (
+    "events",
+    "ingest_stats",
+    "click_through",
+    "session_items",
+    "item_counts",
+    "tenant_sessions",
+    "pair_counts",
+    "ranked_pairs",
+    "popular",
+    "itemitem",
+    "visual_blend",
+    "itemitem_visual",
+    "item_index",
+    "baskets",
+    "test_items",
+    "evaluation",
+    "build_record",
+)
 """Every sql/ file in an order where each one's inputs come before it (except :data:`DUCKDB_ONLY`)."""
 DUCKDB_ONLY = {
     "snapshot_itemitem": "writes a snapshot file, and only a DuckDB build publishes snapshots",
@@ -222,10 +250,21 @@ def same_input(duck, spark, tmp_path_factory):
         spark.read.parquet(str(folder / f"{table}.parquet")).createOrReplaceTempView(table)
     newest = connection.execute("SELECT max(ts) FROM mapped_events").fetchone()[0]
     values = {
-        **config.Algorithms().parameters(), "until": None, "cutoff": newest - dt.timedelta(days=5),
-        "build_id": "b-1", "started_at": dt.datetime(2026, 11, 1, 6), "finished_at": dt.datetime(2026, 11, 1, 7),
-        "config_path": None, "parameters": '{"top_n": 20}', "event_files": 3, "events_read": 10, "dropped_duplicate": 1,
-        "dropped_corrupt": 2, "events_kept": 7, "itemitem_rows": 5, "min_sessions": 5,
+        **config.Algorithms().parameters(),
+        "until": None,
+        "cutoff": newest - dt.timedelta(days=5),
+        "build_id": "b-1",
+        "started_at": dt.datetime(2026, 11, 1, 6),
+        "finished_at": dt.datetime(2026, 11, 1, 7),
+        "config_path": None,
+        "parameters": '{"top_n": 20}',
+        "event_files": 3,
+        "events_read": 10,
+        "dropped_duplicate": 1,
+        "dropped_corrupt": 2,
+        "events_kept": 7,
+        "itemitem_rows": 5,
+        "min_sessions": 5,
     }
     connection.execute("CREATE SCHEMA holdout")
     made: list[str] = []
@@ -251,7 +290,9 @@ HOLDOUT = {"holdout.itemitem": "itemitem"}
 
 
 def test_the_order_covers_every_file():
-    assert sorted([*ORDER, *DUCKDB_ONLY]) == sqlfiles.names(), "add the new sql/ file to ORDER, after the files it reads"
+    assert sorted([*ORDER, *DUCKDB_ONLY]) == sqlfiles.names(), (
+        "add the new sql/ file to ORDER, after the files it reads"
+    )
 
 
 @pytest.mark.parametrize("name", [name for name in sqlfiles.names() if name not in DUCKDB_ONLY])
@@ -264,10 +305,16 @@ def test_every_sql_file_runs_on_spark_and_gives_duckdbs_rows(name, spark, same_i
     columns = [c[0] for c in connection.execute(f"DESCRIBE {name}").fetchall()]
     bound = spark.table(name)
     # Spark binds a Python datetime in the Python process's time zone; etalage's literals are wall-clock text.
-    args = {k: values[k].isoformat(sep=" ") if isinstance(values[k], dt.datetime) else values[k]
-            for k in sqlfiles.parameters(name)}
+    args = {
+        k: values[k].isoformat(sep=" ") if isinstance(values[k], dt.datetime) else values[k]
+        for k in sqlfiles.parameters(name)
+    }
     marked = spark.sql(transpile.spark_sql(name, tables=HOLDOUT), args=args)
-    n = dict(connection.execute("SELECT tenant, sessions FROM tenant_sessions").fetchall()) if "tenant_sessions" in ORDER[: ORDER.index(name)] else {}
+    n = (
+        dict(connection.execute("SELECT tenant, sessions FROM tenant_sessions").fetchall())
+        if "tenant_sessions" in ORDER[: ORDER.index(name)]
+        else {}
+    )
     assert ours, f"sql/{name}.sql made no rows here: the comparison would prove nothing"
     for frame in (bound, marked):
         assert frame.columns == columns
@@ -301,6 +348,7 @@ def assert_same_rows(name: str, ours: list[tuple], theirs: list[tuple], toleranc
 
 # -- the command line and spark-submit ----------------------------------------------------------------------------
 
+
 def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
     """What a cluster runs: spark-submit with etalage's entry point, here on a hand-made shop read from Parquet."""
     events = divolte_events(
@@ -312,9 +360,25 @@ def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
     submit = Path(sys.executable).parent / "spark-submit"
     main = Path(engine.__file__).with_name("__main__.py")
     done = subprocess.run(
-        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(main),
-         "build", "--engine", "spark", "--config", str(config_path), "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        [
+            str(submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            str(main),
+            "build",
+            "--engine",
+            "spark",
+            "--config",
+            str(config_path),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
     )
     said = done.stdout + done.stderr  # spark-submit passes the Python driver's stderr on to its stdout
     assert done.returncode == 0, said[-3000:]
@@ -324,7 +388,9 @@ def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
             f"SELECT related_product_id FROM {parquet(tmp_path / 'out', 'itemitem')}"
             " WHERE algorithm = 'cooccurrence' AND product_id = '1' ORDER BY rank"
         ).fetchall()
-        stats = connection.execute(f"SELECT source_format, events_kept FROM {parquet(tmp_path / 'out', 'ingest_stats')}").fetchall()
+        stats = connection.execute(
+            f"SELECT source_format, events_kept FROM {parquet(tmp_path / 'out', 'ingest_stats')}"
+        ).fetchall()
     assert stats == [("parquet", 120)]
     # Product 1 is seen with 0, 2 and 9 (sessions s % 5 in 0 and 1), 9 in all 16 of its sessions.
     assert [r[0] for r in top] == ["9", "0", "2"]

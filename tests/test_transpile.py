@@ -45,8 +45,12 @@ def test_binding_leaves_no_marker_and_names_a_missing_parameter(name):
 def test_values_become_sqlglot_literals_not_text():
     sql = transpile.spark_sql(
         "session_items",
-        {"until": dt.datetime(2026, 11, 1, 6, 30), "event_types": ("pageView", "it's"), "look_back_days": 0,
-         "max_session_items": 50},
+        {
+            "until": dt.datetime(2026, 11, 1, 6, 30),
+            "event_types": ("pageView", "it's"),
+            "look_back_days": 0,
+            "max_session_items": 50,
+        },
     )
     assert "CAST('2026-11-01 06:30:00' AS TIMESTAMP_NTZ)" in sql
     assert "ARRAY('pageView', 'it\\'s')" in sql
@@ -75,11 +79,13 @@ def test_llr_expression_is_mahouts_arithmetic_bit_for_bit():
 def test_decimal_literals_are_doubles_and_json_is_a_string():
     assert transpile.expression("1.0 / rank") == "CAST(1.0 AS DOUBLE) / rank"
     assert transpile.expression("CAST(p AS JSON)") == "CAST(p AS STRING)"
-    assert transpile.column("\"timestamp\"", "TIMESTAMP", "ts") == "CAST(`timestamp` AS TIMESTAMP_NTZ) AS ts"
+    assert transpile.column('"timestamp"', "TIMESTAMP", "ts") == "CAST(`timestamp` AS TIMESTAMP_NTZ) AS ts"
 
 
 def test_tables_are_renamed_where_asked():
-    sql = re.sub(r"/\*.*?\*/", "", transpile.spark_sql("evaluation", {}, tables={"holdout.itemitem": "holdout_itemitem"}))
+    sql = re.sub(
+        r"/\*.*?\*/", "", transpile.spark_sql("evaluation", {}, tables={"holdout.itemitem": "holdout_itemitem"})
+    )
     assert "holdout.itemitem" not in sql and "FROM holdout_itemitem" in sql
     assert "FROM products" in sql  # names not asked for stay
 

@@ -15,14 +15,27 @@ def test_tune_records_every_trial_and_keeps_the_rest(small_shop, tmp_path):
     with warehouse.connect(live, read_only=True) as connection:
         before = connection.execute("SELECT count(*) FROM itemitem").fetchone()[0]
 
-    result = run_cli("tune", "--config", str(config), "--min-support", "1,2", "--max-session-items", "50",
-                     "--top-n", "20", "--look-back-days", "0")
+    result = run_cli(
+        "tune",
+        "--config",
+        str(config),
+        "--min-support",
+        "1,2",
+        "--max-session-items",
+        "50",
+        "--top-n",
+        "20",
+        "--look-back-days",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert "best by MRR@20" in result.stdout
 
     with warehouse.connect(live, read_only=True) as connection:
         columns = [(c[0], c[1]) for c in connection.execute("DESCRIBE tuning").fetchall()]
-        trials = connection.execute("SELECT trial, min_support, count(*) FROM tuning GROUP BY ALL ORDER BY 1").fetchall()
+        trials = connection.execute(
+            "SELECT trial, min_support, count(*) FROM tuning GROUP BY ALL ORDER BY 1"
+        ).fetchall()
         best = connection.execute("SELECT min_support FROM tuning ORDER BY mrr_at_20 DESC LIMIT 1").fetchone()[0]
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] == before
     assert columns == documented_tables()["tuning"]

@@ -40,24 +40,33 @@ def cached(cfg: config.Config, query: str) -> list[tuple]:
 
 def test_visual_rows_stay_in_their_tenant_never_name_the_product_and_are_ranked(visual_shop):
     cfg = config.load(visual_shop / "etalage.toml")
-    strays = rows(cfg, """
+    strays = rows(
+        cfg,
+        """
         SELECT count(*) FROM itemitem AS i
         LEFT JOIN products AS p ON p.tenant = i.tenant AND p.product_id = i.related_product_id
         WHERE i.algorithm IN ('visual', 'visual_blend') AND (p.product_id IS NULL OR i.related_product_id = i.product_id)
-    """)
+    """,
+    )
     assert strays == [(0,)]
-    lists = rows(cfg, """
+    lists = rows(
+        cfg,
+        """
         SELECT algorithm, count(DISTINCT (tenant, product_id)), bool_and(rank BETWEEN 1 AND 20),
                bool_and(distance_score BETWEEN -1 AND 1.000001), count(cooccurrence)
         FROM itemitem WHERE algorithm = 'visual' GROUP BY ALL
-    """)
+    """,
+    )
     pictured = rows(cfg, "SELECT count(*) FROM products WHERE image IS NOT NULL")[0][0]
     assert lists == [("visual", pictured, True, True, 0)]  # every pictured product has a list, with no click evidence
-    dense = rows(cfg, """
+    dense = rows(
+        cfg,
+        """
         SELECT count(*) FROM (
             SELECT tenant, algorithm, product_id, max(rank) = count(*) AND min(rank) = 1 AS dense
             FROM itemitem GROUP BY ALL) WHERE NOT dense
-    """)
+    """,
+    )
     assert dense == [(0,)]
 
 
@@ -65,23 +74,31 @@ def test_the_blend_keeps_llr_for_viewed_products_and_gives_the_rest_their_looks(
     cfg = config.load(visual_shop / "etalage.toml")
     least = cfg.visual.min_sessions
     # A product with enough sessions starts with its whole llr list (topped up with looks if short) ...
-    warm = rows(cfg, """
+    warm = rows(
+        cfg,
+        """
         WITH llr AS (SELECT * FROM itemitem WHERE algorithm = 'llr'),
              blend AS (SELECT * FROM itemitem WHERE algorithm = 'visual_blend')
         SELECT count(*), count(b.related_product_id)
         FROM llr JOIN item_counts AS c USING (tenant, product_id)
         LEFT JOIN blend AS b USING (tenant, product_id, rank, related_product_id)
         WHERE c.sessions >= $least
-    """, least=least)
+    """,
+        least=least,
+    )
     assert warm[0][0] > 100 and warm[0][0] == warm[0][1]
     # ... and one with fewer sessions gets exactly its visual list.
-    cold = rows(cfg, """
+    cold = rows(
+        cfg,
+        """
         SELECT count(*) FROM itemitem AS v
         LEFT JOIN item_counts AS c USING (tenant, product_id)
         LEFT JOIN itemitem AS b ON b.algorithm = 'visual_blend' AND b.tenant = v.tenant AND b.product_id = v.product_id
              AND b.rank = v.rank AND b.related_product_id = v.related_product_id
         WHERE v.algorithm = 'visual' AND coalesce(c.sessions, 0) < $least AND b.product_id IS NULL
-    """, least=least)
+    """,
+        least=least,
+    )
     assert cold == [(0,)]
 
 
@@ -96,9 +113,17 @@ def test_the_look_alikes_are_evaluated_and_the_index_is_in_the_snapshot(visual_s
     index = VisualIndex.load(live.path / "visual")
     # The served index gives the same top 20 as the warehouse's visual rows.
     tenant, product = rows(cfg, "SELECT tenant, product_id FROM itemitem WHERE algorithm = 'visual' LIMIT 1")[0]
-    listed = [r[0] for r in rows(cfg, """
+    listed = [
+        r[0]
+        for r in rows(
+            cfg,
+            """
         SELECT related_product_id FROM itemitem WHERE algorithm = 'visual' AND tenant = $t AND product_id = $p ORDER BY rank
-    """, t=tenant, p=product)]
+    """,
+            t=tenant,
+            p=product,
+        )
+    ]
     assert [n.product_id for n in index.similar(tenant, product, 20)] == listed
 
 
@@ -123,13 +148,17 @@ def test_embeddings_are_cached_so_a_rebuild_encodes_only_changed_pictures(visual
     assert len(result.visual.skipped) == catalogue.column("image").to_pylist().count(deleted)
     assert "image file does not exist" in result.visual.skipped[0]
     missing = catalogue.column("product_id")[1].as_py()
-    assert rows(cfg, "SELECT count(*) FROM itemitem WHERE algorithm = 'visual' AND related_product_id = $p", p=missing) == [(0,)]
+    assert rows(
+        cfg, "SELECT count(*) FROM itemitem WHERE algorithm = 'visual' AND related_product_id = $p", p=missing
+    ) == [(0,)]
 
 
 def test_the_embeddings_table_is_documented(visual_shop):
     cfg = config.load(visual_shop / "etalage.toml")
     actual = [(c[0], c[1]) for c in cached(cfg, "DESCRIBE embeddings")]
-    assert rows(cfg, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embeddings'") == [(0,)]  # not in the warehouse
+    assert rows(cfg, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embeddings'") == [
+        (0,)
+    ]  # not in the warehouse
     assert documented_tables()["embeddings"] == actual
 
 
@@ -200,10 +229,15 @@ def test_the_snapshot_reader_serves_visual_lists_in_order(visual_shop):
     served = ServedSnapshot(snapshot.live(cfg.snapshots.root).path)
     assert {"visual", "visual_blend"} <= served.algorithms and served.visual is not None
     tenant, product = rows(cfg, "SELECT tenant, product_id FROM itemitem WHERE algorithm = 'visual_blend' LIMIT 1")[0]
-    expected = rows(cfg, """
+    expected = rows(
+        cfg,
+        """
         SELECT related_product_id, rank FROM itemitem
         WHERE algorithm = 'visual_blend' AND tenant = $t AND product_id = $p ORDER BY rank
-    """, t=tenant, p=product)
+    """,
+        t=tenant,
+        p=product,
+    )
     got = served.recommendations(tenant, "visual_blend", product, 100)
     assert [(r.product_id, r.rank) for r in got] == expected
 
@@ -216,17 +250,22 @@ def test_a_tenant_without_pictures_gets_404s_not_500s(visual_shop, tmp_path):
 
     cfg = copied(visual_shop, tmp_path / "shop")
     catalogue = pq.read_table(cfg.catalogue)
-    keep = [None if tenant == "de" else image
-            for tenant, image in zip(catalogue.column("tenant").to_pylist(), catalogue.column("image").to_pylist())]
-    pq.write_table(catalogue.set_column(catalogue.column_names.index("image"), "image", pa.array(keep, pa.string())),
-                   cfg.catalogue)
+    keep = [
+        None if tenant == "de" else image
+        for tenant, image in zip(catalogue.column("tenant").to_pylist(), catalogue.column("image").to_pylist())
+    ]
+    pq.write_table(
+        catalogue.set_column(catalogue.column_names.index("image"), "image", pa.array(keep, pa.string())), cfg.catalogue
+    )
     build.build(cfg, force=True)
     product = catalogue.filter(pa.compute.equal(catalogue.column("tenant"), "de")).column("product_id")[0].as_py()
     with TestClient(create_app(cfg)) as client:
         photo = io.BytesIO()
         Image.new("RGB", (32, 32), "green").save(photo, "PNG")
-        for answer in (client.post("/v1/de/images/similar", content=photo.getvalue()),
-                       client.get(f"/v1/de/products/{product}/visually-similar")):
+        for answer in (
+            client.post("/v1/de/images/similar", content=photo.getvalue()),
+            client.get(f"/v1/de/products/{product}/visually-similar"),
+        ):
             assert answer.status_code == 404, answer.text
             assert "tenant 'de' has no pictures in the visual index" in answer.json()["detail"]
         assert client.get(f"/v1/de/products/{product}/recommendations").status_code == 200

@@ -22,7 +22,9 @@ def test_defaults_are_off_with_the_packaged_encoder():
 
 
 def test_open_clip_settings_and_a_relative_checkpoint():
-    got = visual(enabled=True, encoder="open_clip", model="ViT-B-32", checkpoint="weights/clip.bin", n_trees=10, search_k=5000)
+    got = visual(
+        enabled=True, encoder="open_clip", model="ViT-B-32", checkpoint="weights/clip.bin", n_trees=10, search_k=5000
+    )
     assert got.checkpoint == Path("/shop/weights/clip.bin")
     assert (got.model, got.n_trees, got.search_k) == ("ViT-B-32", 10, 5000)
 
@@ -37,7 +39,7 @@ def test_open_clip_settings_and_a_relative_checkpoint():
         ({"search_k": -2}, "visual.search_k must be an integer >= -1"),
         ({"min_sessions": 1.5}, "visual.min_sessions must be an integer >= 0"),
         ({"checkpoint": ""}, "visual.checkpoint must be a non-empty string"),
-        ({"model": "ViT-B-32"}, "are for encoder = \"open_clip\""),
+        ({"model": "ViT-B-32"}, 'are for encoder = "open_clip"'),
         ({"n_tree": 5}, "unknown config key visual.n_tree"),
         ({"dims": 64, "metric": "dot"}, "visual.dims (search in principal components) needs metric"),
         ({"candidates": 0}, "visual.candidates must be an integer >= 1"),

@@ -60,17 +60,22 @@ def test_visually_similar_answers_from_the_index_within_the_tenant(client, shop,
 
 def test_an_uploaded_photo_finds_its_own_product_first(client, shop, catalogue):
     tenant, product, image = next(
-        (t, p, i) for t, p, i in zip(*(catalogue.column(c).to_pylist() for c in ("tenant", "product_id", "image")))
+        (t, p, i)
+        for t, p, i in zip(*(catalogue.column(c).to_pylist() for c in ("tenant", "product_id", "image")))
         if t == "de"
     )
     photo = (shop.catalogue.parent / image).read_bytes()
-    answer = client.post(f"/v1/{tenant}/images/similar", content=photo, params={"limit": 5},
-                         headers={"content-type": "image/png"})
+    answer = client.post(
+        f"/v1/{tenant}/images/similar", content=photo, params={"limit": 5}, headers={"content-type": "image/png"}
+    )
     assert answer.status_code == 200, answer.text
     first = answer.json()["items"][0]
     assert first["score"] == pytest.approx(1.0, abs=1e-4)
-    twins = {p for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
-             if (shop.catalogue.parent / i).read_bytes() == photo}  # products sharing the very same picture
+    twins = {
+        p
+        for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
+        if (shop.catalogue.parent / i).read_bytes() == photo
+    }  # products sharing the very same picture
     assert first["product_id"] in twins and product in twins
     assert {item["product_id"] for item in answer.json()["items"]} <= tenant_products(catalogue, tenant)
     # The same photo as JPEG (another decoder, other bytes) still finds it.
@@ -165,7 +170,9 @@ def test_the_catalogue_pages_through_one_tenant_and_links_each_picture(client, s
     assert item["title"] and item["image_url"] == f"/v1/nl/products/{item['product_id']}/image"
     picture = client.get(item["image_url"])
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
-    image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist()))[item["product_id"]]
+    image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist()))[
+        item["product_id"]
+    ]
     assert picture.content == (shop.catalogue.parent / image).read_bytes()
     assert client.get("/v1/nl/products", params={"offset": 10_000}).json()["items"] == []
 

@@ -47,7 +47,6 @@ EVENT_COLUMNS: dict[str, str] = {
 """Each mapped column and the type its expression is cast to."""
 
 
-
 def _source(connection: duckdb.DuckDBPyConnection, fmt: str, paths: list[str]) -> duckdb.DuckDBPyRelation:
     """A lazy relation over the files; the file list is passed as a value, never spliced into SQL."""
     if fmt == "avro":
@@ -98,7 +97,9 @@ def mapping_columns(mapping: dict[str, str]) -> dict[str, set[str]]:
         try:
             tree = sqlglot.parse_one(expression, read="duckdb")
         except sqlglot.errors.ParseError as error:
-            msg = f"events.mapping.{key} is not a valid SQL expression: {expression!r} ({error.errors[0]['description']})"
+            msg = (
+                f"events.mapping.{key} is not a valid SQL expression: {expression!r} ({error.errors[0]['description']})"
+            )
             raise ConfigError(msg) from None
         needed[key] = {column.name.lower() for column in tree.find_all(exp.Column)}
     return needed

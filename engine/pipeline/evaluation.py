@@ -85,7 +85,11 @@ def record(
 
 
 def evaluate(
-    connection: duckdb.DuckDBPyConnection, config: Config, pairs: str, build_id: str, timed: itemitem.Timed,
+    connection: duckdb.DuckDBPyConnection,
+    config: Config,
+    pairs: str,
+    build_id: str,
+    timed: itemitem.Timed,
     visual_rows: pa.Table | None = None,
 ) -> None:
     """The build's evaluation: score the configured algorithms (and the look-alikes, if any) into ``evaluation``."""
@@ -104,6 +108,11 @@ def rescore(config: Config) -> None:
         build_id = connection.execute("SELECT max(build_id) FROM builds").fetchone()[0]
         split = cutoff(connection, config)
         looks = connection.execute("SELECT * FROM itemitem WHERE algorithm = 'visual'").to_arrow_table()
-        rows = scores(connection, config.algorithms, split, visual_rows=looks if looks.num_rows else None,
-                      min_sessions=config.visual.min_sessions)
+        rows = scores(
+            connection,
+            config.algorithms,
+            split,
+            visual_rows=looks if looks.num_rows else None,
+            min_sessions=config.visual.min_sessions,
+        )
         record(connection, "evaluation", rows, config.algorithms, build_id=build_id, cutoff=split)

@@ -22,7 +22,11 @@ Timed = Callable[[str, Callable[[], None]], None]
 
 
 def stage(
-    connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed, visual_rows: pa.Table | None = None
+    connection: duckdb.DuckDBPyConnection,
+    pairs: str,
+    parameters: dict,
+    timed: Timed,
+    visual_rows: pa.Table | None = None,
 ) -> None:
     """From ``events`` to ``itemitem``, in the connection's current schema, with ``visual_rows`` and their blend if given.
 
@@ -76,5 +80,3 @@ def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dic
 
     timed("kernel", kernel)
     timed("itemitem", copy)
-
-

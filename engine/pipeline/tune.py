@@ -47,7 +47,13 @@ def tune(
         for number, algorithms in enumerate(settings, start=1):
             rows = evaluation.scores(connection, algorithms, split)
             evaluation.record(
-                connection, "tuning", rows, algorithms, tune_id=tune_id, trial=number, cutoff=split,
+                connection,
+                "tuning",
+                rows,
+                algorithms,
+                tune_id=tune_id,
+                trial=number,
+                cutoff=split,
                 **{key: getattr(algorithms, key) for key in GRID},
             )
             progress(number, algorithms)

@@ -76,8 +76,9 @@ def compute(
         raise VisualUnavailable(msg) from None
     settings = config.visual
     try:
-        encoder = encoders.open_encoder(settings.encoder, model=settings.model, pretrained=settings.pretrained,
-                                        checkpoint=settings.checkpoint)
+        encoder = encoders.open_encoder(
+            settings.encoder, model=settings.model, pretrained=settings.pretrained, checkpoint=settings.checkpoint
+        )
     except encoders.EncoderError as error:
         raise VisualUnavailable(f"visual.encoder: {error}") from None
     catalogue = connection.table("products").select("tenant, product_id, image").to_arrow_table()
@@ -88,10 +89,19 @@ def compute(
     try:
         with duckdb.connect(str(cache)) as vectors:
             result = visual.run(
-                vectors, catalogue, config.catalogue.parent, encoder, metric=settings.metric, n_trees=settings.n_trees,
-                search_k=settings.search_k, dims=settings.dims or None, candidates=settings.candidates,
+                vectors,
+                catalogue,
+                config.catalogue.parent,
+                encoder,
+                metric=settings.metric,
+                n_trees=settings.n_trees,
+                search_k=settings.search_k,
+                dims=settings.dims or None,
+                candidates=settings.candidates,
                 neighbours=settings.neighbours,
-                top_n=config.algorithms.top_n, batch_size=settings.batch_size, skip_unreadable=True,
+                top_n=config.algorithms.top_n,
+                batch_size=settings.batch_size,
+                skip_unreadable=True,
                 progress=lambda done, total: progress(done, total, "encoding pictures"),
                 index_progress=lambda done, total: progress(done, total, "linking look-alikes"),
                 rows_progress=lambda done, total: progress(done, total, "listing look-alikes"),

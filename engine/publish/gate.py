@@ -42,7 +42,9 @@ class GateRefused(RuntimeError):
         self.decision = decision
 
 
-def decide(scores: dict[str, dict] | None, live: Snapshot | None, algorithm: str, max_drop: float, force: bool) -> Decision:
+def decide(
+    scores: dict[str, dict] | None, live: Snapshot | None, algorithm: str, max_drop: float, force: bool
+) -> Decision:
     """Compare ``scores`` (per algorithm, from this build's evaluation) with the live snapshot's."""
     score = (scores or {}).get(algorithm, {}).get(METRIC)
     facts = {"algorithm": algorithm, "score": score, "max_drop": max_drop}

@@ -134,17 +134,25 @@ def stage(
                     rows += batch.num_rows
                     crashpoints.reach("snapshot-write")
             fsync(path)
-            files[path.name] = {"rows": rows, "bytes": path.stat().st_size, "sha256": _sha256(path),
-                                "schema": _schema_text(reader.schema)}
+            files[path.name] = {
+                "rows": rows,
+                "bytes": path.stat().st_size,
+                "sha256": _sha256(path),
+                "schema": _schema_text(reader.schema),
+            }
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
             for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
                 fsync(path)
                 files[str(path.relative_to(staging))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-        manifest = {"format": FORMAT, "build_id": build_id,
-                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest,
-                    "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
-                    "files": files}
+        manifest = {
+            "format": FORMAT,
+            "build_id": build_id,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **manifest,
+            "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
+            "files": files,
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         fsync(staging / MANIFEST)
         verify(staging, complete=False, checksums=False)  # the sha256s above were just read from these files
@@ -169,7 +177,11 @@ def verify(folder: Path, *, complete: bool = True, checksums: bool = True) -> Sn
         raise SnapshotInvalid(f"{folder}: no {MANIFEST}") from None
     except (OSError, ValueError) as error:
         raise SnapshotInvalid(f"{folder / MANIFEST}: unreadable ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise SnapshotInvalid(f"{folder / MANIFEST}: not an etalage snapshot manifest of format {FORMAT}")
     if complete and not (folder / SUCCESS).exists():
         raise SnapshotInvalid(f"{folder}: no {SUCCESS} marker (the build that wrote it did not finish)")
@@ -223,7 +235,9 @@ def _verify_lists(folder: Path) -> None:
     fraction of a second for a million lists.
     """
     try:
-        _verify_layout(folder, *(read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow")))
+        _verify_layout(
+            folder, *(read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow"))
+        )
     except (pa.ArrowException, TypeError, ValueError, IndexError) as error:
         raise SnapshotInvalid(f"{folder}: lists.arrow or itemitem.arrow cannot be checked ({error})") from None
 
@@ -250,19 +264,25 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
         raise SnapshotInvalid(f"{rows_file}: an item_json value does not end with a comma")
     algorithms = pc.unique(lists.column("algorithm")).to_pylist()
     if lists.num_rows != len(algorithms) * products.num_rows or (rows.num_rows and not algorithms):
-        raise SnapshotInvalid(f"{lists_file}: {lists.num_rows:,} rows, not one per algorithm ({len(algorithms)}) "
-                              f"and catalogue product ({products.num_rows:,})")
+        raise SnapshotInvalid(
+            f"{lists_file}: {lists.num_rows:,} rows, not one per algorithm ({len(algorithms)}) "
+            f"and catalogue product ({products.num_rows:,})"
+        )
     for block, algorithm in enumerate(algorithms):
         lists_of = lists.slice(block * products.num_rows, products.num_rows)
-        if (pc.any(pc.not_equal(lists_of.column("algorithm"), algorithm)).as_py()
-                or not lists_of.column("tenant").equals(products.column("tenant"))
-                or not lists_of.column("product_id").equals(products.column("product_id"))):
+        if (
+            pc.any(pc.not_equal(lists_of.column("algorithm"), algorithm)).as_py()
+            or not lists_of.column("tenant").equals(products.column("tenant"))
+            or not lists_of.column("product_id").equals(products.column("product_id"))
+        ):
             raise SnapshotInvalid(f"{lists_file}: the {algorithm} block does not follow products.arrow's order")
     if pc.any(pc.less(lists.column("rows"), 0)).as_py():
         raise SnapshotInvalid(f"{lists_file}: a negative row count")
     listed = lists.filter(pc.greater(lists.column("rows"), 0))
     first, count = listed.column("first_row"), pc.cast(listed.column("rows"), pa.int64())
-    if listed.num_rows and (pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()):
+    if listed.num_rows and (
+        pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()
+    ):
         raise SnapshotInvalid(f"{lists_file}: points outside itemitem.arrow's {rows.num_rows:,} rows")
     last = pc.subtract(pc.add(first, count), 1)
     for ends in (first, last):
@@ -270,8 +290,10 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
             if not rows.column(key).take(ends).equals(listed.column(key)):
                 raise SnapshotInvalid(f"{lists_file}: does not point at its lists' rows in itemitem.arrow ({key})")
     ranks = rows.column("rank")
-    if listed.num_rows and not (pc.all(pc.equal(ranks.take(first), 1)).as_py()
-                                and pc.all(pc.equal(pc.cast(ranks.take(last), pa.int64()), count)).as_py()):
+    if listed.num_rows and not (
+        pc.all(pc.equal(ranks.take(first), 1)).as_py()
+        and pc.all(pc.equal(pc.cast(ranks.take(last), pa.int64()), count)).as_py()
+    ):
         raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
     if (pc.sum(count).as_py() or 0) != rows.num_rows or _runs(rows) != listed.num_rows:
         raise SnapshotInvalid(f"{rows_file}: its rows are not exactly the lists of lists.arrow, each in one run")
@@ -329,7 +351,12 @@ def published(root: Path) -> list[Snapshot]:
         return []
     snapshots = []
     for folder in sorted(root.iterdir()):
-        if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".") and (folder / SUCCESS).exists():
+        if (
+            folder.is_dir()
+            and not folder.is_symlink()
+            and not folder.name.startswith(".")
+            and (folder / SUCCESS).exists()
+        ):
             try:
                 snapshots.append(Snapshot(folder, json.loads((folder / MANIFEST).read_text())))
             except (OSError, ValueError):

@@ -93,9 +93,11 @@ def _carry_history(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         msg = f"{path} exists but cannot be opened as a DuckDB warehouse ({error}); move it away to start afresh"
         raise WarehouseUnreadable(msg) from None
     try:
-        definitions = dict(connection.execute(
-            "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
-        ).fetchall())
+        definitions = dict(
+            connection.execute(
+                "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+            ).fetchall()
+        )
         for table in HISTORY_TABLES:
             if table in definitions:
                 connection.execute(definitions[table])  # its own CREATE TABLE: types and NOT NULL kept
@@ -132,7 +134,9 @@ def amend(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield from _replace_on_success(connection, building, path)
 
 
-def _replace_on_success(connection: duckdb.DuckDBPyConnection, building: Path, path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def _replace_on_success(
+    connection: duckdb.DuckDBPyConnection, building: Path, path: Path
+) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         yield connection
         connection.execute("CHECKPOINT")

@@ -90,7 +90,9 @@ def session(master: str | None = None) -> SparkSession:
         if master and master.startswith("local"):
             builder = builder.config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
             # Spark's own catalogue folder, which etalage never uses, instead of ./spark-warehouse.
-            builder = builder.config("spark.sql.warehouse.dir", os.path.join(tempfile.gettempdir(), "etalage-spark-warehouse"))
+            builder = builder.config(
+                "spark.sql.warehouse.dir", os.path.join(tempfile.gettempdir(), "etalage-spark-warehouse")
+            )
             builder = builder.config("spark.sql.shuffle.partitions", str(4 * _local_cores(master)))
         try:
             active = builder.getOrCreate()
@@ -104,7 +106,7 @@ def session(master: str | None = None) -> SparkSession:
 
 def _local_cores(master: str) -> int:
     """The worker threads of a ``local``, ``local[N]`` or ``local[*]`` master."""
-    inside = master[len("local["):-1] if master.startswith("local[") else "1"
+    inside = master[len("local[") : -1] if master.startswith("local[") else "1"
     return int(inside) if inside.isdigit() else (os.cpu_count() or 1)
 
 
@@ -160,8 +162,13 @@ class _Run:
         return self.spark.sql(transpile.spark_sql(name, values or {}, tables=tables))
 
     def view(
-        self, name: str, values: Mapping | None = None, *, tables: Mapping[str, str] | None = None,
-        view: str | None = None, cache: bool = False,
+        self,
+        name: str,
+        values: Mapping | None = None,
+        *,
+        tables: Mapping[str, str] | None = None,
+        view: str | None = None,
+        cache: bool = False,
     ) -> None:
         """One step: ``sql/<name>.sql`` as the view ``view`` (default ``name``), written out if published."""
         view = view or name
@@ -243,7 +250,9 @@ class _Output:
         self.fs.delete(self.previous, True)
 
 
-def _map_events(spark: SparkSession, files: events.EventFiles, mapping: dict[str, str], cleanup: ExitStack) -> DataFrame:
+def _map_events(
+    spark: SparkSession, files: events.EventFiles, mapping: dict[str, str], cleanup: ExitStack
+) -> DataFrame:
     """``mapped_events`` (the view ``sql/events.sql`` and ``sql/ingest_stats.sql`` read), then ``events``."""
     mapped = None
     for fmt, paths in files.by_format().items():
@@ -316,14 +325,19 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     for name in STAGE:
         run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
     run.view("test_items", {**parameters, "cutoff": split}, view=HOLDOUT + "test_items", cache=True)
-    scores = run.sql("evaluation", tables={"holdout.itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"})
-    run.step("evaluation", lambda: scores.select(
-        F.lit(build_id).alias("build_id"),
-        F.lit(split).cast("timestamp_ntz").alias("cutoff"),
-        F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp_ntz").alias("evaluated_at"),
-        F.lit(json.dumps(asdict(config.algorithms))).alias("parameters"),
-        "*",
-    ))
+    scores = run.sql(
+        "evaluation", tables={"holdout.itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"}
+    )
+    run.step(
+        "evaluation",
+        lambda: scores.select(
+            F.lit(build_id).alias("build_id"),
+            F.lit(split).cast("timestamp_ntz").alias("cutoff"),
+            F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp_ntz").alias("evaluated_at"),
+            F.lit(json.dumps(asdict(config.algorithms))).alias("parameters"),
+            "*",
+        ),
+    )
 
 
 def _build_record(run: _Run, config: Config, started: dt.datetime) -> DataFrame:

@@ -53,7 +53,9 @@ def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_
     sessions = items.column("sessions").to_numpy().astype(np.int64)
     tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
     threads = numba.get_num_threads()
-    item_ptr, item_baskets, widest, repeated = _transpose(basket_ptr, basket_items, sessions.size, min(threads, _TRANSPOSE_SHARES))
+    item_ptr, item_baskets, widest, repeated = _transpose(
+        basket_ptr, basket_items, sessions.size, min(threads, _TRANSPOSE_SHARES)
+    )
     if repeated:
         msg = "a basket holds the same item twice: baskets are sessions' distinct products"
         raise ValueError(msg)
@@ -74,7 +76,11 @@ def _check(items: pa.Table, lists: pa.ListArray) -> None:
         msg = "items must be numbered 0..n-1 in row order, as sql/item_index.sql numbers them"
         raise ValueError(msg)
     used = lists.flatten()
-    if lists.null_count or used.null_count or (len(used) and not (pc.min(used).as_py() >= 0 and pc.max(used).as_py() < numbers.size)):
+    if (
+        lists.null_count
+        or used.null_count
+        or (len(used) and not (pc.min(used).as_py() >= 0 and pc.max(used).as_py() < numbers.size))
+    ):
         msg = f"baskets must be lists of item numbers 0..{numbers.size - 1}, without nulls"
         raise ValueError(msg)
 
@@ -166,7 +172,9 @@ def _ahead(score_a: float, item_a: int, score_b: float, item_b: int) -> bool:
 def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count, value):
     """Insert a candidate into one product's sorted top list if it makes the cut; return the new length."""
     top_n = related.shape[2]
-    if kept == top_n and not _ahead(value, candidate, score[algorithm, item, kept - 1], related[algorithm, item, kept - 1]):
+    if kept == top_n and not _ahead(
+        value, candidate, score[algorithm, item, kept - 1], related[algorithm, item, kept - 1]
+    ):
         return kept
     slot = kept if kept < top_n else top_n - 1
     while slot > 0 and _ahead(value, candidate, score[algorithm, item, slot - 1], related[algorithm, item, slot - 1]):
@@ -181,7 +189,9 @@ def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count
 
 
 @numba.njit(cache=True, parallel=True)
-def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads):
+def _top_related(
+    basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads
+):
     n_items = sessions.size
     # Entries past a list's length are never read, so only the lengths start at zero.
     related = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
@@ -251,7 +261,9 @@ def _top_related(basket_ptr, basket_items, item_ptr, item_baskets, widest, sessi
                 matrix = xlx[n] - xlx[k11] - xlx[nb - k11] - xlx[na - k11] - xlx[n - na - nb + k11]
                 _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11))
                 _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11))
-                kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, from_entropies(margin[b], margin[a], matrix))
+                kept = _offer(
+                    related, cooccurrence, score, kept, 2, a, b, k11, from_entropies(margin[b], margin[a], matrix)
+                )
             length[:, a] = kept
     return related, cooccurrence, score, length
 
@@ -284,7 +296,9 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length, le
             "rank": rank,
             "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids, safe=False),
             "distance_score": value,
-            "cooccurrence": pa.Array.from_buffers(pa.int64(), count.size, [validity, pa.py_buffer(count)]),  # NULL for popular
+            "cooccurrence": pa.Array.from_buffers(
+                pa.int64(), count.size, [validity, pa.py_buffer(count)]
+            ),  # NULL for popular
             "product_sessions": pa.DictionaryArray.from_arrays(item, sessions, safe=False),
             "related_sessions": pa.DictionaryArray.from_arrays(other, sessions, safe=False),
         }
@@ -310,7 +324,7 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
     starts = np.zeros(blocks + 1, dtype=np.int64)
     for block in range(blocks):
         t, a = block // n_algorithms, block % n_algorithms
-        size = popular[t] * (end[t] - first[t]) if a == POPULAR else length[a, first[t]:end[t]].sum()
+        size = popular[t] * (end[t] - first[t]) if a == POPULAR else length[a, first[t] : end[t]].sum()
         starts[block + 1] = starts[block] + size
     total = starts[blocks]
     tenant = np.empty(total, dtype=np.int32)

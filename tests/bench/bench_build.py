@@ -74,8 +74,14 @@ def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
         sessions, pairs_scored = connection.execute(
             "SELECT sessions, pairs FROM evaluation WHERE algorithm = 'llr' ORDER BY build_id DESC LIMIT 1"
         ).fetchone()
-    return {"total": total, "seconds": result.seconds, "rows": result.rows, "peak_gib": peak_gib(),
-            "test_sessions": sessions, "test_pairs": pairs_scored}
+    return {
+        "total": total,
+        "seconds": result.seconds,
+        "rows": result.rows,
+        "peak_gib": peak_gib(),
+        "test_sessions": sessions,
+        "test_pairs": pairs_scored,
+    }
 
 
 def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
@@ -145,7 +151,9 @@ def run_scipy(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> di
 def child(*args: str, timeout: float = 3600) -> dict | None:
     """Run one measurement in a fresh interpreter; None when it fails or times out."""
     try:
-        done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -161,14 +169,18 @@ def main() -> None:
     parser.add_argument("--sql-all", action="store_true", help="also run the SQL self-join at 20M events")
     options = parser.parse_args()
 
-    header = (f"{'events':>7} {'stage':<44}{'etalage':>10}{'sql join':>10}{'scipy':>10}"
-              f"{'sql/etalage':>13}{'scipy/etalage':>15}")
+    header = (
+        f"{'events':>7} {'stage':<44}{'etalage':>10}{'sql join':>10}{'scipy':>10}"
+        f"{'sql/etalage':>13}{'scipy/etalage':>15}"
+    )
     lines = [header]
     for label in options.sizes.split(","):
         folder = options.data / f"shop-{label}"
         if not (folder / "etalage.toml").exists():
             print(f"generating {label} events into {folder} ...", flush=True)
-            subprocess.run([sys.executable, __file__, "_generate", str(folder), str(SIZES[label])], check=True, cwd=ROOT)
+            subprocess.run(
+                [sys.executable, __file__, "_generate", str(folder), str(SIZES[label])], check=True, cwd=ROOT
+            )
         print(f"{label}: etalage build (kernel) ...", flush=True)
         kernel = child("_build", str(folder), "kernel", "warehouse.duckdb")
         sql = None
@@ -183,14 +195,29 @@ def main() -> None:
             return sum(result["seconds"].get(s, 0.0) for s in steps) if result else None
 
         rows = [
-            ("all algorithms, in memory (s)", stage(kernel, IN_MEMORY["kernel"]), stage(sql, IN_MEMORY["sql"]), scipy and scipy["compute"]),
+            (
+                "all algorithms, in memory (s)",
+                stage(kernel, IN_MEMORY["kernel"]),
+                stage(sql, IN_MEMORY["sql"]),
+                scipy and scipy["compute"],
+            ),
             ("same, fresh process (s)", alone and alone["compute"], None, scipy and scipy["compute"]),
             ("same, fresh process: peak (GiB)", alone and alone["peak_gib"], None, scipy and scipy["peak_gib"]),
             ("item-item stage into itemitem (s)", stage(kernel, ITEM_STAGE), stage(sql, ITEM_STAGE), None),
             ("evaluation: lists before the cut-off (s)", stage(kernel, HOLDOUT), stage(sql, HOLDOUT), None),
-            ("evaluation: scoring the test sessions (s)", stage(kernel, ("evaluation scores",)), stage(sql, ("evaluation scores",)), None),
+            (
+                "evaluation: scoring the test sessions (s)",
+                stage(kernel, ("evaluation scores",)),
+                stage(sql, ("evaluation scores",)),
+                None,
+            ),
             ("whole build from Parquet (s)", kernel and kernel["total"], sql and sql["total"], None),
-            ("peak memory, whole process (GiB)", kernel and kernel["peak_gib"], sql and sql["peak_gib"], scipy and scipy["peak_gib"]),
+            (
+                "peak memory, whole process (GiB)",
+                kernel and kernel["peak_gib"],
+                sql and sql["peak_gib"],
+                scipy and scipy["peak_gib"],
+            ),
         ]
         for name, ours, join, base in rows:
             lines.append(
@@ -201,7 +228,9 @@ def main() -> None:
             steps = ", ".join(f"{k} {v:.2f}" for k, v in kernel["seconds"].items())
             lines.append(f"{'':>7} etalage steps (s): {steps}")
             lines.append(f"{'':>7} rows: {kernel['rows']}")
-            lines.append(f"{'':>7} evaluation: {kernel['test_sessions']:,} test sessions, {kernel['test_pairs']:,} next-item pairs")
+            lines.append(
+                f"{'':>7} evaluation: {kernel['test_sessions']:,} test sessions, {kernel['test_pairs']:,} next-item pairs"
+            )
         print("\n".join(lines), flush=True)
 
 

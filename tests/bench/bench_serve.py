@@ -63,8 +63,11 @@ def prepare(folder: Path) -> Path:
         config_path.write_text(config.example_toml("parquet"))
     cfg = config.load(config_path)
     while len([p for p in cfg.snapshots.root.glob("2*")]) < 2:
-        subprocess.run([sys.executable, "-m", "engine", "build", "--force", "--config", str(config_path)], check=True,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "engine", "build", "--force", "--config", str(config_path)],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
     return config_path
 
 
@@ -127,15 +130,22 @@ def main() -> None:
             drive(wrk, base, 3, args.connections, health)  # warm-up
             rounds = []
             for _ in range(args.rounds):
-                rounds.append((drive(wrk, base, args.seconds, args.connections, health),
-                               drive(wrk, base, args.seconds, args.connections, script)))
+                rounds.append(
+                    (
+                        drive(wrk, base, args.seconds, args.connections, health),
+                        drive(wrk, base, args.seconds, args.connections, script),
+                    )
+                )
 
             def swap() -> None:
                 live = (folder / "snapshots" / "current").resolve().name
                 for target in ([], [live]):  # to the one before, then back
                     time.sleep(args.seconds / 3)
-                    subprocess.run([sys.executable, "-m", "engine", "rollback", *target, "--config", str(config_path)],
-                                   check=True, stderr=subprocess.DEVNULL)
+                    subprocess.run(
+                        [sys.executable, "-m", "engine", "rollback", *target, "--config", str(config_path)],
+                        check=True,
+                        stderr=subprocess.DEVNULL,
+                    )
 
             swapper = threading.Thread(target=swap)
             swapper.start()
@@ -144,18 +154,27 @@ def main() -> None:
 
     print(f"\n{args.workers} workers, wrk 1 thread, {args.connections} connections, {args.seconds} s per run, loopback")
     print(f"{'run':<36}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'requests':>10}{'ratio':>8}")
-    runs = [(f"{n}: {name}", figures, ratio) for n, (hello, recommendations) in enumerate(rounds, 1)
-            for name, figures, ratio in (("hello-world (/health)", hello, None),
-                                         ("recommendations", recommendations, recommendations["rps"] / hello["rps"]))]
+    runs = [
+        (f"{n}: {name}", figures, ratio)
+        for n, (hello, recommendations) in enumerate(rounds, 1)
+        for name, figures, ratio in (
+            ("hello-world (/health)", hello, None),
+            ("recommendations", recommendations, recommendations["rps"] / hello["rps"]),
+        )
+    ]
     hello_rate = statistics.median(hello["rps"] for hello, _ in rounds)
     runs.append(("recommendations, snapshot swaps", during_swap, during_swap["rps"] / hello_rate))
     for name, figures, ratio in runs:
-        print(f"{name:<36}{figures['rps']:>12,.0f}{figures['p50']:>9.2f}{figures['p99']:>9.2f}"
-              f"{figures['failed']:>8}{figures['requests']:>10,}" + (f"{ratio:>7.2f}x" if ratio else ""))
+        print(
+            f"{name:<36}{figures['rps']:>12,.0f}{figures['p50']:>9.2f}{figures['p99']:>9.2f}"
+            f"{figures['failed']:>8}{figures['requests']:>10,}" + (f"{ratio:>7.2f}x" if ratio else "")
+        )
     ratios = [recommendations["rps"] / hello["rps"] for hello, recommendations in rounds]
-    print(f"recommendations / hello-world, median of {len(rounds)} rounds: {statistics.median(ratios):.2f}x; "
-          f"recommendations p99 median {statistics.median(r['p99'] for _, r in rounds):.2f} ms "
-          f"(during swaps {during_swap['rps'] / hello_rate:.2f}x of the median hello-world rate)")
+    print(
+        f"recommendations / hello-world, median of {len(rounds)} rounds: {statistics.median(ratios):.2f}x; "
+        f"recommendations p99 median {statistics.median(r['p99'] for _, r in rounds):.2f} ms "
+        f"(during swaps {during_swap['rps'] / hello_rate:.2f}x of the median hello-world rate)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_build  # noqa: E402  (the shops and the DuckDB build measurement)
 
 ROOT = bench_build.ROOT
-ITEM_STAGE = ("session_items", "item_counts", "tenant_sessions", "kernel", "pair_counts", "ranked_pairs", "popular", "itemitem")
+ITEM_STAGE = (
+    "session_items",
+    "item_counts",
+    "tenant_sessions",
+    "kernel",
+    "pair_counts",
+    "ranked_pairs",
+    "popular",
+    "itemitem",
+)
 
 
 def run_spark(folder: Path, master: str) -> dict:
@@ -82,8 +91,9 @@ def tree_rss(root: int) -> int:
 
 def measured(*args: str, timeout: float = 3600) -> dict | None:
     """Run one measurement in a fresh interpreter; add the peak RSS of its process tree (GiB)."""
-    process = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     peak = [0]
 
     def sample() -> None:
@@ -114,13 +124,18 @@ def main() -> None:
     parser.add_argument("--master", default=f"local[{os.cpu_count()}]")
     options = parser.parse_args()
 
-    lines = [f"{'events':>7} {'measure':<40}{'duckdb':>10}{'duck sql':>10}{'spark':>10}{'spark/duckdb':>14}{'spark/sql':>11}"]
+    lines = [
+        f"{'events':>7} {'measure':<40}{'duckdb':>10}{'duck sql':>10}{'spark':>10}{'spark/duckdb':>14}{'spark/sql':>11}"
+    ]
     for label in options.sizes.split(","):
         folder = options.data / f"shop-{label}"
         if not (folder / "etalage.toml").exists():
             print(f"generating {label} events into {folder} ...", flush=True)
-            subprocess.run([sys.executable, bench_build.__file__, "_generate", str(folder), str(bench_build.SIZES[label])],
-                           check=True, cwd=ROOT)
+            subprocess.run(
+                [sys.executable, bench_build.__file__, "_generate", str(folder), str(bench_build.SIZES[label])],
+                check=True,
+                cwd=ROOT,
+            )
         print(f"{label}: DuckDB, kernel ...", flush=True)
         kernel = measured("_duckdb", str(folder), "kernel")
         print(f"{label}: DuckDB, SQL self-join ...", flush=True)
@@ -143,13 +158,17 @@ def main() -> None:
             ("peak memory, process tree (GiB)", *(r and r["tree_peak_gib"] for r in (kernel, sql, spark))),
         ]
         for name, duck, join, ours in rows:
-            lines.append(f"{label:>7} {name:<40}{bench_build._num(duck):>10}{bench_build._num(join):>10}{bench_build._num(ours):>10}"
-                         f"{bench_build._ratio(ours, duck):>14}{bench_build._ratio(ours, join):>11}")
+            lines.append(
+                f"{label:>7} {name:<40}{bench_build._num(duck):>10}{bench_build._num(join):>10}{bench_build._num(ours):>10}"
+                f"{bench_build._ratio(ours, duck):>14}{bench_build._ratio(ours, join):>11}"
+            )
         if spark:
             lines.append(f"{'':>7} spark steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in spark["seconds"].items()))
             same = kernel and kernel["rows"].get("itemitem") == spark["rows"].get("itemitem")
-            lines.append(f"{'':>7} itemitem rows: spark {spark['rows'].get('itemitem'):,}, duckdb "
-                         f"{kernel and kernel['rows'].get('itemitem'):,} ({'same' if same else 'DIFFERENT'})")
+            lines.append(
+                f"{'':>7} itemitem rows: spark {spark['rows'].get('itemitem'):,}, duckdb "
+                f"{kernel and kernel['rows'].get('itemitem'):,} ({'same' if same else 'DIFFERENT'})"
+            )
         print("\n".join(lines), flush=True)
 
 

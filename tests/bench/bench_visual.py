@@ -78,8 +78,10 @@ def quality() -> None:
     np.fill_diagonal(score, -np.inf)
     top = np.argpartition(-score, 10, axis=1)[:, :10]
     same = labels[chosen][top] == classes[:, None]
-    print("\nper class (features, cosine): " + ", ".join(
-        f"{name} {same[classes == c].mean():.2f}" for c, name in enumerate(pictures.FASHION_CLASSES)))
+    print(
+        "\nper class (features, cosine): "
+        + ", ".join(f"{name} {same[classes == c].mean():.2f}" for c, name in enumerate(pictures.FASHION_CLASSES))
+    )
 
 
 def encoded_fashion_mnist(per_class: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
@@ -108,7 +110,9 @@ def encoded_fashion_mnist(per_class: int = 200) -> tuple[np.ndarray, np.ndarray,
     return features, labels[chosen], speed
 
 
-def clustered(rows: int, spectrum_of: np.ndarray, clusters: int = 2_000, between: float = 0.5, seed: int = 0) -> np.ndarray:
+def clustered(
+    rows: int, spectrum_of: np.ndarray, clusters: int = 2_000, between: float = 0.5, seed: int = 0
+) -> np.ndarray:
     """Random vectors with the geometry of real encoder features, grouped in clusters of Zipf-like sizes.
 
     I.i.d. Gaussian vectors in 1280 dimensions are a poor stand-in: every
@@ -166,7 +170,16 @@ def reduced_bound(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, dims
     return float(np.mean(hits))
 
 
-FORESTS = ((10, None, 0), (50, None, 0), (100, None, 0), (50, 128, 0), (100, 64, 0), (50, 128, 32), (50, 64, 32), (20, 128, 32))
+FORESTS = (
+    (10, None, 0),
+    (50, None, 0),
+    (100, None, 0),
+    (50, 128, 0),
+    (100, 64, 0),
+    (50, 128, 32),
+    (50, 64, 32),
+    (20, 128, 32),
+)
 """(n_trees, dims, neighbours) to build: full 1280-d forests; forests over principal components with exact
 re-ranking; and those with a neighbour graph that each query walks from the forest's results."""
 SEARCH_K = (-1, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
@@ -183,9 +196,13 @@ def annoy(forests: tuple = FORESTS, search: tuple[int, ...] = SEARCH_K, candidat
     begin = time.perf_counter()
     truth = exact_top_k(data, queries)
     brute = time.perf_counter() - begin
-    print(f"\n### Annoy against brute force: {ROWS:,} clustered {DIM}-d vectors, {QUERIES:,} held-out queries, angular\n")
-    print(f"(vectors made in {made:.1f} s; exact top-10 by NumPy brute force: {brute:.1f} s, "
-          f"{QUERIES / brute:,.0f} queries/s on {os.cpu_count()} cores)\n")
+    print(
+        f"\n### Annoy against brute force: {ROWS:,} clustered {DIM}-d vectors, {QUERIES:,} held-out queries, angular\n"
+    )
+    print(
+        f"(vectors made in {made:.1f} s; exact top-10 by NumPy brute force: {brute:.1f} s, "
+        f"{QUERIES / brute:,.0f} queries/s on {os.cpu_count()} cores)\n"
+    )
     print("| dims | candidates | recall@10 of exact search over the components, re-ranked |\n|---|---|---|")
     for dims, kept in ((64, 100), (64, 300), (128, 100), (128, 200)):
         print(f"| {dims} | {kept} | {reduced_bound(data, queries[:300], truth[:300], dims, kept):.3f} |", flush=True)
@@ -208,11 +225,16 @@ def annoy(forests: tuple = FORESTS, search: tuple[int, ...] = SEARCH_K, candidat
                 seconds = float("inf")
                 for _ in range(2):  # the faster of two passes: the first also faults the files into memory
                     begin = time.perf_counter()
-                    found = [[int(n.product_id) for n in loaded.nearest("nl", q, 10, search_k=search_k)] for q in queries]
+                    found = [
+                        [int(n.product_id) for n in loaded.nearest("nl", q, 10, search_k=search_k)] for q in queries
+                    ]
                     seconds = min(seconds, time.perf_counter() - begin)
                 recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist())])
-                print(f"| {n_trees} | {dims or DIM} | {neighbours or '-'} | {build_seconds:.1f} | {megabytes:,.0f} | {search_k} | {recall:.3f} | "
-                      f"{QUERIES / seconds:,.0f} | {1000 * seconds / QUERIES:.2f} |", flush=True)
+                print(
+                    f"| {n_trees} | {dims or DIM} | {neighbours or '-'} | {build_seconds:.1f} | {megabytes:,.0f} | {search_k} | {recall:.3f} | "
+                    f"{QUERIES / seconds:,.0f} | {1000 * seconds / QUERIES:.2f} |",
+                    flush=True,
+                )
             loaded.unload()
             del built, loaded
 
@@ -228,14 +250,18 @@ def encoder_speed() -> None:
         pictures.write(shop.images, Path(folder))
         files = sorted(Path(folder, "images").glob("*.png"))
         encoder.encode_images(files[:32])
-        print(f"\n### Encoder speed, EfficientNet-Lite0 on {encoder.device} "
-              f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)\n")
+        print(
+            f"\n### Encoder speed, EfficientNet-Lite0 on {encoder.device} "
+            f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)\n"
+        )
         print("| what | batch | images | seconds | images/s |\n|---|---|---|---|---|")
         for batch in (32, 64):
             begin = time.perf_counter()
             encoder.encode_images(files, batch_size=batch)
             seconds = time.perf_counter() - begin
-            print(f"| PNG files: decode, pad, resize, network | {batch} | {len(files)} | {seconds:.1f} | {len(files) / seconds:.1f} |")
+            print(
+                f"| PNG files: decode, pad, resize, network | {batch} | {len(files)} | {seconds:.1f} | {len(files) / seconds:.1f} |"
+            )
         tensor = torch.randn(64, 3, 224, 224, device=encoder.device)
         encoder.forward(tensor)
         best = float("inf")
