@@ -1,30 +1,35 @@
-"""``etalage build``: events in, the recommendation tables out, in a new warehouse file.
+"""``etalage build``: new events in, the counts changed by what they change, the lists and a snapshot out.
 
 The steps, in order, each a file in ``sql/`` unless noted:
 
-1. find and check the event files (``engine.ingest.events``), map them, keep the
-   unflagged ones (``events``) and count the rest (``ingest_stats``); load the
-   catalogue (``products``) and the server's exposure log (``exposures``,
-   scored into ``click_through``);
-2. ``session_items``, ``item_counts``, ``tenant_sessions``;
+1. find the event files and compare them with the ledger of ingested files
+   (``engine.ingest.ledger``): only new ones are read; a changed or vanished
+   one stops the build. How the stored counts were counted is compared with
+   the config (``engine.pipeline.state``): a change there, ``--full`` or a
+   first build counts everything again;
+2. check the new files and store their unflagged events once, as this
+   build's batch (``engine.ingest.events``; ``events``, ``file_counts``);
+   load the catalogue (``products``) and the server's exposure log
+   (``exposures``, scored into ``click_through``);
 3. with ``[visual] enabled``, the visual stage (``engine.pipeline.visual_stage``):
    the catalogue's pictures through the encoder (new ones only, by the
-   ``embeddings`` cache) into an Annoy index and the ``visual`` rows;
-4. ``itemitem``: by the SQL path (``pair_counts``, ``ranked_pairs``,
-   ``popular``, ``itemitem``; ``pairs="sql"``) or by the Numba kernel
-   (default), which computes the same rows from ``item_index`` and
-   ``baskets`` without materialising every pair; then the ``visual`` rows
-   and their cold-start blend (``visual_blend``, ``itemitem_visual``);
-5. unless ``[evaluation]`` turns it off, the same stage again on the events
-   before the cut-off (schema ``holdout``, dropped afterwards), scored on the
-   sessions after it (``test_items``, ``evaluation``) into ``evaluation``;
-6. a row in ``builds``;
-7. the evaluation gate (``engine.publish.gate``): a build that scores clearly worse
-   than the live snapshot stops here, and nothing changes;
-8. a snapshot (``engine.publish.snapshot``) staged and verified beside the live one;
-   the warehouse file is replaced, then the snapshot is switched live and old
-   snapshots are pruned. The visual index goes into the snapshot's
-   ``visual/`` folder.
+   embeddings cache) into an Annoy index and the ``visual`` rows;
+4. the counts (``engine.pipeline.sessions``, ``engine.pipeline.counts``):
+   the sessions whose counted products changed (``changed_sessions``) are
+   read before and after, and the signed difference is added to the stored
+   counts of items, tenants and pairs;
+5. ``itemitem``: the lists ranked from the counts by the kernel (or by the
+   SQL path, ``pair_counts`` .. ``itemitem``), then the ``visual`` rows and
+   their cold-start blend; written to the store;
+6. unless ``[evaluation]`` turns it off, the evaluation
+   (``engine.pipeline.evaluation``): the counts minus the test period's
+   sessions, ranked and scored on those sessions, into ``evaluation``;
+7. a row in ``builds``, and the evaluation gate (``engine.publish.gate``): a
+   build that scores clearly worse than the live snapshot stops here, and
+   nothing changes;
+8. the new state and views in the new warehouse, a snapshot staged and
+   verified beside the live one; the warehouse file is replaced, the snapshot
+   switched live, and old snapshots and store files no warehouse names removed.
 
 A build holds the snapshots root's lock from start to end, so two cron runs
 never interleave; the second exits with "busy".
@@ -37,18 +42,22 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Literal, Protocol
+from typing import ContextManager, Literal, Protocol
 
 import duckdb
+import pyarrow as pa
 
 from engine import sqlfiles
 from engine.config import Config
-from engine.ingest import events, exposures
-from engine.pipeline import evaluation, itemitem, visual_stage
+from engine.ingest import catalogue, events, exposures, files, ledger
+from engine.pipeline import counts as counting
+from engine.pipeline import evaluation, itemitem, sessions, state, visual_stage
 from engine.publish import crashpoints, gate, snapshot, warehouse
+from engine.publish.store import Store
 
 PUBLISHED_TABLES = (
     "events",
@@ -61,7 +70,7 @@ PUBLISHED_TABLES = (
     "tenant_sessions",
     "itemitem",
 )
-"""Tables a build leaves in the warehouse for analysts (plus the history table ``builds``)."""
+"""Tables (and views) a build leaves in the warehouse for analysts (plus the history tables)."""
 
 
 class Reporter(Protocol):
@@ -101,6 +110,8 @@ class BuildResult:
     warehouse: str
     files: dict[str, int]
     ingest: list[dict]
+    counting: str = "full"  # full | recount | incremental
+    counting_reason: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     gate: gate.Decision | None = None
@@ -110,30 +121,39 @@ class BuildResult:
 
 
 def build(
-    config: Config, *, pairs: Literal["kernel", "sql"] = "kernel", force: bool = False, reporter: Reporter | None = None
+    config: Config,
+    *,
+    pairs: Literal["kernel", "sql"] = "kernel",
+    force: bool = False,
+    full: bool = False,
+    reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Run the whole pipeline for ``config``, replace its warehouse and publish a snapshot, atomically.
+    """Bring the warehouse up to date with the new events and publish a snapshot, atomically.
 
     Nothing live changes unless every step succeeds and the gate passes (or
     ``force``): on :class:`gate.GateRefused` the warehouse and the live
-    snapshot are as they were.
+    snapshot are as they were. ``full`` ingests and counts every file again.
     """
     with snapshot.locked(config.snapshots.root):
         snapshot.clean(config.snapshots.root)
-        return _build(config, pairs, force, reporter or Silent())
+        return _build(config, pairs, force, full, reporter or Silent())
 
 
-def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporter: Reporter) -> BuildResult:
-    result, files, started = checked_files(config, str(config.warehouse), reporter)
-    parameters = {**config.algorithms.parameters(), "until": None, "min_sessions": config.visual.min_sessions}
+def _build(
+    config: Config, pairs: Literal["kernel", "sql"], force: bool, full: bool, reporter: Reporter
+) -> BuildResult:
+    started = dt.datetime.now(dt.timezone.utc)
+    found = files.find(config.events)
+    result = BuildResult(new_build_id(started), str(config.warehouse), {}, [])
+    store = Store(config.warehouse)
+    algorithms = config.algorithms
 
-    def timed(name: str, create) -> None:
+    def timed(name: str, step: Callable[[], int | None]) -> None:
         begin = time.perf_counter()
         with reporter.step(name) as info:
-            create()
-            if name in PUBLISHED_TABLES:
-                result.rows[name] = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-                info["rows"] = result.rows[name]
+            rows = step()
+            if rows is not None:
+                result.rows[name] = info["rows"] = rows
         result.seconds[name] = round(time.perf_counter() - begin, 3)
 
     def looks(folder: Path) -> None:
@@ -142,35 +162,85 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
 
     with (
         warehouse.rebuild(config.warehouse) as connection,
-        tempfile.TemporaryDirectory(
-            prefix=f"{snapshot.STAGING_PREFIX}visual-",
-            dir=config.snapshots.root,  # a killed build's is cleaned like staging
+        tempfile.TemporaryDirectory(  # a killed build's is cleaned like staging
+            prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root
         ) as scratch,
     ):
-        timed("events", lambda: events.load_events(connection, files, config.events.mapping))
-        timed("products", lambda: events.load_catalogue(connection, config.catalogue))
+        earlier = state.previous(connection, store) if _attached(connection) else None
+        result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
+        carried = result.counting != "full"
+        new = ledger.new_files(found, earlier.ledger if carried else {}, store.folder)
+        result.files = {fmt: len(paths) for fmt, paths in new.by_format().items()}
+        with reporter.files(len(new)) as advance:
+            files.check(new, config.events.mapping, advance)
+        held: dict = {"counts": []}
+
+        def ingest() -> int:
+            target = store.new("events", f"{result.build_id}.parquet")
+            held["counts"] = events.write_batch(connection, new, config.events.mapping, target)
+            kept = sum(row["events_kept"] for row in held["counts"])
+            held["batch"] = {"path": store.relative(target), "events": kept}
+            return kept
+
+        if len(new):
+            timed("events", ingest)
+        ingested = ledger.entries(new, held["counts"], store.folder, result.build_id)
+        batches = (earlier.batches if carried else []) + ([held["batch"]["path"]] if "batch" in held else [])
+        sqlfiles.create_view(connection, "stored_rows", {"files": batches}, view="events")
+        timed("products", lambda: catalogue.load_catalogue(connection, config.catalogue))
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
         timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
         if config.visual.enabled:
             timed("visual", lambda: looks(Path(scratch) / visual_stage.INDEX_FOLDER))
-        visual_rows = result.visual.rows if result.visual else None
+        newest = sessions.newest(connection)
         crashpoints.reach("compute")
-        itemitem.stage(connection, pairs, parameters, timed, visual_rows)
-        result.rows["itemitem"] = connection.execute("SELECT count(*) FROM itemitem").fetchone()[0]  # with the blend
+
+        def count() -> int:
+            if result.counting == "incremental":
+                _changed_sessions(connection, earlier, newest, held.get("batch"), config)
+                before = earlier.counts
+            else:
+                after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
+                sessions.count_changes(connection, None, after)
+                before = counting.Counts.none()
+            changed, delta = before.with_changes(connection)
+            held["counted"] = changed.stored(delta)
+            return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
+
+        timed("counts", count)
+        counted: counting.Counts = held["counted"]
+        result.rows["item_counts"] = int((counted.sessions > 0).sum())
+
+        def lists() -> int:
+            if pairs == "sql":
+                rows = _sql_rows(connection, config, newest, timed)
+            else:
+                rows = itemitem.kernel_rows(counted, top_n=algorithms.top_n, min_support=algorithms.min_support)
+            if result.visual:
+                parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
+                rows = itemitem.with_visual(connection, rows, result.visual.rows, counted, parameters)
+            held["itemitem"] = rows
+            result.rows["itemitem"] = rows.num_rows
+            return rows.num_rows
+
+        timed("lists", lists)
+        itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
+        timed("itemitem", lambda: itemitem.write(held.pop("itemitem"), itemitem_file))
         if config.evaluation.enabled:
-            evaluation.evaluate(
-                connection,
-                config,
-                pairs,
-                result.build_id,
-                lambda name, create: timed(f"evaluation {name}", create),
-                visual_rows,
-            )
-        result.ingest = [
-            dict(zip(("source_format", "events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"), row))
-            for row in connection.execute("SELECT * FROM ingest_stats").fetchall()
-        ]
-        _record(connection, config, result, started)
+            _evaluate(connection, config, counted, pairs, result, timed)
+        result.ingest = _ingest_rows(ingested)
+        counted = state.write(
+            connection,
+            store,
+            result.build_id,
+            carried=carried,
+            ingested=ingested,
+            batch=held.get("batch"),
+            counts=counted,
+            itemitem_file=store.relative(itemitem_file),
+        )
+        _views(connection, config, store.relative(itemitem_file), newest)
+        _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
         result.gate = gate.decide(
             scores,
@@ -182,27 +252,104 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, reporte
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged = {}
-        timed("snapshot", lambda: staged.setdefault("snapshot", _stage(connection, config, result, scores)))
+        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, itemitem_file)))
+        named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
+    store.collect(named)
     result.pruned = snapshot.prune(config.snapshots.root, config.snapshots.keep)
     return result
 
 
-def checked_files(
-    config: Config, target: str, reporter: Reporter
-) -> tuple[BuildResult, events.EventFiles, dt.datetime]:
-    """A build's first step on either engine: its id, and the event files found and checked (nothing read yet)."""
-    started = dt.datetime.now(dt.timezone.utc)
-    files = events.find(config.events)
-    with reporter.files(len(files)) as advance:
-        events.check(files, config.events.mapping, advance)
-    result = BuildResult(
-        build_id=f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
-        warehouse=target,
-        files={fmt: len(paths) for fmt, paths in files.by_format().items()},
-        ingest=[],
+def new_build_id(started: dt.datetime) -> str:
+    """A build's id: its start time (so ids sort in time) and a random suffix."""
+    return f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def _attached(connection: duckdb.DuckDBPyConnection) -> bool:
+    query = "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'"
+    return bool(connection.execute(query).fetchone()[0])
+
+
+def _changed_sessions(
+    connection: duckdb.DuckDBPyConnection,
+    earlier: state.State,
+    newest: dt.datetime | None,
+    arrived: dict | None,
+    config: Config,
+) -> None:
+    """``counted_changes`` for an incremental build: the changed sessions as counted before and as counted now."""
+    look_back = config.algorithms.look_back_days
+    sqlfiles.create_view(connection, "stored_rows", {"files": earlier.batches}, view="stored_events", temporary=True)
+    if arrived:
+        sqlfiles.create_view(connection, "stored_rows", {"files": [arrived["path"]]}, view="arrived_events", temporary=True)
+    else:
+        connection.execute("CREATE TEMPORARY TABLE arrived_events AS FROM stored_events LIMIT 0")
+    connection.execute("CREATE TEMPORARY VIEW previous_products AS FROM previous.products")
+    window = {
+        "window_was": sessions.window_start(earlier.newest, look_back),
+        "window_is": sessions.window_start(newest, look_back),
+    }
+    for name, values in (("catalogue_changes", None), ("changed_sessions", window), ("changed_events", None)):
+        sqlfiles.create_table(connection, name, values, temporary=True)
+    sqlfiles.create_table(connection, "events_before", temporary=True)
+    sessions.count_changes(
+        connection,
+        before=sessions.Counting(
+            "events_before", "previous_products", sessions.parameters(config.algorithms, None, earlier.newest)
+        ),
+        after=sessions.Counting("changed_events", "products", sessions.parameters(config.algorithms, None, newest)),
     )
-    return result, files, started
+
+
+def _sql_rows(connection: duckdb.DuckDBPyConnection, config: Config, newest: dt.datetime | None, timed) -> pa.Table:
+    """The lists by the SQL path, from every session's items (counted again, in SQL)."""
+    parameters = sessions.parameters(config.algorithms, None, newest)
+    sqlfiles.create_table(connection, "session_items", parameters, temporary=True)
+    try:
+        return itemitem.sql_rows(connection, parameters, lambda name, step: timed(name, lambda: step() and None))
+    finally:
+        connection.execute("DROP TABLE session_items")
+
+
+def _evaluate(
+    connection: duckdb.DuckDBPyConnection,
+    config: Config,
+    counted: counting.Counts,
+    pairs: str,
+    result: BuildResult,
+    timed,
+) -> None:
+    """Score this build's algorithms on the evaluation split into ``evaluation``."""
+    split = evaluation.cutoff(connection, config)
+    visual_rows = result.visual.rows if result.visual else None
+    prefixed = lambda name, step: timed(f"evaluation {name}", lambda: step() and None)  # noqa: E731
+    if pairs == "sql":
+        rows = evaluation.scores_by_sql(connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions)
+    else:
+        rows = evaluation.scores(
+            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+        )
+    evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
+
+
+def _ingest_rows(ingested: pa.Table) -> list[dict]:
+    """What this build read and dropped, per source format."""
+    totals: dict[str, dict] = {}
+    for row in ingested.to_pylist():
+        into = totals.setdefault(row["format"], {"source_format": row["format"]})
+        for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept"):
+            into[key] = into.get(key, 0) + row[key]
+    return list(totals.values())
+
+
+def _views(
+    connection: duckdb.DuckDBPyConnection, config: Config, itemitem_file: str, newest: dt.datetime | None
+) -> None:
+    """The analysts' views of the new warehouse (``events`` is already there): over the store and the state."""
+    sqlfiles.create_view(connection, "stored_rows", {"files": [itemitem_file]}, view="itemitem")
+    sqlfiles.create_view(connection, "session_items", sessions.parameters(config.algorithms, None, newest))
+    sqlfiles.create_view(connection, "kept_item_counts", view="item_counts")
+    sqlfiles.create_view(connection, "ingest_stats")
 
 
 def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, dict]:
@@ -218,9 +365,9 @@ def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, d
 
 
 def _stage(
-    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None
+    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None, rows: Path
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the live one (not yet live)."""
+    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` file."""
     manifest = {
         "parameters": {
             "algorithms": asdict(config.algorithms),
@@ -231,25 +378,37 @@ def _stage(
         "evaluation": scores,
         "gate": result.gate.record(),
     }
+    source = {"itemitem_file": str(rows)}
     tables = {
-        "itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem").to_arrow_reader(1 << 17),
-        "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
+        "itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem", source).to_arrow_reader(1 << 17),
+        "lists": lambda: sqlfiles.query(connection, "snapshot_lists", source).to_arrow_reader(1 << 17),
         "products": lambda: connection.table("products").to_arrow_reader(1 << 17),
     }
     folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
     return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)
 
 
-def _record(connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, started: dt.datetime) -> None:
+def _record(
+    connection: duckdb.DuckDBPyConnection,
+    config: Config,
+    result: BuildResult,
+    started: dt.datetime,
+    newest: dt.datetime | None,
+) -> None:
     """Append this build to the ``builds`` history table."""
-    sqlfiles.create_table(
-        connection, "build_record", record_values(config, result, started), table="this_build", temporary=True
-    )
+    values = {
+        **record_values(config, result, started),
+        "counting": result.counting,
+        "counting_reason": result.counting_reason,
+        "newest_event": newest,
+        "counted_with": json.dumps(state.counted_with(config)),
+    }
+    sqlfiles.create_table(connection, "build_record", values, table="this_build", temporary=True)
     warehouse.append_history(connection, "builds", "this_build")
 
 
 def record_values(config: Config, result: BuildResult, started: dt.datetime) -> dict:
-    """The parameters of ``sql/build_record.sql`` for this build (the Spark engine binds the same)."""
+    """The parameters of ``sql/build_record.sql`` that both engines bind (the Spark engine counts everything)."""
     totals = {
         key: sum(row[key] for row in result.ingest)
         for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")
@@ -264,3 +423,18 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
         **totals,
         "itemitem_rows": result.rows.get("itemitem", 0),
     }
+
+
+def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, files.EventFiles, dt.datetime]:
+    """The Spark engine's first step: its id, and every event file found and checked (nothing read yet)."""
+    started = dt.datetime.now(dt.timezone.utc)
+    found = files.find(config.events)
+    with reporter.files(len(found)) as advance:
+        files.check(found, config.events.mapping, advance)
+    result = BuildResult(
+        build_id=new_build_id(started),
+        warehouse=target,
+        files={fmt: len(paths) for fmt, paths in found.by_format().items()},
+        ingest=[],
+    )
+    return result, found, started

@@ -17,13 +17,11 @@ from typing import Any
 import models
 
 DIVOLTE_MAPPING: dict[str, str] = {
-    "event_id": "concat_ws(':', pageViewId, eventType)",
     "ts": '"timestamp"',
     "party_id": "partyId",
     "session_id": "sessionId",
     "event_type": "eventType",
     "product_id": "nullif(regexp_extract(location, '/p/([0-9]+)/', 1), '')",
-    "location": "location",
     "tenant": "regexp_extract(location, '^https?://[^/]*\\.([a-z]+)/', 1)",
     "is_duplicate": "detectedDuplicate",
     "is_corrupt": "detectedCorruption",

@@ -10,4 +10,8 @@ SELECT
     CAST($dropped_duplicate AS BIGINT) AS dropped_duplicate,
     CAST($dropped_corrupt AS BIGINT) AS dropped_corrupt,
     CAST($events_kept AS BIGINT) AS events_kept,
-    CAST($itemitem_rows AS BIGINT) AS itemitem_rows
+    CAST($itemitem_rows AS BIGINT) AS itemitem_rows,
+    CAST($counting AS VARCHAR) AS counting,
+    CAST($counting_reason AS VARCHAR) AS counting_reason,
+    CAST($newest_event AS TIMESTAMP) AS newest_event,
+    CAST($counted_with AS JSON) AS counted_with

@@ -8,7 +8,7 @@ WITH attributed AS (
         x.exposure_id,
         x.experiment,
         x.variant,
-        count(e.event_id) > 0 AS clicked
+        count(e.ts) > 0 AS clicked
     FROM exposures AS x
     LEFT JOIN events AS e
         ON e.party_id = x.visitor

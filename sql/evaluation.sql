@@ -1,5 +1,6 @@
 -- evaluation: how well each algorithm's lists, computed from the events
--- before the cut-off (holdout.itemitem), predict what test sessions viewed next.
+-- before the cut-off (the training lists, read as `itemitem`), predict what
+-- test sessions viewed next.
 --
 -- * mrr: the talk's Mean Reciprocal Rank. For each test session with at
 --   least two products, the reciprocal rank of its second product in the
@@ -16,13 +17,13 @@ WITH transitions AS (
      AND b.position = a.position + 1
 ),
 algorithms AS (
-    SELECT DISTINCT algorithm FROM holdout.itemitem
+    SELECT DISTINCT algorithm FROM itemitem
 ),
 ranked AS (
     SELECT g.algorithm, t.position, r.rank
     FROM transitions AS t
     CROSS JOIN algorithms AS g
-    LEFT JOIN holdout.itemitem AS r
+    LEFT JOIN itemitem AS r
       ON r.tenant = t.tenant
      AND r.algorithm = g.algorithm
      AND r.product_id = t.product_id
@@ -30,7 +31,7 @@ ranked AS (
 ),
 coverage AS (
     SELECT algorithm, count(DISTINCT (tenant, related_product_id)) / (SELECT count(*) FROM products) AS coverage
-    FROM holdout.itemitem
+    FROM itemitem
     GROUP BY algorithm
 )
 SELECT

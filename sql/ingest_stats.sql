@@ -1,10 +1,11 @@
--- ingest_stats: what the build read and what it dropped, per source format.
+-- ingest_stats: every event read so far and what was dropped, per source format,
+-- summed over the ledger of ingested files.
 SELECT
-    source_format,
-    count(*) AS events_read,
-    count(*) FILTER (WHERE coalesce(is_duplicate, FALSE)) AS dropped_duplicate,
-    count(*) FILTER (WHERE coalesce(is_corrupt, FALSE) AND NOT coalesce(is_duplicate, FALSE)) AS dropped_corrupt,
-    count(*) FILTER (WHERE NOT coalesce(is_duplicate, FALSE) AND NOT coalesce(is_corrupt, FALSE)) AS events_kept
-FROM mapped_events
-GROUP BY source_format
-ORDER BY source_format
+    format AS source_format,
+    sum(events_read) AS events_read,
+    sum(dropped_duplicate) AS dropped_duplicate,
+    sum(dropped_corrupt) AS dropped_corrupt,
+    sum(events_kept) AS events_kept
+FROM ingested_files
+GROUP BY format
+ORDER BY format

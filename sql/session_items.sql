@@ -6,13 +6,11 @@
 --   or a delisted product does not become a recommendation);
 -- * only events before $until (NULL: all), which is how the evaluation keeps
 --   its test period out of the recommendations;
--- * only the last $look_back_days days before the newest such event (0 = all);
+-- * only the last $look_back_days days (0 = all) before $newest, the newest
+--   event before $until (sql/newest_event.sql);
 -- * sessions with more than $max_session_items distinct products are dropped
 --   as bots or scrapers.
-WITH newest AS (
-    SELECT max(ts) AS ts FROM events WHERE CAST($until AS TIMESTAMP) IS NULL OR ts < CAST($until AS TIMESTAMP)
-),
-viewed AS (
+WITH viewed AS (
     SELECT
         e.tenant,
         e.session_id,
@@ -22,10 +20,10 @@ viewed AS (
     JOIN products AS p
       ON p.tenant = e.tenant
      AND p.product_id = e.product_id
-    CROSS JOIN newest
     WHERE list_contains($event_types, e.event_type)
       AND (CAST($until AS TIMESTAMP) IS NULL OR e.ts < CAST($until AS TIMESTAMP))
-      AND ($look_back_days = 0 OR e.ts >= newest.ts - INTERVAL 1 DAY * CAST($look_back_days AS INTEGER))
+      AND ($look_back_days = 0
+           OR e.ts >= CAST($newest AS TIMESTAMP) - INTERVAL 1 DAY * CAST($look_back_days AS INTEGER))
     GROUP BY e.tenant, e.session_id, e.product_id
 )
 SELECT tenant, session_id, product_id, first_seen

@@ -6,17 +6,22 @@
 -- order. The server finds a list by arithmetic (algorithm's block *
 -- products + the product's row) instead of keeping a dictionary of every
 -- list, so a new snapshot is ready to serve without building one.
--- `first_row` is the `rowid` of the list's first row in `itemitem`, which is
--- its row number in itemitem.arrow (sql/snapshot_itemitem.sql).
-WITH lists AS (
-    SELECT tenant, algorithm, product_id, min(rowid) AS first_row, count(*)::INTEGER AS rows
-    FROM itemitem
+-- `first_row` is the row number of the list's first row in the build's
+-- `itemitem` file ($itemitem_file), which is its row in itemitem.arrow
+-- (sql/snapshot_itemitem.sql).
+WITH listed AS (
+    SELECT tenant, algorithm, product_id, file_row_number
+    FROM read_parquet($itemitem_file, file_row_number = true)
+),
+lists AS (
+    SELECT tenant, algorithm, product_id, min(file_row_number) AS first_row, count(*)::INTEGER AS rows
+    FROM listed
     GROUP BY tenant, algorithm, product_id
 )
 SELECT algorithm, tenant, product_id,
        coalesce(lists.first_row, 0) AS first_row,
        coalesce(lists.rows, 0) AS rows
-FROM (SELECT DISTINCT algorithm FROM itemitem) AS algorithms
+FROM (SELECT DISTINCT algorithm FROM listed) AS algorithms
 CROSS JOIN (SELECT rowid AS product_row, tenant, product_id FROM products) AS catalogue
 LEFT JOIN lists USING (algorithm, tenant, product_id)
 ORDER BY algorithm, product_row

@@ -1,82 +1,100 @@
-"""The item-item stage: from ``events`` and ``products`` to ``itemitem``, in the connection's current schema.
+"""The item-item lists: from the counts to ``itemitem``'s rows, by the kernel or by the readable SQL.
 
-Used twice per build: once on every event for the published table, and once
-on the events before the evaluation's cut-off (in schema ``holdout``). With
-``[visual] enabled``, the look-alikes (the same rows both times: pictures do
-not depend on events) and the cold-start blend join the click-based lists, so
-the evaluation scores them like the others.
+The kernel (``engine.udfs.cooccurrence``) ranks every product's related
+products from the stored counts; the SQL path runs ``sql/pair_counts.sql``
+to ``sql/itemitem.sql`` over a ``session_items`` table, the readable
+definition the kernel is tested against. With ``[visual] enabled`` the
+look-alikes and their cold-start blend with the ``llr`` lists
+(``sql/visual_blend.sql``) join the click-based lists.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from engine import sqlfiles
+from engine.pipeline.counts import Counts
 from engine.udfs import cooccurrence
+
+SCHEMA = pa.schema(
+    [
+        ("tenant", pa.string()),
+        ("algorithm", pa.string()),
+        ("product_id", pa.string()),
+        ("rank", pa.int32()),
+        ("related_product_id", pa.string()),
+        ("distance_score", pa.float64()),
+        ("cooccurrence", pa.int64()),
+        ("product_sessions", pa.int64()),
+        ("related_sessions", pa.int64()),
+    ]
+)
+"""``itemitem``'s columns and their types (the kernel writes the text columns as dictionaries of them)."""
 
 Timed = Callable[[str, Callable[[], None]], None]
 """Runs one named step (the build uses it to time and report steps)."""
+SQL_STEPS = ("pair_counts", "ranked_pairs", "popular")
+"""The SQL path's steps before ``sql/itemitem.sql``, each a temporary table."""
 
 
-def stage(
-    connection: duckdb.DuckDBPyConnection,
-    pairs: str,
-    parameters: dict,
-    timed: Timed,
-    visual_rows: pa.Table | None = None,
-) -> None:
-    """From ``events`` to ``itemitem``, in the connection's current schema, with ``visual_rows`` and their blend if given.
+def kernel_rows(counts: Counts, *, top_n: int, min_support: int) -> pa.Table:
+    """``itemitem``'s rows for the co-occurrence algorithms and ``popular``, by the kernel, from the stored counts."""
+    items = counts.item_table()
+    lists = cooccurrence.top_lists(items, counts.pairs, top_n=top_n, min_support=min_support)
+    return cooccurrence.rows_table(items, lists)
 
-    ``parameters`` needs ``min_sessions`` too when ``visual_rows`` are given.
+
+def sql_rows(connection: duckdb.DuckDBPyConnection, parameters: dict, timed: Timed) -> pa.Table:
+    """The same rows by ``sql/pair_counts.sql`` .. ``sql/itemitem.sql``, from a ``session_items`` table.
+
+    Its steps are temporary tables, ``item_counts`` among them.
     """
-    for name in ("session_items", "item_counts", "tenant_sessions"):
-        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters))
-    _itemitem(connection, pairs, parameters, timed)
-    if visual_rows is not None:
-        timed("visual_blend", lambda: _with_visual(connection, visual_rows, parameters))
+    for name in ("item_counts", "tenant_sessions", *SQL_STEPS):
+        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters, temporary=True))
+    return sqlfiles.query(connection, "itemitem").to_arrow_table()
 
 
-def _with_visual(connection: duckdb.DuckDBPyConnection, visual_rows: pa.Table, parameters: dict) -> None:
-    """Add the ``visual`` rows to ``itemitem``, then the blend of ``sql/visual_blend.sql``, keeping itemitem's order."""
-    connection.register("visual_rows", visual_rows)
+def with_visual(
+    connection: duckdb.DuckDBPyConnection, rows: pa.Table, visual_rows: pa.Table, counted: pa.Table, parameters: dict
+) -> pa.Table:
+    """``rows`` with the ``visual`` rows and the blend of ``sql/visual_blend.sql``, in itemitem's order.
+
+    ``counted`` holds the item counts the blend reads (``tenant, product_id, sessions``).
+    """
+    together = pa.concat_tables([rows.cast(SCHEMA), visual_rows.select(SCHEMA.names).cast(SCHEMA)])
+    connection.register("blended_rows", together)
+    connection.register("blended_counts", counted)
     try:
-        connection.execute("INSERT INTO itemitem SELECT * FROM visual_rows")
+        with sqlfiles.reading(connection, itemitem="blended_rows", item_counts="blended_counts"):
+            sqlfiles.create_table(connection, "visual_blend", parameters, temporary=True)
+            return sqlfiles.query(connection, "itemitem_visual").to_arrow_table()
     finally:
-        connection.unregister("visual_rows")
-    sqlfiles.create_table(connection, "visual_blend", parameters, temporary=True)
-    sqlfiles.create_table(connection, "itemitem_visual", table="itemitem")
-    connection.execute("DROP TABLE visual_blend")
+        connection.unregister("blended_rows")
+        connection.unregister("blended_counts")
+        connection.execute("DROP TABLE IF EXISTS visual_blend")
 
 
-def kernel_rows(connection: duckdb.DuckDBPyConnection, *, top_n: int, min_support: int) -> pa.Table:
-    """``itemitem``'s rows for the co-occurrence algorithms and ``popular``, by the kernel, from ``session_items`` and its counts."""
-    sqlfiles.create_table(connection, "item_index", temporary=True)
-    items = connection.table("item_index").order("item").to_arrow_table()  # read back, not computed again
-    baskets = sqlfiles.query(connection, "baskets").to_arrow_table().column("items")
-    return cooccurrence.itemitem_rows(items, baskets, top_n=top_n, min_support=min_support)
+def item_counts(counts: Counts) -> pa.Table:
+    """The counted items as ``item_counts``'s rows (``tenant, product_id, sessions``), for the blend."""
+    live = np.flatnonzero(counts.sessions > 0)
+    return pa.table(
+        {
+            "tenant": counts.items.column("tenant").take(live),
+            "product_id": counts.items.column("product_id").take(live),
+            "sessions": pa.array(counts.sessions[live], pa.int64()),
+        }
+    )
 
 
-def _itemitem(connection: duckdb.DuckDBPyConnection, pairs: str, parameters: dict, timed: Timed) -> None:
-    """``itemitem`` by the readable SQL path, or by the kernel that computes the same rows in their order."""
-    if pairs == "sql":
-        timed("pair_counts", lambda: sqlfiles.create_table(connection, "pair_counts", parameters, temporary=True))
-        timed("ranked_pairs", lambda: sqlfiles.create_table(connection, "ranked_pairs", parameters, temporary=True))
-        timed("popular", lambda: sqlfiles.create_table(connection, "popular", parameters, temporary=True))
-        timed("itemitem", lambda: sqlfiles.create_table(connection, "itemitem"))
-        return
-    rows = {}
+def write(rows: pa.Table, target: Path) -> None:
+    """Write the rows to the store as one Parquet file, in their order (the snapshot numbers rows by it).
 
-    def kernel() -> None:
-        rows["itemitem"] = kernel_rows(connection, top_n=parameters["top_n"], min_support=parameters["min_support"])
-
-    def copy() -> None:
-        # Already in itemitem.sql's order, so a plain copy replaces its sort.
-        connection.register("kernel_rows", rows.pop("itemitem"))
-        connection.execute("CREATE TABLE itemitem AS SELECT * FROM kernel_rows")
-        connection.unregister("kernel_rows")
-
-    timed("kernel", kernel)
-    timed("itemitem", copy)
+    Dictionary columns stay dictionary-encoded, so no string is written per row.
+    """
+    pq.write_table(rows, target, row_group_size=cooccurrence.BATCH_ROWS, compression="snappy")

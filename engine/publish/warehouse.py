@@ -6,7 +6,13 @@ DuckDB file beside it, and only when every step has succeeded does one
 the live warehouse byte-for-byte as it was (a leftover ``.building`` file is
 removed by the next build), and analysts holding the old file open keep
 reading a consistent copy. History tables (``builds``) are carried over from
-the previous warehouse.
+the previous warehouse, which the build has attached read-only as
+``previous`` while it runs.
+
+The warehouse itself stays small: what grows with the clickstream lives in
+the store beside it (``engine.publish.store``), read through views with
+paths relative to the warehouse's folder, which every connection here
+searches (DuckDB's ``file_search_path``).
 
 A lock file stops two builds from running at once.
 """
@@ -45,6 +51,10 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(str(path), read_only=read_only, config=config)
     connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
+    if str(path) != ":memory:":
+        # SET takes no bound parameters; the folder is the configured warehouse's, quoted.
+        folder = str(Path(path).resolve().parent).replace("'", "''")
+        connection.execute(f"SET file_search_path = '{folder}'")
     extension = avro_extension()
     # LOAD takes no bound parameters; the path comes from the installed package, not from input.
     connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")
@@ -66,7 +76,9 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         _remove(building)
         connection = connect(building)
         try:
-            _carry_history(connection, path)
+            if path.exists():
+                _attach_previous(connection, path)
+                _carry_history(connection)
         except BaseException:
             connection.close()
             _remove(building)
@@ -74,36 +86,36 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield from _replace_on_success(connection, building, path)
 
 
-def _carry_history(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Copy the history tables of the warehouse at ``path`` (if any) into ``connection``'s new one.
-
-    The old file is attached read-only and each table is created by its own
-    ``CREATE TABLE`` statement (types and constraints as they were; JSON stays
-    JSON) and filled inside DuckDB, without passing through Python.
+def _attach_previous(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the live warehouse read-only as ``previous``, for the build to read its history and state.
 
     Raises:
         WarehouseUnreadable: ``path`` exists but is not a readable DuckDB file.
     """
-    if not path.exists():
-        return
     try:
         # ATTACH takes no bound parameters; the path is the configured warehouse, quoted.
         connection.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS previous (READ_ONLY)")
     except duckdb.Error as error:
         msg = f"{path} exists but cannot be opened as a DuckDB warehouse ({error}); move it away to start afresh"
         raise WarehouseUnreadable(msg) from None
-    try:
-        definitions = dict(
-            connection.execute(
-                "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
-            ).fetchall()
-        )
-        for table in HISTORY_TABLES:
-            if table in definitions:
-                connection.execute(definitions[table])  # its own CREATE TABLE: types and NOT NULL kept
-                connection.execute(f"INSERT INTO main.{table} SELECT * FROM previous.main.{table}")
-    finally:
-        connection.execute("DETACH previous")
+
+
+def _carry_history(connection: duckdb.DuckDBPyConnection) -> None:
+    """Copy the history tables of the ``previous`` warehouse into ``connection``'s new one.
+
+    Each table is created by its own ``CREATE TABLE`` statement (types and
+    constraints as they were; JSON stays JSON) and filled inside DuckDB,
+    without passing through Python.
+    """
+    definitions = dict(
+        connection.execute(
+            "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+        ).fetchall()
+    )
+    for table in HISTORY_TABLES:
+        if table in definitions:
+            connection.execute(definitions[table])  # its own CREATE TABLE: types and NOT NULL kept
+            connection.execute(f"INSERT INTO main.{table} SELECT * FROM previous.main.{table}")
 
 
 def _quoted(identifier: str) -> str:
@@ -139,6 +151,8 @@ def _replace_on_success(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         yield connection
+        if connection.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'").fetchone()[0]:
+            connection.execute("DETACH previous")
         connection.execute("CHECKPOINT")
         connection.close()
         fsync(building)

@@ -1,24 +1,23 @@
-"""The co-occurrence kernel: ``sql/pair_counts.sql`` to ``sql/itemitem.sql`` in one compiled pass.
+"""The co-occurrence lists: ``sql/ranked_pairs.sql``, ``popular.sql`` and ``itemitem.sql`` in compiled passes.
 
-The SQL self-join materialises every pair of products seen together (tens of
-millions of rows at the shop's size) only to keep the top few per product.
-This kernel computes the same top-N lists without ever holding all pairs: for
-each product it walks the sessions that contain it, counts the co-occurring
-products in a dense accumulator (a sparse ``X.T @ X`` row, Gustavson-style),
-scores the candidates with the three measures, and keeps the best ``top_n``
-of each in a small sorted buffer. Products are dealt to the cores in turn.
-Most of the time goes to fetching sessions scattered in memory, so the loops
-are written for the CPU to keep many fetches in flight (no branch waits on
-one); each says what that was worth.
+From the pair counts (``engine.udfs.pairs``: the stored counts plus up to two
+signed deltas), each product's row is read once, its candidates scored with
+the three measures, and the best ``top_n`` of each kept in a small sorted
+buffer; products are dealt to the cores in turn. ``popular`` comes from the
+item counts alone. The result is exactly the rows of ``itemitem.sql`` (same
+counts, same scores from the same compiled :func:`~engine.udfs.llr.llr`, the
+same tie-break by product id) and already in the table's ``(tenant,
+algorithm, product_id, rank)`` order. The tests compare both paths.
 
-It returns exactly the rows of ``itemitem.sql`` (with ``ranked_pairs.sql``
-and ``popular.sql`` under it): same counts, same scores (the same compiled
-:func:`~engine.udfs.llr.llr`), same tie-break by product id, and already in
-the table's ``(tenant, algorithm, product_id, rank)`` order, so the build
-copies them into ``itemitem`` without a sort. The tests compare both paths.
+Items are numbered once and for all (new products get the next numbers), so
+the stored counts never need renumbering; ``order`` gives each live item its
+place in (tenant, product_id) order, which is how ties are broken and how
+rows come out.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -26,158 +25,127 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.udfs.llr import from_entropies, x_log_x_table
+from engine.udfs.pairs import PairRows, accumulate
 
 ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
-"""The kernel's algorithms in row order, which is also their name order; the counting arrays' first axis holds the first three."""
+"""The algorithms in row order, which is also their name order; the list arrays' first axis holds the first three."""
 POPULAR = ALGORITHMS.index("popular")
 
 
-def itemitem_rows(items: pa.Table, baskets: pa.ChunkedArray, *, top_n: int, min_support: int) -> pa.Table:
-    """Top ``top_n`` related products per product and algorithm: the rows of ``itemitem``.
+@dataclass(frozen=True)
+class Items:
+    """Every item (numbered product of a tenant) and its counts, by item number.
+
+    ``sessions`` is how many sessions viewed the item (0: it is not in
+    ``item_counts`` now and gets no list); ``tenant_sessions`` the sessions of
+    its tenant, the N of the LLR's table.
+    """
+
+    tenant: pa.Array  # string
+    product_id: pa.Array  # string
+    sessions: np.ndarray  # int64
+    tenant_sessions: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return self.sessions.size
+
+    def ordered(self) -> np.ndarray:
+        """The live items (``sessions > 0``) in (tenant, product_id) order: ``itemitem``'s row order."""
+        live = np.flatnonzero(self.sessions > 0)
+        table = pa.table({"tenant": self.tenant.take(live), "product_id": self.product_id.take(live)})
+        by_key = pc.sort_indices(table, sort_keys=[("tenant", "ascending"), ("product_id", "ascending")])
+        return live[by_key.to_numpy()]
+
+
+@dataclass(frozen=True)
+class Lists:
+    """The three co-occurrence algorithms' top lists per item, and ``popular``'s leaders per tenant."""
+
+    related: np.ndarray  # int32 (algorithm, item, rank)
+    cooccurrence: np.ndarray  # int32 (algorithm, item, rank)
+    score: np.ndarray  # float64 (algorithm, item, rank)
+    length: np.ndarray  # int32 (algorithm, item)
+    by_order: np.ndarray  # int64: live items in (tenant, product_id) order
+    tenants: list[tuple[int, int]]  # (first, end) positions in by_order of each tenant, in tenant order
+    leaders: np.ndarray  # int32 (tenant, top_n + 1): most-viewed items, -1 where a tenant has fewer
+
+
+def top_lists(
+    items: Items, pairs: tuple[PairRows, ...], *, top_n: int, min_support: int, threads: int | None = None
+) -> Lists:
+    """Each live item's top ``top_n`` related items by co-occurrence, Jaccard and LLR, and the popular leaders.
 
     Args:
-        items: the rows of ``sql/item_index.sql`` (``item`` numbered 0..n-1 in order).
-        baskets: the ``items`` list column of ``sql/baskets.sql``.
+        items: the item table with its current counts.
+        pairs: the stored pair counts and up to two signed deltas; summed, they are the counts to rank by.
         top_n: list length per product.
         min_support: the fewest sessions a pair must share.
-
-    Returns:
-        A table with the columns and types of ``sql/itemitem.sql``, ordered by
-        ``(tenant, algorithm, product_id, rank)``.
+        threads: how many shares to split the items into (default: Numba's threads).
     """
-    lists = baskets.combine_chunks() if isinstance(baskets, pa.ChunkedArray) else baskets
-    _check(items, lists)
-    # Offsets (int32, as Arrow keeps them: no copy) index the whole child array, even for a slice.
-    basket_ptr = lists.offsets.to_numpy()
-    basket_items = lists.values.to_numpy().astype(np.int32, copy=False)
-    sessions = items.column("sessions").to_numpy().astype(np.int64)
-    tenant_sessions = items.column("tenant_sessions").to_numpy().astype(np.int64)
-    threads = numba.get_num_threads()
-    item_ptr, item_baskets, widest, repeated = _transpose(
-        basket_ptr, basket_items, sessions.size, min(threads, _TRANSPOSE_SHARES)
-    )
-    if repeated:
-        msg = "a basket holds the same item twice: baskets are sessions' distinct products"
+    if len(pairs) > 3:
+        msg = "at most the stored counts and two deltas"
         raise ValueError(msg)
-    if not np.array_equal(np.diff(item_ptr), sessions):
-        msg = "baskets and item counts disagree: each product's sessions must be the baskets that hold it"
-        raise ValueError(msg)
+    n = len(items)
+    rows = [p.padded(n) for p in pairs] + [PairRows.empty(n)] * (3 - len(pairs))
+    by_order = items.ordered()
+    order = np.full(n, -1, dtype=np.int32)
+    order[by_order] = np.arange(by_order.size, dtype=np.int32)
     related, cooccurrence, score, length = _top_related(
-        basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads
+        *(array for p in rows for array in (p.start, p.length, p.related, p.count)),
+        items.sessions,
+        items.tenant_sessions,
+        order,
+        min_support,
+        top_n,
+        threads or numba.get_num_threads(),
     )
-    tenants = _tenant_blocks(items)
-    return _as_table(items, tenants, related, cooccurrence, score, length, _leaders(tenants, sessions, top_n))
+    tenants = _tenant_blocks(items.tenant.take(by_order))
+    leaders = _leaders(tenants, by_order, items.sessions, top_n)
+    return Lists(related, cooccurrence, score, length, by_order, tenants, leaders)
 
 
-def _check(items: pa.Table, lists: pa.ListArray) -> None:
-    """Refuse input the compiled loops would read or write out of bounds with (they have no bounds checks)."""
-    numbers = items.column("item").to_numpy()
-    if not np.array_equal(numbers, np.arange(numbers.size)):
-        msg = "items must be numbered 0..n-1 in row order, as sql/item_index.sql numbers them"
-        raise ValueError(msg)
-    used = lists.flatten()
-    if (
-        lists.null_count
-        or used.null_count
-        or (len(used) and not (pc.min(used).as_py() >= 0 and pc.max(used).as_py() < numbers.size))
-    ):
-        msg = f"baskets must be lists of item numbers 0..{numbers.size - 1}, without nulls"
-        raise ValueError(msg)
-
-
-def _tenant_blocks(items: pa.Table) -> list[tuple[int, int]]:
-    """(first, end) item numbers of each tenant; items are numbered in (tenant, product_id) order."""
-    tenant = items.column("tenant").to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, tenant[1:] != tenant[:-1], True]) if tenant.size else np.array([0])
+def _tenant_blocks(tenant: pa.Array) -> list[tuple[int, int]]:
+    """(first, end) positions of each tenant in the ordered items."""
+    names = tenant.to_numpy(zero_copy_only=False)
+    if not names.size:
+        return []
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True])
     return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
 
 
-def _leaders(tenants, sessions: np.ndarray, top_n: int) -> np.ndarray:
-    """Each tenant's ``top_n + 1`` most-viewed products (ties: lower product first), -1 where it has fewer.
+def _leaders(tenants: list[tuple[int, int]], by_order: np.ndarray, sessions: np.ndarray, top_n: int) -> np.ndarray:
+    """Each tenant's ``top_n + 1`` most-viewed items (ties: lower product first), -1 where it has fewer.
 
     ``sql/popular.sql`` gives each product the first ``top_n`` of them after
     leaving itself out; :func:`_flatten` writes those rows from this table.
     """
     leaders = np.full((len(tenants), top_n + 1), -1, dtype=np.int32)
     for t, (first, end) in enumerate(tenants):
-        best = first + np.lexsort((np.arange(end - first), -sessions[first:end]))[: top_n + 1]
+        members = by_order[first:end]
+        best = members[np.lexsort((np.arange(end - first), -sessions[members]))[: top_n + 1]]
         leaders[t, : best.size] = best
     return leaders
 
 
-@numba.njit(cache=True, parallel=True)
-def _transpose(
-    basket_ptr: np.ndarray, basket_items: np.ndarray, n_items: int, shares: int
-) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """Item -> baskets adjacency (CSR) from basket -> items, by a counting sort on up to ``shares`` cores.
-
-    Each share sorts a contiguous range of baskets into its own slice of each
-    item's list, so every list comes out in basket order, as one thread would
-    write it. Also returns the most co-occurrences any one product has (the
-    sum of its sessions' sizes), which is the buffer each thread of the
-    counting pass needs: summed here, in basket order, it costs nothing next
-    to the scattered reads it would take later. And whether any basket holds
-    an item twice, which the counting pass must not be given.
-    """
-    n_baskets = basket_ptr.size - 1
-    bounds = np.array([t * n_baskets // shares for t in range(shares + 1)])
-    # Per share and item, side by side in one cache line: how many of its baskets hold the item (then,
-    # in place, where the next one goes), the sum of their sizes, and the last basket seen (+ 1). Int32
-    # suffices: Arrow's list offsets are int32, so no count or basket number reaches 2**31. A basket
-    # that holds an item twice would count its pairs twice, past the sessions they are drawn from,
-    # and the LLR would look its terms up out of range: it is flagged here and refused.
-    tally = np.zeros((shares, n_items, 3), dtype=np.int32)
-    repeated = np.zeros(shares, dtype=np.bool_)
-    for t in numba.prange(shares):
-        twice = False
-        for basket in range(bounds[t], bounds[t + 1]):
-            size = basket_ptr[basket + 1] - basket_ptr[basket]
-            for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
-                item = basket_items[q]
-                tally[t, item, 0] += 1
-                tally[t, item, 1] += size
-                twice |= tally[t, item, 2] == basket + 1
-                tally[t, item, 2] = basket + 1
-        repeated[t] = twice
-    item_ptr = np.empty(n_items + 1, dtype=np.int64)
-    running = 0
-    widest = 0
-    for i in range(n_items):
-        item_ptr[i] = running
-        width = 0
-        for t in range(shares):
-            count = tally[t, i, 0]
-            tally[t, i, 0] = running
-            running += count
-            width += tally[t, i, 1]
-        widest = max(widest, width)
-    item_ptr[n_items] = running
-    item_baskets = np.empty(basket_items.size, dtype=np.int32)
-    for t in numba.prange(shares):
-        for basket in range(bounds[t], bounds[t + 1]):
-            for q in range(basket_ptr[basket], basket_ptr[basket + 1]):
-                item = basket_items[q]
-                item_baskets[tally[t, item, 0]] = basket
-                tally[t, item, 0] += 1
-    return item_ptr, item_baskets, widest, repeated.any()
-
-
 @numba.njit(cache=True, inline="always")
-def _ahead(score_a: float, item_a: int, score_b: float, item_b: int) -> bool:
+def _ahead(score_a: float, item_a: int, score_b: float, item_b: int, order: np.ndarray) -> bool:
     """Does (score_a, item_a) rank before (score_b, item_b)? Higher score first, then lower product."""
-    return score_a > score_b or (score_a == score_b and item_a < item_b)
+    return score_a > score_b or (score_a == score_b and order[item_a] < order[item_b])
 
 
 @numba.njit(cache=True, inline="always")
-def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count, value):
+def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count, value, order):
     """Insert a candidate into one product's sorted top list if it makes the cut; return the new length."""
     top_n = related.shape[2]
+    last = kept - 1
     if kept == top_n and not _ahead(
-        value, candidate, score[algorithm, item, kept - 1], related[algorithm, item, kept - 1]
+        value, candidate, score[algorithm, item, last], related[algorithm, item, last], order
     ):
         return kept
     slot = kept if kept < top_n else top_n - 1
-    while slot > 0 and _ahead(value, candidate, score[algorithm, item, slot - 1], related[algorithm, item, slot - 1]):
+    while slot > 0 and _ahead(
+        value, candidate, score[algorithm, item, slot - 1], related[algorithm, item, slot - 1], order
+    ):
         related[algorithm, item, slot] = related[algorithm, item, slot - 1]
         cooccurrence[algorithm, item, slot] = cooccurrence[algorithm, item, slot - 1]
         score[algorithm, item, slot] = score[algorithm, item, slot - 1]
@@ -190,8 +158,11 @@ def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count
 
 @numba.njit(cache=True, parallel=True)
 def _top_related(
-    basket_ptr, basket_items, item_ptr, item_baskets, widest, sessions, tenant_sessions, min_support, top_n, threads
-):
+    start0, length0, related0, count0,
+    start1, length1, related1, count1,
+    start2, length2, related2, count2,
+    sessions, tenant_sessions, order, min_support, top_n, threads,
+):  # fmt: skip
     n_items = sessions.size
     # Entries past a list's length are never read, so only the lengths start at zero.
     related = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
@@ -201,57 +172,41 @@ def _top_related(
     # Every count in the LLR's 2x2 tables is at most the tenant's sessions, so its
     # xLogX terms are looked up, and each product's margin entropy is computed once.
     xlx = x_log_x_table(tenant_sessions.max() if n_items else 0)
-    margin = np.empty(n_items, dtype=np.float64)
+    margin = np.zeros(n_items, dtype=np.float64)
     for i in range(n_items):
-        margin[i] = xlx[tenant_sessions[i]] - xlx[sessions[i]] - xlx[tenant_sessions[i] - sessions[i]]
-    # Each product's co-occurring products are first copied into one buffer, then counted. Fetching a
-    # session's products is a cache miss (sessions are scattered in memory), and the CPU overlaps such
-    # misses only where no branch waits on one: so the copy first reads where each session lies, then
-    # every session's first product (each session of a's holds a, so none is empty), then the rest.
-    # At 20M events that made the copying 1.8x (one thread) to 2.2x (two) faster than a loop per session.
-    most_sessions = sessions.max() if n_items else 0  # the baskets that hold a product (checked equal)
-    # One share per thread, so each thread allocates its buffers once.
+        if sessions[i] > 0:
+            margin[i] = xlx[tenant_sessions[i]] - xlx[sessions[i]] - xlx[tenant_sessions[i] - sessions[i]]
     n_chunks = max(1, min(n_items, threads))
     for chunk in numba.prange(n_chunks):
-        counts = np.zeros(n_items, dtype=np.int32)
-        touched = np.empty(n_items + 1, dtype=np.int32)  # + 1: counting writes one past the products it keeps
-        shared = np.empty(n_items, dtype=np.int32)
-        together = np.empty(widest, dtype=np.int32)
-        begin = np.empty(most_sessions, dtype=np.int64)
-        end = np.empty(most_sessions, dtype=np.int64)
+        # For rows that a delta changes: the counts summed in a dense accumulator, as in pairs._count_rows.
+        accumulated = np.zeros(n_items, dtype=np.int32)
+        seen = np.full(n_items, -1, dtype=np.int32)
+        touched = np.empty(n_items + 1, dtype=np.int32)
+        shared = np.empty(n_items + 1, dtype=np.int32)
         for a in range(chunk, n_items, n_chunks):  # every n_chunks-th product: the threads get even shares
-            n_sessions = item_ptr[a + 1] - item_ptr[a]
-            for j in range(n_sessions):
-                basket = item_baskets[item_ptr[a] + j]
-                begin[j] = basket_ptr[basket]
-                end[j] = basket_ptr[basket + 1]
-            for j in range(n_sessions):
-                together[j] = basket_items[begin[j]]
-            n_together = n_sessions
-            for j in range(n_sessions):
-                for q in range(begin[j] + 1, end[j]):
-                    together[n_together] = basket_items[q]
-                    n_together += 1
-            # Counted without branches (each product is written to `touched` but kept there only the
-            # first time), then filtered the same way into (product, sessions shared) candidates: a
-            # branch on a count the CPU cannot predict costs more than the writes. Copying, counting
-            # and resetting took 0.68 s before, 0.50 s after, on two threads at 20M events.
-            n_touched = 0
-            for t in range(n_together):
-                b = together[t]
-                touched[n_touched] = b
-                n_touched += counts[b] == 0
-                counts[b] += 1
-            n_candidates = 0
-            for t in range(n_touched):
-                b = touched[t]
-                k11 = counts[b]
-                counts[b] = 0
-                touched[n_candidates] = b
-                shared[n_candidates] = k11
-                n_candidates += (k11 >= min_support) & (b != a)
-            kept = 0
             na = sessions[a]
+            if na == 0:
+                continue
+            n_candidates = 0
+            if length1[a] == 0 and length2[a] == 0:  # the stored counts as they are
+                for j in range(start0[a], start0[a] + length0[a]):
+                    b = related0[j]
+                    k11 = count0[j]
+                    touched[n_candidates] = b
+                    shared[n_candidates] = k11
+                    n_candidates += k11 >= min_support
+            else:
+                n_touched = accumulate(start0, length0, related0, count0, a, 0, accumulated, seen, touched)
+                n_touched = accumulate(start1, length1, related1, count1, a, n_touched, accumulated, seen, touched)
+                n_touched = accumulate(start2, length2, related2, count2, a, n_touched, accumulated, seen, touched)
+                for t in range(n_touched):
+                    b = touched[t]
+                    k11 = accumulated[b]
+                    accumulated[b] = 0
+                    touched[n_candidates] = b
+                    shared[n_candidates] = k11
+                    n_candidates += k11 >= min_support
+            kept = 0
             n = tenant_sessions[a]
             for t in range(n_candidates):
                 b = touched[t]
@@ -259,34 +214,32 @@ def _top_related(
                 nb = sessions[b]
                 # llr(k11, k12, k21, k22) with k12 = nb - k11, k21 = na - k11, k22 = n - na - nb + k11.
                 matrix = xlx[n] - xlx[k11] - xlx[nb - k11] - xlx[na - k11] - xlx[n - na - nb + k11]
-                _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11))
-                _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11))
-                kept = _offer(
-                    related, cooccurrence, score, kept, 2, a, b, k11, from_entropies(margin[b], margin[a], matrix)
-                )
+                _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11), order)
+                _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11), order)
+                llr = from_entropies(margin[b], margin[a], matrix)
+                kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, llr, order)
             length[:, a] = kept
     return related, cooccurrence, score, length
 
 
-def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length, leaders) -> pa.Table:
-    """The kernel's (algorithm, item, rank) arrays and the tenants' leaders as rows in (tenant, algorithm, product, rank) order.
+def rows_table(items: Items, lists: Lists) -> pa.Table:
+    """The lists as ``itemitem`` rows (columns and types of ``sql/itemitem.sql``), in its order.
 
     Every column that repeats a product's attribute is an Arrow dictionary
     indexed by the item number: the text columns over the item table's
     strings, ``product_sessions`` and ``related_sessions`` over its session
     counts. So nothing is copied per row here but the numbers that differ per
-    row, which :func:`_flatten` writes in one pass; DuckDB materialises the
-    rest once, on insert.
+    row, which :func:`_flatten` writes in one pass.
     """
-    first = np.array([f for f, _ in tenants], dtype=np.int64)
-    end = np.array([e for _, e in tenants], dtype=np.int64)
-    sessions = items.column("sessions").combine_chunks()
+    first = np.array([f for f, _ in lists.tenants], dtype=np.int64)
+    end = np.array([e for _, e in lists.tenants], dtype=np.int64)
     tenant, algorithm, item, rank, other, count, counted, value = _flatten(
-        first, end, length, related, cooccurrence, score, leaders, sessions.to_numpy()
-    )
-    names = items.column("tenant").take(first) if len(tenants) else pa.array([], pa.string())
-    product_ids = items.column("product_id").combine_chunks()
-    validity = pa.py_buffer(counted)
+        first, end, lists.by_order, lists.length, lists.related, lists.cooccurrence, lists.score, lists.leaders,
+        items.sessions,
+    )  # fmt: skip
+    names = items.tenant.take(lists.by_order[first]) if first.size else pa.array([], pa.string())
+    product_ids = items.product_id
+    sessions = pa.array(items.sessions, pa.int64())
     table = pa.table(
         {
             # Indices made by _flatten from the same arrays: in range by construction.
@@ -297,23 +250,23 @@ def _as_table(items: pa.Table, tenants, related, cooccurrence, score, length, le
             "related_product_id": pa.DictionaryArray.from_arrays(other, product_ids, safe=False),
             "distance_score": value,
             "cooccurrence": pa.Array.from_buffers(
-                pa.int64(), count.size, [validity, pa.py_buffer(count)]
+                pa.int64(), count.size, [pa.py_buffer(counted), pa.py_buffer(count)]
             ),  # NULL for popular
             "product_sessions": pa.DictionaryArray.from_arrays(item, sessions, safe=False),
             "related_sessions": pa.DictionaryArray.from_arrays(other, sessions, safe=False),
         }
     )
-    # Many small batches let DuckDB read the table on every core.
-    return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), schema=table.schema)
+    # Many small batches let readers (DuckDB, the Parquet writer) work on every core.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS), schema=table.schema)
 
 
 @numba.njit(cache=True, parallel=True)
-def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions):
+def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders, sessions):
     """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product.
 
-    The co-occurrence algorithms' entries come from the counting pass's
-    arrays; ``popular``'s are the tenant's leaders with the product itself
-    left out (or, for a product that is not among them, the last leader left out).
+    The co-occurrence algorithms' entries come from the list arrays;
+    ``popular``'s are the tenant's leaders with the product itself left out
+    (or, for a product that is not among them, the last leader left out).
     Each (tenant, algorithm) block is written by one thread at the offset the
     blocks before it end at, so the rows come out in order on every core.
     """
@@ -324,7 +277,12 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
     starts = np.zeros(blocks + 1, dtype=np.int64)
     for block in range(blocks):
         t, a = block // n_algorithms, block % n_algorithms
-        size = popular[t] * (end[t] - first[t]) if a == POPULAR else length[a, first[t] : end[t]].sum()
+        if a == POPULAR:
+            size = popular[t] * (end[t] - first[t])
+        else:
+            size = 0
+            for p in range(first[t], end[t]):
+                size += length[a, by_order[p]]
         starts[block + 1] = starts[block] + size
     total = starts[blocks]
     tenant = np.empty(total, dtype=np.int32)
@@ -344,7 +302,8 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
     for block in numba.prange(blocks):
         t, a = block // n_algorithms, block % n_algorithms
         row = starts[block]
-        for i in range(first[t], end[t]):
+        for p in range(first[t], end[t]):
+            i = by_order[p]
             kept = popular[t] if a == POPULAR else length[a, i]
             skip = 0
             for slot in range(kept):
@@ -365,6 +324,47 @@ def _flatten(first, end, length, related, cooccurrence, score, leaders, sessions
     return tenant, algorithm, item, rank, other, count, counted, value
 
 
-_BATCH_ROWS = 122_880  # DuckDB's row group size
-_TRANSPOSE_SHARES = 8
-"""The most cores the transpose uses: its scatter is bound by memory beyond a few, and each share holds three int32 per item."""
+BATCH_ROWS = 122_880  # DuckDB's row group size
+
+
+def ranks(lists: Lists, item: np.ndarray, next_item: np.ndarray, tenant_of: np.ndarray) -> np.ndarray:
+    """Where ``next_item[t]`` stands in ``item[t]``'s list of each algorithm (1 = first, 0 = absent).
+
+    The evaluation's join of each test transition with the lists
+    (``sql/evaluation.sql``), done by looking along at most ``top_n``
+    entries. ``tenant_of`` gives each item's block in ``lists.leaders``
+    (-1 for an item without a list), for ``popular``.
+    """
+    return _ranks(lists.related, lists.length, lists.leaders, tenant_of, item, next_item)
+
+
+@numba.njit(cache=True, parallel=True)
+def _ranks(related, length, leaders, tenant_of, item, next_item):
+    n_algorithms = length.shape[0] + 1
+    top_n = related.shape[2]
+    found = np.zeros((n_algorithms, item.size), dtype=np.int32)
+    for t in numba.prange(item.size):
+        a, b = item[t], next_item[t]
+        if a < 0 or b < 0:
+            continue
+        for algorithm in range(n_algorithms - 1):
+            for slot in range(length[algorithm, a]):
+                if related[algorithm, a, slot] == b:
+                    found[algorithm, t] = slot + 1
+                    break
+        block = tenant_of[a]
+        if block < 0:
+            continue
+        # popular's list of a: the tenant's leaders without a, the first top_n of them (see _flatten)
+        rank = 0
+        for slot in range(leaders.shape[1]):
+            leader = leaders[block, slot]
+            if leader < 0 or rank == top_n:
+                break
+            if leader == a:
+                continue
+            rank += 1
+            if leader == b:
+                found[n_algorithms - 1, t] = rank
+                break
+    return found

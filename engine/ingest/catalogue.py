@@ -1,0 +1,40 @@
+"""The product catalogue: one Parquet file, loaded whole into ``products`` by every build.
+
+Only catalogue products get lists (a product id garbled in a URL or a
+delisted product never becomes a recommendation), so a duplicate or a
+missing key is refused with the file's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from engine.ingest.files import IngestError, parquet_columns
+
+CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colour", "price", "image")
+"""The catalogue's columns; ``tenant`` and ``product_id`` are required, the rest may be absent."""
+
+
+def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Create ``products`` from the catalogue Parquet file, refusing duplicates and missing keys."""
+    columns = parquet_columns(str(path)) if path.exists() else None
+    if columns is None:
+        msg = f"{path}: catalogue file does not exist (catalogue.path)"
+        raise IngestError(msg)
+    for required in ("tenant", "product_id"):
+        if required not in columns:
+            msg = f"{path}: catalogue has no column {required!r}"
+            raise IngestError(msg)
+    selected = ", ".join(
+        f"CAST({c if c in columns else 'NULL'} AS {'DOUBLE' if c == 'price' else 'VARCHAR'}) AS {c}"
+        for c in CATALOGUE_COLUMNS
+    )
+    connection.execute(f"CREATE TABLE products AS SELECT {selected} FROM read_parquet($path)", {"path": str(path)})
+    duplicate = connection.execute(
+        "SELECT tenant, product_id FROM products GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
+    ).fetchone()
+    if duplicate:
+        msg = f"{path}: product {duplicate[1]!r} appears more than once for tenant {duplicate[0]!r}"
+        raise IngestError(msg)

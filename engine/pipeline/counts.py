@@ -1,0 +1,117 @@
+"""The counts behind every co-occurrence list, kept between builds and changed by delta.
+
+Three counts make every list: how many sessions viewed each product
+(``item_counts``), how many sessions each tenant has (``tenant_sessions``,
+the LLR's N), and how many sessions each pair of products shares. A build
+does not count them again from all events: it takes the sessions whose
+counted products changed (``engine.pipeline.sessions``), as a table
+``counted_changes`` of ``(tenant, session_id, product_id, sign)`` rows, -1
+for each session as it was counted before and +1 as it counts now, and adds
+what those rows count to the stored counts. Counts are integers, so the
+result is exactly what counting everything again would give.
+
+Products are numbered once and for all (``items``), so stored pair counts
+keep their meaning as the catalogue grows. Pair counts are kept as a base
+and one delta since it (``engine.udfs.pairs.PairRows``, NumPy files in the
+store): a build rewrites the small delta, and folds it into a new base only
+when it has grown to a share of the base's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from engine import sqlfiles
+from engine.publish.store import Store
+from engine.udfs import cooccurrence, pairs
+from engine.udfs.pairs import PairRows
+
+ITEMS = pa.schema([("item", pa.int32()), ("tenant", pa.string()), ("product_id", pa.string())])
+"""The ``items`` table: one number per (tenant, product) ever counted, in number order."""
+FOLD_SHARE = 0.1
+"""The delta is folded into a new base once it holds this share of the base's pairs."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Items and their session counts, tenants' session counts, and pair counts (base + delta)."""
+
+    items: pa.Table  # ITEMS, row i is item i
+    sessions: np.ndarray  # int64 per item: sessions that count for it now (0: none, no list)
+    tenant_sessions: dict[str, int]
+    base: PairRows
+    delta: PairRows
+    base_file: str | None = None  # where the base is stored (a store path); None: not saved yet
+    delta_file: str | None = None
+
+    @classmethod
+    def none(cls) -> Counts:
+        """Nothing counted yet: a first build, or one that counts everything again."""
+        return cls(ITEMS.empty_table(), np.zeros(0, np.int64), {}, PairRows.empty(), PairRows.empty())
+
+    @property
+    def pairs(self) -> tuple[PairRows, PairRows]:
+        """The stored pair counts: add them (with any further delta) to get the counts of every pair."""
+        return self.base, self.delta
+
+    def item_table(self) -> cooccurrence.Items:
+        """What the list kernels read: each item's tenant, product id, sessions and its tenant's sessions."""
+        tenants = self.items.column("tenant").combine_chunks()
+        per_item = np.array([self.tenant_sessions.get(t, 0) for t in tenants.to_pylist()], dtype=np.int64)
+        return cooccurrence.Items(tenants, self.items.column("product_id").combine_chunks(), self.sessions, per_item)
+
+    def with_changes(self, connection: duckdb.DuckDBPyConnection) -> tuple[Counts, PairRows]:
+        """These counts plus what the table ``counted_changes`` counts; and the pair counts it changes, alone.
+
+        Gives new products the next numbers (``sql/new_items.sql``); the
+        pair delta comes from the signed baskets of ``sql/baskets.sql``.
+        """
+        connection.register("items", self.items)
+        try:
+            new = sqlfiles.query(connection, "new_items", {"first": self.items.num_rows}).to_arrow_table()
+            items = pa.concat_tables([self.items, new.cast(ITEMS)])
+            connection.unregister("items")
+            connection.register("items", items)
+            baskets = sqlfiles.query(connection, "baskets").to_arrow_table()
+            changed_items = sqlfiles.query(connection, "item_changes").fetchnumpy()
+            changed_tenants = sqlfiles.query(connection, "tenant_changes").fetchall()
+        finally:
+            connection.unregister("items")
+        sessions = np.zeros(items.num_rows, np.int64)
+        sessions[: self.sessions.size] = self.sessions
+        np.add.at(sessions, changed_items["item"].astype(np.int64), changed_items["sessions"].astype(np.int64))
+        tenant_sessions = dict(self.tenant_sessions)
+        for tenant, change in changed_tenants:
+            tenant_sessions[tenant] = tenant_sessions.get(tenant, 0) + int(change)
+        if (sessions < 0).any() or any(n < 0 for n in tenant_sessions.values()):
+            msg = "counted changes take more sessions away than were counted: the stored counts do not match the events"
+            raise RuntimeError(msg)
+        signs = baskets.column("sign").to_numpy().astype(np.int32)
+        delta = pairs.count(baskets.column("items"), signs, items.num_rows)
+        tenant_sessions = {t: n for t, n in tenant_sessions.items() if n > 0}
+        return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), delta
+
+    def stored(self, delta: PairRows) -> Counts:
+        """These counts with ``delta`` kept: added to the stored delta, which is folded into the base when large."""
+        if not delta.pairs:
+            return self
+        merged = pairs.add(self.delta, delta)
+        if merged.pairs > FOLD_SHARE * self.base.pairs:
+            empty = PairRows.empty(merged.start.size)
+            return replace(self, base=pairs.add(self.base, merged), delta=empty, base_file=None, delta_file=None)
+        return replace(self, delta=merged, delta_file=None)
+
+    def saved(self, store: Store, build_id: str) -> Counts:
+        """These counts with any pair counts not yet in the store written there (under ``build_id``)."""
+        files = {}
+        for part, rows, file in (("base", self.base, self.base_file), ("delta", self.delta, self.delta_file)):
+            if file is None and rows.pairs:
+                folder = store.new("pairs", f"{build_id}-{part}")
+                rows.save(folder)
+                file = store.relative(folder)
+            files[f"{part}_file"] = file if rows.pairs else None
+        return replace(self, **files)

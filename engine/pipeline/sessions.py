@@ -1,0 +1,63 @@
+"""Which sessions a build counts again, and the products each counted for before and counts for now.
+
+What a session counts for (``sql/session_items.sql``) depends on its events,
+on the catalogue, on the look-back window and on the bot rule. A build finds
+the sessions for which any of these changed (``sql/changed_sessions.sql``:
+new events, a window that moved past some of their events, a catalogue
+product added or removed), reads ``session_items.sql`` over just their
+events twice, as the last build did and as this one does, and hands the two
+to ``engine.pipeline.counts`` as ``counted_changes``: the old rows with sign
+-1, the new ones with +1. The evaluation uses the same two readings for the
+sessions its training leaves out or cuts short (``sql/holdout_sessions.sql``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from engine import sqlfiles
+from engine.config import Algorithms
+
+@dataclass(frozen=True)
+class Counting:
+    """One reading of ``sql/session_items.sql``: which events, which catalogue, which parameters."""
+
+    events: str  # the name of a table or view
+    products: str
+    parameters: dict[str, Any]
+
+
+def parameters(algorithms: Algorithms, until: dt.datetime | None, newest: dt.datetime | None) -> dict[str, Any]:
+    """The values ``sql/session_items.sql`` binds: the algorithms' event types, window and bot rule, and the time range."""
+    return {**algorithms.parameters(), "until": until, "newest": newest}
+
+
+def newest(connection: duckdb.DuckDBPyConnection, until: dt.datetime | None = None) -> dt.datetime | None:
+    """The newest event before ``until`` (of all events when None), where the look-back window ends."""
+    return sqlfiles.query(connection, "newest_event", {"until": until}).fetchone()[0]
+
+
+def window_start(newest_event: dt.datetime | None, look_back_days: int) -> dt.datetime | None:
+    """The first moment the look-back window counts (None: no window, or no events yet)."""
+    if not look_back_days or newest_event is None:
+        return None
+    return newest_event - dt.timedelta(days=look_back_days)
+
+
+def count_changes(connection: duckdb.DuckDBPyConnection, before: Counting | None, after: Counting) -> None:
+    """Create the temporary table ``counted_changes``: ``before``'s session items with sign -1, ``after``'s with +1.
+
+    ``before`` is None when nothing was counted before (a first build, or
+    one that counts everything again).
+    """
+    for table, counting in (("counted_after", after), ("counted_before", before)):
+        if counting is None:
+            connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {table} AS FROM counted_after LIMIT 0")
+            continue
+        with sqlfiles.reading(connection, events=counting.events, products=counting.products):
+            sqlfiles.create_table(connection, "session_items", counting.parameters, table=table, temporary=True)
+    sqlfiles.create_table(connection, "counted_changes", temporary=True)

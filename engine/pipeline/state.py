@@ -1,0 +1,197 @@
+"""What one build leaves for the next: the ledger, the event batches, the counts, and how they were counted.
+
+All of it lives in the warehouse (small tables) and its store (large files,
+``engine.publish.store``). A build reads it from the previous warehouse,
+which it has attached read-only as ``previous``, and writes the new state
+into the warehouse it is building; the one atomic replacement of the
+warehouse file makes the new state current. A build that dies leaves the old
+state as it was.
+
+How the counts were counted (``counted_with``: the mapping, the event types,
+the bot rule, the window) is part of the state: when the config changes any
+of it, the stored counts mean something else, and the build counts again
+from scratch, saying why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from engine.config import Config
+from engine.ingest import ledger
+from engine.pipeline.counts import ITEMS, Counts
+from engine.publish.store import Store
+from engine.udfs.pairs import PairRows
+
+FORMAT = 1
+"""The layout of the stored state; a warehouse with another (or none) is counted from scratch."""
+TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "pair_files", "store_files")
+"""The state's tables in the warehouse (``tenant_sessions`` is also one analysts read)."""
+BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
+PAIR_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("pairs", pa.int64())])
+STORE_FILES = pa.schema([("build_id", pa.string()), ("path", pa.string())])
+KEEP_BUILDS = 3
+"""Store files stay while one of this many latest warehouses names them (analysts may hold an older one open)."""
+
+
+@dataclass(frozen=True)
+class State:
+    """A warehouse's state: enough for the next build to count only what changed."""
+
+    build_id: str
+    counted_with: dict[str, Any]
+    newest: dt.datetime | None
+    ledger: dict[str, ledger.Listed]
+    batches: list[str]
+    counts: Counts
+
+
+def counted_with(config: Config) -> dict[str, Any]:
+    """What the stored counts depend on besides the events and the catalogue."""
+    algorithms = config.algorithms
+    return {
+        "format": FORMAT,
+        "mapping": config.events.mapping,
+        "event_types": list(algorithms.event_types),
+        "max_session_items": algorithms.max_session_items,
+        "look_back_days": algorithms.look_back_days,
+    }
+
+
+def previous(connection: duckdb.DuckDBPyConnection, store: Store) -> State | None:
+    """The state of the warehouse attached as ``previous``; None if there is none or it keeps no state."""
+    present = {
+        row[0]
+        for row in connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+        ).fetchall()
+    }
+    if not set(TABLES) | {"builds"} <= present:
+        return None
+    last = connection.execute(
+        "SELECT build_id, counted_with, newest_event FROM previous.builds "
+        "WHERE counted_with IS NOT NULL ORDER BY finished_at DESC LIMIT 1"
+    ).fetchone()
+    if last is None:
+        return None
+    items = connection.execute("SELECT item, tenant, product_id, sessions FROM previous.items ORDER BY item")
+    table = items.to_arrow_table()
+    parts = dict(connection.execute("SELECT part, path FROM previous.pair_files").fetchall())
+    counts = Counts(
+        items=table.select(ITEMS.names).cast(ITEMS),
+        sessions=table.column("sessions").to_numpy().astype(np.int64),
+        tenant_sessions=dict(connection.execute("SELECT tenant, sessions FROM previous.tenant_sessions").fetchall()),
+        base=PairRows.load(store.absolute(parts["base"])) if "base" in parts else PairRows.empty(),
+        delta=PairRows.load(store.absolute(parts["delta"])) if "delta" in parts else PairRows.empty(),
+        base_file=parts.get("base"),
+        delta_file=parts.get("delta"),
+    )
+    return State(
+        build_id=last[0],
+        counted_with=json.loads(last[1]),
+        newest=last[2],
+        ledger=ledger.listed(connection, "previous.ingested_files"),
+        batches=[row[0] for row in connection.execute("SELECT path FROM previous.event_batches ORDER BY path").fetchall()],
+        counts=counts,
+    )
+
+
+def how_to_count(config: Config, state: State | None, full: bool) -> tuple[str, str | None]:
+    """``("incremental", None)``, or ``("full", why)`` (ingest every file again), or ``("recount", why)``.
+
+    ``recount`` keeps the stored events but counts them all again, when only
+    the way they are counted changed; ``full`` also ingests every file again.
+    """
+    if full:
+        return "full", "--full"
+    if state is None:
+        return "full", "the warehouse keeps no counts yet"
+    wanted = counted_with(config)
+    for key in ("format", "mapping"):
+        if state.counted_with.get(key) != wanted[key]:
+            what = "events.mapping" if key == "mapping" else "the stored state's format"
+            return "full", f"{what} changed since build {state.build_id}"
+    for key in ("event_types", "max_session_items", "look_back_days"):
+        if state.counted_with.get(key) != wanted[key]:
+            was, now = state.counted_with.get(key), wanted[key]
+            return "recount", f"algorithms.{key} changed from {was!r} to {now!r} since build {state.build_id}"
+    return "incremental", None
+
+
+def write(
+    connection: duckdb.DuckDBPyConnection,
+    store: Store,
+    build_id: str,
+    *,
+    carried: bool,
+    ingested: pa.Table,
+    batch: dict | None,
+    counts: Counts,
+    itemitem_file: str,
+) -> Counts:
+    """Write the new state's tables into the warehouse being built; return ``counts`` with its files saved.
+
+    ``carried``: the previous warehouse's ledger, batches and store files go
+    on (not for a full build). ``batch`` is this build's event batch (path,
+    events), if it ingested any file. Pair counts are saved to the store only
+    when they changed.
+    """
+    counts = counts.saved(store, build_id)
+    parts = [
+        {"part": part, "path": path, "pairs": rows.pairs}
+        for part, rows, path in (("base", counts.base, counts.base_file), ("delta", counts.delta, counts.delta_file))
+        if path is not None
+    ]
+    batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]
+    named = [row["path"] for row in batches] + [part["path"] for part in parts] + [itemitem_file]
+    new_rows = {
+        "ingested_files": ingested,
+        "event_batches": pa.Table.from_pylist(batches, schema=BATCHES),
+        "store_files": pa.Table.from_pylist([{"build_id": build_id, "path": p} for p in named], schema=STORE_FILES),
+    }
+    for name, rows in new_rows.items():
+        connection.register("new_rows", rows)
+        if carried:
+            connection.execute(f"CREATE TABLE {name} AS SELECT * FROM previous.{name} UNION ALL BY NAME FROM new_rows")
+        else:
+            connection.execute(f"CREATE TABLE {name} AS FROM new_rows")
+        connection.unregister("new_rows")
+    # The last KEEP_BUILDS builds' files stay named; an older warehouse's files may go.
+    connection.execute(
+        "DELETE FROM store_files WHERE build_id NOT IN "
+        "(SELECT DISTINCT build_id FROM store_files ORDER BY build_id DESC LIMIT $keep)",
+        {"keep": KEEP_BUILDS},
+    )
+    # Batches and counts are named by the current build too: they stay as long as they are used.
+    connection.execute(
+        "INSERT INTO store_files SELECT $build_id, path FROM event_batches "
+        "WHERE path NOT IN (SELECT path FROM store_files WHERE build_id = $build_id)",
+        {"build_id": build_id},
+    )
+    tables = {
+        "items": counts.items.append_column("sessions", pa.array(counts.sessions, pa.int64())),
+        "tenant_sessions": pa.table(
+            {
+                "tenant": pa.array(sorted(counts.tenant_sessions), pa.string()),
+                "sessions": pa.array([counts.tenant_sessions[t] for t in sorted(counts.tenant_sessions)], pa.int64()),
+            }
+        ),
+        "pair_files": pa.Table.from_pylist(parts, schema=PAIR_FILES),
+    }
+    for name, rows in tables.items():
+        connection.register("new_rows", rows)
+        connection.execute(f"CREATE TABLE {name} AS FROM new_rows")
+        connection.unregister("new_rows")
+    return counts
+
+
+def named_files(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """The store files a warehouse (open on ``connection``) keeps: its own and those of the builds before it."""
+    return {row[0] for row in connection.execute("SELECT path FROM store_files").fetchall()}
