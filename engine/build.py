@@ -139,9 +139,7 @@ def build(
         return _build(config, pairs, force, full, reporter or Silent())
 
 
-def _build(
-    config: Config, pairs: Literal["kernel", "sql"], force: bool, full: bool, reporter: Reporter
-) -> BuildResult:
+def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: bool, reporter: Reporter) -> BuildResult:
     started = dt.datetime.now(dt.timezone.utc)
     found = files.find(config.events)
     result = BuildResult(new_build_id(started), str(config.warehouse), {}, [])
@@ -166,7 +164,7 @@ def _build(
             prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root
         ) as scratch,
     ):
-        earlier = state.previous(connection, store) if _attached(connection) else None
+        earlier = state.load(connection, store) if _attached(connection) else None
         result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
         carried = result.counting != "full"
         new = ledger.new_files(found, earlier.ledger if carried else {}, store.folder)
@@ -186,7 +184,7 @@ def _build(
             timed("events", ingest)
         ingested = ledger.entries(new, held["counts"], store.folder, result.build_id)
         batches = (earlier.batches if carried else []) + ([held["batch"]["path"]] if "batch" in held else [])
-        sqlfiles.create_view(connection, "stored_rows", {"files": batches}, view="events")
+        sqlfiles.create_view(connection, "stored_rows", {"files": store.paths(batches)}, view="events")
         timed("products", lambda: catalogue.load_catalogue(connection, config.catalogue))
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
         timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
@@ -197,7 +195,7 @@ def _build(
 
         def count() -> int:
             if result.counting == "incremental":
-                _changed_sessions(connection, earlier, newest, held.get("batch"), config)
+                _changed_sessions(connection, store, earlier, newest, held.get("batch"), config)
                 before = earlier.counts
             else:
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
@@ -218,7 +216,9 @@ def _build(
                 rows = itemitem.kernel_rows(counted, top_n=algorithms.top_n, min_support=algorithms.min_support)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
-                rows = itemitem.with_visual(connection, rows, result.visual.rows, counted, parameters)
+                rows = itemitem.with_visual(
+                    connection, rows, result.visual.rows, itemitem.item_counts(counted), parameters
+                )
             held["itemitem"] = rows
             result.rows["itemitem"] = rows.num_rows
             return rows.num_rows
@@ -239,7 +239,7 @@ def _build(
             counts=counted,
             itemitem_file=store.relative(itemitem_file),
         )
-        _views(connection, config, store.relative(itemitem_file), newest)
+        _views(connection, config, itemitem_file, newest)
         _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
         result.gate = gate.decide(
@@ -272,6 +272,7 @@ def _attached(connection: duckdb.DuckDBPyConnection) -> bool:
 
 def _changed_sessions(
     connection: duckdb.DuckDBPyConnection,
+    store: Store,
     earlier: state.State,
     newest: dt.datetime | None,
     arrived: dict | None,
@@ -279,9 +280,12 @@ def _changed_sessions(
 ) -> None:
     """``counted_changes`` for an incremental build: the changed sessions as counted before and as counted now."""
     look_back = config.algorithms.look_back_days
-    sqlfiles.create_view(connection, "stored_rows", {"files": earlier.batches}, view="stored_events", temporary=True)
+    sqlfiles.create_view(
+        connection, "stored_rows", {"files": store.paths(earlier.batches)}, view="stored_events", temporary=True
+    )
     if arrived:
-        sqlfiles.create_view(connection, "stored_rows", {"files": [arrived["path"]]}, view="arrived_events", temporary=True)
+        files = {"files": store.paths([arrived["path"]])}
+        sqlfiles.create_view(connection, "stored_rows", files, view="arrived_events", temporary=True)
     else:
         connection.execute("CREATE TEMPORARY TABLE arrived_events AS FROM stored_events LIMIT 0")
     connection.execute("CREATE TEMPORARY VIEW previous_products AS FROM previous.products")
@@ -324,7 +328,9 @@ def _evaluate(
     visual_rows = result.visual.rows if result.visual else None
     prefixed = lambda name, step: timed(f"evaluation {name}", lambda: step() and None)  # noqa: E731
     if pairs == "sql":
-        rows = evaluation.scores_by_sql(connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions)
+        rows = evaluation.scores_by_sql(
+            connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+        )
     else:
         rows = evaluation.scores(
             connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
@@ -343,10 +349,10 @@ def _ingest_rows(ingested: pa.Table) -> list[dict]:
 
 
 def _views(
-    connection: duckdb.DuckDBPyConnection, config: Config, itemitem_file: str, newest: dt.datetime | None
+    connection: duckdb.DuckDBPyConnection, config: Config, itemitem_file: Path, newest: dt.datetime | None
 ) -> None:
     """The analysts' views of the new warehouse (``events`` is already there): over the store and the state."""
-    sqlfiles.create_view(connection, "stored_rows", {"files": [itemitem_file]}, view="itemitem")
+    sqlfiles.create_view(connection, "stored_rows", {"files": [str(itemitem_file)]}, view="itemitem")
     sqlfiles.create_view(connection, "session_items", sessions.parameters(config.algorithms, None, newest))
     sqlfiles.create_view(connection, "kept_item_counts", view="item_counts")
     sqlfiles.create_view(connection, "ingest_stats")

@@ -72,7 +72,9 @@ def copy(
 ) -> None:
     """Write the rows of ``sql/<name>.sql`` to the Parquet file ``target``."""
     bound = _bound(name, values or {})
-    connection.execute(f"COPY (\n{text(name)}\n) TO $copy_target (FORMAT parquet)", {**bound, "copy_target": str(target)})
+    connection.execute(
+        f"COPY (\n{text(name)}\n) TO $copy_target (FORMAT parquet)", {**bound, "copy_target": str(target)}
+    )
 
 
 def create_view(
@@ -118,6 +120,11 @@ def reading(connection: duckdb.DuckDBPyConnection, **sources: str) -> Iterator[N
 _schemas = itertools.count()
 
 
+def literal(value: Any) -> str:
+    """A SQL literal of ``value`` (a string, number, list, timestamp...), made by sqlglot, for SQL that cannot bind it."""
+    return _literal(value).sql(dialect="duckdb")
+
+
 def _literal(value: Any) -> exp.Expression:
     if isinstance(value, dt.datetime):
         return exp.cast(exp.convert(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
@@ -131,6 +138,11 @@ def _bound(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
         msg = f"sql/{name}.sql needs parameters {sorted(missing)}"
         raise KeyError(msg)
     return {key: values[key] for key in needed}
+
+
+def quoted(name: str) -> str:
+    """Any name (a database named after its file, say) as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def identifier(name: str) -> str:

@@ -2,10 +2,10 @@
 -- summed over the ledger of ingested files.
 SELECT
     format AS source_format,
-    sum(events_read) AS events_read,
-    sum(dropped_duplicate) AS dropped_duplicate,
-    sum(dropped_corrupt) AS dropped_corrupt,
-    sum(events_kept) AS events_kept
+    CAST(sum(events_read) AS BIGINT) AS events_read,
+    CAST(sum(dropped_duplicate) AS BIGINT) AS dropped_duplicate,
+    CAST(sum(dropped_corrupt) AS BIGINT) AS dropped_corrupt,
+    CAST(sum(events_kept) AS BIGINT) AS events_kept
 FROM ingested_files
 GROUP BY format
 ORDER BY format

@@ -25,6 +25,26 @@ def shop(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture()
+def parquet_shop(tmp_path) -> Path:
+    """The same tiny shop, built once from its Parquet copy of the events."""
+    events = divolte_events([{"session": f"s{i % 7}", "product": f"100000{i % 5}"} for i in range(60)])
+    write_shop_folder(tmp_path, events, {"nl": [f"100000{i}" for i in range(5)]})
+    set_config(tmp_path, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    first = run_cli("build", "--config", str(tmp_path / "etalage.toml"))
+    assert first.returncode == 0, first.stderr
+    return tmp_path
+
+
+def new_hour(shop: Path) -> Path:
+    """A copy of the shop's Avro file as a new hour's file (not ingested yet), to damage."""
+    ingested = next((shop / "events" / "avro").rglob("*.avro"))
+    copy = shop / "events" / "avro" / "2026" / "11" / "01" / "13" / "part-0.avro"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(ingested.read_bytes())
+    return copy
+
+
 def fails(shop: Path, code: int, *fragments: str) -> str:
     """Run a build that must fail with ``code``, mention every fragment, and leave the warehouse alone."""
     live = shop / "warehouse.duckdb"
@@ -48,9 +68,8 @@ def set_config(shop: Path, old: str, new: str) -> None:
 
 
 def test_truncated_avro_file(shop):
-    avro = next((shop / "events" / "avro").rglob("*.avro"))
-    data = avro.read_bytes()
-    avro.write_bytes(data[:-20])  # the last block loses its tail, as when a copy is cut off
+    avro = new_hour(shop)
+    avro.write_bytes(avro.read_bytes()[:-20])  # the last block loses its tail, as when a copy is cut off
     fails(shop, EXIT_BAD_INPUT, str(avro), "truncated Avro file")
 
 
@@ -61,30 +80,68 @@ def test_file_that_is_not_avro(shop):
     fails(shop, EXIT_BAD_INPUT, str(bogus), "not a readable Avro container file")
 
 
-def test_parquet_file_with_a_missing_column(shop):
-    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
-    events = pq.read_table(shop / "events" / "parquet" / "part-0.parquet")
-    broken = shop / "events" / "parquet" / "part-1.parquet"
+def test_parquet_file_with_a_missing_column(parquet_shop):
+    events = pq.read_table(parquet_shop / "events" / "parquet" / "part-0.parquet")
+    broken = parquet_shop / "events" / "parquet" / "part-1.parquet"
     pq.write_table(events.drop_columns(["location"]), broken)
-    fails(shop, EXIT_BAD_INPUT, str(broken), "no column 'location'", "events.mapping.location")
+    fails(parquet_shop, EXIT_BAD_INPUT, str(broken), "no column 'location'", "events.mapping.product_id")
 
 
-def test_parquet_file_with_a_column_of_another_type(shop):
-    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
-    events = pq.read_table(shop / "events" / "parquet" / "part-0.parquet")
-    broken = shop / "events" / "parquet" / "part-1.parquet"
+def test_parquet_files_with_a_column_of_another_type(parquet_shop):
+    events = pq.read_table(parquet_shop / "events" / "parquet" / "part-0.parquet")
+    for part in ("part-1", "part-2"):  # checked against each other: the first new file sets the type
+        pq.write_table(events, parquet_shop / "events" / "parquet" / f"{part}.parquet")
+    broken = parquet_shop / "events" / "parquet" / "part-2.parquet"
     pq.write_table(
         events.set_column(events.schema.get_field_index("sessionId"), "sessionId", pa.array(range(events.num_rows))),
         broken,
     )
-    fails(shop, EXIT_BAD_INPUT, str(broken), "'sessionid' is int64 here but string")
+    fails(parquet_shop, EXIT_BAD_INPUT, str(broken), "'sessionid' is int64 here but string")
 
 
-def test_truncated_parquet_file(shop):
-    set_config(shop, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
-    path = shop / "events" / "parquet" / "part-0.parquet"
-    path.write_bytes(path.read_bytes()[:500])
-    fails(shop, EXIT_BAD_INPUT, str(path), "not a readable Parquet file")
+def test_truncated_parquet_file(parquet_shop):
+    path = parquet_shop / "events" / "parquet" / "part-1.parquet"
+    path.write_bytes((parquet_shop / "events" / "parquet" / "part-0.parquet").read_bytes()[:500])
+    fails(parquet_shop, EXIT_BAD_INPUT, str(path), "not a readable Parquet file")
+
+
+def test_an_ingested_file_that_changed_stops_the_build_until_full(shop):
+    """Events are stored once: a rewritten file is named, with the way out, and nothing changes until --full."""
+    avro = next((shop / "events" / "avro").rglob("*.avro"))
+    avro.write_bytes(avro.read_bytes()[:-20])
+    fails(shop, EXIT_BAD_INPUT, str(avro), "changed since build", "bytes then", "etalage build --full")
+    full = run_cli("build", "--full", "--config", str(shop / "etalage.toml"))
+    assert full.returncode == EXIT_BAD_INPUT and "truncated Avro file" in full.stderr  # --full reads it again
+
+
+def test_an_ingested_file_rewritten_to_the_same_size_is_told_by_its_fingerprint(parquet_shop):
+    path = parquet_shop / "events" / "parquet" / "part-0.parquet"
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0xFF  # inside the footer: the same size, other content
+    path.write_bytes(bytes(data))
+    fails(parquet_shop, EXIT_BAD_INPUT, str(path), "its content differs", "etalage build --full")
+
+
+def test_a_touched_ingested_file_is_not_a_change(parquet_shop):
+    path = parquet_shop / "events" / "parquet" / "part-0.parquet"
+    path.write_bytes(path.read_bytes())  # a new modification time, the same content
+    again = run_cli("build", "--config", str(parquet_shop / "etalage.toml"))
+    assert again.returncode == 0, again.stderr
+    assert "counted incrementally: 0 new event files" in again.stderr
+
+
+def test_an_ingested_file_that_went_away_stops_the_build_until_full(shop):
+    avro = next((shop / "events" / "avro").rglob("*.avro"))
+    extra = new_hour(shop)
+    assert run_cli("build", "--config", str(shop / "etalage.toml")).returncode == 0
+    extra.unlink()
+    fails(shop, EXIT_BAD_INPUT, "part-0.avro: ingested by build", "no longer found", "etalage build --full")
+    full = run_cli("build", "--full", "--config", str(shop / "etalage.toml"))
+    assert full.returncode == 0, full.stderr
+    assert "counted everything again (full): --full" in full.stderr
+    with warehouse.connect(shop / "warehouse.duckdb", read_only=True) as connection:
+        files = connection.execute("SELECT path FROM ingested_files").fetchall()
+    assert files == [(str(avro.relative_to(shop)),)]
 
 
 def test_empty_directory(shop):
@@ -175,8 +232,8 @@ def test_a_build_killed_midway_leaves_the_live_warehouse_intact(small_shop, tmp_
     before = sha256(live)
 
     building = tmp_path / ".warehouse.duckdb.building"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "build", "--config", config],
+    process = subprocess.Popen(  # --full: all the work of a first build, so there is time to kill it
+        [sys.executable, "-m", "engine", "build", "--full", "--config", config],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

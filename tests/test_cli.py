@@ -24,14 +24,18 @@ def built_shop(small_shop, tmp_path_factory) -> Path:
 
 
 def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
-    result = run_cli("build", "--config", str(built_shop / "etalage.toml"))
+    again = run_cli("build", "--config", str(built_shop / "etalage.toml"))
+    assert again.returncode == 0
+    assert "counted incrementally: 0 new event files" in again.stderr and "read no new events" in again.stderr
+    result = run_cli("build", "--full", "--config", str(built_shop / "etalage.toml"))
     assert result.returncode == 0
+    assert "counted everything again (full): --full" in result.stderr
     assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr
-    for step in ("events", "session_items", "kernel", "itemitem"):
+    for step in ("events", "counts", "lists", "itemitem", "evaluation training counts", "snapshot"):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
-        assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 2
-        assert connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone() == (2, 8)
+        assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 3
+        assert connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone() == (3, 12)
     chart = built_shop / "warehouse.duckdb.evaluation.png"
     assert "evaluation chart" in result.stderr
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -76,7 +80,7 @@ def test_sql_is_read_only(built_shop):
     before = run_cli(
         "sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json"
     )
-    result = run_cli("sql", "DELETE FROM itemitem", "--config", str(built_shop / "etalage.toml"))
+    result = run_cli("sql", "DELETE FROM builds", "--config", str(built_shop / "etalage.toml"))
     assert result.returncode == 3
     assert "read-only" in result.stderr
     after = run_cli(

@@ -1,29 +1,34 @@
-"""The co-occurrence kernel against the SQL path on shapes the example shops do not have, and its guards.
+"""The pair-counting and list kernels against the SQL path on shapes the example shops do not have, and their guards.
 
-The kernel splits work by thread (the transpose by ranges of sessions, the
-counting by products dealt in turn) and writes ``popular`` from each tenant's
-leaders; none of that may change a row. Tenants of one and two products, a
-product seen with every other, sessions of one product, ties everywhere, and
-more shares than sessions. Its compiled loops have no bounds checks, so the
-same cases also run uncompiled, where NumPy checks every index, and input
-that would break them is refused.
+The kernels split work by thread (the transpose by ranges of sessions, the
+counting and ranking by products dealt in turn), keep counts as a base plus
+signed deltas, number products in the order they were first counted, and
+write ``popular`` from each tenant's leaders; none of that may change a row.
+Tenants of one and two products, a product seen with every other, sessions
+of one product, ties everywhere, more shares than sessions. Their compiled
+loops have no bounds checks, so the same cases also run uncompiled, where
+NumPy checks every index, and input that would break them is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from engine import sqlfiles
+from engine.pipeline import counts as counting
 from engine.pipeline import itemitem
+from engine.pipeline.counts import Counts
 from engine.publish import warehouse
-from engine.udfs import cooccurrence
+from engine.udfs import cooccurrence, pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,45 +49,98 @@ def random_session_items(seed: int, shapes=(("lone", 1, 3), ("pair", 2, 6), ("sh
     return pa.table(rows)
 
 
-def both_paths(session_items: pa.Table, top_n: int, min_support: int) -> tuple[list, list]:
-    """itemitem by the kernel and by sql/pair_counts.sql .. itemitem.sql, on one in-memory warehouse."""
-    parameters = {"top_n": top_n, "min_support": min_support}
+def counted(connection, counts: Counts, changes: pa.Table) -> Counts:
+    """``counts`` plus what ``changes`` (session items with a sign) count, kept as the build keeps them."""
+    connection.register("changes", changes)
+    connection.execute("CREATE OR REPLACE TEMPORARY TABLE counted_changes AS FROM changes")
+    connection.unregister("changes")
+    changed, delta = counts.with_changes(connection)
+    return changed.stored(delta)
+
+
+def signed(session_items: pa.Table, sign: int) -> pa.Table:
+    return session_items.append_column("sign", pa.array([sign] * session_items.num_rows, pa.int32()))
+
+
+def by_kernel(session_items: pa.Table, top_n: int, min_support: int, *, in_steps: bool = False) -> list:
+    """itemitem by the kernels, from all sessions at once, or (``in_steps``) built up and taken apart by deltas.
+
+    In steps: the first half counted, then the second half added while a
+    tenth of the first is taken away and added back, then the stored delta
+    folded into the base: every path a build's counts can take.
+    """
+    with warehouse.connect() as connection:
+        if not in_steps:
+            counts = counted(connection, Counts.none(), signed(session_items, 1))
+        else:
+            sessions = sorted(set(session_items.column("session_id").to_pylist()))
+            first = set(sessions[: len(sessions) // 2])
+            again = set(sessions[: len(sessions) // 20])
+            is_first = pa.array([s in first for s in session_items.column("session_id").to_pylist()])
+            is_again = pa.array([s in again for s in session_items.column("session_id").to_pylist()])
+            counts = counted(connection, Counts.none(), signed(session_items.filter(is_first), 1))
+            rest = session_items.filter(pc.invert(is_first))
+            readded = session_items.filter(is_again)
+            changes = pa.concat_tables([signed(rest, 1), signed(readded, -1), signed(readded, 1)])
+            with mock.patch.object(counting, "FOLD_SHARE", 100.0):  # kept as a delta beside the base
+                counts = counted(connection, counts, changes)
+            assert counts.delta.pairs > 0
+            folded = dataclasses.replace(counts, base=pairs.add(*counts.pairs), delta=pairs.PairRows.empty())
+            rows = itemitem.kernel_rows(folded, top_n=top_n, min_support=min_support)
+            assert rows.equals(itemitem.kernel_rows(counts, top_n=top_n, min_support=min_support))
+        rows = itemitem.kernel_rows(counts, top_n=top_n, min_support=min_support)
+        connection.register("kernel", rows)
+        return connection.execute("SELECT * FROM kernel").fetchall()
+
+
+def by_sql(session_items: pa.Table, top_n: int, min_support: int) -> list:
+    """itemitem by sql/pair_counts.sql .. itemitem.sql, on one in-memory warehouse."""
     with warehouse.connect() as connection:
         connection.register("given", session_items)
-        connection.execute("CREATE TABLE session_items AS SELECT * FROM given")
-        for name in ("item_counts", "tenant_sessions"):
-            sqlfiles.create_table(connection, name)
-        kernel = itemitem.kernel_rows(connection, top_n=top_n, min_support=min_support)
-        connection.register("kernel", kernel)
-        by_kernel = connection.execute("SELECT * FROM kernel").fetchall()
-        for name in ("pair_counts", "ranked_pairs", "popular"):
-            sqlfiles.create_table(connection, name, parameters, temporary=True)
-        by_sql = sqlfiles.query(connection, "itemitem").fetchall()
-    return by_kernel, by_sql
+        connection.execute("CREATE TEMPORARY TABLE session_items AS SELECT * FROM given")
+        parameters = {"top_n": top_n, "min_support": min_support}
+        return itemitem.sql_rows(connection, parameters, lambda name, step: step()).to_pylist()
+
+
+def as_tuples(rows: list[dict]) -> list[tuple]:
+    return [tuple(row.values()) for row in rows]
 
 
 @pytest.mark.parametrize(("seed", "top_n", "min_support"), [(1, 5, 1), (2, 3, 2), (3, 20, 1), (4, 1, 3)])
 def test_kernel_rows_are_the_sql_rows_in_their_order(seed, top_n, min_support):
-    by_kernel, by_sql = both_paths(random_session_items(seed), top_n, min_support)
-    assert len(by_sql) > 100
-    assert by_kernel == by_sql
-    tenants = {row[0] for row in by_kernel}
+    session_items = random_session_items(seed)
+    expected = as_tuples(by_sql(session_items, top_n, min_support))
+    assert len(expected) > 100
+    assert by_kernel(session_items, top_n, min_support) == expected
+    assert by_kernel(session_items, top_n, min_support, in_steps=True) == expected
+    tenants = {row[0] for row in expected}
     assert tenants == {"pair", "shop"}  # a tenant of one product has nothing to recommend, not even popular
 
 
 @pytest.mark.parametrize("shapes", [(("small", 2, 4),), (("small", 5, 40),)])
 def test_a_product_seen_with_every_product(shapes):
     """One tenant whose products all meet: counting then fills its lists to the last product."""
-    by_kernel, by_sql = both_paths(random_session_items(7, shapes), 10, 1)
-    assert by_kernel == by_sql and by_kernel
+    session_items = random_session_items(7, shapes)
+    expected = as_tuples(by_sql(session_items, 10, 1))
+    assert expected and by_kernel(session_items, 10, 1) == expected
 
 
 @pytest.mark.parametrize("threads", [1, 2, 7, 64])
 def test_any_number_of_threads_gives_the_same_rows(monkeypatch, threads):
     """How many shares the work is split into, whatever the machine's cores (64 shares: some empty)."""
-    monkeypatch.setattr(cooccurrence.numba, "get_num_threads", lambda: threads)
-    by_kernel, by_sql = both_paths(random_session_items(5), 10, 1)
-    assert by_kernel == by_sql
+    monkeypatch.setattr(pairs.numba, "get_num_threads", lambda: threads)
+    session_items = random_session_items(5)
+    assert by_kernel(session_items, 10, 1, in_steps=True) == as_tuples(by_sql(session_items, 10, 1))
+
+
+def test_taking_every_session_away_leaves_nothing():
+    with warehouse.connect() as connection:
+        session_items = random_session_items(8)
+        counts = counted(connection, Counts.none(), signed(session_items, 1))
+        counts = counted(connection, counts, signed(session_items, -1))
+        assert not counts.sessions.any() and counts.tenant_sessions == {}
+        assert pairs.add(counts.base, counts.delta).pairs == 0
+        assert itemitem.kernel_rows(counts, top_n=5, min_support=1).num_rows == 0
 
 
 def test_the_transpose_is_the_same_for_any_split():
@@ -90,68 +148,72 @@ def test_the_transpose_is_the_same_for_any_split():
     sizes = rng.integers(1, 6, size=50)
     basket_ptr = np.r_[0, np.cumsum(sizes)].astype(np.int32)
     basket_items = np.concatenate([rng.choice(30, size=s, replace=False) for s in sizes]).astype(np.int32)
-    first = cooccurrence._transpose(basket_ptr, basket_items, 30, 1)
+    first = pairs.transpose(basket_ptr, basket_items, 30, 1)
     for shares in (2, 3, 7, 64):  # 64 shares for 50 sessions: some are empty
-        again = cooccurrence._transpose(basket_ptr, basket_items, 30, shares)
-        assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1]) and again[2:] == first[2:]
-    # Each product's sessions, in session order, the widest product's co-occurrences, and no repeats.
-    item_ptr, item_baskets, widest, repeated = first
+        again = pairs.transpose(basket_ptr, basket_items, 30, shares)
+        for mine, theirs in zip(again[:3], first[:3]):
+            assert np.array_equal(mine, theirs)
+        assert again[3] == first[3]
+    # Each product's sessions, in session order, the sum of their sizes, and no repeats.
+    item_ptr, item_baskets, width, repeated = first
     assert not repeated
     holding = {
         item: [b for b in range(50) if item in basket_items[basket_ptr[b] : basket_ptr[b + 1]]] for item in range(30)
     }
     for item, baskets in holding.items():
         assert item_baskets[item_ptr[item] : item_ptr[item + 1]].tolist() == baskets
-    assert widest == max(sum(sizes[b] for b in baskets) for baskets in holding.values())
-
-
-def items_table(sessions: list[int], tenant_sessions: int, numbers: list[int] | None = None) -> pa.Table:
-    n = len(sessions)
-    return pa.table(
-        {
-            "item": pa.array(numbers if numbers is not None else range(n), pa.int32()),
-            "tenant": ["t"] * n,
-            "product_id": [f"p{i}" for i in range(n)],
-            "sessions": pa.array(sessions, pa.int64()),
-            "tenant_sessions": pa.array([tenant_sessions] * n, pa.int64()),
-        }
-    )
+        assert width[item] == sum(sizes[b] for b in baskets)
 
 
 BASKETS = [[2], [0, 1], [0, 1], [0, 1, 2]]
 
 
-def test_a_sliced_list_array_gives_the_rows_of_the_whole_one():
-    items = items_table([3, 3, 2], 4)
-    whole = cooccurrence.itemitem_rows(items, pa.array(BASKETS, pa.list_(pa.int32())), top_n=5, min_support=1)
-    padded = pa.array([[1, 1, 1, 1]] + BASKETS, pa.list_(pa.int32())).slice(1)  # offsets start at 4
-    assert cooccurrence.itemitem_rows(items, padded, top_n=5, min_support=1).equals(whole)
+def test_counts_are_the_pairs_of_the_baskets_and_a_sliced_list_array_counts_the_same():
+    whole = pairs.count(pa.array(BASKETS, pa.list_(pa.int32())), np.ones(4, np.int32), 3)
+    rows = {
+        a: dict(zip(whole.related[whole.start[a] : whole.start[a] + whole.length[a]].tolist(),
+                    whole.count[whole.start[a] : whole.start[a] + whole.length[a]].tolist()))
+        for a in range(3)
+    }  # fmt: skip
+    assert rows == {0: {1: 3, 2: 1}, 1: {0: 3, 2: 1}, 2: {0: 1, 1: 1}}
+    padded = pa.array([[1, 1, 1, 1], *BASKETS], pa.list_(pa.int32())).slice(1)  # offsets start at 4
+    sliced = pairs.count(padded, np.ones(4, np.int32), 3)
+    for mine, theirs in zip(
+        (sliced.start, sliced.length, sliced.related, sliced.count),
+        (whole.start, whole.length, whole.related, whole.count),
+    ):
+        assert np.array_equal(mine, theirs)
+
+
+def test_saved_counts_load_as_they_were(tmp_path):
+    counts = pairs.count(pa.array(BASKETS, pa.list_(pa.int32())), np.array([1, 1, -1, 1], np.int32), 3)
+    counts.save(tmp_path / "pairs")
+    loaded = pairs.PairRows.load(tmp_path / "pairs")
+    for name in pairs.ARRAYS:
+        assert np.array_equal(getattr(loaded, name), getattr(counts, name)), name
 
 
 @pytest.mark.parametrize(
-    ("items", "baskets", "message"),
+    ("baskets", "signs", "message"),
     [
-        (items_table([3, 3, 2], 4, [0, 2, 1]), BASKETS, "numbered 0..n-1 in row order"),
-        (items_table([3, 3, 2], 4), [[3], [0, 1], [0, 1], [0, 1, 2]], "lists of item numbers 0..2"),
-        (items_table([3, 3, 2], 4), [[-1], [0, 1], [0, 1], [0, 1, 2]], "lists of item numbers 0..2"),
-        (items_table([3, 3, 2], 4), [None, [0, 1], [0, 1], [0, 1, 2]], "without nulls"),
-        (items_table([3, 3, 2], 4), [[None], [0, 1], [0, 1], [0, 1, 2]], "without nulls"),
-        (items_table([3, 3, 1], 4), BASKETS, "baskets and item counts disagree"),
-        (items_table([3, 4, 2], 4), [[2], [0, 1], [0, 1, 1], [0, 1, 2]], "holds the same item twice"),
+        ([[3], [0, 1], [0, 1], [0, 1, 2]], [1, 1, 1, 1], "lists of item numbers 0..2"),
+        ([[-1], [0, 1], [0, 1], [0, 1, 2]], [1, 1, 1, 1], "lists of item numbers 0..2"),
+        ([None, [0, 1], [0, 1], [0, 1, 2]], [1, 1, 1, 1], "without nulls"),
+        ([[None], [0, 1], [0, 1], [0, 1, 2]], [1, 1, 1, 1], "without nulls"),
+        ([[2], [0, 1], [0, 1, 1], [0, 1, 2]], [1, 1, 1, 1], "holds the same item twice"),
+        (BASKETS, [1, 1, 1], "3 signs for 4 baskets"),
     ],
-    ids=[
-        "unordered items",
-        "item too large",
-        "negative item",
-        "null basket",
-        "null item",
-        "stale counts",
-        "repeated item",
-    ],
+    ids=["item too large", "negative item", "null basket", "null item", "repeated item", "signs"],
 )
-def test_input_the_compiled_loops_cannot_take_is_refused(items, baskets, message):
+def test_input_the_compiled_loops_cannot_take_is_refused(baskets, signs, message):
     with pytest.raises(ValueError, match=message):
-        cooccurrence.itemitem_rows(items, pa.array(baskets, pa.list_(pa.int32())), top_n=5, min_support=1)
+        pairs.count(pa.array(baskets, pa.list_(pa.int32())), np.array(signs, np.int32), 3)
+
+
+def test_more_than_three_sets_of_counts_are_refused():
+    items = cooccurrence.Items(pa.array(["t"]), pa.array(["p"]), np.ones(1, np.int64), np.ones(1, np.int64))
+    with pytest.raises(ValueError, match="at most the stored counts and two deltas"):
+        cooccurrence.top_lists(items, (pairs.PairRows.empty(1),) * 4, top_n=5, min_support=1)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="already uncompiled")

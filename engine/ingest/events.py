@@ -33,9 +33,15 @@ MAPPED_COLUMNS = STORED_COLUMNS | FLAG_COLUMNS
 
 
 def _source(connection: duckdb.DuckDBPyConnection, fmt: str, paths: list[str]) -> duckdb.DuckDBPyRelation:
-    """A lazy relation over the files, with each row's file name; the list is passed as a value, not spliced into SQL."""
-    reader = "read_avro($paths, filename = true)" if fmt == "avro" else "read_parquet($paths, union_by_name = true, filename = true)"
-    return connection.sql(f"FROM {reader}", params={"paths": paths})
+    """A lazy relation over the files, with each row's file name.
+
+    The relation API takes no bound parameters (a relation made from SQL
+    with parameters is read whole at once), so the file list is written in
+    as a literal that sqlglot quotes.
+    """
+    if fmt == "avro":
+        return connection.sql(f"FROM read_avro({sqlfiles.literal(paths)}, filename = true)")
+    return connection.read_parquet(paths, union_by_name=True, filename=True)
 
 
 def write_batch(

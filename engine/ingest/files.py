@@ -166,5 +166,3 @@ def parquet_columns(path: str) -> dict[str, str]:
         msg = f"{path}: not a readable Parquet file ({error})"
         raise IngestError(msg) from None
     return {field.name.lower(): str(field.type) for field in schema}
-
-

@@ -111,7 +111,10 @@ def entries(files: EventFiles, counts: list[dict], folder: Path, build_id: str) 
                     "modified": _modified(status),
                     "fingerprint": fingerprint(path, status.st_size),
                     "build_id": build_id,
-                    **{key: held.get(key, 0) for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")},
+                    **{
+                        key: held.get(key, 0)
+                        for key in ("events_read", "dropped_duplicate", "dropped_corrupt", "events_kept")
+                    },
                 }
             )
     return pa.Table.from_pylist(rows, schema=SCHEMA)

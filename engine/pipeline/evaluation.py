@@ -26,10 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import sqlfiles
-from engine.config import Algorithms, Config
-from engine.pipeline import itemitem, sessions
+from engine.config import Algorithms, Config, ConfigError
+from engine.pipeline import itemitem, sessions, state
 from engine.pipeline.counts import Counts
 from engine.publish import warehouse
+from engine.publish.store import Store
 from engine.udfs import cooccurrence
 from engine.udfs.pairs import PairRows
 
@@ -72,6 +73,16 @@ def training(
     return counts.with_changes(connection)
 
 
+def training_from_scratch(
+    connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime
+) -> tuple[Counts, PairRows]:
+    """The counts of the events before ``split``, counted from nothing (``etalage tune``'s counting rules vary)."""
+    newest = sessions.newest(connection, until=split)
+    after = sessions.Counting("events", "products", sessions.parameters(algorithms, split, newest))
+    sessions.count_changes(connection, None, after)
+    return Counts.none().with_changes(connection)
+
+
 def scores(
     connection: duckdb.DuckDBPyConnection,
     counts: Counts,
@@ -90,20 +101,35 @@ def scores(
     held = {}
 
     def train() -> None:
-        held["counts"], held["delta"] = training(connection, counts, algorithms, split)
+        held["trained"] = training(connection, counts, algorithms, split)
+
+    timed("training counts", train)
+    return scored(connection, *held["trained"], algorithms, split, timed, visual_rows, min_sessions)
+
+
+def scored(
+    connection: duckdb.DuckDBPyConnection,
+    trained: Counts,
+    delta: PairRows,
+    algorithms: Algorithms,
+    split: dt.datetime,
+    timed: itemitem.Timed = lambda name, create: create(),
+    visual_rows: pa.Table | None = None,
+    min_sessions: int = 0,
+) -> pa.Table:
+    """Rank the training counts (``trained`` plus the pair ``delta``) and score the lists on the test sessions."""
+    held = {}
 
     def rank() -> None:
-        trained: Counts = held["counts"]
-        items = trained.item_table()
+        held["items"] = trained.item_table()
         held["lists"] = cooccurrence.top_lists(
-            items, (*trained.pairs, held["delta"]), top_n=algorithms.top_n, min_support=algorithms.min_support
+            held["items"], (*trained.pairs, delta), top_n=algorithms.top_n, min_support=algorithms.min_support
         )
-        held["items"] = items
 
     def score() -> None:
         parameters = {**algorithms.parameters(), "cutoff": split}
         sqlfiles.create_table(connection, "test_items", parameters, temporary=True)
-        connection.register("items", held["counts"].items)
+        connection.register("items", trained.items)
         try:
             steps = sqlfiles.query(connection, "test_transitions").fetchnumpy()
         finally:
@@ -114,7 +140,6 @@ def scores(
             rows = pa.concat_tables([rows, looks.select(COLUMNS).cast(rows.schema)])
         held["rows"] = rows.sort_by("algorithm")
 
-    timed("training counts", train)
     timed("training lists", rank)
     timed("scores", score)
     return held["rows"]
@@ -274,3 +299,28 @@ def record(
     connection.unregister("scored_rows")
     warehouse.append_history(connection, history, "new_rows")
     connection.execute("DROP TABLE new_rows")
+
+
+def rescore(config: Config) -> None:
+    """Score the current warehouse again (``etalage evaluate``) and add the rows to ``evaluation``.
+
+    The rows carry the latest build's id. The warehouse is amended through a
+    copy that replaces it on success, as a build does.
+
+    Raises:
+        ConfigError: the config counts sessions otherwise than the last build did.
+    """
+    store = Store(config.warehouse)
+    with warehouse.amend(config.warehouse) as connection:
+        current = state.load(connection, store, database=None)
+        how, why = state.how_to_count(config, current, full=False)
+        if how != "incremental":
+            msg = f"the warehouse's counts do not fit this config ({why}); run `etalage build` first"
+            raise ConfigError(msg)
+        split = cutoff(connection, config)
+        looks = connection.execute("SELECT * FROM itemitem WHERE algorithm = 'visual'").to_arrow_table()
+        rows = scores(
+            connection, current.counts, config.algorithms, split,
+            visual_rows=looks if looks.num_rows else None, min_sessions=config.visual.min_sessions,
+        )  # fmt: skip
+        record(connection, "evaluation", rows, config.algorithms, build_id=current.build_id, cutoff=split)

@@ -22,6 +22,7 @@ import duckdb
 from engine import sqlfiles
 from engine.config import Algorithms
 
+
 @dataclass(frozen=True)
 class Counting:
     """One reading of ``sql/session_items.sql``: which events, which catalogue, which parameters."""

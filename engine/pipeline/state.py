@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from engine import sqlfiles
 from engine.config import Config
 from engine.ingest import ledger
 from engine.pipeline.counts import ITEMS, Counts
@@ -65,29 +66,35 @@ def counted_with(config: Config) -> dict[str, Any]:
     }
 
 
-def previous(connection: duckdb.DuckDBPyConnection, store: Store) -> State | None:
-    """The state of the warehouse attached as ``previous``; None if there is none or it keeps no state."""
+def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | None = "previous") -> State | None:
+    """The state kept in the warehouse ``database`` (default the previous one, attached; None: the connection's own).
+
+    None if it keeps no state (a first build, or a warehouse from an older etalage).
+    """
+    name = database or connection.execute("SELECT current_database()").fetchone()[0]
     present = {
         row[0]
         for row in connection.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main'"
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = $database AND schema_name = 'main'",
+            {"database": name},
         ).fetchall()
     }
+    database = sqlfiles.quoted(name)
     if not set(TABLES) | {"builds"} <= present:
         return None
     last = connection.execute(
-        "SELECT build_id, counted_with, newest_event FROM previous.builds "
+        f"SELECT build_id, counted_with, newest_event FROM {database}.builds "
         "WHERE counted_with IS NOT NULL ORDER BY finished_at DESC LIMIT 1"
     ).fetchone()
     if last is None:
         return None
-    items = connection.execute("SELECT item, tenant, product_id, sessions FROM previous.items ORDER BY item")
+    items = connection.execute(f"SELECT item, tenant, product_id, sessions FROM {database}.items ORDER BY item")
     table = items.to_arrow_table()
-    parts = dict(connection.execute("SELECT part, path FROM previous.pair_files").fetchall())
+    parts = dict(connection.execute(f"SELECT part, path FROM {database}.pair_files").fetchall())
     counts = Counts(
         items=table.select(ITEMS.names).cast(ITEMS),
         sessions=table.column("sessions").to_numpy().astype(np.int64),
-        tenant_sessions=dict(connection.execute("SELECT tenant, sessions FROM previous.tenant_sessions").fetchall()),
+        tenant_sessions=dict(connection.execute(f"SELECT tenant, sessions FROM {database}.tenant_sessions").fetchall()),
         base=PairRows.load(store.absolute(parts["base"])) if "base" in parts else PairRows.empty(),
         delta=PairRows.load(store.absolute(parts["delta"])) if "delta" in parts else PairRows.empty(),
         base_file=parts.get("base"),
@@ -97,8 +104,10 @@ def previous(connection: duckdb.DuckDBPyConnection, store: Store) -> State | Non
         build_id=last[0],
         counted_with=json.loads(last[1]),
         newest=last[2],
-        ledger=ledger.listed(connection, "previous.ingested_files"),
-        batches=[row[0] for row in connection.execute("SELECT path FROM previous.event_batches ORDER BY path").fetchall()],
+        ledger=ledger.listed(connection, f"{database}.ingested_files"),
+        batches=[
+            row[0] for row in connection.execute(f"SELECT path FROM {database}.event_batches ORDER BY path").fetchall()
+        ],
         counts=counts,
     )
 

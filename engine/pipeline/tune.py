@@ -1,9 +1,10 @@
 """``etalage tune``: a small grid over the algorithm parameters, scored by the build's evaluation.
 
-Every trial recomputes the lists from the events before the cut-off with its
+Every trial ranks the lists of the events before the cut-off with its
 parameters and scores them exactly as a build does; all trials go to the
 ``tuning`` table, and the best setting is the one with the highest MRR@20 of
-any co-occurrence algorithm.
+any co-occurrence algorithm. Trials that count sessions alike (the same bot
+rule and window) share one counting: only the ranking differs between them.
 """
 
 from __future__ import annotations
@@ -42,21 +43,29 @@ def tune(
     """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
     tune_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     settings = trials(config.algorithms, grid or GRID)
+    counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
+    for number, algorithms in enumerate(settings, start=1):
+        key = (algorithms.event_types, algorithms.max_session_items, algorithms.look_back_days)
+        counted_alike.setdefault(key, []).append((number, algorithms))
+    done = 0
     with warehouse.amend(config.warehouse) as connection:
         split = evaluation.cutoff(connection, config)
-        for number, algorithms in enumerate(settings, start=1):
-            rows = evaluation.scores(connection, algorithms, split)
-            evaluation.record(
-                connection,
-                "tuning",
-                rows,
-                algorithms,
-                tune_id=tune_id,
-                trial=number,
-                cutoff=split,
-                **{key: getattr(algorithms, key) for key in GRID},
-            )
-            progress(number, algorithms)
+        for group in counted_alike.values():
+            trained, delta = evaluation.training_from_scratch(connection, group[0][1], split)
+            for number, algorithms in group:
+                rows = evaluation.scored(connection, trained, delta, algorithms, split)
+                evaluation.record(
+                    connection,
+                    "tuning",
+                    rows,
+                    algorithms,
+                    tune_id=tune_id,
+                    trial=number,
+                    cutoff=split,
+                    **{key: getattr(algorithms, key) for key in GRID},
+                )
+                done += 1
+                progress(done, algorithms)
         result = connection.execute(
             """
             SELECT trial, min_support, max_session_items, top_n, look_back_days, algorithm, mrr, mrr_at_20, hit_rate_at_20, coverage

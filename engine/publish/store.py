@@ -5,8 +5,10 @@ so what grows with the clickstream cannot live inside it without being
 copied every hour. Those tables live here instead, as files that are never
 changed once written: the events of each build (Parquet), each build's
 ``itemitem`` rows (Parquet) and the pair counts (NumPy arrays). The
-warehouse names the ones it uses, and its views read them by paths relative
-to its own folder, so a warehouse and its store can move together.
+warehouse's state names the ones it uses by their paths from its own
+folder, so a warehouse and its store can move together; its views read
+them by absolute paths (written by each build), so that a warehouse
+attached from anywhere reads them.
 
 A build writes its new files under names no other build uses (its build id)
 before the new warehouse replaces the old one; a build that dies leaves only
@@ -49,6 +51,10 @@ class Store:
 
     def absolute(self, relative: str) -> Path:
         return self.folder / relative
+
+    def paths(self, names: list[str]) -> list[str]:
+        """The absolute paths of store files the warehouse names, as its views read them."""
+        return [str(self.absolute(name).resolve()) for name in names]
 
     def collect(self, named: set[str]) -> list[str]:
         """Remove every store file or folder that ``named`` (relative paths, as the warehouse names them) lacks."""

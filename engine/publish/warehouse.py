@@ -10,9 +10,7 @@ the previous warehouse, which the build has attached read-only as
 ``previous`` while it runs.
 
 The warehouse itself stays small: what grows with the clickstream lives in
-the store beside it (``engine.publish.store``), read through views with
-paths relative to the warehouse's folder, which every connection here
-searches (DuckDB's ``file_search_path``).
+the store beside it (``engine.publish.store``), read through views.
 
 A lock file stops two builds from running at once.
 """
@@ -28,7 +26,7 @@ from typing import Iterator
 
 import duckdb
 
-from engine import udfs
+from engine import sqlfiles, udfs
 from engine.publish import locks
 from engine.publish.durable import fsync
 
@@ -51,10 +49,6 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(str(path), read_only=read_only, config=config)
     connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
-    if str(path) != ":memory:":
-        # SET takes no bound parameters; the folder is the configured warehouse's, quoted.
-        folder = str(Path(path).resolve().parent).replace("'", "''")
-        connection.execute(f"SET file_search_path = '{folder}'")
     extension = avro_extension()
     # LOAD takes no bound parameters; the path comes from the installed package, not from input.
     connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")
@@ -118,8 +112,23 @@ def _carry_history(connection: duckdb.DuckDBPyConnection) -> None:
             connection.execute(f"INSERT INTO main.{table} SELECT * FROM previous.main.{table}")
 
 
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+def export(path: Path, target: Path) -> None:
+    """Write a self-contained copy of the warehouse at ``path`` to ``target``: every view made a table.
+
+    For a warehouse that travels without its store (the bundled example),
+    to be opened by any DuckDB. Rows keep the order their views give.
+    """
+    target.unlink(missing_ok=True)
+    with connect(path, read_only=True) as connection:
+        connection.execute(f"ATTACH '{str(target).replace(chr(39), chr(39) * 2)}' AS export")
+        names = connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+            "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND NOT internal ORDER BY 1"
+        ).fetchall()
+        for (name,) in names:
+            connection.execute(f"CREATE TABLE export.main.{sqlfiles.quoted(name)} AS FROM main.{sqlfiles.quoted(name)}")
+        connection.execute("DETACH export")
 
 
 @contextlib.contextmanager
@@ -183,7 +192,7 @@ def append_history(connection: duckdb.DuckDBPyConnection, history: str, rows: st
         present = {row[0] for row in connection.execute(f"DESCRIBE {history}").fetchall()}
         for name, kind, *_ in connection.execute(f"DESCRIBE {rows}").fetchall():
             if name not in present:
-                connection.execute(f"ALTER TABLE {history} ADD COLUMN {_quoted(name)} {kind}")
+                connection.execute(f"ALTER TABLE {history} ADD COLUMN {sqlfiles.quoted(name)} {kind}")
         connection.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {rows}")
     else:
         connection.execute(f"CREATE TABLE {history} AS SELECT * FROM {rows}")

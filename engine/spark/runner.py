@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import exp
 
+from engine import sqlfiles
 from engine.build import (
     PUBLISHED_TABLES,
     BuildResult,
@@ -51,7 +52,8 @@ from engine.build import (
     record_values,
 )
 from engine.config import Config, ConfigError
-from engine.ingest import events, exposures
+from engine.ingest import catalogue, events, exposures, files
+from engine.pipeline import state
 from engine.publish import warehouse
 from engine.spark import transpile
 
@@ -121,23 +123,30 @@ def build(
     """Run the whole pipeline on Spark and replace the Parquet tables under ``output``."""
     reporter = reporter or Silent()
     spark = spark or session()
-    result, files, started = checked_files(config, str(output), reporter)
+    result, found, started = checked_files(config, str(output), reporter)
     with ExitStack() as cleanup:
         run = _Run(spark, _Output(spark, str(output)), result, reporter)
         cleanup.callback(run.close)
         cleanup.push(run.output.discard_on_error)
-        run.step("events", lambda: _map_events(spark, files, config.events.mapping, cleanup))
+        run.step("events", lambda: _map_events(spark, found, config.events.mapping, cleanup))
+        run.view("file_counts")
+        # sql/ingest_stats.sql sums the ledger of ingested files; on Spark every file is read now.
+        spark.table("file_counts").withColumnRenamed("source_format", "format").createOrReplaceTempView(
+            "ingested_files"
+        )
+        run.views.append("ingested_files")
         run.view("ingest_stats")
         run.step("products", lambda: _catalogue(spark, config.catalogue))
         run.step("exposures", lambda: _exposures(spark, config.serving.exposures))
         run.view("click_through")
-        parameters = {**config.algorithms.parameters(), "until": None}
+        newest = run.sql("newest_event", {"until": None}).first()[0]
+        parameters = {**config.algorithms.parameters(), "until": None, "newest": newest}
         for name in STAGE:
             run.view(name, parameters)
         if config.evaluation.enabled:
             _evaluate(run, config, result.build_id)
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
-        run.step("builds", lambda: _build_record(run, config, started))
+        run.step("builds", lambda: _build_record(run, config, started, newest))
         run.output.publish()
     return result
 
@@ -250,15 +259,13 @@ class _Output:
         self.fs.delete(self.previous, True)
 
 
-def _map_events(
-    spark: SparkSession, files: events.EventFiles, mapping: dict[str, str], cleanup: ExitStack
-) -> DataFrame:
-    """``mapped_events`` (the view ``sql/events.sql`` and ``sql/ingest_stats.sql`` read), then ``events``."""
+def _map_events(spark: SparkSession, found: files.EventFiles, mapping: dict[str, str], cleanup: ExitStack) -> DataFrame:
+    """``mapped_events`` (the view ``sql/events.sql`` and ``sql/file_counts.sql`` read), then ``events``."""
     mapped = None
-    for fmt, paths in files.by_format().items():
+    for fmt, paths in found.by_format().items():
         source = _source(spark, fmt, list(paths), cleanup)
-        columns = [F.lit(fmt).alias("source_format")]
-        for key, sql_type in events.EVENT_COLUMNS.items():
+        columns = [F.lit(fmt).alias("source_format"), F.input_file_name().alias("filename")]
+        for key, sql_type in events.MAPPED_COLUMNS.items():
             column = transpile.column(mapping[key], sql_type, key)
             try:
                 source.limit(0).selectExpr(column)
@@ -284,14 +291,14 @@ def _source(spark: SparkSession, fmt: str, paths: list[str], cleanup: ExitStack)
             raise
     folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="etalage-avro-")))
     with warehouse.connect() as connection:
-        connection.table_function("read_avro", [paths]).write_parquet(str(folder / "events.parquet"))
+        connection.sql(f"FROM read_avro({sqlfiles.literal(paths)})").write_parquet(str(folder / "events.parquet"))
     return spark.read.parquet(str(folder / "events.parquet"))
 
 
 def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
     """``products``, loaded and checked on the driver exactly as a DuckDB build does (a catalogue is small)."""
     with warehouse.connect() as connection:
-        events.load_catalogue(connection, path)
+        catalogue.load_catalogue(connection, path)
         rows = connection.execute("SELECT * FROM products").to_arrow_table()
     return _from_driver(spark, rows)
 
@@ -320,14 +327,13 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     else:
         newest = run.spark.table("events").agg(F.max("ts")).first()[0]
         split = newest - dt.timedelta(days=config.evaluation.test_days)
-    parameters = {**config.algorithms.parameters(), "until": split}
+    newest = run.sql("newest_event", {"until": split}).first()[0]
+    parameters = {**config.algorithms.parameters(), "until": split, "newest": newest}
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
         run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
     run.view("test_items", {**parameters, "cutoff": split}, view=HOLDOUT + "test_items", cache=True)
-    scores = run.sql(
-        "evaluation", tables={"holdout.itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"}
-    )
+    scores = run.sql("evaluation", tables={"itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"})
     run.step(
         "evaluation",
         lambda: scores.select(
@@ -340,6 +346,13 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     )
 
 
-def _build_record(run: _Run, config: Config, started: dt.datetime) -> DataFrame:
-    """The ``builds`` row of ``sql/build_record.sql``, with the values a DuckDB build binds."""
-    return run.sql("build_record", record_values(config, run.result, started))
+def _build_record(run: _Run, config: Config, started: dt.datetime, newest: dt.datetime | None) -> DataFrame:
+    """The ``builds`` row of ``sql/build_record.sql``, with the values a DuckDB build binds (a Spark build counts all)."""
+    values = {
+        **record_values(config, run.result, started),
+        "counting": "full",
+        "counting_reason": "a Spark build counts everything",
+        "newest_event": newest,
+        "counted_with": json.dumps(state.counted_with(config)),
+    }
+    return run.sql("build_record", values)

@@ -45,6 +45,29 @@ REWRITES = {
 }
 """What sqlglot cannot carry from DuckDB to Spark, and how this module carries it."""
 
+INCREMENTAL = (
+    "catalogue_changes",
+    "changed_sessions",
+    "changed_events",
+    "events_before",
+    "counted_changes",
+    "new_items",
+    "baskets",
+    "item_changes",
+    "tenant_changes",
+    "kept_item_counts",
+    "holdout_sessions",
+    "holdout_events",
+    "test_transitions",
+)
+DUCKDB_ONLY: dict[str, str] = {
+    **{name: "the incremental counting of a DuckDB build; a Spark build counts everything" for name in INCREMENTAL},
+    "stored_rows": "the warehouse's views over its store; Spark writes its tables as Parquet folders",
+    "snapshot_itemitem": "writes a snapshot file, and only a DuckDB build publishes snapshots",
+    "snapshot_lists": "writes a snapshot file, and only a DuckDB build publishes snapshots",
+}
+"""The ``sql/`` files that only a DuckDB build runs, and why; every other file runs on Spark too."""
+
 _LLR = """
 CASE WHEN {row} + {column} < {matrix} THEN CAST(0 AS DOUBLE)
      ELSE 2 * ({row} + {column} - {matrix}) END

@@ -298,7 +298,9 @@ def accumulate(start, length, related, count, a, n_touched, accumulated, seen, t
 
 
 @numba.njit(cache=True, parallel=True)
-def _add_rows(start_x, length_x, related_x, count_x, start_y, length_y, related_y, count_y, start, related, counts, threads):
+def _add_rows(
+    start_x, length_x, related_x, count_x, start_y, length_y, related_y, count_y, start, related, counts, threads
+):
     n_items = start.size
     length = np.zeros(n_items, dtype=np.int32)
     n_chunks = max(1, min(n_items, threads))
