@@ -182,6 +182,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
         if len(new):
             timed("events", ingest)
+            crashpoints.reach("ingested")
         ingested = ledger.entries(new, held["counts"], store.folder, result.build_id)
         batches = (earlier.batches if carried else []) + ([held["batch"]["path"]] if "batch" in held else [])
         sqlfiles.create_view(connection, "stored_rows", {"files": store.paths(batches)}, view="events")
@@ -206,6 +207,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
 
         timed("counts", count)
+        crashpoints.reach("counted")
         counted: counting.Counts = held["counted"]
         result.rows["item_counts"] = int((counted.sessions > 0).sum())
 
@@ -239,6 +241,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             counts=counted,
             itemitem_file=store.relative(itemitem_file),
         )
+        crashpoints.reach("stored")
         _views(connection, config, itemitem_file, newest)
         _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None

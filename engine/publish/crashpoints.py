@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-POINTS = ("compute", "snapshot-write", "before-switch")
+POINTS = ("ingested", "compute", "counted", "stored", "snapshot-write", "before-switch")
 
 
 def reach(point: str) -> None:
