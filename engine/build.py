@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import ContextManager, Literal, Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from engine import sqlfiles
@@ -56,7 +57,7 @@ from engine.config import Config
 from engine.ingest import catalogue, events, exposures, files, ledger
 from engine.pipeline import counts as counting
 from engine.pipeline import evaluation, itemitem, sessions, state, visual_stage
-from engine.publish import crashpoints, gate, snapshot, warehouse
+from engine.publish import crashpoints, gate, item_json, snapshot, warehouse
 from engine.publish.store import Store
 
 PUBLISHED_TABLES = (
@@ -227,7 +228,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
         timed("lists", lists)
         itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
-        timed("itemitem", lambda: itemitem.write(held.pop("itemitem"), itemitem_file))
+        timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
         if config.evaluation.enabled:
             _evaluate(connection, config, counted, pairs, result, timed)
         result.ingest = _ingest_rows(ingested)
@@ -255,7 +256,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged = {}
-        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, itemitem_file)))
+        rows = held.pop("itemitem")
+        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows)))
         named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
     store.collect(named)
@@ -374,9 +376,9 @@ def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, d
 
 
 def _stage(
-    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None, rows: Path
+    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None, rows: pa.Table
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` file."""
+    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows."""
     manifest = {
         "parameters": {
             "algorithms": asdict(config.algorithms),
@@ -387,10 +389,10 @@ def _stage(
         "evaluation": scores,
         "gate": result.gate.record(),
     }
-    source = {"itemitem_file": str(rows)}
+    connection.register("itemitem_rows", rows.append_column("row_number", pa.array(np.arange(rows.num_rows))))
     tables = {
-        "itemitem": lambda: sqlfiles.query(connection, "snapshot_itemitem", source).to_arrow_reader(1 << 17),
-        "lists": lambda: sqlfiles.query(connection, "snapshot_lists", source).to_arrow_reader(1 << 17),
+        "itemitem": lambda: item_json.reader(rows, itemitem.SCHEMA),
+        "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
         "products": lambda: connection.table("products").to_arrow_reader(1 << 17),
     }
     folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None

@@ -22,7 +22,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 import duckdb
@@ -39,15 +39,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from engine import build as build_module
 from engine import config as config_module
 from engine import sqlfiles
 from engine.example import generator
-from engine.ingest import events
-from engine.pipeline import chart, evaluation, visual_stage
-from engine.pipeline import tune as tune_module
+from engine.ingest import files
+from engine.pipeline import visual_stage
 from engine.publish import gate, locks, snapshot, warehouse
-from engine.spark import transpile
+
+if TYPE_CHECKING:
+    from engine import build as build_module
 
 EXIT_BAD_INPUT = 3
 EXIT_BUSY = 4
@@ -237,6 +237,8 @@ def build(
 def _build(
     config: config_module.Config, pairs: str = "kernel", force: bool = False, full: bool = False
 ) -> build_module.BuildResult:
+    from engine import build as build_module  # Numba, only for builds
+
     err.print(f"building {config.warehouse}")
     begin = time.perf_counter()
     with _exits():
@@ -250,6 +252,8 @@ def _build(
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
     if config.evaluation.enabled:
+        from engine.pipeline import chart  # matplotlib, only to draw
+
         err.print(f"evaluation chart: {chart.write(config.warehouse)}")
     return result
 
@@ -319,6 +323,8 @@ def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | No
     DuckDB build runs (the incremental counting, the store's views, snapshots)
     are left out.
     """
+    from engine.spark import transpile
+
     known = [name for name in sqlfiles.names() if name not in transpile.DUCKDB_ONLY]
     unknown = sorted(set(names) - set(known))
     if unknown:
@@ -485,10 +491,14 @@ def evaluate(config_path: Path, show: bool, every_build: bool, chart_target: Pat
     if not config.warehouse.exists():
         raise BadInput(f"{config.warehouse} does not exist; run `etalage build` first")
     if not show:
+        from engine.pipeline import evaluation
+
         with _exits(), err.status("evaluating ..."):
             evaluation.rescore(config)
     _write(_evaluation(config.warehouse, every_build), "table", None, 10_000)
     if chart_target:
+        from engine.pipeline import chart
+
         err.print(f"wrote {chart.write(config.warehouse, chart_target)}")
 
 
@@ -523,12 +533,14 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
 )
-@click.option("--min-support", default=",".join(map(str, tune_module.GRID["min_support"])), show_default=True)
+@click.option("--min-support", default=",".join(map(str, config_module.TUNING_GRID["min_support"])), show_default=True)
 @click.option(
-    "--max-session-items", default=",".join(map(str, tune_module.GRID["max_session_items"])), show_default=True
+    "--max-session-items", default=",".join(map(str, config_module.TUNING_GRID["max_session_items"])), show_default=True
 )
-@click.option("--top-n", default=",".join(map(str, tune_module.GRID["top_n"])), show_default=True)
-@click.option("--look-back-days", default=",".join(map(str, tune_module.GRID["look_back_days"])), show_default=True)
+@click.option("--top-n", default=",".join(map(str, config_module.TUNING_GRID["top_n"])), show_default=True)
+@click.option(
+    "--look-back-days", default=",".join(map(str, config_module.TUNING_GRID["look_back_days"])), show_default=True
+)
 def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str) -> None:
     """Try a grid of algorithm parameters on the evaluation split; record every trial in `tuning`."""
     config = _load(config_path)
@@ -540,6 +552,8 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
     }
     if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
         raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
+    from engine.pipeline import tune as tune_module
+
     total = len(tune_module.trials(config.algorithms, grid))
     with _exits(), _progress() as progress:
         task = progress.add_task("trials", total=total)
@@ -676,7 +690,7 @@ def _exits() -> Iterator[None]:
     """Turn the errors users can act on into a one-line message and a documented exit code."""
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
-        events.IngestError: EXIT_BAD_INPUT,
+        files.IngestError: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
         gate.GateRefused: EXIT_GATE_REFUSED,

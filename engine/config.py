@@ -57,6 +57,15 @@ class Algorithms:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
+TUNING_GRID: dict[str, tuple[int, ...]] = {
+    "min_support": (1, 2, 3, 5),
+    "max_session_items": (20, 50, 100),
+    "top_n": (20,),
+    "look_back_days": (0, 14),
+}
+"""``etalage tune``'s default grid; each key is an ``[algorithms]`` parameter."""
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The time split of each build's evaluation: recommendations from before the cut-off, tested after it."""

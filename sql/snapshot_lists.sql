@@ -6,22 +6,17 @@
 -- order. The server finds a list by arithmetic (algorithm's block *
 -- products + the product's row) instead of keeping a dictionary of every
 -- list, so a new snapshot is ready to serve without building one.
--- `first_row` is the row number of the list's first row in the build's
--- `itemitem` file ($itemitem_file), which is its row in itemitem.arrow
--- (sql/snapshot_itemitem.sql).
-WITH listed AS (
-    SELECT tenant, algorithm, product_id, file_row_number
-    FROM read_parquet($itemitem_file, file_row_number = true)
-),
-lists AS (
-    SELECT tenant, algorithm, product_id, min(file_row_number) AS first_row, count(*)::INTEGER AS rows
-    FROM listed
+-- Reads `itemitem_rows`: the build's `itemitem` rows in their order, each
+-- with its `row_number`, which is its row in itemitem.arrow.
+WITH lists AS (
+    SELECT tenant, algorithm, product_id, min(row_number) AS first_row, count(*)::INTEGER AS rows
+    FROM itemitem_rows
     GROUP BY tenant, algorithm, product_id
 )
 SELECT algorithm, tenant, product_id,
        coalesce(lists.first_row, 0) AS first_row,
        coalesce(lists.rows, 0) AS rows
-FROM (SELECT DISTINCT algorithm FROM listed) AS algorithms
+FROM (SELECT DISTINCT algorithm FROM itemitem_rows) AS algorithms
 CROSS JOIN (SELECT rowid AS product_row, tenant, product_id FROM products) AS catalogue
 LEFT JOIN lists USING (algorithm, tenant, product_id)
 ORDER BY algorithm, product_row

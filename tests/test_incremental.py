@@ -12,6 +12,7 @@ at any of its steps and run again must too.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -186,3 +187,23 @@ def test_a_build_killed_at_any_step_then_run_again_equals_one_from_scratch(hours
         named = {row[0] for row in connection.execute("SELECT path FROM store_files").fetchall()}
     on_disk = {str(p.relative_to(tmp_path / "shop")) for kind in store.iterdir() for p in kind.iterdir()}
     assert on_disk == named
+
+
+def test_analysts_keep_querying_while_builds_replace_the_warehouse(hours, tmp_path):
+    """A read-only connection held open across two builds keeps its answers; the store keeps its files."""
+    source, files = hours
+    catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
+    cfg = shop_with(source, tmp_path / "shop", files[:40], catalogue)
+    build.build(cfg)
+    analyst = warehouse.connect(cfg.warehouse, read_only=True)
+    query = "SELECT count(*), sum(rank) FROM itemitem UNION ALL SELECT count(*), 0 FROM events"
+    before = analyst.execute(query).fetchall()
+    for more in (60, 80):
+        shop_with(source, tmp_path / "shop", files[:more], catalogue)
+        result = run_cli("build", "--config", str(cfg.source))
+        assert result.returncode == 0, result.stderr
+    assert analyst.execute(query).fetchall() == before
+    analyst.close()
+    now = run_cli("sql", query, "--config", str(cfg.source), "--format", "json")  # another process: the new file
+    assert now.returncode == 0, now.stderr
+    assert [tuple(row.values()) for row in json.loads(now.stdout)] != before

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine.publish import crashpoints, gate, snapshot, warehouse
+from engine import sqlfiles
+from engine.publish import crashpoints, gate, item_json, snapshot, warehouse
 from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
@@ -350,3 +351,22 @@ def test_serve_refuses_a_live_snapshot_without_a_readable_manifest(tmp_path):
     assert served.returncode == 7
     assert f"the live snapshot {broken} has no readable manifest" in served.stderr
     assert "Traceback" not in served.stderr
+
+
+def test_item_json_renders_the_json_of_the_sql_definition():
+    """engine/publish/item_json.py gives sql/snapshot_itemitem.sql's JSON values, ids that JSON must escape included."""
+    ids = ["1000001", 'say "hi"', "back\\slash", "ünïcode", "tab\there"]
+    rows = pa.table(
+        {
+            "related_product_id": pa.array(ids * 40),
+            "rank": pa.array([r % 100 + 1 for r in range(200)], pa.int32()),
+            "distance_score": pa.array([0.0, 1.0, 0.1, 1e-7, 123456789.123, 2 / 3, 1e300, 5e-324] * 25),
+        }
+    )
+    rendered = item_json.rendered(rows["related_product_id"].combine_chunks(), rows["rank"].combine_chunks(),
+                                  rows["distance_score"].combine_chunks()).to_pylist()  # fmt: skip
+    with warehouse.connect() as connection:
+        connection.register("itemitem", rows)
+        by_sql = [row[-1] for row in sqlfiles.query(connection, "snapshot_itemitem").fetchall()]
+    assert all(text.endswith(",") for text in rendered)
+    assert [json.loads(text[:-1]) for text in rendered] == [json.loads(text[:-1]) for text in by_sql]

@@ -16,17 +16,9 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
-from engine.config import Algorithms, Config
+from engine.config import TUNING_GRID, Algorithms, Config
 from engine.pipeline import evaluation
 from engine.publish import warehouse
-
-GRID: dict[str, tuple[int, ...]] = {
-    "min_support": (1, 2, 3, 5),
-    "max_session_items": (20, 50, 100),
-    "top_n": (20,),
-    "look_back_days": (0, 14),
-}
-"""The default grid; each key is an ``[algorithms]`` parameter."""
 
 
 def trials(base: Algorithms, grid: dict[str, Iterable[int]]) -> list[Algorithms]:
@@ -42,7 +34,7 @@ def tune(
 ) -> tuple[str, pa.Table]:
     """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
     tune_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
-    settings = trials(config.algorithms, grid or GRID)
+    settings = trials(config.algorithms, grid or TUNING_GRID)
     counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
     for number, algorithms in enumerate(settings, start=1):
         key = (algorithms.event_types, algorithms.max_session_items, algorithms.look_back_days)
@@ -62,7 +54,7 @@ def tune(
                     tune_id=tune_id,
                     trial=number,
                     cutoff=split,
-                    **{key: getattr(algorithms, key) for key in GRID},
+                    **{key: getattr(algorithms, key) for key in TUNING_GRID},
                 )
                 done += 1
                 progress(done, algorithms)

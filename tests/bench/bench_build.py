@@ -1,37 +1,38 @@
-"""Benchmark: the full build at 1M, 5M and 20M events over 180,000 products, against two baselines.
+"""Benchmark: whole ``etalage build`` processes against a plain DuckDB script, and the hourly rebuild.
 
 Run it from the repository root (it is not collected by pytest)::
 
-    .venv/bin/python tests/bench/bench_build.py              # 1M, 5M and 20M events
-    .venv/bin/python tests/bench/bench_build.py --sizes 1M   # just one size
+    .venv/bin/python tests/bench/bench_build.py                 # 1M, 5M and 20M events
+    .venv/bin/python tests/bench/bench_build.py --sizes 1M --rounds 5
 
-For each size it generates a shop once (cached under ``bench-data/``, Parquet
-events only: writing 20M records with fastavro would take minutes and time
-nothing of etalage's), then, each in a fresh process so peak memory is its own:
+For each size it generates a shop once (cached under ``bench-data/``: 180,000
+products, 3 tenants, 28 days of Divolte events as daily Parquet files, the
+last hour of the last day in a file of its own), then times whole processes,
+each started fresh, alternating the contenders round by round so that the
+shared machine's slow spells hit them alike:
 
-* ``etalage build`` with the Numba kernel: every step's time and the peak RSS;
-* ``etalage build --pairs sql``: the same pipeline with the plain DuckDB
-  self-join of ``sql/pair_counts.sql`` (1M and 5M only unless ``--sql-all``);
-* etalage's kernel step alone in a fresh process on the built warehouse,
-  measured exactly like the next one (time and peak memory of that process);
-* a straightforward SciPy baseline on the same ``session_items``: sparse
-  ``X.T @ X``, NumPy Jaccard and LLR (Mahout's formula), top-N per product by
-  one ``lexsort``, for the same three algorithms.
+* ``plain``: ``tests/bench/plain_llr.sql`` run by DuckDB alone: session items,
+  the self-join, the LLR, the top 20 written to Parquet (what an analyst
+  would write without etalage);
+* ``lean``: ``etalage build --full`` with the evaluation off;
+* ``default``: ``etalage build --full`` with the example config (the last 7
+  days held out and scored);
+* ``hourly``: after a build of everything but the last hour, the last hour's
+  file arrives and ``etalage build`` runs (incremental, evaluation on); the
+  state before it is put back for every round.
 
-The figures to compare are the *item-item stage*: the time from
-``session_items`` to the ranked lists of the algorithms in memory (etalage's
-``kernel`` step, which also makes ``popular``; the SQL path's ``pair_counts``,
-``ranked_pairs`` and ``popular``; the baseline's compute, which makes the
-three co-occurrence algorithms only), and then the whole stage including
-writing the ``itemitem`` table into the warehouse.
-Ratios are taken within one run, because the machine is shared and noisy.
+It prints, per size, each contender's median, minimum and maximum wall time
+and peak memory (the process's maximum resident set), and the ratios of the
+medians: lean and default against plain, hourly against default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -39,207 +40,139 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"1M": 1_000_000, "5M": 5_000_000, "20M": 20_000_000}
-IN_MEMORY = {"kernel": ("kernel",), "sql": ("pair_counts", "ranked_pairs", "popular")}
-"""Steps that compute all algorithms' lists, per path; the rest of the item-item stage writes them."""
-ITEM_STAGE = ("item_counts", "tenant_sessions", "kernel", "pair_counts", "ranked_pairs", "popular", "itemitem")
-HOLDOUT = tuple(f"evaluation {step}" for step in ("session_items",) + ITEM_STAGE)
-
-
-def peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+PLAIN = Path(__file__).with_name("plain_llr.sql")
+STATE = ("warehouse.duckdb", "warehouse.store", "snapshots")
+"""What a build leaves in a shop folder: saved after the base build and put back before each hourly round."""
 
 
 def generate(folder: Path, events: int) -> None:
+    """A shop whose last hour of events is a file of its own, outside the events glob until an hourly round."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from engine import config
     from engine.example import generator
 
     spec = generator.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
     generator.write_shop(generator.generate(spec), folder, ("parquet",), images=False)
+    last_day = sorted((folder / "events" / "parquet").glob("date=*"))[-1] / "events.parquet"
+    day = pq.read_table(last_day)
+    hour = pc.greater_equal(
+        day["timestamp"], pc.max(day["timestamp"]).as_py().replace(minute=0, second=0, microsecond=0)
+    )
+    pq.write_table(day.filter(pc.invert(hour)), last_day)
+    (folder / "last-hour").mkdir()
+    pq.write_table(day.filter(hour), folder / "last-hour" / "events.parquet")
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
+    (folder / "lean.toml").write_text(config.example_toml("parquet").replace("test_days = 7", "test_days = 0"))
 
 
-def run_build(folder: Path, pairs: str, warehouse_name: str) -> dict:
-    import dataclasses
-
-    from engine import build, config
-    from engine.publish import warehouse
-
-    cfg = config.load(folder / "etalage.toml")
-    # The last 10 of 28 days held out: about 1M test sessions at 20M events.
-    cfg = dataclasses.replace(cfg, warehouse=folder / warehouse_name, evaluation=config.Evaluation(test_days=10))
+def timed(command: list[str], cwd: Path) -> dict:
+    """Run ``command`` as a fresh process; its wall time and peak resident memory (GiB)."""
     begin = time.perf_counter()
-    result = build.build(cfg, pairs=pairs)
-    total = time.perf_counter() - begin
-    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
-        sessions, pairs_scored = connection.execute(
-            "SELECT sessions, pairs FROM evaluation WHERE algorithm = 'llr' ORDER BY build_id DESC LIMIT 1"
-        ).fetchone()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - begin
+    stderr = process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        msg = f"{' '.join(command)} failed: {stderr[-2000:]}"
+        raise RuntimeError(msg)
+    return {"seconds": seconds, "peak_gib": usage.ru_maxrss / 2**20, "log": stderr}
+
+
+def contenders(folder: Path) -> dict[str, list[str]]:
+    etalage = [sys.executable, "-m", "engine", "build", "--full", "--force"]
     return {
-        "total": total,
-        "seconds": result.seconds,
-        "rows": result.rows,
-        "peak_gib": peak_gib(),
-        "test_sessions": sessions,
-        "test_pairs": pairs_scored,
+        "plain": [sys.executable, __file__, "_plain", str(folder)],
+        "lean": [*etalage, "--config", str(folder / "lean.toml")],
+        "default": [*etalage, "--config", str(folder / "etalage.toml")],
     }
 
 
-def run_kernel(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
-    """etalage's kernel step alone, in a fresh process, on a built warehouse: like the SciPy baseline."""
-    from engine.pipeline import itemitem
-    from engine.publish import warehouse
-
-    begin = time.perf_counter()
-    with warehouse.connect(warehouse_path, read_only=True) as connection:
-        rows = itemitem.kernel_rows(connection, top_n=top_n, min_support=min_support)
-    return {"compute": time.perf_counter() - begin, "rows": rows.num_rows, "peak_gib": peak_gib()}
-
-
-def run_scipy(warehouse_path: Path, top_n: int = 20, min_support: int = 2) -> dict:
-    """The baseline: sparse X.T @ X, vectorised scores, top-N by lexsort.
-
-    Timed like etalage's kernel step: from session_items in DuckDB to the ranked lists in memory.
-    """
-    import numpy as np
-    import scipy.sparse as sp
-
-    from engine.publish import warehouse
-
-    begin = time.perf_counter()
-    with warehouse.connect(warehouse_path, read_only=True) as connection:
-        rows = connection.execute(
-            """
-            SELECT dense_rank() OVER (ORDER BY tenant, session_id) - 1 AS session,
-                   dense_rank() OVER (ORDER BY tenant, product_id) - 1 AS item,
-                   tenant
-            FROM session_items
-            """
-        ).fetchnumpy()
-        tenant_sessions = dict(connection.execute("SELECT tenant, sessions FROM tenant_sessions").fetchall())
-    session, item = rows["session"].astype(np.int64), rows["item"].astype(np.int64)
-    n_items = int(item.max()) + 1
-    x = sp.csr_matrix((np.ones(session.size, dtype=np.int32), (session, item)), shape=(int(session.max()) + 1, n_items))
-    counts = np.asarray(x.sum(axis=0)).ravel().astype(np.int64)
-    item_tenant = np.empty(n_items, dtype=object)
-    item_tenant[item] = rows["tenant"]
-    n_per_item = np.array([tenant_sessions[t] for t in item_tenant], dtype=np.int64)
-    pairs = (x.T @ x).tocoo()
-    keep = (pairs.row != pairs.col) & (pairs.data >= min_support)
-    a, b, k11 = pairs.row[keep], pairs.col[keep], pairs.data[keep].astype(np.int64)
-    na, nb, n = counts[a], counts[b], n_per_item[a]
-
-    def xlogx(v):
-        v = v.astype(np.float64)
-        return np.where(v > 0, v * np.log(np.where(v > 0, v, 1)), 0.0)
-
-    def entropy(*k):
-        return xlogx(sum(k)) - sum(xlogx(v) for v in k)
-
-    k12, k21 = nb - k11, na - k11
-    k22 = n - na - nb + k11
-    llr = 2 * np.maximum(0, entropy(k11 + k12, k21 + k22) + entropy(k11 + k21, k12 + k22) - entropy(k11, k12, k21, k22))
-    scores = {"cooccurrence": k11.astype(np.float64), "jaccard": k11 / (na + nb - k11), "llr": llr}
-    kept = 0
-    for score in scores.values():
-        order = np.lexsort((b, -score, a))
-        first = np.searchsorted(a[order], np.arange(n_items))
-        rank = np.arange(order.size) - np.repeat(first, np.diff(np.r_[first, order.size]))
-        kept += int((rank < top_n).sum())
-    return {"compute": time.perf_counter() - begin, "pairs": int(keep.sum()), "rows": kept, "peak_gib": peak_gib()}
-
-
-def child(*args: str, timeout: float = 3600) -> dict | None:
-    """Run one measurement in a fresh interpreter; None when it fails or times out."""
+def hourly(folder: Path, saved: Path) -> dict:
+    """One hourly round: the state after the base build put back, the last hour arriving, one build."""
+    for name in STATE:
+        target = folder / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        source = saved / name
+        shutil.copytree(source, target, symlinks=True) if source.is_dir() else shutil.copy2(source, target)
+    arrived = folder / "events" / "parquet" / "date=9999-last-hour"
+    arrived.mkdir(exist_ok=True)
+    shutil.copy2(folder / "last-hour" / "events.parquet", arrived / "events.parquet")
     try:
-        done = subprocess.run(
-            [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        return timed(
+            [sys.executable, "-m", "engine", "build", "--force", "--config", str(folder / "etalage.toml")], folder
         )
-    except subprocess.TimeoutExpired:
-        return None
-    if done.returncode != 0:
-        print(f"    ({' '.join(args[:2])} failed: {done.stderr.strip().splitlines()[-1:]})", flush=True)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(arrived)
+
+
+def run_plain(folder: Path) -> None:
+    """The baseline script, as the benchmark times it (in a process of its own)."""
+    import duckdb
+
+    connection = duckdb.connect()
+    values = {
+        "events": str(folder / "events" / "parquet" / "**" / "*.parquet"),
+        "catalogue": str(folder / "catalogue.parquet"),
+        "output": str(folder / "plain-llr.parquet"),
+    }
+    for statement in connection.extract_statements(PLAIN.read_text()):
+        connection.execute(statement.query, {name: v for name, v in values.items() if f"${name}" in statement.query})
+
+
+def summary(name: str, runs: list[dict]) -> dict:
+    seconds = [r["seconds"] for r in runs]
+    return {
+        "contender": name,
+        "median_s": round(statistics.median(seconds), 2),
+        "min_s": round(min(seconds), 2),
+        "max_s": round(max(seconds), 2),
+        "peak_gib": round(max(r["peak_gib"] for r in runs), 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1M,5M,20M")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
-    parser.add_argument("--sql-all", action="store_true", help="also run the SQL self-join at 20M events")
     options = parser.parse_args()
-
-    header = (
-        f"{'events':>7} {'stage':<44}{'etalage':>10}{'sql join':>10}{'scipy':>10}"
-        f"{'sql/etalage':>13}{'scipy/etalage':>15}"
-    )
-    lines = [header]
     for label in options.sizes.split(","):
-        folder = options.data / f"shop-{label}"
+        folder = options.data / f"build-{label}"
         if not (folder / "etalage.toml").exists():
             print(f"generating {label} events into {folder} ...", flush=True)
             subprocess.run(
                 [sys.executable, __file__, "_generate", str(folder), str(SIZES[label])], check=True, cwd=ROOT
             )
-        print(f"{label}: etalage build (kernel) ...", flush=True)
-        kernel = child("_build", str(folder), "kernel", "warehouse.duckdb")
-        sql = None
-        if label != "20M" or options.sql_all:
-            print(f"{label}: etalage build --pairs sql ...", flush=True)
-            sql = child("_build", str(folder), "sql", "warehouse-sql.duckdb", timeout=1800)
-        print(f"{label}: kernel alone and scipy baseline, each in a fresh process ...", flush=True)
-        alone = child("_kernel", str(folder / "warehouse.duckdb"))
-        scipy = child("_scipy", str(folder / "warehouse.duckdb"))
-
-        def stage(result: dict | None, steps: tuple[str, ...]) -> float | None:
-            return sum(result["seconds"].get(s, 0.0) for s in steps) if result else None
-
-        rows = [
-            (
-                "all algorithms, in memory (s)",
-                stage(kernel, IN_MEMORY["kernel"]),
-                stage(sql, IN_MEMORY["sql"]),
-                scipy and scipy["compute"],
-            ),
-            ("same, fresh process (s)", alone and alone["compute"], None, scipy and scipy["compute"]),
-            ("same, fresh process: peak (GiB)", alone and alone["peak_gib"], None, scipy and scipy["peak_gib"]),
-            ("item-item stage into itemitem (s)", stage(kernel, ITEM_STAGE), stage(sql, ITEM_STAGE), None),
-            ("evaluation: lists before the cut-off (s)", stage(kernel, HOLDOUT), stage(sql, HOLDOUT), None),
-            (
-                "evaluation: scoring the test sessions (s)",
-                stage(kernel, ("evaluation scores",)),
-                stage(sql, ("evaluation scores",)),
-                None,
-            ),
-            ("whole build from Parquet (s)", kernel and kernel["total"], sql and sql["total"], None),
-            (
-                "peak memory, whole process (GiB)",
-                kernel and kernel["peak_gib"],
-                sql and sql["peak_gib"],
-                scipy and scipy["peak_gib"],
-            ),
-        ]
-        for name, ours, join, base in rows:
-            lines.append(
-                f"{label:>7} {name:<44}{_num(ours):>10}{_num(join):>10}{_num(base):>10}"
-                f"{_ratio(join, ours):>13}{_ratio(base, ours):>15}"
-            )
-        if kernel:
-            steps = ", ".join(f"{k} {v:.2f}" for k, v in kernel["seconds"].items())
-            lines.append(f"{'':>7} etalage steps (s): {steps}")
-            lines.append(f"{'':>7} rows: {kernel['rows']}")
-            lines.append(
-                f"{'':>7} evaluation: {kernel['test_sessions']:,} test sessions, {kernel['test_pairs']:,} next-item pairs"
-            )
-        print("\n".join(lines), flush=True)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _ratio(other: float | None, ours: float | None) -> str:
-    return "-" if other is None or not ours else f"{other / ours:.2f}x"
+        runs: dict[str, list[dict]] = {"plain": [], "lean": [], "default": [], "hourly": []}
+        saved = folder / "saved-state"
+        for number in range(options.rounds):
+            for name, command in contenders(folder).items():
+                runs[name].append(timed(command, ROOT))
+                print(f"{label} round {number + 1}: {name} {runs[name][-1]['seconds']:.2f} s", flush=True)
+            if number == 0:  # the default build of everything but the last hour is the hourly rounds' base
+                shutil.rmtree(saved, ignore_errors=True)
+                saved.mkdir()
+                for name in STATE:
+                    source = folder / name
+                    shutil.copytree(source, saved / name, symlinks=True) if source.is_dir() else shutil.copy2(
+                        source, saved / name
+                    )
+            runs["hourly"].append(hourly(folder, saved))
+            print(f"{label} round {number + 1}: hourly {runs['hourly'][-1]['seconds']:.2f} s", flush=True)
+        rows = [summary(name, r) for name, r in runs.items()]
+        medians = {row["contender"]: row["median_s"] for row in rows}
+        ratios = {
+            "lean/plain": round(medians["lean"] / medians["plain"], 2),
+            "default/plain": round(medians["default"] / medians["plain"], 2),
+            "hourly/default": round(medians["hourly"] / medians["default"], 2),
+        }
+        steps = [line.strip() for line in runs["default"][-1]["log"].splitlines() if "✓" in line]
+        hour_steps = [line.strip() for line in runs["hourly"][-1]["log"].splitlines() if "✓" in line]
+        print(json.dumps({"size": label, "rows": rows, "ratios": ratios}), flush=True)
+        print("default build's steps (last round):\n  " + "\n  ".join(steps), flush=True)
+        print("hourly build's steps (last round):\n  " + "\n  ".join(hour_steps), flush=True)
 
 
 if __name__ == "__main__":
@@ -247,11 +180,7 @@ if __name__ == "__main__":
         command, *rest = sys.argv[1:]
         if command == "_generate":
             generate(Path(rest[0]), int(rest[1]))
-        elif command == "_build":
-            print(json.dumps(run_build(Path(rest[0]), rest[1], rest[2])))
-        elif command == "_kernel":
-            print(json.dumps(run_kernel(Path(rest[0]))))
-        elif command == "_scipy":
-            print(json.dumps(run_scipy(Path(rest[0]))))
+        elif command == "_plain":
+            run_plain(Path(rest[0]))
     else:
         main()
