@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
 
-from engine import config, sqlfiles
+from engine import config
 from engine.config import Experiment, Variant
 from engine.publish import snapshot, warehouse
 from server import assignment
@@ -236,10 +236,8 @@ def test_exposures_are_flushed_as_whole_parquet_files(shop, client, tmp_path):
 
 
 def test_every_list_reads_back_exactly_even_across_record_batches(shop, tmp_path):
-    with warehouse.connect(shop.warehouse, read_only=True) as connection:
-        rows = sqlfiles.query(connection, "snapshot_itemitem").to_arrow_table()
-        lists = sqlfiles.query(connection, "snapshot_lists").to_arrow_table()
-        products = connection.table("products").to_arrow_table()
+    live = (shop.snapshots.root / "current").resolve()
+    rows, lists, products = (snapshot.read_table(live / f"{name}.arrow") for name in ("itemitem", "lists", "products"))
     # Batches of 997 rows cut many lists in two: the reader's slow path must give the same rows as its fast one.
     tables = {
         "itemitem": lambda: pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=997)),
@@ -295,21 +293,16 @@ def test_a_new_snapshot_with_the_same_catalogue_keeps_the_product_index(shop, tm
     first = ServedSnapshot(live)
     again = ServedSnapshot(live, previous=first)
     assert again._product_rows is first._product_rows  # same products.arrow sha256: nothing rebuilt
-    with warehouse.connect(shop.warehouse, read_only=True) as connection:
-        tables = {
-            name: lambda name=name: sqlfiles.query(connection, f"snapshot_{name}").to_arrow_table().to_reader()
-            for name in ("itemitem", "lists")
-        }
-        products = connection.table("products").to_arrow_table()
-        tables["products"] = products.to_reader
-        # The same rows with one more column: a different file, so the index is built again, and equal.
-        changed = snapshot.stage(
-            tmp_path,
-            "changed",
-            {**tables, "products": products.append_column("note", pa.array(["x"] * products.num_rows)).to_reader},
-            {},
-        )
-        rebuilt = ServedSnapshot(changed.path, previous=first)
+    tables = {name: snapshot.read_table(live / f"{name}.arrow").to_reader for name in ("itemitem", "lists")}
+    products = snapshot.read_table(live / "products.arrow")
+    # The same rows with one more column: a different file, so the index is built again, and equal.
+    changed = snapshot.stage(
+        tmp_path,
+        "changed",
+        {**tables, "products": products.append_column("note", pa.array(["x"] * products.num_rows)).to_reader},
+        {},
+    )
+    rebuilt = ServedSnapshot(changed.path, previous=first)
     assert rebuilt._product_rows is not first._product_rows and rebuilt._product_rows == first._product_rows
     tenant, product = sample_products(shop, 1)[0]
     assert rebuilt.items_json(tenant, "llr", product, 5) == first.items_json(tenant, "llr", product, 5)

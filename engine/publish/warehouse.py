@@ -119,15 +119,18 @@ def export(path: Path, target: Path) -> None:
     to be opened by any DuckDB. Rows keep the order their views give.
     """
     target.unlink(missing_ok=True)
-    with connect(path, read_only=True) as connection:
+    with connect() as connection:
+        # ATTACH takes no bound parameters; both paths are the caller's, quoted.
+        connection.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS source (READ_ONLY)")
         connection.execute(f"ATTACH '{str(target).replace(chr(39), chr(39) * 2)}' AS export")
         names = connection.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
-            "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'source' AND schema_name = 'main' "
+            "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = 'source' "
             "AND schema_name = 'main' AND NOT internal ORDER BY 1"
         ).fetchall()
         for (name,) in names:
-            connection.execute(f"CREATE TABLE export.main.{sqlfiles.quoted(name)} AS FROM main.{sqlfiles.quoted(name)}")
+            table = sqlfiles.quoted(name)
+            connection.execute(f"CREATE TABLE export.main.{table} AS FROM source.main.{table}")
         connection.execute("DETACH export")
 
 
