@@ -1,7 +1,9 @@
--- baskets: each session's counted products as a list of item numbers, the input
--- of the pair-counting kernel (engine/udfs/pairs.py), with the sign it counts
--- with: +1 for what a session counts for now, -1 for what it counted for before.
-SELECT list(i.item) AS items, c.sign
+-- baskets: each changed session's counted products as a list of item numbers,
+-- with its tenant and the sign it counts with: +1 for what a session counts
+-- for now, -1 for what it counted for before. The input of the pair-counting
+-- kernel (engine/udfs/pairs.py); the same baskets change each item's and each
+-- tenant's session count.
+SELECT list(i.item) AS items, c.tenant, c.sign
 FROM counted_changes AS c
 JOIN items AS i
   ON i.tenant = c.tenant

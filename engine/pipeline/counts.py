@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import sqlfiles
 from engine.publish.store import Store
@@ -68,7 +69,8 @@ class Counts:
         """These counts plus what the table ``counted_changes`` counts; and the pair counts it changes, alone.
 
         Gives new products the next numbers (``sql/new_items.sql``); the
-        pair delta comes from the signed baskets of ``sql/baskets.sql``.
+        signed baskets of ``sql/baskets.sql`` change the sessions of each
+        item (each basket holds an item once) and tenant, and count the pair delta.
         """
         connection.register("items", self.items)
         try:
@@ -77,21 +79,25 @@ class Counts:
             connection.unregister("items")
             connection.register("items", items)
             baskets = sqlfiles.query(connection, "baskets").to_arrow_table()
-            changed_items = sqlfiles.query(connection, "item_changes").fetchnumpy()
-            changed_tenants = sqlfiles.query(connection, "tenant_changes").fetchall()
         finally:
             connection.unregister("items")
+        lists = baskets.column("items").combine_chunks()
+        signs = baskets.column("sign").to_numpy().astype(np.int32)
         sessions = np.zeros(items.num_rows, np.int64)
         sessions[: self.sessions.size] = self.sessions
-        np.add.at(sessions, changed_items["item"].astype(np.int64), changed_items["sessions"].astype(np.int64))
+        np.add.at(sessions, lists.flatten().to_numpy(), np.repeat(signs, pc.list_value_length(lists).to_numpy()))
         tenant_sessions = dict(self.tenant_sessions)
-        for tenant, change in changed_tenants:
-            tenant_sessions[tenant] = tenant_sessions.get(tenant, 0) + int(change)
+        by_tenant = (
+            pa.table({"tenant": baskets.column("tenant"), "sign": signs})
+            .group_by("tenant")
+            .aggregate([("sign", "sum")])
+        )
+        for tenant, change in zip(by_tenant["tenant"].to_pylist(), by_tenant["sign_sum"].to_pylist()):
+            tenant_sessions[tenant] = tenant_sessions.get(tenant, 0) + change
         if (sessions < 0).any() or any(n < 0 for n in tenant_sessions.values()):
             msg = "counted changes take more sessions away than were counted: the stored counts do not match the events"
             raise RuntimeError(msg)
-        signs = baskets.column("sign").to_numpy().astype(np.int32)
-        delta = pairs.count(baskets.column("items"), signs, items.num_rows)
+        delta = pairs.count(lists, signs, items.num_rows)
         tenant_sessions = {t: n for t, n in tenant_sessions.items() if n > 0}
         return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), delta
 

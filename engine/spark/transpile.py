@@ -53,8 +53,6 @@ INCREMENTAL = (
     "counted_changes",
     "new_items",
     "baskets",
-    "item_changes",
-    "tenant_changes",
     "kept_item_counts",
     "holdout_sessions",
     "holdout_events",
