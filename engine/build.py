@@ -228,7 +228,12 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
         timed("lists", lists)
         itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
-        timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
+
+        def write() -> None:
+            held["plain"] = held["itemitem"].cast(itemitem.SCHEMA)  # the text once, for the store and the snapshot
+            itemitem.write(held["plain"], itemitem_file)
+
+        timed("itemitem", write)
         if config.evaluation.enabled:
             _evaluate(connection, config, counted, pairs, result, timed)
         result.ingest = _ingest_rows(ingested)
@@ -256,8 +261,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged = {}
-        rows = held.pop("itemitem")
-        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows)))
+        rows, plain = held.pop("itemitem"), held.pop("plain")
+        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows, plain)))
         named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
     store.collect(named)
@@ -376,9 +381,18 @@ def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, d
 
 
 def _stage(
-    connection: duckdb.DuckDBPyConnection, config: Config, result: BuildResult, scores: dict | None, rows: pa.Table
+    connection: duckdb.DuckDBPyConnection,
+    config: Config,
+    result: BuildResult,
+    scores: dict | None,
+    rows: pa.Table,
+    plain: pa.Table,
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows."""
+    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows.
+
+    ``plain`` holds the same rows with ``itemitem``'s types; ``rows`` may hold
+    the text as dictionaries, which the JSON is rendered from.
+    """
     manifest = {
         "parameters": {
             "algorithms": asdict(config.algorithms),
@@ -391,7 +405,7 @@ def _stage(
     }
     connection.register("itemitem_rows", rows.append_column("row_number", pa.array(np.arange(rows.num_rows))))
     tables = {
-        "itemitem": lambda: item_json.reader(rows, itemitem.SCHEMA),
+        "itemitem": lambda: item_json.reader(plain, rows.column("related_product_id")),
         "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
         "products": lambda: connection.table("products").to_arrow_reader(1 << 17),
     }

@@ -7,11 +7,19 @@
 -- products + the product's row) instead of keeping a dictionary of every
 -- list, so a new snapshot is ready to serve without building one.
 -- Reads `itemitem_rows`: the build's `itemitem` rows in their order, each
--- with its `row_number`, which is its row in itemitem.arrow.
-WITH lists AS (
-    SELECT tenant, algorithm, product_id, min(row_number) AS first_row, count(*)::INTEGER AS rows
+-- with its `row_number`, which is its row in itemitem.arrow. Each list is
+-- one run of rows ranked 1, 2, ..., so it starts at its rank 1 and ends
+-- where the next one starts (snapshot verification checks both).
+WITH starts AS (
+    SELECT tenant, algorithm, product_id, row_number AS first_row
     FROM itemitem_rows
-    GROUP BY tenant, algorithm, product_id
+    WHERE rank = 1
+),
+lists AS (
+    SELECT *,
+           CAST(lead(first_row, 1, (SELECT count(*) FROM itemitem_rows)) OVER (ORDER BY first_row)
+                - first_row AS INTEGER) AS rows
+    FROM starts
 )
 SELECT algorithm, tenant, product_id,
        coalesce(lists.first_row, 0) AS first_row,

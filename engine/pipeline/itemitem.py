@@ -93,8 +93,5 @@ def item_counts(counts: Counts) -> pa.Table:
 
 
 def write(rows: pa.Table, target: Path) -> None:
-    """Write the rows to the store as one Parquet file, in their order (the snapshot numbers rows by it).
-
-    Dictionary columns stay dictionary-encoded, so no string is written per row.
-    """
+    """Write the rows (with :data:`SCHEMA`'s types) to the store as one Parquet file, in their order."""
     pq.write_table(rows, target, row_group_size=cooccurrence.BATCH_ROWS, compression="snappy")

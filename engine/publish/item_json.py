@@ -21,21 +21,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def reader(rows: pa.Table, schema: pa.Schema) -> pa.RecordBatchReader:
-    """``rows`` (``itemitem``'s columns, the text ones perhaps as dictionaries) with ``schema``'s types and ``item_json``.
+def reader(rows: pa.Table, related: pa.ChunkedArray) -> pa.RecordBatchReader:
+    """``rows`` with their ``item_json`` column added; ``related`` is their ``related_product_id``, perhaps a dictionary.
 
     One record batch at a time, as the snapshot writes them, so the rendered
-    bytes of all rows are never in memory at once.
+    bytes of all rows are never in memory at once. Each related product's
+    JSON is rendered once for the whole table.
     """
-    target = schema.append(pa.field("item_json", pa.string()))
+    target = rows.schema.append(pa.field("item_json", pa.string()))
+    if not pa.types.is_dictionary(related.type):
+        related = pc.dictionary_encode(related)
+    related = related.unify_dictionaries()
+    prefixes = _prefixes(related.chunk(0).dictionary) if related.num_chunks else None
 
     def batches():
+        offset = 0
         for batch in rows.to_batches():
-            plain = batch.select(schema.names).cast(schema)
-            json_rows = rendered(
-                batch.column("related_product_id"), batch.column("rank"), batch.column("distance_score")
-            )
-            yield pa.RecordBatch.from_arrays([*plain.columns, json_rows], schema=target)
+            indices = pa.chunked_array(related.slice(offset, batch.num_rows).chunks).combine_chunks().indices
+            offset += batch.num_rows
+            json_rows = _rendered(prefixes, indices, batch.column("rank"), batch.column("distance_score"))
+            yield pa.RecordBatch.from_arrays([*batch.columns, json_rows], schema=target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
 
@@ -43,14 +48,21 @@ def reader(rows: pa.Table, schema: pa.Schema) -> pa.RecordBatchReader:
 def rendered(related: pa.Array, rank: pa.Array, score: pa.Array) -> pa.StringArray:
     """Each row's ``{"product_id":related,"rank":rank,"score":score},``; no NULLs (verification refuses them)."""
     products = related if pa.types.is_dictionary(related.type) else pc.dictionary_encode(related)
-    names = products.dictionary.to_pylist()
-    prefixes = pa.array([f'{{"product_id":{json.dumps(name)},"rank":' for name in names], pa.string())
+    return _rendered(_prefixes(products.dictionary), products.indices, rank, score)
+
+
+def _prefixes(names: pa.Array) -> pa.StringArray:
+    """``{"product_id":"<name>","rank":`` for each name, escaped as JSON requires."""
+    return pa.array([f'{{"product_id":{json.dumps(name)},"rank":' for name in names.to_pylist()], pa.string())
+
+
+def _rendered(prefixes: pa.StringArray, indices: pa.Array, rank: pa.Array, score: pa.Array) -> pa.StringArray:
     _, prefix_offsets, prefix_data = prefixes.buffers()
     scores = orjson.dumps(score.to_numpy(zero_copy_only=False), option=orjson.OPT_SERIALIZE_NUMPY)
     offsets, data = _assembled(
         np.frombuffer(prefix_offsets, np.int32, len(prefixes) + 1, prefixes.offset * 4),
         np.frombuffer(prefix_data, np.uint8),
-        products.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
+        indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
         rank.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
         np.frombuffer(scores, np.uint8),
     )
