@@ -187,7 +187,12 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         ingested = ledger.entries(new, held["counts"], store.folder, result.build_id)
         batches = (earlier.batches if carried else []) + ([held["batch"]["path"]] if "batch" in held else [])
         sqlfiles.create_view(connection, "stored_rows", {"files": store.paths(batches)}, view="events")
-        timed("products", lambda: catalogue.load_catalogue(connection, config.catalogue))
+
+        def products() -> int:
+            held["catalogue"] = _catalogue(connection, config, store, earlier if carried else None, result.build_id)
+            return held["catalogue"]["rows"]
+
+        timed("products", products)
         timed("exposures", lambda: exposures.load(connection, config.serving.exposures))
         timed("click_through", lambda: sqlfiles.create_table(connection, "click_through"))
         if config.visual.enabled:
@@ -197,7 +202,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
         def count() -> int:
             if result.counting == "incremental":
-                _changed_sessions(connection, store, earlier, newest, held.get("batch"), config)
+                _changed_sessions(
+                    connection, store, earlier, newest, held.get("batch"), held["catalogue"]["changed"], config
+                )
                 before = earlier.counts
             else:
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
@@ -245,10 +252,11 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             ingested=ingested,
             batch=held.get("batch"),
             counts=counted,
+            catalogue={key: held["catalogue"][key] for key in ("path", "rows", "checksum")},
             itemitem_file=store.relative(itemitem_file),
         )
         crashpoints.reach("stored")
-        _views(connection, config, itemitem_file, newest)
+        _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
         _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
         result.gate = gate.decide(
@@ -286,6 +294,7 @@ def _changed_sessions(
     earlier: state.State,
     newest: dt.datetime | None,
     arrived: dict | None,
+    catalogue_changed: bool,
     config: Config,
 ) -> None:
     """``counted_changes`` for an incremental build: the changed sessions as counted before and as counted now."""
@@ -303,7 +312,13 @@ def _changed_sessions(
         "window_was": sessions.window_start(earlier.newest, look_back),
         "window_is": sessions.window_start(newest, look_back),
     }
-    for name, values in (("catalogue_changes", None), ("changed_sessions", window), ("changed_events", None)):
+    if catalogue_changed:
+        sqlfiles.create_table(connection, "catalogue_changes", temporary=True)
+    else:
+        connection.execute(
+            "CREATE OR REPLACE TEMPORARY TABLE catalogue_changes AS SELECT tenant, product_id FROM products LIMIT 0"
+        )
+    for name, values in (("changed_sessions", window), ("changed_events", None)):
         sqlfiles.create_table(connection, name, values, temporary=True)
     sqlfiles.create_table(connection, "events_before", temporary=True)
     sessions.count_changes(
@@ -348,6 +363,29 @@ def _evaluate(
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
 
 
+def _catalogue(
+    connection: duckdb.DuckDBPyConnection, config: Config, store: Store, earlier: state.State | None, build_id: str
+) -> dict:
+    """The temporary table ``products``: the kept copy if the catalogue file is unchanged, else the file, then kept.
+
+    Returns where the copy is kept (a store path), the file's checksum, its
+    rows, and whether it changed since the last build.
+    """
+    checksum = catalogue.checksum(config.catalogue)
+    kept = earlier.catalogue if earlier else None
+    if kept and kept["checksum"] == checksum:
+        files = {"files": store.paths([kept["path"]])}
+        sqlfiles.create_table(connection, "stored_rows", files, table="products", temporary=True)
+        path, changed = kept["path"], False
+    else:
+        catalogue.load_catalogue(connection, config.catalogue)
+        target = store.new("catalogue", f"{build_id}.parquet")
+        connection.table("products").write_parquet(str(target))
+        path, changed = store.relative(target), True
+    rows = connection.execute("SELECT count(*) FROM products").fetchone()[0]
+    return {"path": path, "checksum": checksum, "rows": rows, "changed": changed}
+
+
 def _ingest_rows(ingested: pa.Table) -> list[dict]:
     """What this build read and dropped, per source format."""
     totals: dict[str, dict] = {}
@@ -359,10 +397,16 @@ def _ingest_rows(ingested: pa.Table) -> list[dict]:
 
 
 def _views(
-    connection: duckdb.DuckDBPyConnection, config: Config, itemitem_file: Path, newest: dt.datetime | None
+    connection: duckdb.DuckDBPyConnection,
+    config: Config,
+    store: Store,
+    catalogue_file: str,
+    itemitem_file: Path,
+    newest: dt.datetime | None,
 ) -> None:
     """The analysts' views of the new warehouse (``events`` is already there): over the store and the state."""
     sqlfiles.create_view(connection, "stored_rows", {"files": [str(itemitem_file)]}, view="itemitem")
+    sqlfiles.create_view(connection, "stored_rows", {"files": store.paths([catalogue_file])}, view="products")
     sqlfiles.create_view(connection, "session_items", sessions.parameters(config.algorithms, None, newest))
     sqlfiles.create_view(connection, "kept_item_counts", view="item_counts")
     sqlfiles.create_view(connection, "ingest_stats")

@@ -7,16 +7,16 @@ SQL that runs is the SQL in the file.
 
 A view keeps no bound values, so :func:`create_view` writes each parameter
 into the file's parsed tree as a literal that sqlglot makes from the Python
-value, never by formatting values into SQL text.
+value, never by formatting values into SQL text. A build sometimes runs a
+file over other inputs than the tables it names (the changed sessions'
+events, the previous catalogue, the training lists): ``reading`` renames
+those tables in the parsed tree, the way the Spark translation does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import itertools
 import re
-from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -53,18 +53,48 @@ def create_table(
     *,
     table: str | None = None,
     temporary: bool = False,
+    reading: Mapping[str, str] | None = None,
 ) -> None:
-    """Create table ``table`` (default: ``name``) from ``sql/<name>.sql``, binding only the parameters it uses."""
+    """Create table ``table`` (default: ``name``) from ``sql/<name>.sql``, binding only the parameters it uses.
+
+    ``reading`` maps tables the file reads to the ones it should read instead.
+    """
     target = identifier(table or name)
     kind = "TEMPORARY TABLE" if temporary else "TABLE"
-    connection.execute(f"CREATE OR REPLACE {kind} {target} AS\n{text(name)}", _bound(name, values or {}))
+    sql = _read_from(name, reading)
+    connection.execute(f"CREATE OR REPLACE {kind} {target} AS\n{sql}", _bound(name, values or {}))
 
 
 def query(
-    connection: duckdb.DuckDBPyConnection, name: str, values: Mapping[str, Any] | None = None
+    connection: duckdb.DuckDBPyConnection,
+    name: str,
+    values: Mapping[str, Any] | None = None,
+    *,
+    reading: Mapping[str, str] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Run ``sql/<name>.sql``; fetch its rows from the returned connection."""
-    return connection.execute(text(name), _bound(name, values or {}))
+    """Run ``sql/<name>.sql`` (reading other tables where ``reading`` says); fetch its rows from the returned connection."""
+    return connection.execute(_read_from(name, reading), _bound(name, values or {}))
+
+
+def _read_from(name: str, reading: Mapping[str, str] | None) -> str:
+    """The file's SQL, with the plain table names in ``reading`` replaced (each keeps its old name as its alias)."""
+    if not reading:
+        return text(name)
+    renamed = {table: identifier(source) for table, source in reading.items()}
+
+    def rename(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and not node.db and node.name in renamed:
+            source = exp.to_table(renamed[node.name])
+            source.set("alias", exp.TableAlias(this=exp.to_identifier(node.alias or node.name)))
+            return source
+        return node
+
+    return _parsed(name).transform(rename).sql(dialect="duckdb")
+
+
+@cache
+def _parsed(name: str) -> exp.Expression:
+    return sqlglot.parse_one(text(name), read="duckdb")
 
 
 def copy(
@@ -91,33 +121,6 @@ def create_view(
     tree = tree.transform(lambda node: _literal(bound[node.name]) if isinstance(node, exp.Placeholder) else node)
     kind = "TEMPORARY VIEW" if temporary else "VIEW"
     connection.execute(f"CREATE OR REPLACE {kind} {identifier(view or name)} AS\n{tree.sql(dialect='duckdb')}")
-
-
-@contextlib.contextmanager
-def reading(connection: duckdb.DuckDBPyConnection, **sources: str) -> Iterator[None]:
-    """Let ``sql/`` files read each table ``name`` from ``sources[name]`` (a table or view) in this block.
-
-    The files name their inputs (``events``, ``products``, ``itemitem``); a
-    build sometimes needs them to read something else (the changed sessions'
-    events, the previous catalogue, the training lists), so each is a view in
-    a schema of its own, searched first. Tables the files create inside the
-    block should be temporary.
-    """
-    schema = f"reading_{next(_schemas)}"
-    searched = connection.execute("SELECT current_setting('search_path')").fetchone()[0] or "main"
-    connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        for name, source in sources.items():
-            source = f"main.{source}" if source == name else source  # the usual one: not the view itself
-            connection.execute(f"CREATE VIEW {schema}.{identifier(name)} AS FROM {identifier(source)}")
-        connection.execute(f"SET search_path = '{schema},{searched}'")
-        yield
-    finally:
-        connection.execute(f"SET search_path = '{searched}'")
-        connection.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-_schemas = itertools.count()
 
 
 def literal(value: Any) -> str:

@@ -1,12 +1,14 @@
-"""The product catalogue: one Parquet file, loaded whole into ``products`` by every build.
+"""The product catalogue: one Parquet file, loaded into ``products`` when it changed.
 
 Only catalogue products get lists (a product id garbled in a URL or a
 delisted product never becomes a recommendation), so a duplicate or a
-missing key is refused with the file's name.
+missing key is refused with the file's name. A build keeps a copy in the
+store and loads the file again only when its checksum changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -17,8 +19,17 @@ CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colo
 """The catalogue's columns; ``tenant`` and ``product_id`` are required, the rest may be absent."""
 
 
+def checksum(path: Path) -> str:
+    """The catalogue file's sha256 (a catalogue is small; any edit must show)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        msg = f"{path}: catalogue file does not exist (catalogue.path)"
+        raise IngestError(msg) from None
+
+
 def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Create ``products`` from the catalogue Parquet file, refusing duplicates and missing keys."""
+    """Create the temporary table ``products`` from the catalogue Parquet file, refusing duplicates and missing keys."""
     columns = parquet_columns(str(path)) if path.exists() else None
     if columns is None:
         msg = f"{path}: catalogue file does not exist (catalogue.path)"
@@ -31,7 +42,9 @@ def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         f"CAST({c if c in columns else 'NULL'} AS {'DOUBLE' if c == 'price' else 'VARCHAR'}) AS {c}"
         for c in CATALOGUE_COLUMNS
     )
-    connection.execute(f"CREATE TABLE products AS SELECT {selected} FROM read_parquet($path)", {"path": str(path)})
+    connection.execute(
+        f"CREATE OR REPLACE TEMPORARY TABLE products AS SELECT {selected} FROM read_parquet($path)", {"path": str(path)}
+    )
     duplicate = connection.execute(
         "SELECT tenant, product_id FROM products GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
     ).fetchone()

@@ -235,8 +235,7 @@ def _evaluated(connection: duckdb.DuckDBPyConnection, trained: pa.Table) -> pa.T
     """``sql/evaluation.sql`` over ``trained`` lists (and the table ``test_items``)."""
     connection.register("trained_rows", trained)
     try:
-        with sqlfiles.reading(connection, itemitem="trained_rows"):
-            return sqlfiles.query(connection, "evaluation").to_arrow_table()
+        return sqlfiles.query(connection, "evaluation", reading={"itemitem": "trained_rows"}).to_arrow_table()
     finally:
         connection.unregister("trained_rows")
 

@@ -71,9 +71,9 @@ def with_visual(
     connection.register("blended_rows", together)
     connection.register("blended_counts", counted)
     try:
-        with sqlfiles.reading(connection, itemitem="blended_rows", item_counts="blended_counts"):
-            sqlfiles.create_table(connection, "visual_blend", parameters, temporary=True)
-            return sqlfiles.query(connection, "itemitem_visual").to_arrow_table()
+        inputs = {"itemitem": "blended_rows", "item_counts": "blended_counts"}
+        sqlfiles.create_table(connection, "visual_blend", parameters, temporary=True, reading=inputs)
+        return sqlfiles.query(connection, "itemitem_visual", reading={"itemitem": "blended_rows"}).to_arrow_table()
     finally:
         connection.unregister("blended_rows")
         connection.unregister("blended_counts")

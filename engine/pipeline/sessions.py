@@ -59,6 +59,12 @@ def count_changes(connection: duckdb.DuckDBPyConnection, before: Counting | None
         if counting is None:
             connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {table} AS FROM counted_after LIMIT 0")
             continue
-        with sqlfiles.reading(connection, events=counting.events, products=counting.products):
-            sqlfiles.create_table(connection, "session_items", counting.parameters, table=table, temporary=True)
+        sqlfiles.create_table(
+            connection,
+            "session_items",
+            counting.parameters,
+            table=table,
+            temporary=True,
+            reading={"events": counting.events, "products": counting.products},
+        )
     sqlfiles.create_table(connection, "counted_changes", temporary=True)

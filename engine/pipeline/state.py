@@ -33,10 +33,11 @@ from engine.udfs.pairs import PairRows
 
 FORMAT = 1
 """The layout of the stored state; a warehouse with another (or none) is counted from scratch."""
-TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "pair_files", "store_files")
+TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "kept_files", "store_files")
 """The state's tables in the warehouse (``tenant_sessions`` is also one analysts read)."""
 BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
-PAIR_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("pairs", pa.int64())])
+KEPT_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("rows", pa.int64()), ("checksum", pa.string())])
+"""``kept_files``: the store files the counts and the catalogue are kept in (parts ``base``, ``delta``, ``catalogue``)."""
 STORE_FILES = pa.schema([("build_id", pa.string()), ("path", pa.string())])
 KEEP_BUILDS = 3
 """Store files stay while one of this many latest warehouses names them (analysts may hold an older one open)."""
@@ -52,6 +53,7 @@ class State:
     ledger: dict[str, ledger.Listed]
     batches: list[str]
     counts: Counts
+    catalogue: dict | None  # the kept catalogue: its store path and the sha256 of the file it copies
 
 
 def counted_with(config: Config) -> dict[str, Any]:
@@ -90,7 +92,11 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         return None
     items = connection.execute(f"SELECT item, tenant, product_id, sessions FROM {database}.items ORDER BY item")
     table = items.to_arrow_table()
-    parts = dict(connection.execute(f"SELECT part, path FROM {database}.pair_files").fetchall())
+    kept = {
+        row[0]: row[1:]
+        for row in connection.execute(f"SELECT part, path, checksum FROM {database}.kept_files").fetchall()
+    }
+    parts = {part: path for part, (path, _) in kept.items()}
     counts = Counts(
         items=table.select(ITEMS.names).cast(ITEMS),
         sessions=table.column("sessions").to_numpy().astype(np.int64),
@@ -109,6 +115,7 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
             row[0] for row in connection.execute(f"SELECT path FROM {database}.event_batches ORDER BY path").fetchall()
         ],
         counts=counts,
+        catalogue={"path": kept["catalogue"][0], "checksum": kept["catalogue"][1]} if "catalogue" in kept else None,
     )
 
 
@@ -143,23 +150,26 @@ def write(
     ingested: pa.Table,
     batch: dict | None,
     counts: Counts,
+    catalogue: dict,
     itemitem_file: str,
 ) -> Counts:
     """Write the new state's tables into the warehouse being built; return ``counts`` with its files saved.
 
     ``carried``: the previous warehouse's ledger, batches and store files go
     on (not for a full build). ``batch`` is this build's event batch (path,
-    events), if it ingested any file. Pair counts are saved to the store only
+    events), if it ingested any file; ``catalogue`` the kept catalogue (its
+    store path, checksum and rows). Pair counts are saved to the store only
     when they changed.
     """
     counts = counts.saved(store, build_id)
     parts = [
-        {"part": part, "path": path, "pairs": rows.pairs}
+        {"part": part, "path": path, "rows": rows.pairs, "checksum": None}
         for part, rows, path in (("base", counts.base, counts.base_file), ("delta", counts.delta, counts.delta_file))
         if path is not None
-    ]
+    ] + [{"part": "catalogue", **catalogue}]
     batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]
     named = [row["path"] for row in batches] + [part["path"] for part in parts] + [itemitem_file]
+    named = list(dict.fromkeys(named))
     new_rows = {
         "ingested_files": ingested,
         "event_batches": pa.Table.from_pylist(batches, schema=BATCHES),
@@ -192,7 +202,7 @@ def write(
                 "sessions": pa.array([counts.tenant_sessions[t] for t in sorted(counts.tenant_sessions)], pa.int64()),
             }
         ),
-        "pair_files": pa.Table.from_pylist(parts, schema=PAIR_FILES),
+        "kept_files": pa.Table.from_pylist(parts, schema=KEPT_FILES),
     }
     for name, rows in tables.items():
         connection.register("new_rows", rows)

@@ -4,7 +4,8 @@ A warehouse is replaced whole by every build (``engine.publish.warehouse``),
 so what grows with the clickstream cannot live inside it without being
 copied every hour. Those tables live here instead, as files that are never
 changed once written: the events of each build (Parquet), each build's
-``itemitem`` rows (Parquet) and the pair counts (NumPy arrays). The
+``itemitem`` rows (Parquet), the pair counts (NumPy arrays), and the
+catalogue as it was (Parquet, written again only when it changed). The
 warehouse's state names the ones it uses by their paths from its own
 folder, so a warehouse and its store can move together; its views read
 them by absolute paths (written by each build), so that a warehouse
@@ -23,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-KINDS = ("events", "itemitem", "pairs")
+KINDS = ("events", "catalogue", "itemitem", "pairs")
 """The store's folders: one per kind of file."""
 
 

@@ -46,7 +46,13 @@ STATE = ("warehouse.duckdb", "warehouse.store", "snapshots")
 
 
 def generate(folder: Path, events: int) -> None:
-    """A shop whose last hour of events is a file of its own, outside the events glob until an hourly round."""
+    """A shop whose newest hour's worth of events is a file of its own, outside the events glob until an hourly round.
+
+    An hour's worth is the average hour's share of 28 days (1/672 of the
+    events), taken from the newest end of the clickstream.
+    """
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -55,14 +61,18 @@ def generate(folder: Path, events: int) -> None:
 
     spec = generator.ShopSpec(products=180_000, brands=1_850, events=events, days=28, seed=1)
     generator.write_shop(generator.generate(spec), folder, ("parquet",), images=False)
-    last_day = sorted((folder / "events" / "parquet").glob("date=*"))[-1] / "events.parquet"
-    day = pq.read_table(last_day)
-    hour = pc.greater_equal(
-        day["timestamp"], pc.max(day["timestamp"]).as_py().replace(minute=0, second=0, microsecond=0)
-    )
-    pq.write_table(day.filter(pc.invert(hour)), last_day)
+    files = sorted((folder / "events" / "parquet").glob("date=*/*.parquet"))
+    times = np.sort(np.concatenate([pq.read_table(f, columns=["timestamp"])["timestamp"].to_numpy() for f in files]))
+    cut = times[-(times.size // (28 * 24))]
+    hour = []
+    for path in files:
+        day = pq.read_table(path)
+        newest = pc.greater_equal(day["timestamp"], pa.scalar(cut, day.schema.field("timestamp").type))
+        if pc.any(newest).as_py():
+            hour.append(day.filter(newest))
+            pq.write_table(day.filter(pc.invert(newest)), path)
     (folder / "last-hour").mkdir()
-    pq.write_table(day.filter(hour), folder / "last-hour" / "events.parquet")
+    pq.write_table(pa.concat_tables(hour), folder / "last-hour" / "events.parquet")
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
     (folder / "lean.toml").write_text(config.example_toml("parquet").replace("test_days = 7", "test_days = 0"))
 
