@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import ContextManager, Literal, Protocol
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from engine import sqlfiles
@@ -57,7 +56,7 @@ from engine.config import Config
 from engine.ingest import catalogue, events, exposures, files, ledger
 from engine.pipeline import counts as counting
 from engine.pipeline import evaluation, itemitem, sessions, state, visual_stage
-from engine.publish import crashpoints, gate, item_json, snapshot, warehouse
+from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
 from engine.publish.store import Store
 
 PUBLISHED_TABLES = (
@@ -447,11 +446,11 @@ def _stage(
         "evaluation": scores,
         "gate": result.gate.record(),
     }
-    connection.register("itemitem_rows", rows.append_column("row_number", pa.array(np.arange(rows.num_rows))))
+    products = connection.table("products").to_arrow_table()
     tables = {
         "itemitem": lambda: item_json.reader(plain, rows.column("related_product_id")),
-        "lists": lambda: sqlfiles.query(connection, "snapshot_lists").to_arrow_reader(1 << 17),
-        "products": lambda: connection.table("products").to_arrow_reader(1 << 17),
+        "lists": lambda: list_index.positions(plain, products).to_reader(1 << 17),
+        "products": lambda: products.to_reader(1 << 17),
     }
     folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
     return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)

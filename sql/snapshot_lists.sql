@@ -9,7 +9,8 @@
 -- Reads `itemitem_rows`: the build's `itemitem` rows in their order, each
 -- with its `row_number`, which is its row in itemitem.arrow. Each list is
 -- one run of rows ranked 1, 2, ..., so it starts at its rank 1 and ends
--- where the next one starts (snapshot verification checks both).
+-- where the next one starts (snapshot verification checks both). This file
+-- is the definition; a build computes the same rows in engine/publish/list_index.py.
 WITH starts AS (
     SELECT tenant, algorithm, product_id, row_number AS first_row
     FROM itemitem_rows

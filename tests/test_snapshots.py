@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from engine import sqlfiles
-from engine.publish import crashpoints, gate, item_json, snapshot, warehouse
+from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
 from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
@@ -370,3 +370,24 @@ def test_item_json_renders_the_json_of_the_sql_definition():
         by_sql = [row[-1] for row in sqlfiles.query(connection, "snapshot_itemitem").fetchall()]
     assert all(text.endswith(",") for text in rendered)
     assert [json.loads(text[:-1]) for text in rendered] == [json.loads(text[:-1]) for text in by_sql]
+
+
+def test_list_index_gives_the_rows_of_the_sql_definition(tmp_path):
+    """engine/publish/list_index.py gives sql/snapshot_lists.sql's rows, products without lists and algorithms included."""
+    rows = pa.table(
+        {
+            "tenant": ["be", "be", "be", "nl", "nl", "nl", "nl", "nl"],
+            "algorithm": ["llr", "llr", "popular", "cooccurrence", "cooccurrence", "cooccurrence", "llr", "popular"],
+            "product_id": ["1", "1", "1", "7", "7", "8", "8", "7"],
+            "rank": pa.array([1, 2, 1, 1, 2, 1, 1, 1], pa.int32()),
+        }
+    )
+    products = pa.table({"tenant": ["nl", "be", "nl", "nl", "be"], "product_id": ["8", "1", "7", "9", "2"]})
+    with warehouse.connect() as connection:
+        connection.register("given_products", products)
+        connection.execute("CREATE TABLE products AS FROM given_products")
+        connection.register("itemitem_rows", rows.append_column("row_number", pa.array(range(rows.num_rows))))
+        by_sql = sqlfiles.query(connection, "snapshot_lists").to_arrow_table()
+    by_index = list_index.positions(rows, products)
+    assert by_index.num_rows == 3 * 5
+    assert by_index.to_pylist() == by_sql.cast(by_index.schema).to_pylist()

@@ -52,8 +52,18 @@ def rendered(related: pa.Array, rank: pa.Array, score: pa.Array) -> pa.StringArr
 
 
 def _prefixes(names: pa.Array) -> pa.StringArray:
-    """``{"product_id":"<name>","rank":`` for each name, escaped as JSON requires."""
-    return pa.array([f'{{"product_id":{json.dumps(name)},"rank":' for name in names.to_pylist()], pa.string())
+    """``{"product_id":"<name>","rank":`` for each name, escaped as JSON requires.
+
+    Names that JSON need not escape (no quote, backslash, control or
+    non-ASCII character: every product id of a shop's URLs) are joined in one
+    vectorised pass; only the others go through ``json.dumps``.
+    """
+    plain = pc.match_substring_regex(names, r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$")
+    joined = pc.binary_join_element_wise('{"product_id":"', names, '","rank":', "")
+    if pc.all(plain).as_py() is not False:
+        return joined
+    escaped = [f'{{"product_id":{json.dumps(name)},"rank":' for name in names.to_pylist()]
+    return pc.if_else(plain, joined, pa.array(escaped, pa.string()))
 
 
 def _rendered(prefixes: pa.StringArray, indices: pa.Array, rank: pa.Array, score: pa.Array) -> pa.StringArray:
