@@ -448,7 +448,9 @@ def _stage(
     }
     products = connection.table("products").to_arrow_table()
     tables = {
-        "itemitem": lambda: item_json.reader(plain, rows.column("related_product_id")),
+        "itemitem": lambda: item_json.reader(
+            plain.select(["rank", "distance_score"]), rows.column("related_product_id")
+        ),
         "lists": lambda: list_index.positions(plain, products).to_reader(1 << 17),
         "products": lambda: products.to_reader(1 << 17),
     }

@@ -1,8 +1,8 @@
 """One snapshot, opened for serving: memory-mapped Arrow columns, and lists found by arithmetic.
 
-``itemitem.arrow`` is in (tenant, algorithm, product_id, rank) order, so each
-product's list is one contiguous run of rows, and its ``item_json`` column
-holds each row already rendered as the API's JSON. ``lists.arrow`` says where
+``itemitem.arrow`` holds ``itemitem``'s rows in (tenant, algorithm,
+product_id, rank) order, so each product's list is one contiguous run, each
+row already rendered as the API's JSON (``item_json``). ``lists.arrow`` says where
 each (algorithm, catalogue product)'s run starts, one block per algorithm in
 ``products.arrow``'s order. Opening a snapshot verifies all of that
 (engine.publish.snapshot) and maps the files (no parsing, no copy: the page cache is

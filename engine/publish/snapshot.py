@@ -3,8 +3,8 @@
 A snapshots root holds::
 
     <root>/<build_id>/             a published snapshot, never modified afterwards
-        itemitem.arrow             Arrow IPC file, rows in (tenant, algorithm, product_id, rank) order,
-                                   each also rendered as the API's JSON (sql/snapshot_itemitem.sql)
+        itemitem.arrow             Arrow IPC file: each itemitem row (in (tenant, algorithm, product_id, rank)
+                                   order) rendered as the API's JSON (sql/snapshot_itemitem.sql), its rank and score
         lists.arrow                where each (algorithm, catalogue product)'s list starts (sql/snapshot_lists.sql)
         products.arrow             the catalogue
         manifest.json              build id, parameters, row counts, sha256 of every file, scores, gate
@@ -32,29 +32,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.publish import crashpoints, locks
 from engine.publish.durable import fsync
 
-FORMAT = 2
-"""1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own."""
+FORMAT = 3
+"""1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own;
+3: itemitem.arrow keeps only what is served (the warehouse has the rest), a third of the bytes to write and hash."""
 CURRENT = "current"
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 STAGING_PREFIX = ".staging-"
 
 REQUIRED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
-    "itemitem.arrow": {
-        "tenant": pa.string(),
-        "algorithm": pa.string(),
-        "product_id": pa.string(),
-        "rank": pa.int32(),
-        "related_product_id": pa.string(),
-        "distance_score": pa.float64(),
-        "item_json": pa.string(),
-    },
+    "itemitem.arrow": {"rank": pa.int32(), "distance_score": pa.float64(), "item_json": pa.string()},
     "lists.arrow": {
         "algorithm": pa.string(),
         "tenant": pa.string(),
@@ -248,10 +242,10 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
     - no NULLs, and finite scores (the JSON must decode into the API's types);
     - every ``item_json`` ends with the comma the server drops;
     - a lists.arrow row per algorithm and catalogue product, in products.arrow's order;
-    - each listed run lies inside itemitem.arrow, carries its key at both ends,
-      and has ranks 1 at its start and ``rows`` at its end;
-    - itemitem.arrow holds exactly the listed runs, each one unbroken (as many
-      key changes as lists, and as many rows as the lists add up to).
+    - each listed run lies inside itemitem.arrow;
+    - the listed runs tile itemitem.arrow: laid end to end from row 0, none
+      overlapping, none missing, so every row belongs to exactly one list;
+    - within each run the ranks go 1, 2, ... up to the run's length.
     """
     lists_file, rows_file = folder / "lists.arrow", folder / "itemitem.arrow"
     for table, path in ((lists, lists_file), (rows, rows_file)):
@@ -284,31 +278,20 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
         pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()
     ):
         raise SnapshotInvalid(f"{lists_file}: points outside itemitem.arrow's {rows.num_rows:,} rows")
-    last = pc.subtract(pc.add(first, count), 1)
-    for ends in (first, last):
-        for key in ("tenant", "algorithm", "product_id"):
-            if not rows.column(key).take(ends).equals(listed.column(key)):
-                raise SnapshotInvalid(f"{lists_file}: does not point at its lists' rows in itemitem.arrow ({key})")
-    ranks = rows.column("rank")
-    if listed.num_rows and not (
-        pc.all(pc.equal(ranks.take(first), 1)).as_py()
-        and pc.all(pc.equal(pc.cast(ranks.take(last), pa.int64()), count)).as_py()
+    starts = np.sort(first.to_numpy())
+    lengths = count.to_numpy()[np.argsort(first.to_numpy(), kind="stable")]
+    if (lengths.sum() if lengths.size else 0) != rows.num_rows or (
+        starts.size and not np.array_equal(starts, np.r_[0, np.cumsum(lengths)[:-1]])
     ):
-        raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
-    if (pc.sum(count).as_py() or 0) != rows.num_rows or _runs(rows) != listed.num_rows:
         raise SnapshotInvalid(f"{rows_file}: its rows are not exactly the lists of lists.arrow, each in one run")
-
-
-def _runs(rows: pa.Table) -> int:
-    """How many runs of equal (tenant, algorithm, product_id) itemitem.arrow's rows make."""
-    if rows.num_rows <= 1:
-        return rows.num_rows
-    changed = None
-    for key in ("tenant", "algorithm", "product_id"):
-        column = rows.column(key)
-        differs = pc.not_equal(column.slice(1), column.slice(0, rows.num_rows - 1))
-        changed = differs if changed is None else pc.or_(changed, differs)
-    return 1 + pc.sum(pc.cast(changed, pa.int64())).as_py()
+    # Ranks go up by one within a run and start again at 1 where the next run starts.
+    ranks = rows.column("rank").to_numpy()
+    expected = np.ones(rows.num_rows, np.int64)
+    if rows.num_rows:
+        expected[1:] = ranks[:-1].astype(np.int64) + 1
+        expected[starts] = 1
+    if not np.array_equal(ranks, expected):
+        raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
 
 
 def publish(root: Path, staged: Snapshot) -> Snapshot:
