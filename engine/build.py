@@ -56,7 +56,7 @@ from engine.config import Config
 from engine.ingest import catalogue, events, exposures, files, ledger
 from engine.pipeline import counts as counting
 from engine.pipeline import evaluation, itemitem, sessions, state, visual_stage
-from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
+from engine.publish import crashpoints, gate, served, snapshot, warehouse
 from engine.publish.store import Store
 
 PUBLISHED_TABLES = (
@@ -278,8 +278,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
 
 def new_build_id(started: dt.datetime) -> str:
-    """A build's id: its start time (so ids sort in time) and a random suffix."""
-    return f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    """A build's id: its start time to the microsecond (so ids sort in time, even two builds a second apart) and a random suffix."""
+    return f"{started:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
 
 
 def _attached(connection: duckdb.DuckDBPyConnection) -> bool:
@@ -413,14 +413,8 @@ def _views(
 
 def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, dict]:
     """This build's evaluation, per algorithm, as the manifest records it."""
-    rows = (
-        connection.execute(
-            "SELECT * EXCLUDE (build_id, parameters) FROM evaluation WHERE build_id = $id", {"id": build_id}
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    return {row.pop("algorithm"): row for row in rows}
+    rows = connection.execute("SELECT * FROM evaluation WHERE build_id = $id", {"id": build_id}).to_arrow_table()
+    return served.scores(rows.to_pylist(), build_id)
 
 
 def _stage(
@@ -446,16 +440,15 @@ def _stage(
         "evaluation": scores,
         "gate": result.gate.record(),
     }
-    products = connection.table("products").to_arrow_table()
-    tables = {
-        "itemitem": lambda: item_json.reader(
-            plain.select(["rank", "distance_score"]), rows.column("related_product_id")
-        ),
-        "lists": lambda: list_index.positions(plain, products).to_reader(1 << 17),
-        "products": lambda: products.to_reader(1 << 17),
-    }
-    folders = {visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None
-    return snapshot.stage(config.snapshots.root, result.build_id, tables, manifest, folders)
+    return served.stage(
+        config.snapshots.root,
+        result.build_id,
+        plain,
+        connection.table("products").to_arrow_table(),
+        manifest,
+        related=rows.column("related_product_id"),
+        folders={visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None,
+    )
 
 
 def _record(

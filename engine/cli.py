@@ -44,7 +44,7 @@ from engine import sqlfiles
 from engine.example import generator
 from engine.ingest import files
 from engine.pipeline import visual_stage
-from engine.publish import gate, locks, snapshot, warehouse
+from engine.publish import gate, locks, snapshot, spark_output, warehouse
 
 if TYPE_CHECKING:
     from engine import build as build_module
@@ -212,8 +212,20 @@ def _generate(
     default=None,
     help="Folder (or Hadoop URI) for the Spark build's Parquet tables; default <warehouse>-spark/ beside the warehouse.",
 )
+@click.option(
+    "--build-id",
+    default=None,
+    help="Name the Spark build (a scheduler's run id), so a sensor can wait for its _SUCCESS marker (--engine spark).",
+)
 def build(
-    config_path: Path, pairs: str, force: bool, full: bool, engine: str, master: str | None, output: str | None
+    config_path: Path,
+    pairs: str,
+    force: bool,
+    full: bool,
+    engine: str,
+    master: str | None,
+    output: str | None,
+    build_id: str | None,
 ) -> None:
     """Ingest new event files, update the counts, compute and evaluate every algorithm, and publish a snapshot.
 
@@ -227,10 +239,10 @@ def build(
     if engine == "spark":
         if full:
             raise click.UsageError("--full goes with --engine duckdb (a Spark build always counts everything)")
-        _build_spark(config, master, output)
+        _build_spark(config, master, output, build_id)
         return
-    if master or output:
-        raise click.UsageError("--master and --output go with --engine spark")
+    if master or output or build_id:
+        raise click.UsageError("--master, --output and --build-id go with --engine spark")
     _build(config, pairs, force, full)
 
 
@@ -258,7 +270,9 @@ def _build(
     return result
 
 
-def _build_spark(config: config_module.Config, master: str | None, output: str | None) -> build_module.BuildResult:
+def _build_spark(
+    config: config_module.Config, master: str | None, output: str | None, build_id: str | None = None
+) -> build_module.BuildResult:
     try:
         from engine.spark import runner
     except ImportError:
@@ -276,9 +290,33 @@ def _build_spark(config: config_module.Config, master: str | None, output: str |
             "(a DuckDB build makes them; see README, What stays on one machine)"
         )
     with _exits():
-        result = runner.build(config, target, spark=spark, reporter=ConsoleReporter())
+        result = runner.build(config, target, spark=spark, reporter=ConsoleReporter(), build_id=build_id)
     _summary(result, begin)
+    err.print(f"wrote {target} with its _SUCCESS marker; `etalage publish --from {target}` makes it live")
     return result
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
+)
+@click.option("--from", "source", required=True, help="A Spark build's output folder (or Hadoop URI DuckDB can read).")
+@click.option("--force", is_flag=True, help="Publish even if the evaluation gate would refuse the build.")
+def publish(config_path: Path, source: str, force: bool) -> None:
+    """Make a Spark build's tables the live snapshot, and the warehouse's tables views over them.
+
+    Checks the build's _SUCCESS marker and the tables' columns, adds its
+    builds and evaluation rows to the warehouse's history, gates its scores
+    against the live snapshot, and stages, verifies and switches a snapshot
+    as a DuckDB build does.
+    """
+    config = _load(config_path)
+    with _exits():
+        result = spark_output.publish(config, source, force=force)
+    err.print(f"took in build {result.build_id} from {source}: {result.rows['itemitem']:,} itemitem rows")
+    err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
+    pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
+    err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
 
 
 def _summary(result: build_module.BuildResult, begin: float) -> None:
@@ -691,6 +729,7 @@ def _exits() -> Iterator[None]:
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         files.IngestError: EXIT_BAD_INPUT,
+        spark_output.OutputRefused: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
         gate.GateRefused: EXIT_GATE_REFUSED,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]' (the test extra has it)")
@@ -31,7 +33,7 @@ if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
 
 import engine  # noqa: E402
 from engine import build, config, sqlfiles  # noqa: E402
-from engine.publish import warehouse  # noqa: E402
+from engine.publish import snapshot, spark_output, warehouse  # noqa: E402
 from engine.spark import runner, transpile  # noqa: E402
 from tests.conftest import divolte_events, write_shop_folder  # noqa: E402
 
@@ -420,3 +422,70 @@ def test_an_output_folder_that_is_not_a_spark_build_is_never_replaced(tmp_path, 
     with pytest.raises(config.ConfigError, match="is not the output of an etalage Spark build"):
         runner.build(config.load(config_path), tmp_path / "precious", spark=spark)
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+# -- publishing a Spark build ----------------------------------------------------------------------------------
+
+
+def spark_config(small_shop: Path, folder: Path) -> config.Config:
+    cfg = config.load(small_shop / "etalage.toml")
+    snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
+    return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots)
+
+
+def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck, on_spark, tmp_path):
+    """Spark's output taken in by `etalage publish`: history, views for analysts, and the same served lists."""
+    from server.reader import ServedSnapshot
+
+    output, result = on_spark
+    assert json.loads((output / "_SUCCESS").read_text())["build_id"] == result.build_id
+    cfg = spark_config(small_shop, tmp_path)
+    published = spark_output.publish(cfg, str(output))
+    assert published.build_id == result.build_id and published.gate.verdict == "first"
+    served = ServedSnapshot(published.snapshot.path)
+    with warehouse.connect(duck, read_only=True) as connection:
+        lists = connection.execute("SELECT tenant, algorithm, product_id, list(related_product_id ORDER BY rank), "
+                                   "list(distance_score ORDER BY rank) FROM itemitem GROUP BY ALL").fetchall()  # fmt: skip
+    n = dict(warehouse.connect(duck, read_only=True).execute("SELECT tenant, sessions FROM tenant_sessions").fetchall())
+    assert len(lists) > 1000
+    for tenant, algorithm, product, related, scores in lists:
+        answer = served.recommendations(tenant, algorithm, product, 100)
+        if algorithm == "llr":  # within the LLR's ulps; a near-tie may swap (none was seen)
+            assert [r.score for r in answer] == pytest.approx(scores, abs=llr_tolerance(n[tenant]))
+        else:
+            assert [r.product_id for r in answer] == related and [r.score for r in answer] == scores
+    # Analysts query the Spark tables through the warehouse; the build joined its history.
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] == published.rows["itemitem"]
+        assert connection.execute("SELECT build_id FROM builds").fetchall() == [(result.build_id,)]
+        assert (
+            connection.execute(
+                "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
+            ).fetchone()[0]
+            == 4
+        )
+    # The same output again is refused (its snapshot is there: a rollback makes it live), and nothing changes.
+    with pytest.raises(spark_output.OutputRefused, match="is published already"):
+        spark_output.publish(cfg, str(output))
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 1
+
+
+def test_publish_refuses_an_unfinished_or_misshapen_output(small_shop, on_spark, tmp_path):
+    output, _ = on_spark
+    cfg = spark_config(small_shop, tmp_path / "shop")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(output, unfinished)
+    (unfinished / "_SUCCESS").unlink()
+    with pytest.raises(spark_output.OutputRefused, match="no _SUCCESS marker"):
+        spark_output.publish(cfg, str(unfinished))
+    misshapen = tmp_path / "misshapen"
+    shutil.copytree(output, misshapen)
+    for part in (misshapen / "itemitem").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(
+            table.rename_columns(["score" if c == "distance_score" else c for c in table.column_names]), part
+        )
+    with pytest.raises(spark_output.OutputRefused, match="table itemitem has no column 'distance_score'"):
+        spark_output.publish(cfg, str(misshapen))
+    assert not (tmp_path / "shop" / "warehouse.duckdb").exists() and snapshot.live(cfg.snapshots.root) is None

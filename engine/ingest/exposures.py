@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.ingest.events import IngestError
+from engine.ingest.files import IngestError
 
 SCHEMA = pa.schema(
     [
@@ -40,8 +40,8 @@ def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
 
 
-def load(connection: duckdb.DuckDBPyConnection, folder: Path) -> int:
-    """Create ``exposures`` from every exposure file under ``folder`` (empty when there are none); return its rows."""
+def checked(folder: Path) -> list[Path]:
+    """The finished exposure files under ``folder``, each checked by its footer to have the exposure schema."""
     paths = files(folder)
     for path in paths:
         try:
@@ -52,6 +52,12 @@ def load(connection: duckdb.DuckDBPyConnection, folder: Path) -> int:
         if not SCHEMA.equals(schema):
             msg = f"{path}: not an exposure file (schema {schema.to_string(show_schema_metadata=False)!r})"
             raise IngestError(msg)
+    return paths
+
+
+def load(connection: duckdb.DuckDBPyConnection, folder: Path) -> int:
+    """Create ``exposures`` from every exposure file under ``folder`` (empty when there are none); return its rows."""
+    paths = checked(folder)
     rows = pq.ParquetDataset([str(p) for p in paths], schema=SCHEMA).read() if paths else SCHEMA.empty_table()
     connection.register("exposure_rows", rows)
     connection.execute("CREATE TABLE exposures AS SELECT * FROM exposure_rows ORDER BY ts, exposure_id")

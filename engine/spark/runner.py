@@ -54,7 +54,7 @@ from engine.build import (
 from engine.config import Config, ConfigError
 from engine.ingest import catalogue, events, exposures, files
 from engine.pipeline import state
-from engine.publish import warehouse
+from engine.publish import locks, spark_output, warehouse
 from engine.spark import transpile
 
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
@@ -75,9 +75,11 @@ def session(master: str | None = None) -> SparkSession:
     """The active Spark session, or a new one on ``master`` (``local[*]``, ``yarn``, ``spark://...``).
 
     Under ``spark-submit`` the session it configured is used as it is. A
-    session etalage starts itself in local mode gets a 4 GiB driver and few
-    shuffle partitions, which suit one machine. Every session computes in UTC,
-    so timestamps mean what they mean in DuckDB.
+    session etalage starts itself keeps Spark's own catalogue folder (which
+    etalage never uses) in a temporary folder instead of ./spark-warehouse,
+    and in local mode gets a 4 GiB driver. Shuffle partitions and adaptive
+    execution are set for each build's data (:func:`_tune`). Every session
+    computes in UTC, so timestamps mean what they mean in DuckDB.
     """
     active = SparkSession.getActiveSession()
     if active is None:
@@ -87,15 +89,11 @@ def session(master: str | None = None) -> SparkSession:
         if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
             master = "local[*]"
         builder = SparkSession.builder.appName("etalage").config("spark.ui.showConsoleProgress", "false")
+        builder = builder.config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="etalage-spark-warehouse-"))
         if master:
             builder = builder.master(master)
         if master and master.startswith("local"):
             builder = builder.config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
-            # Spark's own catalogue folder, which etalage never uses, instead of ./spark-warehouse.
-            builder = builder.config(
-                "spark.sql.warehouse.dir", os.path.join(tempfile.gettempdir(), "etalage-spark-warehouse")
-            )
-            builder = builder.config("spark.sql.shuffle.partitions", str(4 * _local_cores(master)))
         try:
             active = builder.getOrCreate()
         except Exception as error:  # pyspark reports a JVM that failed to start in several ways
@@ -106,28 +104,43 @@ def session(master: str | None = None) -> SparkSession:
     return active
 
 
-def _local_cores(master: str) -> int:
-    """The worker threads of a ``local``, ``local[N]`` or ``local[*]`` master."""
-    inside = master[len("local[") : -1] if master.startswith("local[") else "1"
-    return int(inside) if inside.isdigit() else (os.cpu_count() or 1)
-
-
 def default_output(config: Config) -> Path:
     """Where a Spark build writes when ``--output`` is not given: ``<warehouse>-spark/`` beside the warehouse."""
     return config.warehouse.with_name(config.warehouse.stem + "-spark")
 
 
 def build(
-    config: Config, output: str | Path, *, spark: SparkSession | None = None, reporter: Reporter | None = None
+    config: Config,
+    output: str | Path,
+    *,
+    spark: SparkSession | None = None,
+    reporter: Reporter | None = None,
+    build_id: str | None = None,
 ) -> BuildResult:
-    """Run the whole pipeline on Spark and replace the Parquet tables under ``output``."""
+    """Run the whole pipeline on Spark and replace the Parquet tables under ``output``.
+
+    ``build_id`` names the build (a scheduler passes its own, to wait for
+    this build's ``_SUCCESS`` marker); by default one is made as a DuckDB
+    build makes it.
+
+    Raises:
+        ConfigError: Avro events on a cluster without spark-avro, or an output folder another build is writing.
+    """
     reporter = reporter or Silent()
     spark = spark or session()
     result, found, started = checked_files(config, str(output), reporter)
+    result.build_id = build_id or result.build_id
+    if found.avro and not _reads_avro(spark) and not spark.sparkContext.master.startswith("local"):
+        msg = (
+            f"events.avro on a cluster ({spark.sparkContext.master}) needs Spark's Avro reader: "
+            f"spark-submit --packages org.apache.spark:spark-avro_2.13:{spark.version} ... "
+            "(or list the events under events.parquet); without it only local mode can stage Avro on the driver"
+        )
+        raise ConfigError(msg)
+    _tune(spark, sum(os.path.getsize(path) for paths in found.by_format().values() for path in paths))
     with ExitStack() as cleanup:
-        run = _Run(spark, _Output(spark, str(output)), result, reporter)
+        run = _Run(spark, cleanup.enter_context(_Output(spark, str(output))), result, reporter)
         cleanup.callback(run.close)
-        cleanup.push(run.output.discard_on_error)
         run.step("events", lambda: _map_events(spark, found, config.events.mapping, cleanup))
         run.view("file_counts")
         # sql/ingest_stats.sql sums the ledger of ingested files; on Spark every file is read now.
@@ -147,8 +160,31 @@ def build(
             _evaluate(run, config, result.build_id)
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started, newest))
-        run.output.publish()
+        run.output.publish(result.build_id)
     return result
+
+
+def _reads_avro(spark: SparkSession) -> bool:
+    """Whether spark-avro is on the classpath (``--packages org.apache.spark:spark-avro_2.13:<version>``)."""
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("org.apache.spark.sql.avro.AvroFileFormat")
+    except Exception:  # py4j wraps the ClassNotFoundException
+        return False
+    return True
+
+
+def _tune(spark: SparkSession, input_bytes: int) -> None:
+    """Settings for the data at hand: shuffle partitions from its size, adaptive execution and skew joins on.
+
+    About 128 MB of input per shuffle partition, and at least two per core;
+    adaptive execution coalesces the ones that turn out small and splits
+    skewed joins (a few very popular products).
+    """
+    cores = spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(max(2 * cores, input_bytes // (128 << 20))))
+    spark.conf.set("spark.sql.adaptive.enabled", "true")
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "true")
+    spark.conf.set("spark.sql.adaptive.skewJoin.enabled", "true")
 
 
 class _Run:
@@ -220,21 +256,43 @@ def _identifier(name: str) -> str:
 
 
 class _Output:
-    """The output directory, written beside the target and moved into place whole (Hadoop FileSystem renames)."""
+    """The output directory, written beside the target and moved into place whole (Hadoop FileSystem renames).
+
+    A context manager: entering takes ``<output>.lock`` (created only if
+    absent, which HDFS and local disks do atomically), so that two builds
+    never write one output; leaving removes it, and a failed build's
+    ``.building`` folder.
+    """
 
     def __init__(self, spark: SparkSession, target: str) -> None:
         self.spark = spark
         jvm = spark.sparkContext._jvm
-        self.target = jvm.org.apache.hadoop.fs.Path(target)
-        self.building = jvm.org.apache.hadoop.fs.Path(target + ".building")
-        self.previous = jvm.org.apache.hadoop.fs.Path(target + ".previous")
+        self.path = jvm.org.apache.hadoop.fs.Path
+        self.target = self.path(target)
+        self.building = self.path(target + ".building")
+        self.previous = self.path(target + ".previous")
+        self.lock = self.path(target + ".lock")
         self.fs = self.target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        marker = jvm.org.apache.hadoop.fs.Path(target + "/builds")
+        marker = self.path(target + "/builds")
         if self.fs.exists(self.target) and self.fs.listStatus(self.target) and not self.fs.exists(marker):
             # Publishing replaces the whole folder: never one that a Spark build did not write.
             msg = f"{target} exists and is not the output of an etalage Spark build (it has no builds/): choose another --output"
             raise ConfigError(msg)
+
+    def __enter__(self) -> _Output:
+        if not self.fs.createNewFile(self.lock):
+            msg = (
+                f"another Spark build is writing {self.target.toString()} (lock {self.lock.toString()} is held; "
+                "remove it if no build runs)"
+            )
+            raise locks.Busy(msg)
         self.fs.delete(self.building, True)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.fs.delete(self.building, True)
+        self.fs.delete(self.lock, False)
 
     def write(self, table: str, frame: DataFrame) -> DataFrame:
         """Write ``frame`` as ``<output>.building/<table>/`` and return the rows read back from there."""
@@ -242,13 +300,11 @@ class _Output:
         frame.write.mode("overwrite").parquet(path)
         return self.spark.read.parquet(path)
 
-    def discard_on_error(self, kind, error, traceback) -> None:
-        """An ExitStack exit callback: a failed build leaves no ``.building`` folder behind."""
-        if kind is not None:
-            self.fs.delete(self.building, True)
-
-    def publish(self) -> None:
-        """Put the finished tables in place of the previous output."""
+    def publish(self, build_id: str) -> None:
+        """Put the finished tables, and last the ``_SUCCESS`` marker naming the build, in place of the previous output."""
+        marker = self.fs.create(self.path(self.building.toString() + "/" + spark_output.SUCCESS), True)
+        marker.write(bytearray(json.dumps({"build_id": build_id, "tables": list(OUTPUT_TABLES)}).encode()))
+        marker.close()
         self.fs.delete(self.previous, True)
         if self.fs.exists(self.target) and not self.fs.rename(self.target, self.previous):
             msg = f"cannot move {self.target} aside to {self.previous}"
@@ -304,11 +360,15 @@ def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
 
 
 def _exposures(spark: SparkSession, folder: Path) -> DataFrame:
-    """``exposures``, the server's exposure files, loaded and checked on the driver as a DuckDB build does."""
-    with warehouse.connect() as connection:
-        exposures.load(connection, folder)
-        rows = connection.execute("SELECT * FROM exposures").to_arrow_table()
-    return _from_driver(spark, rows)
+    """``exposures``, the server's exposure files, read by Spark (they grow with traffic).
+
+    A file of another schema is refused with its name, as a DuckDB build does.
+    """
+    schema = from_arrow_schema(exposures.SCHEMA, prefer_timestamp_ntz=True)
+    paths = [str(p) for p in exposures.checked(folder)]  # footers only, on the driver; the rows stay with Spark
+    if not paths:
+        return spark.createDataFrame([], schema=schema)
+    return spark.read.schema(schema).parquet(*paths).orderBy("ts", "exposure_id")
 
 
 def _from_driver(spark: SparkSession, rows: pa.Table) -> DataFrame:
