@@ -399,11 +399,33 @@ def sql(
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet needs --output FILE")
     try:
-        with warehouse.connect(path, read_only=True) as connection:
+        with warehouse.connect_read_only(path) as connection:
+            _check_read_query(connection, query)
             result = connection.execute(query).to_arrow_table()
+    except duckdb.PermissionException as error:
+        msg = (
+            f"{error}\netalage sql reads the warehouse only: no other files, databases or extensions (--output exports)"
+        )
+        raise BadInput(msg) from None
     except duckdb.Error as error:
         raise BadInput(str(error)) from None
     _write(result, fmt, output, max_rows)
+
+
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+"""What `etalage sql` runs: queries. DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB."""
+
+
+def _check_read_query(connection: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse anything but a query before it runs, naming the statement (a locked connection would refuse most anyway)."""
+    for statement in connection.extract_statements(query):
+        if statement.type not in READ_STATEMENTS:
+            kind = statement.type.name
+            msg = (
+                f"etalage sql runs read-only queries (SELECT, EXPLAIN), not {kind}: the warehouse is opened "
+                "read-only, without access to other files or settings; --output FILE exports a result"
+            )
+            raise BadInput(msg)
 
 
 def _write(result: pa.Table, fmt: str, output: Path | None, max_rows: int) -> None:

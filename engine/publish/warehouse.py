@@ -18,7 +18,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import duckdb
 
@@ -49,6 +49,35 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     # LOAD takes no bound parameters; the path comes from the installed package, not from input.
     connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")
     udfs.register(connection)
+    return connection
+
+
+def connect_read_only(path: Path, readable: Sequence[Path] = ()) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for an analyst's query: read-only, no file or network access but ``readable``, settings locked.
+
+    ``etalage sql`` runs whatever it is given, so the connection must not be
+    able to write a file (``COPY ... TO`` the warehouse itself), attach and
+    change another database, read ``/etc/passwd``, install an extension or
+    turn any of this back on. Relative paths resolve against the warehouse's
+    folder (``file_search_path``), so a view over Parquet files in a folder
+    beside it (``readable``) reads them, and nothing else. DuckDB matches a
+    view's relative path against ``allowed_directories`` both as written and
+    resolved, so each folder is allowed in both forms; ``..`` is refused.
+    The order matters: once external access is off, ``allowed_directories``
+    can no longer be set, and neither can be passed to ``duckdb.connect``.
+    """
+    folder = path.resolve().parent
+    allowed = []
+    for directory in readable:
+        absolute = directory.resolve()
+        allowed.append(f"{absolute}/")
+        if absolute.is_relative_to(folder):
+            allowed.append(f"{absolute.relative_to(folder)}/")
+    connection = connect(path, read_only=True)
+    connection.execute("SET file_search_path = $folder", {"folder": str(folder)})
+    connection.execute("SET allowed_directories = $allowed", {"allowed": allowed})
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
     return connection
 
 
