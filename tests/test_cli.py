@@ -143,9 +143,8 @@ def test_the_read_only_connection_reads_its_store_folder_and_nothing_else(tmp_pa
         for query, message in refused.items():
             with pytest.raises(duckdb.Error, match=message):
                 connection.execute(query)
-    with warehouse.connect_read_only(path) as connection:  # the folder is readable only when named
-        with pytest.raises(duckdb.PermissionException):
-            connection.execute("SELECT * FROM rows")
+    with warehouse.connect_read_only(path) as connection, pytest.raises(duckdb.PermissionException):
+        connection.execute("SELECT * FROM rows")  # the folder is readable only when named
     assert sha256(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.parquet", "warehouse.duckdb", "warehouse.store"]
 
