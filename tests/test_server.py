@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import random
 from pathlib import Path
 from urllib.parse import quote
@@ -193,7 +194,7 @@ def test_health_readiness_metrics_and_openapi(shop, client):
     text = client.get("/metrics").text
     assert 'etalage_requests_total{route="/v1/{tenant}/products/{product_id}/gateway",status="200",variant="' in text
     assert "etalage_request_seconds_bucket" in text
-    assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}"}} 1.0' in text
+    assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}",pid="{os.getpid()}"}} 1.0' in text
     assert "etalage_snapshot_age_seconds" in text
     schema = client.get("/schema/openapi.json").json()
     for route, answer in (("recommendations", "Recommendations"), ("gateway", "GatewayAnswer")):
