@@ -693,7 +693,7 @@ def _serve(
             port=port,
             workers=workers or config.serving.workers,
             loop="uvloop",
-            http="httptools",
+            http="server.http:LimitedHttpTools",  # uvicorn's httptools with a header limit and JSON errors
             log_level="warning",
             access_log=False,
         )

@@ -40,6 +40,7 @@ from engine import config as config_module
 from server import assignment, catalogue_routes, metrics, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
+from server.http import LimitedHttpTools
 from server.live import LiveSnapshot, NoSnapshot
 from server.lookup import Lookup, Unavailable, limit_type
 from server.reader import Recommendation
@@ -208,7 +209,11 @@ def create_app(config: config_module.Config) -> Litestar:
             try:
                 await asyncio.to_thread(exposures.flush)
             except OSError:
-                log.exception("exposures not written at shutdown (%d still queued are lost)", exposures.queued)
+                log.exception(
+                    "exposures not all written at shutdown: %d still queued are lost, spilled ones wait in %s",
+                    exposures.queued,
+                    exposures.spill,
+                )
 
     app = Litestar(
         route_handlers=[
@@ -341,5 +346,10 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
 
 
 def from_environment() -> Litestar:
-    """The app for the config named by ``ETALAGE_CONFIG``: what ``etalage serve``'s workers import."""
-    return create_app(config_module.load(Path(os.environ.get("ETALAGE_CONFIG", "etalage.toml"))))
+    """The app for the config named by ``ETALAGE_CONFIG``: what ``etalage serve``'s workers import.
+
+    It also sets the header limit of the worker's HTTP protocol (``server.http``) from the same config.
+    """
+    config = config_module.load(Path(os.environ.get("ETALAGE_CONFIG", "etalage.toml")))
+    LimitedHttpTools.max_header_bytes = config.serving.max_header_bytes
+    return create_app(config)

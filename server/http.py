@@ -15,19 +15,23 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from engine.config import Serving
+
 
 class LimitedHttpTools(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` that refuses more than ``max_header_bytes`` of request line and headers.
 
     httptools gathers a header's value whole before it calls back, so the
     count is kept on the bytes as they arrive, up to the blank line that
-    ends the headers. ``etalage serve`` passes
-    ``functools.partial(LimitedHttpTools, max_header_bytes=...)`` to uvicorn.
+    ends the headers. ``etalage serve`` names this class to uvicorn, which
+    makes one per connection; each worker sets the limit from its config
+    (``server.app.from_environment``) before it accepts one.
     """
 
-    def __init__(self, *args: Any, max_header_bytes: int, **kwargs: Any) -> None:
+    max_header_bytes = Serving.max_header_bytes
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_header_bytes = max_header_bytes
         self._in_head = True
         self._head_bytes = 0
         self._line_done = False

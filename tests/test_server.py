@@ -162,6 +162,9 @@ def test_a_product_without_a_list_gets_the_fallback(shop, client):
         ("/v1/nl/products/{p}/gateway?visitor=" + "v" * 129, 400, "visitor must be"),
         ("/v1/nl/products/{p}/gateway?visitor=%00%ff", 400, "visitor must be"),
         ("/v2/nl/products/{p}/recommendations", 404, "Not Found"),
+        ("/v1/nl/products/{p}/recommendations?limit=3&limit=5", 400, "query parameter 'limit' is given more than once"),
+        ("/v1/nl/products/{p}/recommendations?algorithm=llr&algorith%6D=jaccard", 400, "'algorithm' is given more"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&visitor=b", 400, "query parameter 'visitor' is given more than once"),
     ],
 )
 def test_bad_requests_get_a_json_4xx_that_says_why(shop, client, url, status, fragment):
