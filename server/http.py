@@ -34,22 +34,25 @@ class LimitedHttpTools(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
-        self._line_done = False
+        self._line_bytes: int | None = None
+        """The request line's length once its end has been seen."""
         self._refusal: tuple[int, str] | None = None
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return  # refused already
         if self._in_head:
+            if self._line_bytes is None and (line_end := data.find(b"\r\n")) >= 0:
+                self._line_bytes = self._head_bytes + line_end
             end = data.find(b"\r\n\r\n")
             self._head_bytes += len(data) if end < 0 else end
-            self._line_done = self._line_done or b"\r\n" in data
             if self._head_bytes > self.max_header_bytes:
                 limit = f"longer than this server takes ({self.max_header_bytes:,} bytes)"
+                line = self._head_bytes if self._line_bytes is None else self._line_bytes
                 self._refusal = (
-                    (431, f"the request's line and headers are {limit}")
-                    if self._line_done
-                    else (414, f"the URL is {limit}")
+                    (414, f"the URL is {limit}")
+                    if line > self.max_header_bytes
+                    else (431, f"the request's line and headers are {limit}")
                 )
                 self.send_400_response("")
                 return
@@ -60,7 +63,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_head, self._head_bytes, self._line_done = True, 0, False
+        self._in_head, self._head_bytes, self._line_bytes = True, 0, None
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.publish import crashpoints, locks
-from engine.publish.durable import fsync
+from engine.publish.durable import fsync, writing
 
 FORMAT = 2
 """1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own."""
@@ -126,17 +126,21 @@ def stage(
     The manifest gets the format, build id, row counts, schemas and sha256 of
     every file; the folder is verified, and ``_SUCCESS`` is written last.
     Nothing here is visible to readers until :func:`publish`.
+
+    Raises:
+        SnapshotInvalid: what was written does not verify.
+        DiskFull: the disk filled up (the message names the file); the staging folder is removed.
     """
     staging = root / f"{STAGING_PREFIX}{build_id}"
     _remove_tree(staging, leftover=True)
     staging.mkdir(parents=True)
-    with _removed_on_error(staging):
+    with _removed_on_error(staging), writing(staging):
         files = {}
         for name, rows_of in tables.items():
             path = staging / f"{name}.arrow"
             reader = rows_of()
             rows = 0
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            with writing(path), pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
                 for batch in reader:
                     writer.write_batch(batch)
                     rows += batch.num_rows

@@ -93,7 +93,11 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     with _locked(path):
         building = path.with_name(f".{path.name}.building")
         _remove(building)
-        connection = connect(building)
+        try:
+            connection = connect(building)
+        except BaseException:
+            _remove(building)  # a full disk fails the new file's first write
+            raise
         try:
             _carry_history(connection, path)
         except BaseException:
