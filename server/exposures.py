@@ -45,7 +45,7 @@ MAX_QUEUED = 100_000
 """Records a process keeps in memory at most (about 60 MB); past it, new ones are dropped and counted."""
 SPILL = ".spill"
 """The folder, inside the exposures folder, that holds records the day's folder could not take yet."""
-CHUNK = 4096
+CHUNK = 512
 """Records converted between two releases of the GIL, so that a large flush does not hold up requests."""
 
 

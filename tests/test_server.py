@@ -77,6 +77,13 @@ def test_weighted_choice_and_bernoulli_follow_planouts_scaled_hash():
     assert shares.count("a") / len(shares) == pytest.approx(0.25, abs=0.015)
 
 
+def test_the_gateways_assignment_is_planouts_weighted_choice_over_the_variants():
+    experiment = Experiment("exp", variants=(Variant("a", "llr", weight=1), Variant("b", "jaccard", weight=3)))
+    for visitor in (f"0:{i}" for i in range(5_000)):
+        chosen = assignment.weighted_choice(experiment.variants, [1, 3], "exp", "variant", visitor)
+        assert assignment.assign(experiment, visitor) is chosen
+
+
 def test_changing_other_config_never_reshuffles_visitors():
     visitors = [f"0:{i}" for i in range(2_000)]
     running = Experiment("homepage", variants=(Variant("llr", "llr"), Variant("cooc", "cooccurrence")))
