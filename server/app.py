@@ -19,11 +19,9 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote_plus
@@ -193,19 +191,17 @@ def create_app(config: config_module.Config) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         serving = config.serving
-        checker = ThreadPoolExecutor(1, thread_name_prefix="etalage-verify", initializer=_lowest_priority)
         await asyncio.to_thread(live.refresh)
         tasks = [
             asyncio.create_task(_every("reload", serving.reload_seconds, live.refresh)),
             asyncio.create_task(_every("flush", serving.flush_seconds, exposures.flush)),
-            asyncio.create_task(_every("verify", serving.verify_seconds, live.recheck, checker)),
+            asyncio.create_task(_every("verify", serving.verify_seconds, live.recheck)),
         ]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            checker.shutdown(wait=False, cancel_futures=True)
             try:
                 await asyncio.to_thread(exposures.flush)
             except OSError:
@@ -264,25 +260,19 @@ class _Json:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _every(name: str, seconds: float, work: Callable[[], object], executor: Executor | None = None) -> None:
+async def _every(name: str, seconds: float, work: Callable[[], object]) -> None:
     """Run ``work`` on a thread every ``seconds`` until cancelled, whatever it raises (see the module's docstring)."""
-    loop = asyncio.get_running_loop()
     pause = seconds
     while True:
         await asyncio.sleep(pause)
         try:
-            await loop.run_in_executor(executor, work)
+            await asyncio.to_thread(work)
         except Exception:
             pause = min(pause * 2, max(seconds, MAX_BACKOFF))
             metrics.BACKGROUND_FAILURES.labels(name).inc()
             log.exception("background %s failed; trying again in %.1f s", name, pause)
         else:
             pause = seconds
-
-
-def _lowest_priority() -> None:
-    """Give the calling thread (Linux schedules threads one by one) the lowest CPU priority: checksums can wait."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _internal_error(request: Request, error: Exception) -> Response:

@@ -19,8 +19,10 @@ process switches to the newest snapshot that verifies.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from engine.publish import snapshot
@@ -28,6 +30,8 @@ from server import metrics
 from server.reader import ServedSnapshot
 
 log = logging.getLogger("etalage.server")
+_SPAWN = multiprocessing.get_context("spawn")
+"""A fresh interpreter for the background check: forking a server process with its threads is not safe."""
 
 
 class NoSnapshot(RuntimeError):
@@ -68,15 +72,17 @@ class LiveSnapshot:
     def recheck(self) -> bool:
         """Verify every file of the served snapshot against its manifest again; on a mismatch, switch.
 
-        Returns whether the served snapshot changed. Hashing runs with the GIL
-        released, on whatever thread calls this (the app gives it one of the
-        lowest priority).
+        Returns whether the served snapshot changed. The hashing (hundreds of
+        MB) runs in a child process of the lowest CPU priority: a thread of
+        low priority would still share the GIL with the requests, and could
+        hold it while the scheduler left it waiting.
         """
         served = self.current
         if served is None:
             return False
         try:
-            snapshot.verify(served.path)
+            with ProcessPoolExecutor(1, _SPAWN, initializer=os.nice, initargs=(19,)) as child:
+                child.submit(snapshot.verify, served.path).result()
         except snapshot.SnapshotInvalid as error:
             with self._switching:
                 self.failed[served.path.name] = str(error)
