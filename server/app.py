@@ -318,13 +318,13 @@ def _repeated(query: bytes) -> str | None:
     """The first query parameter named twice (after percent-decoding), or None; no route takes a list."""
     if b"&" not in query:
         return None
-    seen = set()
-    for pair in query.split(b"&"):
-        name = unquote_plus(pair.split(b"=", 1)[0].decode("latin-1"))
-        if name in seen:
-            return name[:40]
-        seen.add(name)
-    return None
+    names = [pair.partition(b"=")[0].decode("latin-1") for pair in query.split(b"&")]
+    if b"%" in query or b"+" in query:  # compared as Litestar will read them
+        names = [unquote_plus(name) for name in names]
+    if len(set(names)) == len(names):
+        return None
+    seen: set[str] = set()
+    return next(name[:40] for name in names if name in seen or seen.add(name))
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
