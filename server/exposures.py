@@ -45,7 +45,7 @@ from server import metrics
 log = logging.getLogger("etalage.server")
 
 MAX_QUEUED = 100_000
-"""Records a process keeps in memory at most (about 60 MB); past it, new ones are dropped and counted."""
+"""Records a process keeps in memory at most (about 50 MB of JSON lines); past it, new ones are dropped and counted."""
 SPILL = ".spill"
 """The folder, inside the exposures folder, that holds records the day's folder could not take yet."""
 
