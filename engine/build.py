@@ -136,6 +136,7 @@ def build(
     """
     with snapshot.locked(config.snapshots.root):
         snapshot.clean(config.snapshots.root)
+        snapshot.recover(config.snapshots.root)  # a broken `current` would stop the build after all its work
         return _build(config, pairs, force, full, reporter or Silent())
 
 

@@ -9,11 +9,13 @@ Exit codes (documented in the README for cron and Airflow):
 * 4: another build (or rollback) holds the lock;
 * 5: the existing warehouse cannot be opened;
 * 6: the evaluation gate refused the build: nothing was published;
-* 7: a snapshot failed verification (a missing or changed file): nothing was switched.
+* 7: a snapshot failed verification (a missing or changed file): nothing was switched;
+* 8: the disk is full (or a quota is exhausted): the message names the path; nothing was changed.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import click
 import duckdb
@@ -44,7 +46,7 @@ from engine import sqlfiles
 from engine.example import generator
 from engine.ingest import files
 from engine.pipeline import visual_stage
-from engine.publish import gate, locks, snapshot, spark_output, warehouse
+from engine.publish import durable, gate, locks, snapshot, spark_output, warehouse
 
 if TYPE_CHECKING:
     from engine import build as build_module
@@ -54,6 +56,7 @@ EXIT_BUSY = 4
 EXIT_UNREADABLE_WAREHOUSE = 5
 EXIT_GATE_REFUSED = 6
 EXIT_SNAPSHOT_INVALID = 7
+EXIT_DISK_FULL = 8
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -388,33 +391,57 @@ def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | No
 )
 @click.option("--verify", "check", is_flag=True, help="Also verify every file of every snapshot against its manifest.")
 def snapshots(config_path: Path, check: bool) -> None:
-    """List the published snapshots, newest first, with their scores; `*` marks the live one."""
+    """List the published snapshots, newest first, with their scores; `*` marks the live one.
+
+    With --verify, every snapshot folder is checked, and any that fails (or a
+    broken `current`) makes the exit code 7.
+    """
     config = _load(config_path)
     root = config.snapshots.root
-    with _exits():
-        current = snapshot.live(root)
+    current, problem = _live_or_problem(root)
     metric = f"{config.snapshots.gate_algorithm} {gate.METRIC}"
     table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
-    for each in reversed(snapshot.published(root)):
-        score = ((each.manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
+    listed = {each.path.name: each.manifest for each in snapshot.published(root)}
+    names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)
+    invalid = []
+    for name in reversed(names):
+        manifest = listed.get(name, {})
+        score = ((manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
         row = [
-            "*" if current and each.path.name == current.path.name else "",
-            each.path.name,
-            each.manifest.get("created_at", "?"),
-            f"{each.manifest.get('rows', {}).get('itemitem', 0):,}",
+            "*" if current and name == current.path.name else "",
+            name,
+            manifest.get("created_at", "?"),
+            f"{manifest.get('rows', {}).get('itemitem', 0):,}",
             "" if score is None else f"{score:.4f}",
-            (each.manifest.get("gate") or {}).get("verdict", ""),
+            (manifest.get("gate") or {}).get("verdict", ""),
         ]
         if check:
             try:
-                snapshot.verify(each.path)
+                snapshot.verify(root / name)
                 row.append("ok")
             except snapshot.SnapshotInvalid as error:
+                invalid.append(name)
                 row.append(f"[red]INVALID[/]: {error}")
         table.add_row(*row)
-    if not table.row_count:
+    if not table.row_count and not problem:
         raise BadInput(f"no snapshots under {root} yet; run `etalage build`")
     out.print(table)
+    if problem:
+        err.print(f"error: {problem}", style="red", markup=False, highlight=False)
+    if check and (invalid or problem):
+        failed = (
+            f"{len(invalid)} of {len(names)} snapshots failed verification ({', '.join(invalid)})" if invalid else ""
+        )
+        err.print(f"error: {failed or 'the live pointer is broken'}", style="red", markup=False, highlight=False)
+        sys.exit(EXIT_SNAPSHOT_INVALID)
+
+
+def _live_or_problem(root: Path) -> tuple[snapshot.Snapshot | None, str | None]:
+    """The live snapshot, or None and what is wrong with ``current`` (dangling, not a link, no manifest)."""
+    try:
+        return snapshot.live(root), None
+    except snapshot.SnapshotInvalid as error:
+        return None, str(error)
 
 
 @main.command()
@@ -423,15 +450,18 @@ def snapshots(config_path: Path, check: bool) -> None:
     "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
 )
 def rollback(build_id: str | None, config_path: Path) -> None:
-    """Make an earlier snapshot live: BUILD_ID, or the one before the live one.
+    """Make an earlier snapshot live: BUILD_ID, or the newest one before the live one that verifies.
 
-    The target is verified first. The warehouse is not changed, and the next
-    build publishes (and gates against) from the rolled-back snapshot.
+    The target is verified first. With `current` broken (dangling, not a
+    link), the default is the newest snapshot that verifies. The warehouse is
+    not changed, and the next build publishes (and gates against) from the
+    rolled-back snapshot.
     """
     config = _load(config_path)
     with _exits(), snapshot.locked(config.snapshots.root):
+        _, problem = _live_or_problem(config.snapshots.root)
         previous, now = snapshot.rollback(config.snapshots.root, build_id)
-    was = f" (was {previous.path.name})" if previous else ""
+    was = f" (was {previous.path.name})" if previous else (f" ({problem})" if problem else "")
     err.print(f"live snapshot is now {now.path.name}{was}")
 
 
@@ -469,33 +499,71 @@ def sql(
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet needs --output FILE")
     try:
-        with warehouse.connect(path, read_only=True) as connection:
+        with warehouse.connect_read_only(path) as connection:
+            _check_read_query(connection, query)
             result = connection.execute(query).to_arrow_table()
+    except duckdb.PermissionException as error:
+        msg = (
+            f"{error}\netalage sql reads the warehouse only: no other files, databases or extensions (--output exports)"
+        )
+        raise BadInput(msg) from None
     except duckdb.Error as error:
         raise BadInput(str(error)) from None
-    _write(result, fmt, output, max_rows)
+    with _exits():
+        _write(result, fmt, output, max_rows)
+
+
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+"""What `etalage sql` runs: queries. DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB."""
+
+
+def _check_read_query(connection: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse anything but a query before it runs, naming the statement (a locked connection would refuse most anyway)."""
+    for statement in connection.extract_statements(query):
+        if statement.type not in READ_STATEMENTS:
+            kind = statement.type.name
+            msg = (
+                f"etalage sql runs read-only queries (SELECT, EXPLAIN), not {kind}: the warehouse is opened "
+                "read-only, without access to other files or settings; --output FILE exports a result"
+            )
+            raise BadInput(msg)
 
 
 def _write(result: pa.Table, fmt: str, output: Path | None, max_rows: int) -> None:
+    """Print ``result``, or write it to ``output`` whole: into a dot-file renamed over it, removed if writing fails."""
+    if output is None:
+        _print(result, fmt, sys.stdout.buffer, max_rows)
+        return
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with durable.writing(output), partial.open("wb") as sink:
+            _print(result, fmt, sink, max_rows)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _print(result: pa.Table, fmt: str, sink: BinaryIO, max_rows: int) -> None:
+    sys.stdout.flush()  # what the console printed before comes first
     if fmt == "parquet":
-        pq.write_table(result, output)
+        pq.write_table(result, sink)
     elif fmt == "csv":
-        sink = output.open("wb") if output else sys.stdout.buffer
         pacsv.write_csv(result, sink)
-        sink.flush()
     elif fmt == "json":
-        text = json.dumps(result.to_pylist(), default=str, indent=1)
-        if output:
-            output.write_text(text + "\n")
-        else:
-            click.echo(text)
+        sink.write(json.dumps(result.to_pylist(), default=str, indent=1).encode() + b"\n")
     else:
         table = Table(*result.column_names)
         for row in result.slice(0, max_rows).to_pylist():
             table.add_row(*(_cell(value) for value in row.values()))
-        (Console(file=output.open("w"), width=200) if output else out).print(table)
+        if sink is sys.stdout.buffer:
+            out.print(table)
+        else:
+            text = io.TextIOWrapper(sink, encoding="utf-8", write_through=True)
+            Console(file=text, width=200).print(table)
+            text.detach()  # the sink stays open for the caller
         if result.num_rows > max_rows:
             err.print(f"showing {max_rows:,} of {result.num_rows:,} rows (--max-rows)")
+    sink.flush()
 
 
 def _cell(value: object) -> str:
@@ -675,9 +743,16 @@ def _serve(
     import uvicorn  # the server's dependencies load only for `serve`
 
     host, port = host or config.serving.host, config.serving.port if port is None else port
-    with _exits():  # an unreadable live manifest is exit 7 with its reason, not a traceback
-        live = snapshot.live(config.snapshots.root)
-    if live is None:
+    live, problem = _live_or_problem(config.snapshots.root)
+    if problem:  # each worker falls back the same way (server.live)
+        fallback = snapshot.newest_valid(config.snapshots.root)
+        serving = (
+            f"serving {fallback.path.name}, the newest snapshot that verifies"
+            if fallback
+            else "no snapshot verifies: /ready answers 503 until a build publishes one"
+        )
+        err.print(f"{problem}\n{serving}", style="yellow", markup=False, highlight=False)
+    elif live is None:
         err.print(
             f"[yellow]no snapshot under {config.snapshots.root} yet[/]: /ready answers 503 until a build publishes one"
         )
@@ -696,7 +771,7 @@ def _serve(
             port=port,
             workers=workers or config.serving.workers,
             loop="uvloop",
-            http="httptools",
+            http="server.http:LimitedHttpTools",  # uvicorn's httptools with a header limit and JSON errors
             log_level="warning",
             access_log=False,
         )
@@ -735,9 +810,16 @@ def _exits() -> Iterator[None]:
         gate.GateRefused: EXIT_GATE_REFUSED,
         snapshot.SnapshotInvalid: EXIT_SNAPSHOT_INVALID,
         visual_stage.VisualUnavailable: EXIT_BAD_INPUT,
+        durable.DiskFull: EXIT_DISK_FULL,
     }
     try:
-        yield
+        try:
+            yield
+        except (OSError, duckdb.IOException) as error:
+            full = durable.disk_full(error)
+            if full is None:
+                raise
+            raise full from error
     except tuple(codes) as error:
         err.print(f"error: {error}", style="red", markup=False, highlight=False)
         sys.exit(next(code for kind, code in codes.items() if isinstance(error, kind)))

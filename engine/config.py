@@ -165,6 +165,9 @@ class Serving:
     max_limit: int = 100
     max_upload_bytes: int = 10_000_000
     max_upload_pixels: int = 40_000_000
+    decode_seconds: float = 5.0
+    verify_seconds: float = 300.0
+    max_header_bytes: int = 16_384
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ _SERVING_INTEGERS = {
     "max_limit": 10_000,
     "max_upload_bytes": 1 << 30,
     "max_upload_pixels": 89_478_485,
+    "max_header_bytes": 1 << 20,
 }  # Pillow refuses more pixels than this as a possible bomb anyway
 """The integer keys of ``[serving]`` and the largest value each takes."""
 
@@ -352,7 +356,7 @@ def _serving(raw: dict[str, Any], base: Path) -> Serving:
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _SERVING_INTEGERS[f.name]
         ):
             raise ConfigError(f"serving.{f.name} must be a positive integer, not {value!r}")
-        if f.name in ("reload_seconds", "flush_seconds") and not (
+        if f.name.endswith("_seconds") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         ):
             raise ConfigError(f"serving.{f.name} must be a positive number of seconds, not {value!r}")
@@ -544,6 +548,11 @@ max_limit = 100
 # Photo uploads (POST /v1/{{tenant}}/images/similar): larger bodies or pictures get 413.
 max_upload_bytes = 10000000
 max_upload_pixels = 40000000
+# An upload that takes longer to decode gets 503; each worker re-checks its snapshot's checksums this often.
+decode_seconds = 5.0
+verify_seconds = 300.0
+# A request whose URL and headers are larger gets 431 (or 414 for the URL alone).
+max_header_bytes = 16384
 
 [experiment]
 # Visitors are hashed into variants as PlanOut does (the salt is the name unless `salt` is set).

@@ -12,3 +12,7 @@ ENCODERS = ("efficientnet-lite0", "open_clip")
 
 METRICS = ("angular", "euclidean", "dot")
 """Annoy's metrics: ``angular`` is cosine distance (blind to a vector's length), ``euclidean`` the talk's."""
+
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+"""The only formats Pillow may decode here, named when a file is opened: Pillow would otherwise try every
+plugin it has, and its EPS, PS and PDF plugins run Ghostscript on the file, without a time limit."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from models import ENCODERS
+from models import ENCODERS, IMAGE_FORMATS
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 """A path to an image file, the file's bytes, or an already opened PIL image."""
@@ -103,7 +103,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             image = source
         else:
             handle = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
-            image = Image.open(handle)
+            image = Image.open(handle, formats=IMAGE_FORMATS)
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes straight at a fraction of its size; others ignore it
         image.load()
     except FileNotFoundError:

@@ -3,20 +3,31 @@
 Every answer comes from one memory-mapped snapshot (``server.live``) taken at
 the start of the request. Path and query values are checked against strict
 patterns and looked up in dictionaries: nothing from a request ever reaches a
-query language. Errors are JSON with a ``detail`` that says what was wrong.
+query language; a query parameter given twice is a 400, not its last value.
+Errors are JSON with a ``detail`` that says what was wrong; an unforeseen
+one (a 500) is logged with its traceback under a request id that the answer
+names.
+
+Background loops (reloading the snapshot, flushing exposures, re-checking
+the snapshot's files) run on threads and survive their errors: each failure
+is logged with its traceback, counted in ``etalage_background_failures_total``,
+and retried after a pause that doubles up to :data:`MAX_BACKOFF`.
 """
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 import msgspec
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -27,14 +38,19 @@ from engine import config as config_module
 from server import assignment, catalogue_routes, metrics, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
+from server.http import LimitedHttpTools
 from server.live import LiveSnapshot, NoSnapshot
 from server.lookup import Lookup, Unavailable, limit_type
-from server.reader import Recommendation, decoded
+from server.reader import Recommendation
+
+log = logging.getLogger("etalage.server")
 
 VISITOR = re.compile(r"[A-Za-z0-9:_.-]{1,128}")
 VARIANT_HEADER = "etalage-variant"
 """The gateway names the variant in a response header too: for CDN logs, and for the metrics middleware."""
 DEFAULT_LIMIT = 5
+MAX_BACKOFF = 60.0
+"""The longest pause, in seconds, before a failing background loop tries again."""
 
 
 class Recommendations(msgspec.Struct):
@@ -83,7 +99,7 @@ def create_app(config: config_module.Config) -> Litestar:
     """The app for ``config``: serves ``config.snapshots.root``'s live snapshot and its experiment."""
     live = LiveSnapshot(config.snapshots.root)
     lookup = Lookup(live)
-    log = ExposureLog(config.serving.exposures)
+    exposures = ExposureLog(config.serving.exposures)
     experiment = config.experiment
     max_limit = config.serving.max_limit
     Limit = limit_type(max_limit)
@@ -120,7 +136,8 @@ def create_app(config: config_module.Config) -> Litestar:
 
         When the variant's algorithm has no list for the product, its fallback
         (``popular`` by default) answers, and ``fallback_used`` says so. Every
-        answer is logged as an exposure for click attribution.
+        answer is logged as an exposure for click attribution (queued here,
+        written by the flush loop).
         """
         if not VISITOR.fullmatch(visitor):
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
@@ -130,9 +147,8 @@ def create_app(config: config_module.Config) -> Litestar:
         fallback_used = items == b"[]" and variant.fallback is not None
         if fallback_used:
             algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit)
-        shown = [item.product_id for item in decoded(items)]
-        exposure = log.append(
-            visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, shown
+        exposure = exposures.append(
+            visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, items
         )
         answer = GatewayAnswer(
             tenant,
@@ -170,30 +186,30 @@ def create_app(config: config_module.Config) -> Litestar:
 
     @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
     async def prometheus() -> Response:
-        created = live.current.created_at.timestamp() if live.current else None
-        return Response(metrics.exposition(created), media_type=metrics.CONTENT_TYPE)
-
-    def reload() -> None:
-        previous, failures = live.current, len(live.failed)
-        if live.refresh():
-            metrics.served(
-                live.current.build_id, previous.build_id if previous else None, live.current.created_at.timestamp()
-            )
-        metrics.RELOAD_FAILURES.inc(len(live.failed) - failures)
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await asyncio.to_thread(reload)
+        serving = config.serving
+        await asyncio.to_thread(live.refresh)
         tasks = [
-            asyncio.create_task(_every(config.serving.reload_seconds, reload)),
-            asyncio.create_task(_every(config.serving.flush_seconds, log.flush)),
+            asyncio.create_task(_every("reload", serving.reload_seconds, live.refresh)),
+            asyncio.create_task(_every("flush", serving.flush_seconds, exposures.flush)),
+            asyncio.create_task(_every("verify", serving.verify_seconds, live.recheck)),
         ]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.to_thread(log.flush)
+            try:
+                await asyncio.to_thread(exposures.flush)
+            except OSError:
+                log.exception(
+                    "exposures not all written at shutdown: %d still queued are lost, spilled ones wait in %s",
+                    exposures.queued,
+                    exposures.spill,
+                )
 
     app = Litestar(
         route_handlers=[
@@ -208,6 +224,7 @@ def create_app(config: config_module.Config) -> Litestar:
         ],
         middleware=[_measured],
         lifespan=[lifespan],
+        exception_handlers={500: _internal_error},
         openapi_config=OpenAPIConfig(
             title="etalage",
             version="1",
@@ -216,7 +233,7 @@ def create_app(config: config_module.Config) -> Litestar:
         ),
     )
     app.state.live = live
-    app.state.exposures = log
+    app.state.exposures = exposures
     return app
 
 
@@ -243,10 +260,27 @@ class _Json:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _every(seconds: float, work: Callable[[], object]) -> None:
+async def _every(name: str, seconds: float, work: Callable[[], object]) -> None:
+    """Run ``work`` on a thread every ``seconds`` until cancelled, whatever it raises (see the module's docstring)."""
+    pause = seconds
     while True:
-        await asyncio.sleep(seconds)
-        await asyncio.to_thread(work)
+        await asyncio.sleep(pause)
+        try:
+            await asyncio.to_thread(work)
+        except Exception:
+            pause = min(pause * 2, max(seconds, MAX_BACKOFF))
+            metrics.BACKGROUND_FAILURES.labels(name).inc()
+            log.exception("background %s failed; trying again in %.1f s", name, pause)
+        else:
+            pause = seconds
+
+
+def _internal_error(request: Request, error: Exception) -> Response:
+    """A 500: logged with its traceback under a request id, answered as JSON naming that id."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error("500 for %s %s (request id %s)", request.method, request.url.path, request_id, exc_info=error)
+    detail = f"internal server error; the server's log has the details under request id {request_id}"
+    return Response({"status_code": 500, "detail": detail, "request_id": request_id}, status_code=500)
 
 
 VARIANT_KEY = VARIANT_HEADER.encode()
@@ -269,13 +303,43 @@ def _measured(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, sending)
+            repeated = _repeated(scope["query_string"])
+            if repeated:
+                await _refuse(sending, 400, f"query parameter {repeated!r} is given more than once; give it once")
+            else:
+                await app(scope, receive, sending)
         finally:
             metrics.observe(scope.get("path_template", "unmatched"), variant[0], status[0], time.perf_counter() - begin)
 
     return middleware
 
 
+def _repeated(query: bytes) -> str | None:
+    """The first query parameter named twice (after percent-decoding), or None; no route takes a list."""
+    if b"&" not in query:
+        return None
+    names = [pair.partition(b"=")[0].decode("latin-1") for pair in query.split(b"&")]
+    if b"%" in query or b"+" in query:  # compared as Litestar will read them
+        names = [unquote_plus(name) for name in names]
+    if len(set(names)) == len(names):
+        return None
+    seen: set[str] = set()
+    return next(name[:40] for name in names if name in seen or seen.add(name))
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    """Answer with a JSON error shaped like Litestar's own, without entering the app."""
+    body = msgspec.json.encode({"status_code": status, "detail": detail})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def from_environment() -> Litestar:
-    """The app for the config named by ``ETALAGE_CONFIG``: what ``etalage serve``'s workers import."""
-    return create_app(config_module.load(Path(os.environ.get("ETALAGE_CONFIG", "etalage.toml"))))
+    """The app for the config named by ``ETALAGE_CONFIG``: what ``etalage serve``'s workers import.
+
+    It also sets the header limit of the worker's HTTP protocol (``server.http``) from the same config.
+    """
+    config = config_module.load(Path(os.environ.get("ETALAGE_CONFIG", "etalage.toml")))
+    LimitedHttpTools.max_header_bytes = config.serving.max_header_bytes
+    return create_app(config)

@@ -12,10 +12,13 @@ Uploads are checked before any pixel is decoded: the body size is capped by
 Litestar (``serving.max_upload_bytes``, 413), the pixel count is read from
 the header and capped (``serving.max_upload_pixels``, 413; this is what stops
 a decompression bomb, a tiny file that claims a huge canvas), and a body that
-is not a whole image is refused with 422. Decoding happens on the encoder's
-thread, which shrinks a picture to at most 1024 pixels a side as it decodes
-(``models.encoder.load_image``), so a 20000 x 1 strip costs no more than a
-square photo.
+is not a whole image is refused with 422. Only JPEG, PNG, WebP and GIF are
+opened (``models.IMAGE_FORMATS``, named to Pillow, which would otherwise also
+hand an EPS, PS or PDF file to Ghostscript). Decoding happens on the
+encoder's thread, which shrinks a picture to at most 1024 pixels a side as
+it decodes (``models.encoder.load_image``), so a 20000 x 1 strip costs no
+more than a square photo; a request waits for it at most
+``serving.decode_seconds`` (413 after that).
 """
 
 import asyncio
@@ -31,9 +34,9 @@ from litestar.params import FromPath, Parameter
 from PIL import Image, UnidentifiedImageError
 
 from engine.config import Config, Visual
+from models import IMAGE_FORMATS
 from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, limit_type
 from server.reader import Recommendation, ServedSnapshot
-
 
 MAX_WAITING = 4
 """Photo or text searches that may wait for one worker's encoder; more get 503 at once."""
@@ -58,8 +61,9 @@ class QueryEncoder:
     rather than holding their decoded pixels in a queue.
     """
 
-    def __init__(self, settings: Visual) -> None:
+    def __init__(self, settings: Visual, decode_seconds: float) -> None:
         self.settings = settings
+        self.decode_seconds = decode_seconds
         self._encoder: Any = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etalage-encoder")
         self._waiting = 0
@@ -71,33 +75,41 @@ class QueryEncoder:
     async def images(self, image: Image.Image, model_id: str) -> Any:
         """The vector of one opened (not yet decoded) image, by the encoder that made ``model_id``'s index.
 
+        The encoder is loaded first, so that its loading never counts against
+        the decoding's time limit.
+
         Raises:
             Unprocessable: the picture cannot be decoded (truncated, corrupt).
+            TooLarge: decoding it took longer than ``serving.decode_seconds``.
         """
-        return await self._run(self._image, image, model_id)
+        encoder = await self._run(self._ready, model_id)
+        try:
+            pixels = await self._run(_decoded, image, timeout=self.decode_seconds)
+        except TimeoutError:
+            msg = f"the picture took more than {self.decode_seconds:g} s to decode (serving.decode_seconds)"
+            raise TooLarge(msg) from None
+        return await self._run(lambda: encoder.encode_images([pixels], batch_size=1)[0])
 
     async def text(self, text: str, model_id: str) -> Any:
         return await self._run(lambda: self._ready(model_id).encode_text([text])[0])
 
-    async def _run(self, work: Callable, *args: Any) -> Any:
+    async def _run(self, work: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``work`` on the encoder's thread; after ``timeout`` seconds stop waiting (TimeoutError).
+
+        Work that is waited for no longer still holds its place until it ends,
+        so abandoned decodes cannot pile up behind the thread.
+        """
         if self._waiting >= MAX_WAITING:
             raise Unavailable(
                 f"{self._waiting} photo or text searches are already waiting in this worker; retry shortly"
             )
         self._waiting += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
-        finally:
-            self._waiting -= 1
+        future = asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        future.add_done_callback(self._finished)
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
 
-    def _image(self, image: Image.Image, model_id: str) -> Any:
-        encoder = self._ready(model_id)
-        from models.encoder import ImageError  # loaded with the encoder
-
-        try:
-            return encoder.encode_images([image], batch_size=1)[0]
-        except ImageError as error:
-            raise Unprocessable(str(error)) from None
+    def _finished(self, _: asyncio.Future) -> None:
+        self._waiting -= 1
 
     def _ready(self, model_id: str) -> Any:
         if self._encoder is None:
@@ -124,7 +136,7 @@ class QueryEncoder:
 
 def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and settings."""
-    encoder = QueryEncoder(config.visual)
+    encoder = QueryEncoder(config.visual, config.serving.decode_seconds)
     serving = config.serving
     Limit = limit_type(serving.max_limit)
 
@@ -145,11 +157,12 @@ def handlers(lookup: Lookup, config: Config) -> list:
         request_max_body_size=serving.max_upload_bytes,
     )
     async def similar_to_upload(tenant: FromPath[str], request: Request, limit: Limit = 10) -> LookAlikes:
-        """Send the photo's bytes as the request body (JPEG, PNG, WebP, GIF ...; any content type).
+        """Send the photo's bytes as the request body (JPEG, PNG, WebP or GIF; any content type).
 
-        413 when the body is over ``serving.max_upload_bytes`` or the picture
-        has more than ``serving.max_upload_pixels`` pixels; 422 when it is not
-        a whole image.
+        413 when the body is over ``serving.max_upload_bytes``, the picture
+        has more than ``serving.max_upload_pixels`` pixels or takes longer
+        than ``serving.decode_seconds`` to decode; 422 when it is not a whole
+        image in one of those formats.
         """
         served = lookup.tenant(tenant)
         index = _index(served, tenant)
@@ -208,13 +221,11 @@ def _opened(body: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(body))
+            image = Image.open(io.BytesIO(body), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise TooLarge(f"refused as a possible decompression bomb: {error}") from None
     except UnidentifiedImageError:
-        raise Unprocessable(
-            "the body is not a picture in a format the server reads (JPEG, PNG, WebP, GIF, ...)"
-        ) from None
+        raise Unprocessable("the body is not a picture in a format the server reads (JPEG, PNG, WebP or GIF)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise Unprocessable(f"the picture's header cannot be read ({error})") from None
     width, height = image.size
@@ -223,3 +234,13 @@ def _opened(body: bytes, max_pixels: int) -> Image.Image:
             f"the image is {width} x {height} = {width * height:,} pixels; this server takes at most {max_pixels:,}"
         )
     return image
+
+
+def _decoded(image: Image.Image) -> Image.Image:
+    """The upload's pixels, decoded on the encoder's thread (``models.encoder`` is loaded by then)."""
+    from models.encoder import ImageError, load_image
+
+    try:
+        return load_image(image, "the upload")
+    except ImageError as error:
+        raise Unprocessable(str(error)) from None

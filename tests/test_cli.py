@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from engine.publish import warehouse
-from tests.conftest import copy_shop, run_cli
+from tests.conftest import copy_shop, run_cli, sha256
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
 
@@ -87,6 +89,68 @@ def test_sql_is_read_only(built_shop):
         "sql", "SELECT count(*) AS n FROM itemitem", "--config", str(built_shop / "etalage.toml"), "--format", "json"
     )
     assert json.loads(after.stdout) == json.loads(before.stdout)
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("COPY (SELECT 'x' AS a) TO '{warehouse}'", "not COPY"),
+        ("ATTACH '{other}' AS other (READ_WRITE)", "not ATTACH"),
+        ("INSTALL httpfs", "not LOAD"),
+        ("SET enable_external_access = true", "not SET"),
+        ("CREATE TEMP TABLE t AS SELECT 1", "not CREATE"),
+        ("SELECT 1; DROP TABLE itemitem", "not DROP"),
+        ("SELECT * FROM read_text('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("SELECT * FROM glob('/*')", "file system operations are disabled"),
+        ("SELECT * FROM read_parquet('{other}')", "file system operations are disabled"),
+    ],
+)
+def test_sql_refuses_writes_files_and_settings_and_changes_nothing(built_shop, tmp_path, query, fragment):
+    live = built_shop / "warehouse.duckdb"
+    other = tmp_path / "other.duckdb"
+    with warehouse.connect(other) as connection:
+        connection.execute("CREATE TABLE t AS SELECT 1 AS a")
+    before = {path: sha256(path) for path in (live, other)}
+    result = run_cli("sql", query.format(warehouse=live, other=other), "--config", str(built_shop / "etalage.toml"))
+    assert result.returncode == 3, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert {path: sha256(path) for path in (live, other)} == before
+
+
+def test_the_read_only_connection_reads_its_store_folder_and_nothing_else(tmp_path):
+    """The lockdown of `etalage sql` on its own: the folders the warehouse's views read are readable; nothing else is."""
+    store = tmp_path / "warehouse.store"
+    store.mkdir()
+    pq.write_table(pa.table({"a": [1, 2]}), store / "rows.parquet")
+    pq.write_table(pa.table({"a": [3]}), tmp_path / "outside.parquet")
+    path = tmp_path / "warehouse.duckdb"
+    with warehouse.connect(path) as connection:
+        connection.execute("SET file_search_path = $folder", {"folder": str(tmp_path)})
+        connection.execute("CREATE VIEW rows AS SELECT * FROM read_parquet('warehouse.store/rows.parquet')")
+        connection.execute("CREATE VIEW outside AS SELECT * FROM read_parquet('warehouse.store/../outside.parquet')")
+    before = sha256(path)
+    refused = {
+        f"COPY (SELECT 'x' AS a) TO '{path}'": "disabled by configuration",
+        f"COPY (SELECT 'x' AS a) TO '{tmp_path / 'out.csv'}'": "disabled by configuration",
+        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other": "disabled by configuration",
+        "SELECT * FROM read_text('/etc/passwd')": "disabled by configuration",
+        "SELECT * FROM glob('/*')": "disabled by configuration",
+        "SELECT * FROM outside": "disabled by configuration",
+        f"SELECT * FROM read_parquet('{tmp_path / 'outside.parquet'}')": "disabled by configuration",
+        "INSTALL httpfs": "disabled by configuration",
+        "LOAD httpfs": "disabled through configuration",
+        "SET enable_external_access = true": "the configuration has been locked",
+        "SET threads = 1": "the configuration has been locked",
+        "RESET allowed_directories": "the configuration has been locked",
+    }
+    with warehouse.connect_read_only(path) as connection:
+        assert connection.execute("SELECT sum(a) FROM rows").fetchone() == (3,)
+        assert connection.execute(f"SELECT sum(a) FROM '{store / 'rows.parquet'}'").fetchone() == (3,)
+        for query, message in refused.items():
+            with pytest.raises(duckdb.Error, match=message):
+                connection.execute(query)
+    assert sha256(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.parquet", "warehouse.duckdb", "warehouse.store"]
 
 
 def test_sql_errors_are_one_line_not_tracebacks(built_shop):

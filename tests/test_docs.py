@@ -78,7 +78,7 @@ def test_every_sql_file_is_documented():
 
 def test_exit_codes_are_documented():
     codes = [value for name, value in vars(cli).items() if name.startswith("EXIT_")]
-    assert sorted(codes) == [3, 4, 5, 6, 7]
+    assert sorted(codes) == [3, 4, 5, 6, 7, 8]
     for code in [0, 1, 2, *codes]:
         assert f"\n| {code} |" in README
 

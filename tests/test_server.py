@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import random
 from pathlib import Path
 from urllib.parse import quote
@@ -74,6 +75,13 @@ def test_weighted_choice_and_bernoulli_follow_planouts_scaled_hash():
         assert assignment.bernoulli_trial(0.3, "exp", "variant", visitor) == (1 if draw <= 0.3 else 0)
     shares = [assignment.weighted_choice(["a", "b"], [1, 3], "exp", "variant", f"v{i}") for i in range(20_000)]
     assert shares.count("a") / len(shares) == pytest.approx(0.25, abs=0.015)
+
+
+def test_the_gateways_assignment_is_planouts_weighted_choice_over_the_variants():
+    experiment = Experiment("exp", variants=(Variant("a", "llr", weight=1), Variant("b", "jaccard", weight=3)))
+    for visitor in (f"0:{i}" for i in range(5_000)):
+        chosen = assignment.weighted_choice(experiment.variants, [1, 3], "exp", "variant", visitor)
+        assert assignment.assign(experiment, visitor) is chosen
 
 
 def test_changing_other_config_never_reshuffles_visitors():
@@ -161,6 +169,9 @@ def test_a_product_without_a_list_gets_the_fallback(shop, client):
         ("/v1/nl/products/{p}/gateway?visitor=" + "v" * 129, 400, "visitor must be"),
         ("/v1/nl/products/{p}/gateway?visitor=%00%ff", 400, "visitor must be"),
         ("/v2/nl/products/{p}/recommendations", 404, "Not Found"),
+        ("/v1/nl/products/{p}/recommendations?limit=3&limit=5", 400, "query parameter 'limit' is given more than once"),
+        ("/v1/nl/products/{p}/recommendations?algorithm=llr&algorith%6D=jaccard", 400, "'algorithm' is given more"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&visitor=b", 400, "query parameter 'visitor' is given more than once"),
     ],
 )
 def test_bad_requests_get_a_json_4xx_that_says_why(shop, client, url, status, fragment):
@@ -193,7 +204,7 @@ def test_health_readiness_metrics_and_openapi(shop, client):
     text = client.get("/metrics").text
     assert 'etalage_requests_total{route="/v1/{tenant}/products/{product_id}/gateway",status="200",variant="' in text
     assert "etalage_request_seconds_bucket" in text
-    assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}"}} 1.0' in text
+    assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}",pid="{os.getpid()}"}} 1.0' in text
     assert "etalage_snapshot_age_seconds" in text
     schema = client.get("/schema/openapi.json").json()
     for route, answer in (("recommendations", "Recommendations"), ("gateway", "GatewayAnswer")):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
+import re
+import signal
+import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -173,3 +178,97 @@ def test_exposures_come_back_as_click_through_per_variant(shop):
         exposed = sum(1 for v in visitors if variants[v] == variant)
         clicks = sum(1 for v in clicked if variants[v] == variant)
         assert rates[variant] == (exposed, clicks, clicks / exposed)
+
+
+def raw(base: str, request: bytes, chunk: int = 1 << 16) -> tuple[int, dict, int]:
+    """Send ``request`` on a raw socket as far as the server reads it; return the status, the JSON body and bytes sent."""
+    host, port = base.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        try:
+            while sent < len(request):
+                sent += connection.send(request[sent : sent + chunk])
+        except OSError:
+            pass  # the server answered and closed before the whole request was sent
+        answer = b""
+        while data := connection.recv(1 << 16):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body), sent
+
+
+def test_oversized_and_malformed_requests_get_json_errors_and_are_not_read_whole(shop):
+    with running_server(shop) as (base, _):
+        big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 << 20) + b"\r\n\r\n"
+        status, body, sent = raw(base, big)
+        assert status == 431 and "longer than this server takes (16,384 bytes)" in body["detail"]
+        assert sent < 8 << 20  # refused long before the 32 MB were sent
+        status, body, _ = raw(base, b"GET /health?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 414 and "the URL is longer" in body["detail"]
+        status, body, _ = raw(base, b"NOT HTTP AT ALL\r\n\r\n")
+        assert status == 400 and "not a well-formed HTTP/1.1 request" in body["detail"]
+        status, body, _ = raw(base, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (status, body) == (200, {"status": "ok"})
+        for url, code, detail in (
+            ("/v1/nl/products/1/recommendations?limit=1&limit=2", 400, "'limit' is given more than once"),
+            ("/v1/nl/nothing-here", 404, "Not Found"),
+        ):
+            assert fetch(base + url)[0] == code and detail in fetch(base + url)[1]["detail"]
+        request = urllib.request.Request(f"{base}/health", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 405 and json.loads(refused.value.read())["detail"]
+
+
+def snapshot_series(base: str) -> set[tuple[str, int]]:
+    """The (build id, pid) pairs of ``etalage_snapshot_info`` in one scrape."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(b, int(p)) for b, p in re.findall(r'etalage_snapshot_info\{build_id="([^"]+)",pid="(\d+)"\} 1\.0', text)}
+
+
+def workers_of(process: subprocess.Popen) -> set[int]:
+    """The uvicorn workers of ``etalage serve`` (its children started by multiprocessing's spawn, not its helpers)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return {int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def test_snapshot_metrics_follow_switches_and_dead_workers_without_stale_series(shop):
+    cfg = config.load(shop)
+    old = (cfg.snapshots.root / "current").resolve().name
+    with running_server(shop) as (base, process):
+        deadline = time.monotonic() + 30
+        while len(snapshot_series(base)) < 2:  # each worker records its snapshot once it has loaded it
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert snapshot_series(base) == {(old, pid) for pid in workers_of(process)}
+        result = run_cli("build", "--force", "--config", str(shop))
+        assert result.returncode == 0, result.stderr
+        new = (cfg.snapshots.root / "current").resolve().name
+        deadline = time.monotonic() + 30
+        while {b for b, _ in snapshot_series(base)} != {new}:
+            assert time.monotonic() < deadline, snapshot_series(base)
+            time.sleep(0.1)
+
+        killed = min(workers_of(process))
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(workers_of(process) - {killed}) < 2 or len(snapshot_series(base)) < 2:
+            assert time.monotonic() < deadline, "uvicorn did not replace the killed worker"
+            time.sleep(0.2)
+        assert snapshot_series(base) == {(new, pid) for pid in workers_of(process)}
+        assert killed not in {pid for _, pid in snapshot_series(base)}
+    assert "Removal of labels has not been implemented" not in process.stderr.read()
+
+
+def test_serve_with_a_dangling_current_serves_the_newest_snapshot_that_verifies_and_says_so(shop):
+    root = config.load(shop).snapshots.root
+    live = (root / "current").resolve().name
+    (root / "current").unlink()
+    os.symlink("20990101T000000Z-gone", root / "current")
+    with running_server(shop) as (base, process):
+        assert fetch(f"{base}/ready")[1]["snapshot"] == live
+    stderr = process.stderr.read()
+    assert "points at 20990101T000000Z-gone, which does not exist" in stderr
+    assert f"serving {live}, the newest snapshot that verifies" in stderr

@@ -194,7 +194,10 @@ def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(sh
     assert result.returncode == EXIT_SNAPSHOT_INVALID
     assert "sha256 differs" in result.stderr and "Traceback" not in result.stderr
     assert live_folder(shop).name == first
-    assert "INVALID" in run_cli("snapshots", "--config", str(shop), "--verify").stdout
+    listing = run_cli("snapshots", "--config", str(shop), "--verify")
+    assert listing.returncode == EXIT_SNAPSHOT_INVALID and "INVALID" in listing.stdout
+    assert f"1 of 2 snapshots failed verification ({second})" in listing.stderr
+    assert run_cli("snapshots", "--config", str(shop)).returncode == 0  # listing alone checks nothing
 
     for hostile in ("no-such-build", "../snapshots", ".staging-x", "/etc"):
         result = run_cli("rollback", hostile, "--config", str(shop))
@@ -343,17 +346,128 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
         snapshot.verify(staged.path)
 
 
-def test_serve_refuses_a_live_snapshot_without_a_readable_manifest(tmp_path):
+def test_a_snapshot_without_a_readable_manifest_fails_verify_and_cannot_be_rolled_back_to(tmp_path):
     config_path = tmp_path / "etalage.toml"
     config_path.write_text('[catalogue]\npath = "catalogue.parquet"\n[events]\nparquet = ["events/*.parquet"]\n')
     broken = tmp_path / "snapshots" / "20261101T000000Z-abcdef"
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{not json")
     os.symlink(broken.name, tmp_path / "snapshots" / "current")
-    served = run_cli("serve", "--config", str(config_path), "--port", "0")
-    assert served.returncode == 7
-    assert f"the live snapshot {broken} has no readable manifest" in served.stderr
-    assert "Traceback" not in served.stderr
+    listing = run_cli("snapshots", "--config", str(config_path), "--verify")
+    assert listing.returncode == EXIT_SNAPSHOT_INVALID and "INVALID" in listing.stdout
+    assert f"the live snapshot {broken} has no readable manifest" in listing.stderr
+    rolled = run_cli("rollback", "--config", str(config_path))
+    assert rolled.returncode == EXIT_SNAPSHOT_INVALID and "no snapshot verifies" in rolled.stderr
+    assert "Traceback" not in listing.stderr + rolled.stderr
+
+
+def test_published_files_and_folders_are_read_only_yet_pruned_by_their_owner(tmp_path):
+    root = tmp_path / "snapshots"
+    for build_id in ("b1", "b2", "b3"):
+        extra = tmp_path / "index"
+        extra.mkdir(exist_ok=True)
+        (extra / "items.json").write_text("{}")
+        snapshot.publish(root, snapshot.stage(root, build_id, tiny_tables(), {}, folders={"visual": extra}))
+    for path in [root / "b3", *(root / "b3").rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o555 if path.is_dir() else 0o444), path
+    # Root ignores file modes: the owner's view needs an ordinary user, here `nobody`, owning the snapshots,
+    # in a forked child (it could not run this interpreter, under /root) that works from inside the root.
+    nobody = 65534
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, nobody, nobody, follow_symlinks=False)
+    child = os.fork()
+    if child == 0:
+        code = 3
+        try:
+            os.chdir(root)
+            os.setgid(nobody)
+            os.setuid(nobody)
+            try:
+                open("b3/itemitem.arrow", "r+b")  # noqa: SIM115 - it must fail
+                code = 1
+            except PermissionError:
+                code = 0 if snapshot.prune(Path(), 1) == ["b1", "b2"] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 1: the owner could write; 2: prune did not remove them
+    assert snapshot_folders_of(root) == ["b3"]
+
+
+def snapshot_folders_of(root: Path) -> list[str]:
+    return [folder.name for folder in snapshot.folders(root)]
+
+
+@pytest.mark.parametrize("broken", ["dangling", "a file", "no manifest"])
+def test_a_build_repairs_a_broken_current_before_it_computes(shop, broken):
+    root = shop.parent / "snapshots"
+    good = live_folder(shop).name
+    current = root / "current"
+    current.unlink()
+    if broken == "dangling":
+        os.symlink("20990101T000000Z-gone", current)
+    elif broken == "a file":
+        current.write_text(good)
+    else:
+        (root / "20990101T000000Z-empty").mkdir()
+        os.symlink("20990101T000000Z-empty", current)
+    # Paused where computing starts: by then `current` already points at the newest snapshot that verifies.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "build", "--config", str(shop)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ETALAGE_PAUSE_AT": "compute"},
+    )
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if line.startswith("paused at compute"):
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert os.readlink(current) == good
+    assert f"it now points at {good}, the newest snapshot that verifies" in "".join(said)
+    result = run_cli("build", "--config", str(shop))
+    assert result.returncode == 0, result.stderr
+    assert live_folder(shop).name not in (good, "20990101T000000Z-empty")
+
+
+def test_a_folder_named_current_stops_a_build_before_it_computes(shop):
+    root = shop.parent / "snapshots"
+    (root / "current").unlink()
+    (root / "current").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "build", "--config", str(shop)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ETALAGE_PAUSE_AT": "compute"},  # a build that got that far would never exit
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == EXIT_SNAPSHOT_INVALID
+    assert f"{root / 'current'} is a folder, not a link to a snapshot: move it away" in result.stderr
+
+
+def test_rollback_with_a_dangling_current_picks_the_newest_snapshot_that_verifies(shop):
+    first = live_folder(shop).name
+    assert run_cli("build", "--config", str(shop)).returncode == 0
+    second = live_folder(shop).name
+    target = shop.parent / "snapshots" / second / "lists.arrow"
+    target.chmod(0o644)
+    target.write_bytes(target.read_bytes()[:-1] + b"\x01")
+    (shop.parent / "snapshots" / "current").unlink()
+    os.symlink("20990101T000000Z-gone", shop.parent / "snapshots" / "current")
+    for command in (["snapshots", "--verify"], ["rollback", "--config", str(shop)]):
+        if command[0] == "snapshots":
+            listing = run_cli(*command, "--config", str(shop))
+            assert listing.returncode == EXIT_SNAPSHOT_INVALID
+            assert "points at 20990101T000000Z-gone, which does not exist" in listing.stderr
+            continue
+        result = run_cli(*command)
+        assert result.returncode == 0, result.stderr
+        assert f"live snapshot is now {first} (" in result.stderr and "which does not exist" in result.stderr
+        assert f"skipping snapshot {second}: " in result.stderr
+    assert live_folder(shop).name == first
 
 
 def test_item_json_renders_the_json_of_the_sql_definition():

@@ -14,6 +14,7 @@ from PIL import Image
 from engine import config
 from engine.publish import snapshot
 from server.app import create_app
+from server.lookup import Unprocessable
 from server.reader import ServedSnapshot
 from tests.conftest import tenant_products
 
@@ -108,6 +109,37 @@ def test_bad_uploads_get_4xx_json_never_a_crash(client, shop, catalogue, body, s
     assert answer.headers["content-type"].startswith("application/json")
     assert detail in answer.json()["detail"]
     assert client.get("/health").status_code == 200  # and the server goes on
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
+"""60 bytes that Pillow's EPS plugin would hand to Ghostscript, which loops for ever on them."""
+
+
+@pytest.mark.parametrize("body", [EPS, EPS.replace(b" EPSF-3.0", b""), b"%PDF-1.4\n%%EOF\n"])
+def test_postscript_and_pdf_uploads_are_refused_before_any_decoder_runs(client, tmp_path, body):
+    from models.encoder import ImageError, load_image
+    from server.visual_routes import _opened
+
+    answer = client.post("/v1/nl/images/similar", content=body)
+    assert answer.status_code == 422, answer.text
+    assert "not a picture in a format the server reads (JPEG, PNG, WebP or GIF)" in answer.json()["detail"]
+    with pytest.raises(Unprocessable):  # refused when opened, before the encoder's thread sees it
+        _opened(body, 10**6)
+    (tmp_path / "picture.eps").write_bytes(body)  # a catalogue picture goes through the same gate in a build
+    with pytest.raises(ImageError, match="cannot identify image file"):
+        load_image(tmp_path / "picture.eps")
+
+
+def test_a_picture_that_takes_too_long_to_decode_gets_413_and_the_worker_goes_on(shop):
+    slow = dataclasses.replace(shop, serving=dataclasses.replace(shop.serving, decode_seconds=0.05))
+    big = png(Image.new("RGB", (6000, 6000), "white"))  # 36 million pixels, under the limit, a small file
+    with TestClient(create_app(slow)) as client:
+        assert client.post("/v1/nl/images/similar", content=png(Image.new("RGB", (8, 8)))).status_code == 200
+        answer = client.post("/v1/nl/images/similar", content=big)
+        assert answer.status_code == 413, answer.text
+        assert "took more than 0.05 s to decode (serving.decode_seconds)" in answer.json()["detail"]
+        ok = client.post("/v1/nl/images/similar", content=png(Image.new("RGB", (64, 64), "red")))
+        assert ok.status_code == 200, ok.text
 
 
 def test_a_long_thin_strip_is_shrunk_as_it_is_decoded_not_padded_to_a_huge_square(client):

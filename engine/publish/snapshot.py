@@ -13,6 +13,10 @@ A snapshots root holds::
     <root>/.staging-<build_id>/    a snapshot being written; a leftover is removed by the next build
     <root>/.lock                   held by a build or a rollback
 
+A published snapshot's files and folders are read-only (``0444``, ``0555``):
+the server maps them, and a file changed in place would change the bytes it
+answers from (it re-checks them in the background all the same).
+
 Why a symlink: ``os.replace`` of a symlink is atomic on POSIX, so a reader
 (the server, an Airflow sensor, an analyst's shell) resolves ``current`` to
 either the old folder or the new one, never to a mix, and then reads a folder
@@ -26,8 +30,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -37,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.publish import crashpoints, locks
-from engine.publish.durable import fsync
+from engine.publish.durable import fsync, writing
 
 FORMAT = 3
 """1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own;
@@ -46,6 +52,8 @@ CURRENT = "current"
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 STAGING_PREFIX = ".staging-"
+
+log = logging.getLogger("etalage.snapshots")
 
 REQUIRED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "itemitem.arrow": {"rank": pa.int32(), "distance_score": pa.float64(), "item_json": pa.string()},
@@ -91,7 +99,7 @@ def clean(root: Path) -> None:
     if not root.exists():
         return
     for leftover in root.glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        _remove_tree(leftover, leftover=True)
     (root / f".{CURRENT}.new").unlink(missing_ok=True)
 
 
@@ -112,17 +120,21 @@ def stage(
     The manifest gets the format, build id, row counts, schemas and sha256 of
     every file; the folder is verified, and ``_SUCCESS`` is written last.
     Nothing here is visible to readers until :func:`publish`.
+
+    Raises:
+        SnapshotInvalid: what was written does not verify.
+        DiskFull: the disk filled up (the message names the file); the staging folder is removed.
     """
     staging = root / f"{STAGING_PREFIX}{build_id}"
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_tree(staging, leftover=True)
     staging.mkdir(parents=True)
-    with _removed_on_error(staging):
+    with _removed_on_error(staging), writing(staging):
         files = {}
         for name, rows_of in tables.items():
             path = staging / f"{name}.arrow"
             reader = rows_of()
             rows = 0
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            with writing(path), pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
                 for batch in reader:
                     writer.write_batch(batch)
                     rows += batch.num_rows
@@ -152,6 +164,7 @@ def stage(
         verify(staging, complete=False, checksums=False)  # the sha256s above were just read from these files
         (staging / SUCCESS).touch()
         fsync(staging / SUCCESS)
+        _make_read_only(staging)
         fsync(staging)
     return Snapshot(staging, manifest)
 
@@ -316,11 +329,32 @@ def switch(root: Path, build_id: str) -> None:
     fsync(root)
 
 
-def live(root: Path) -> Snapshot | None:
-    """The snapshot ``current`` points at (its manifest read, its files not checked), or None before the first."""
+def pointer_problem(root: Path) -> str | None:
+    """What is wrong with ``<root>/current``, in words; None when it is a link to a folder, or absent."""
     pointer = root / CURRENT
     if not pointer.is_symlink():
+        if not pointer.exists():
+            return None
+        return f"{pointer} is a {'folder' if pointer.is_dir() else 'file'}, not a link to a snapshot"
+    target = os.readlink(pointer)
+    if not (root / target).is_dir():
+        return f"{pointer} points at {target}, which does not exist"
+    return None
+
+
+def live(root: Path) -> Snapshot | None:
+    """The snapshot ``current`` points at (its manifest read, its files not checked), or None before the first.
+
+    Raises:
+        SnapshotInvalid: ``current`` is not a link to a snapshot folder with a readable manifest.
+    """
+    pointer = root / CURRENT
+    if not pointer.is_symlink() and not pointer.exists():
         return None
+    problem = pointer_problem(root)
+    if problem:
+        msg = f"{problem}; `etalage rollback` (or the next build) points it at the newest snapshot that verifies"
+        raise SnapshotInvalid(msg)
     folder = root / os.readlink(pointer)
     try:
         return Snapshot(folder, json.loads((folder / MANIFEST).read_text()))
@@ -328,18 +362,18 @@ def live(root: Path) -> Snapshot | None:
         raise SnapshotInvalid(f"the live snapshot {folder} has no readable manifest ({error})") from None
 
 
-def published(root: Path) -> list[Snapshot]:
-    """Every complete snapshot under ``root`` (one with ``_SUCCESS``), oldest first."""
+def folders(root: Path) -> list[Path]:
+    """Every snapshot folder under ``root``, whole or not (not staging, not ``current``), oldest first."""
     if not root.exists():
         return []
+    return sorted(f for f in root.iterdir() if f.is_dir() and not f.is_symlink() and not f.name.startswith("."))
+
+
+def published(root: Path) -> list[Snapshot]:
+    """Every complete snapshot under ``root`` (one with ``_SUCCESS``), oldest first."""
     snapshots = []
-    for folder in sorted(root.iterdir()):
-        if (
-            folder.is_dir()
-            and not folder.is_symlink()
-            and not folder.name.startswith(".")
-            and (folder / SUCCESS).exists()
-        ):
+    for folder in folders(root):
+        if (folder / SUCCESS).exists():
             try:
                 snapshots.append(Snapshot(folder, json.loads((folder / MANIFEST).read_text())))
             except (OSError, ValueError):
@@ -347,32 +381,86 @@ def published(root: Path) -> list[Snapshot]:
     return snapshots
 
 
+def newest_valid(root: Path, older_than: str | None = None) -> Snapshot | None:
+    """The newest published snapshot that verifies in full (before ``older_than``, a folder name, if given).
+
+    Each one that fails is logged with the reason, newest first, until one passes.
+    """
+    for candidate in reversed(published(root)):
+        if older_than is not None and candidate.path.name >= older_than:
+            continue
+        try:
+            return verify(candidate.path)
+        except SnapshotInvalid as error:
+            log.warning("skipping snapshot %s: %s", candidate.path.name, error)
+    return None
+
+
+def recover(root: Path) -> str | None:
+    """Point a broken ``current`` at the newest snapshot that verifies; return what was done, or None.
+
+    Broken: a dangling link, a file, or a link to a folder without a readable
+    manifest. With no snapshot that verifies, the broken pointer is removed,
+    so the next build publishes as the first. A folder named ``current`` is
+    left alone (etalage never makes one): SnapshotInvalid says to move it.
+    Hold :func:`locked`.
+    """
+    pointer = root / CURRENT
+    problem = pointer_problem(root)
+    if problem is None:
+        try:
+            live(root)
+            return None
+        except SnapshotInvalid as error:
+            problem = str(error)
+    if pointer.is_dir() and not pointer.is_symlink():
+        msg = f"{problem}: move it away (etalage only ever makes {CURRENT} a link)"
+        raise SnapshotInvalid(msg)
+    good = newest_valid(root)
+    if good is None:
+        pointer.unlink()
+        fsync(root)
+        done = f"{problem}: removed it, since no snapshot verifies"
+    else:
+        switch(root, good.path.name)
+        done = f"{problem}: it now points at {good.path.name}, the newest snapshot that verifies"
+    log.warning("%s", done)
+    return done
+
+
 def prune(root: Path, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` snapshot folders, never the live one; return the deleted build ids."""
     current = live(root)
-    folders = sorted(f for f in root.iterdir() if f.is_dir() and not f.is_symlink() and not f.name.startswith("."))
-    doomed = [f for f in folders[:-keep] if current is None or f.name != current.path.name]
+    doomed = [f for f in folders(root)[:-keep] if current is None or f.name != current.path.name]
     for folder in doomed:
-        shutil.rmtree(folder)
+        _remove_tree(folder)
     return [f.name for f in doomed]
 
 
 def rollback(root: Path, build_id: str | None = None) -> tuple[Snapshot | None, Snapshot]:
-    """Make an earlier snapshot live: ``build_id``, or the newest one older than the live one.
+    """Make an earlier snapshot live: ``build_id``, or the newest one older than the live one that verifies.
 
-    The target is verified in full first. Returns (previously live, now live).
+    With ``current`` broken (dangling, not a link), the default is the newest
+    snapshot that verifies. The target is verified in full first. Returns
+    (previously live, or None when there was none or it was broken; now live).
     """
-    current = live(root)
+    try:
+        current = live(root)
+    except SnapshotInvalid:
+        if (root / CURRENT).is_dir() and not (root / CURRENT).is_symlink():
+            raise
+        current = None
     if build_id is None:
-        older = [s for s in published(root) if current is None or s.path.name < current.path.name]
-        if not older:
-            raise SnapshotInvalid(f"{root}: no snapshot older than the live one to roll back to")
-        build_id = older[-1].path.name
-    folder = root / build_id
-    if "/" in build_id or build_id.startswith(".") or not folder.is_dir():
-        raise SnapshotInvalid(f"{root}: no snapshot {build_id!r} (see `etalage snapshots`)")
-    target = verify(folder)
-    switch(root, build_id)
+        target = newest_valid(root, older_than=current.path.name if current else None)
+        if target is None:
+            than = "older than the live one " if current else ""
+            raise SnapshotInvalid(f"{root}: no snapshot {than}verifies, so there is nothing to roll back to")
+    else:
+        folder = root / build_id
+        if "/" in build_id or build_id.startswith(".") or not folder.is_dir():
+            raise SnapshotInvalid(f"{root}: no snapshot {build_id!r} (see `etalage snapshots`)")
+        target = verify(folder)
+    switch(root, target.path.name)
     return current, target
 
 
@@ -394,5 +482,36 @@ def _removed_on_error(folder: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_tree(folder, leftover=True)
         raise
+
+
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+"""A published file's mode (0444); folders add the search bits (0555)."""
+SEARCH = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+
+def _make_read_only(folder: Path) -> None:
+    """Take the write bits off every file and folder of a staged snapshot, innermost first."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.chmod(READ_ONLY | SEARCH if path.is_dir() else READ_ONLY)
+    folder.chmod(READ_ONLY | SEARCH)
+
+
+def _remove_tree(folder: Path, *, leftover: bool = False) -> None:
+    """Delete a snapshot folder, read-only or not: its folders get their owner's write bit back first.
+
+    ``leftover``: a staging folder being cleaned up after a failure, whose
+    removal must not hide that failure; what cannot be removed stays for
+    :func:`clean` (as ``shutil.rmtree(ignore_errors=True)`` would leave it).
+    """
+    try:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(path.stat().st_mode | stat.S_IWUSR)
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not leftover:
+            raise

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import sqlglot
+from sqlglot import exp
 
 from engine import sqlfiles, udfs
 from engine.publish import locks
@@ -56,6 +58,52 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     return connection
 
 
+def connect_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for an analyst's query: read-only, no files or network but its views' folders, settings locked.
+
+    ``etalage sql`` runs whatever it is given, so the connection must not be
+    able to write a file (``COPY ... TO`` the warehouse itself), attach and
+    change another database, read ``/etc/passwd``, install an extension or
+    turn any of this back on. The folders that the warehouse's own views read
+    Parquet from (the store beside it, or a published Spark build's output)
+    stay readable, and nothing else. DuckDB matches a relative path against
+    ``allowed_directories`` both as written and resolved (against the
+    warehouse's folder, ``file_search_path``), so each folder is allowed in
+    both forms; a path with ``..`` is not allowed at all. The order matters:
+    once external access is off, ``allowed_directories`` can no longer be set,
+    and neither can be passed to ``duckdb.connect``.
+    """
+    folder = path.resolve().parent
+    connection = connect(path, read_only=True)
+    allowed = []
+    for read in _view_folders(connection):
+        allowed.append(f"{read}/")
+        if "://" not in read and not Path(read).is_absolute():
+            allowed.append(f"{folder / read}/")
+    connection.execute("SET file_search_path = $folder", {"folder": str(folder)})
+    connection.execute("SET allowed_directories = $allowed", {"allowed": allowed})
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+    return connection
+
+
+def _view_folders(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """The folders of the Parquet files the warehouse's views read, as the views name them (none with ``..``)."""
+    folders = set()
+    for (text,) in connection.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall():
+        for reader in sqlglot.parse_one(text, read="duckdb").find_all(exp.ReadParquet):
+            for literal in reader.find_all(exp.Literal):
+                name = literal.this
+                if literal.is_string and ".." not in name.split("/"):
+                    folders.add(name[: name.rfind("/", 0, _first_wildcard(name))] or "/")
+    return folders
+
+
+def _first_wildcard(name: str) -> int:
+    found = [name.find(char) for char in "*?[{" if char in name]
+    return min(found, default=len(name))
+
+
 @contextlib.contextmanager
 def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection to a new, empty warehouse that replaces ``path`` when the block succeeds.
@@ -68,7 +116,11 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     with _locked(path):
         building = path.with_name(f".{path.name}.building")
         _remove(building)
-        connection = connect(building)
+        try:
+            connection = connect(building)
+        except BaseException:
+            _remove(building)  # a full disk fails the new file's first write
+            raise
         try:
             if path.exists():
                 _attach_previous(connection, path)

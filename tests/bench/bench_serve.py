@@ -1,27 +1,34 @@
-"""Benchmark: the recommendations endpoint under load, against a hello-world handler of the same server.
+"""Benchmark: the recommendations and gateway endpoints under load, against a hello-world handler of the same server.
 
 Run it from the repository root (it is not collected by pytest)::
 
-    .venv/bin/python tests/bench/bench_serve.py                 # 20 s per run, 2 workers
-    .venv/bin/python tests/bench/bench_serve.py --seconds 10 --workers 1
+    .venv/bin/python tests/bench/bench_serve.py                 # 20 s per run, 2 workers, 8, 32 and 64 connections
+    .venv/bin/python tests/bench/bench_serve.py --seconds 10 --workers 1 --connections 32
 
 It builds a shop of 180,000 products and 1M events once (cached under
 ``bench-data/serve-1M``), starts the real ``etalage serve`` on loopback, and
-drives it with ``wrk`` (installed with apt when missing), in one run:
+drives it with ``wrk`` (installed with apt when missing). For each number of
+connections, in one run:
 
 1. ``/health``, which returns a constant through the same app, middleware and
    worker settings: the hello-world rate (requested through the same wrk Lua
-   script as the next run, so the load generator does the same work);
+   script as the next runs, so the load generator does the same work);
 2. ``/v1/{tenant}/products/{id}/recommendations`` for random catalogue
    products with recommendations (a wrk Lua script picks one per request);
-3. the same while the live snapshot is switched away and back mid-run
-   (``etalage rollback``), counting failed and non-2xx responses.
+3. ``/v1/{tenant}/products/{id}/gateway?visitor=...`` for the same products
+   and 5,000 visitors: assignment, the variant's list, and an exposure queued
+   for the flush loop, which writes Parquet files meanwhile;
 
-Runs 1 and 2 alternate ``--rounds`` times (default 3), so that a burst of
-noise from other work on the machine hits both, and the ratio is the median
-of the rounds' ratios. It prints requests/s and p50/p99 latency for each
-run, and the ratio of the recommendations rate to the hello-world rate
-(target: >= 0.8, p99 < 5 ms, zero failures during the swap).
+then, at 32 connections (or the first count given), the recommendations
+again while the live snapshot is switched away and back mid-run (``etalage
+rollback``), counting failed and non-2xx responses.
+
+Runs 1 to 3 alternate ``--rounds`` times (default 3), so that a burst of
+noise from other work on the machine hits all of them, and each ratio is the
+median of the rounds' ratios. It prints requests/s and p50/p99 latency for
+each run, and the ratios to the hello-world rate (targets: >= 0.8; p99 under
+5 ms for recommendations and under 10 ms for the gateway; zero failures
+during the swap).
 """
 
 from __future__ import annotations
@@ -71,7 +78,8 @@ def prepare(folder: Path) -> Path:
     return config_path
 
 
-def product_paths(config_path: Path, count: int = 5_000) -> list[str]:
+def product_paths(config_path: Path, count: int = 5_000) -> tuple[list[str], list[str]]:
+    """Recommendations and gateway paths for ``count`` random products with an llr list (a visitor each)."""
     from engine import config
     from engine.publish import warehouse
 
@@ -81,7 +89,12 @@ def product_paths(config_path: Path, count: int = 5_000) -> list[str]:
             "SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = 'llr' ORDER BY ALL"
         ).fetchall()
     chosen = random.Random(1).sample(rows, min(count, len(rows)))
-    return [f"/v1/{tenant}/products/{product}/recommendations?limit=5" for tenant, product in chosen]
+    recommendations = [f"/v1/{tenant}/products/{product}/recommendations?limit=5" for tenant, product in chosen]
+    gateway = [
+        f"/v1/{tenant}/products/{product}/gateway?visitor=0:bench-{n}&limit=5"
+        for n, (tenant, product) in enumerate(chosen)
+    ]
+    return recommendations, gateway
 
 
 LUA = """
@@ -112,30 +125,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating hello-world and recommendations runs")
+    parser.add_argument("--connections", default="8,32,64", help="comma-separated numbers of connections")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating hello-world, recommendations and gateway runs"
+    )
     args = parser.parse_args()
+    counts = [int(c) for c in args.connections.split(",")]
 
     wrk = ensure_wrk()
     folder = ROOT / "bench-data" / "serve-1M"
     print("preparing the shop and two snapshots (cached in bench-data/serve-1M) ...", flush=True)
     config_path = prepare(folder)
+    names = ("hello-world (/health)", "recommendations", "gateway")
     with tempfile.TemporaryDirectory() as scratch:
-        script, health = Path(scratch) / "paths.lua", Path(scratch) / "health.lua"
-        paths = product_paths(config_path)
-        script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
-        # The same Lua request() for the hello-world run, so that wrk spends the same on both.
-        health.write_text(LUA % ", ".join('"/health"' for _ in paths))
+        scripts = [Path(scratch) / f"{name}.lua" for name in ("health", "recommendations", "gateway")]
+        recommendations, gateway = product_paths(config_path)
+        # The same Lua request() for the hello-world run, so that wrk spends the same on every run.
+        for script, paths in zip(scripts, (["/health"] * len(recommendations), recommendations, gateway)):
+            script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
         with running_server(config_path, workers=args.workers) as (base, _):
-            drive(wrk, base, 3, args.connections, health)  # warm-up
-            rounds = []
-            for _ in range(args.rounds):
-                rounds.append(
-                    (
-                        drive(wrk, base, args.seconds, args.connections, health),
-                        drive(wrk, base, args.seconds, args.connections, script),
-                    )
-                )
+            drive(wrk, base, 3, counts[0], scripts[0])  # warm-up
+            rounds = {
+                connections: [
+                    [drive(wrk, base, args.seconds, connections, script) for script in scripts]
+                    for _ in range(args.rounds)
+                ]
+                for connections in counts
+            }
 
             def swap() -> None:
                 live = (folder / "snapshots" / "current").resolve().name
@@ -147,34 +163,39 @@ def main() -> None:
                         stderr=subprocess.DEVNULL,
                     )
 
+            swapped = 32 if 32 in counts else counts[0]
             swapper = threading.Thread(target=swap)
             swapper.start()
-            during_swap = drive(wrk, base, args.seconds, args.connections, script)
+            during_swap = drive(wrk, base, args.seconds, swapped, scripts[1])
             swapper.join()
 
-    print(f"\n{args.workers} workers, wrk 1 thread, {args.connections} connections, {args.seconds} s per run, loopback")
-    print(f"{'run':<36}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'requests':>10}{'ratio':>8}")
-    runs = [
-        (f"{n}: {name}", figures, ratio)
-        for n, (hello, recommendations) in enumerate(rounds, 1)
-        for name, figures, ratio in (
-            ("hello-world (/health)", hello, None),
-            ("recommendations", recommendations, recommendations["rps"] / hello["rps"]),
-        )
-    ]
-    hello_rate = statistics.median(hello["rps"] for hello, _ in rounds)
-    runs.append(("recommendations, snapshot swaps", during_swap, during_swap["rps"] / hello_rate))
-    for name, figures, ratio in runs:
-        print(
-            f"{name:<36}{figures['rps']:>12,.0f}{figures['p50']:>9.2f}{figures['p99']:>9.2f}"
-            f"{figures['failed']:>8}{figures['requests']:>10,}" + (f"{ratio:>7.2f}x" if ratio else "")
-        )
-    ratios = [recommendations["rps"] / hello["rps"] for hello, recommendations in rounds]
+    print(f"\n{args.workers} workers, wrk 1 thread, {args.seconds} s per run, loopback")
     print(
-        f"recommendations / hello-world, median of {len(rounds)} rounds: {statistics.median(ratios):.2f}x; "
-        f"recommendations p99 median {statistics.median(r['p99'] for _, r in rounds):.2f} ms "
-        f"(during swaps {during_swap['rps'] / hello_rate:.2f}x of the median hello-world rate)"
+        f"{'connections, run':<40}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'requests':>10}{'ratio':>8}"
     )
+    for connections, runs in rounds.items():
+        for n, figures in enumerate(runs, 1):
+            for name, run in zip(names, figures):
+                ratio = f"{run['rps'] / figures[0]['rps']:>7.2f}x" if name != names[0] else ""
+                print(
+                    f"{f'{connections}, {n}: {name}':<40}{run['rps']:>12,.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}"
+                    f"{run['failed']:>8}{run['requests']:>10,}{ratio}"
+                )
+    hello_rate = statistics.median(figures[0]["rps"] for figures in rounds[swapped])
+    print(
+        f"{f'{swapped}, recommendations during 2 switches':<40}{during_swap['rps']:>12,.0f}{during_swap['p50']:>9.2f}"
+        f"{during_swap['p99']:>9.2f}{during_swap['failed']:>8}{during_swap['requests']:>10,}"
+        f"{during_swap['rps'] / hello_rate:>7.2f}x"
+    )
+    print("\nmedians of the rounds: ratio to hello-world (p99 ms)")
+    for connections, runs in rounds.items():
+        medians = [
+            f"{name} {statistics.median(f[i]['rps'] / f[0]['rps'] for f in runs):.2f}x "
+            f"({statistics.median(f[i]['p99'] for f in runs):.2f} ms)"
+            for i, name in enumerate(names[1:], 1)
+        ]
+        hello = statistics.median(f[0]["rps"] for f in runs)
+        print(f"{connections:>3} connections: hello-world {hello:,.0f}/s; " + "; ".join(medians))
 
 
 if __name__ == "__main__":
