@@ -126,14 +126,13 @@ def pad_and_resize(pictures: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     square = square.contiguous(memory_format=torch.channels_last)
     top, left = (side - height) // 2, (side - width) // 2
     square[:, :, top : top + height, left : left + width] = pictures
+    resize = functools.partial(F.interpolate, mode=spec.interpolation, antialias=True)
     if square.dtype == torch.uint8:
-        return F.interpolate(square, size=(spec.size, spec.size), mode=spec.interpolation, antialias=True)
+        return resize(square, size=(spec.size, spec.size))
     # PIL (and the uint8 kernel) filter the rows, then the columns, clipping and rounding in between; a float kernel
     # would carry the overshoot at sharp edges into the second pass and end up to 8 levels away. So: two passes.
-    rows = F.interpolate(square, size=(side, spec.size), mode=spec.interpolation, antialias=True).clamp_(0, 255)
-    return F.interpolate(rows.round_(), size=(spec.size, spec.size), mode=spec.interpolation, antialias=True).clamp_(
-        0, 255
-    )
+    rows = resize(square, size=(side, spec.size)).clamp_(0, 255).round_()
+    return resize(rows, size=(spec.size, spec.size)).clamp_(0, 255)
 
 
 def pixels(image: Image.Image) -> torch.Tensor:
