@@ -122,8 +122,9 @@ def pad_and_resize(pictures: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """
     count, _, height, width = pictures.shape
     side = max(height, width)
-    square = torch.full((count, 3, side, side), 255, dtype=pictures.dtype, device=pictures.device)
-    square = square.contiguous(memory_format=torch.channels_last)
+    square = torch.empty(
+        (count, 3, side, side), dtype=pictures.dtype, device=pictures.device, memory_format=torch.channels_last
+    ).fill_(255)  # made channels-last, not converted to it: a conversion of uint8 costs more than the resizing
     top, left = (side - height) // 2, (side - width) // 2
     square[:, :, top : top + height, left : left + width] = pictures
     resize = functools.partial(F.interpolate, mode=spec.interpolation, antialias=True)
