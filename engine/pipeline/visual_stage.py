@@ -73,9 +73,8 @@ def compute(
     Raises:
         VisualUnavailable: no PyTorch or Annoy, no weights, or no readable picture at all.
     """
-    os.environ.setdefault(
-        "OMP_WAIT_POLICY", "PASSIVE"
-    )  # read once, when PyTorch's OpenMP loads (the docstring says why)
+    # Read once, when PyTorch's OpenMP loads: so before the imports below (the module's docstring says why).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from models import encoder as encoders
         from models import visual
