@@ -90,11 +90,36 @@ class ConsoleReporter:
 
     @contextmanager
     def bar(self, description: str) -> Iterator:
+        if not err.is_terminal:  # a log file shows no bar: a line every few seconds instead
+            yield LogLines(description)
+            return
         with _progress() as progress:
             task = progress.add_task(description, total=None)
             yield lambda done, total, description=None: progress.update(
                 task, completed=done, total=total, **({"description": description} if description else {})
             )
+
+
+class LogLines:
+    """Progress for a log file: ``description: done/total, rate/s, seconds`` every ``every`` seconds and at each end.
+
+    A first build encodes pictures for minutes; under cron, or with output
+    sent to a file, a bar prints nothing at all for those minutes.
+    """
+
+    def __init__(self, description: str, every: float = 5.0) -> None:
+        self.description, self.every = description, every
+        self.begin = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int, description: str | None = None) -> None:
+        now = time.perf_counter()
+        if description and description != self.description:  # the next phase, on a clock of its own
+            self.description, self.begin, self.last = description, now, now
+        if done < total and now - self.last < self.every:
+            return
+        self.last, seconds = now, now - self.begin
+        rate = done / seconds if seconds > 0 else 0.0
+        err.print(f"  {self.description}: {done:,}/{total:,}, {rate:,.1f}/s, {seconds:.0f} s", highlight=False)
 
 
 def _progress() -> Progress:

@@ -17,7 +17,10 @@ looked up before open_clip is asked to load it, so a missing file is a clear
 :class:`~models.encoder.EncoderError` saying how to provide one, never a hang
 on the network.
 
-Vectors are L2-normalised, as CLIP compares them by cosine.
+Vectors are L2-normalised, as CLIP compares them by cosine. Images run
+under bfloat16 autocast where the device computes it natively (the usual
+way to serve CLIP); the input path (:mod:`models.torch_encoder`) takes the
+model's own size, mean, deviation and filter from open_clip.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.efficientnet import pad_to_square
-from models.encoder import EncoderError, TorchEncoder, default_device
+from models.encoder import EncoderError
+from models.torch_encoder import InputSpec, Precision, TorchEncoder, default_device, native_bfloat16, pad_to_square
 
 _HOW = (
     'provide the weights with visual.checkpoint = "/path/to/open_clip_pytorch_model.bin", or download them once '
@@ -126,10 +129,12 @@ class OpenClipEncoder(TorchEncoder):
         pretrained: str | None = None,
         checkpoint: str | os.PathLike | None = None,
         device: str | None = None,
+        precision: Precision | None = None,
     ) -> None:
         open_clip = _open_clip()
         weights = resolve_weights(model, pretrained, checkpoint)
-        self.device = device or default_device()
+        self.device = torch.device(device or default_device())
+        self.precision = precision or ("bfloat16" if native_bfloat16(self.device) else "float32")
         try:
             network, _, transform = open_clip.create_model_and_transforms(
                 model, pretrained=weights, device=self.device, weights_only=True
@@ -140,6 +145,7 @@ class OpenClipEncoder(TorchEncoder):
             raise EncoderError(msg) from None
         self.network = network.eval()
         self.transform = transform
+        self.input = _input_spec(open_clip.get_model_preprocess_cfg(network), model)
         with torch.inference_mode():
             self.dim = int(self.network.encode_text(self.tokenizer(["a"]).to(self.device)).shape[1])
         self.model_id = f"open_clip:{model}:{_weights_tag(model, pretrained, checkpoint, weights)}:pad-white"
@@ -148,13 +154,30 @@ class OpenClipEncoder(TorchEncoder):
         return self.transform(pad_to_square(image))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.network.encode_image(batch, normalize=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            features = self.network.encode_image(batch)
+        return torch.nn.functional.normalize(features.float(), dim=-1)  # in float32: unit length to 1e-7, not 1e-3
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised row per text, comparable with image vectors by cosine (Annoy's angular metric)."""
         with torch.inference_mode():
             vectors = self.network.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=True)
         return vectors.float().cpu().numpy()
+
+
+def _input_spec(cfg: dict, model: str) -> InputSpec:
+    """The model's preprocessing from open_clip's config: square size, mean, deviation and resizing filter.
+
+    Raises:
+        EncoderError: the model takes a picture that is not square (the white padding assumes one).
+    """
+    size = cfg.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else size
+    if height != width:
+        msg = f"open_clip model {model} takes {width} x {height} pictures; only square inputs are supported"
+        raise EncoderError(msg)
+    interpolation = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"  # open_clip's own default
+    return InputSpec(int(height), tuple(cfg["mean"]), tuple(cfg["std"]), interpolation)
 
 
 def _weights_tag(model: str, pretrained: str | None, checkpoint: str | os.PathLike | None, weights: str | None) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -214,8 +215,8 @@ def _encode(
 ) -> dict[str, np.ndarray]:
     """Encode the ``missing`` images batch by batch, storing them every :data:`STORE_EVERY` and when stopped.
 
-    An unreadable image raises, or with ``skip_unreadable`` its batch is
-    encoded again image by image to leave out just the culprit.
+    An unreadable image raises (after its batch's other vectors are kept), or
+    with ``skip_unreadable`` is named in ``stats.skipped``.
     """
     digests, paths = list(missing), list(missing.values())
     out: dict[str, np.ndarray] = {}
@@ -227,25 +228,18 @@ def _encode(
         pending.clear()
 
     try:
-        for begin in range(0, len(paths), batch_size):
-            chunk = slice(begin, begin + batch_size)
-            try:
-                new = dict(zip(digests[chunk], encoder.encode_images(paths[chunk], batch_size=batch_size)))
-            except ImageError:
-                if not skip_unreadable:
-                    raise
-                new = {}
-                for digest, path in zip(digests[chunk], paths[chunk]):
-                    try:
-                        new[digest] = encoder.encode_images([path], batch_size=1)[0]
-                    except ImageError as error:
-                        stats.skipped.append(str(error))
-            out.update(new)
-            pending.update(new)
-            if len(pending) >= STORE_EVERY:
-                flush()
-            if progress is not None:
-                progress(min(begin + batch_size, len(paths)), len(paths))
+        with closing(encoder.encode_batches(paths, batch_size=batch_size)) as batches:
+            for batch in batches:
+                new = {digests[index]: vector for index, vector in zip(batch.indices, batch.vectors)}
+                out.update(new)
+                pending.update(new)
+                if batch.errors and not skip_unreadable:
+                    raise batch.errors[0]
+                stats.skipped += [str(error) for error in batch.errors]
+                if len(pending) >= STORE_EVERY:
+                    flush()
+                if progress is not None:
+                    progress(batch.done, len(paths))
     finally:
         flush()  # what was encoded before a failure or an interrupt is kept for the next build
     return out

@@ -11,21 +11,21 @@ are close look alike. Two backends implement :class:`Encoder`:
   from a local file or the local Hugging Face cache; it also encodes text, so
   "red summer dress" finds photos.
 
-Both share :class:`TorchEncoder`, which loads images, batches them, runs the
-network on the GPU when there is one, and reports progress per batch. Torch
-is imported here, so only code that encodes imports this module; the index
-and the embeddings cache do not need torch.
+Both share :class:`models.torch_encoder.TorchEncoder`, the input path that
+reads and decodes pictures beside the network, on the GPU when there is
+one. This module does not import torch: the embeddings cache and the server's
+upload checks use it without loading PyTorch.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from models import ENCODERS, IMAGE_FORMATS
@@ -48,12 +48,27 @@ class ImageError(ValueError):
     """An image cannot be read or decoded; the message names it."""
 
 
+@dataclass
+class EncodedBatch:
+    """One batch of :meth:`Encoder.encode_batches`: the vectors of the pictures it could read, and the others' errors."""
+
+    indices: np.ndarray
+    """Positions, in the images given, of the rows of ``vectors`` (int64)."""
+    vectors: np.ndarray
+    """float32, one row of ``dim`` per index."""
+    errors: list[ImageError]
+    """The pictures of this batch that could not be read, each named in its message; the rest were encoded."""
+    done: int
+    """Pictures handled so far, this batch included, encoded or not: for progress."""
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """Turns images into float32 feature vectors of a fixed size.
 
     ``model_id`` names the network, its weights and its preprocessing: two
-    encoders with the same id give the same vectors, so the embeddings cache
+    encoders with the same id give the same vectors (to a cosine of 0.995,
+    whatever the device, precision or input path), so the embeddings cache
     keys vectors by it.
     """
 
@@ -63,7 +78,11 @@ class Encoder(Protocol):
     def encode_images(
         self, images: Sequence[ImageSource], batch_size: int = 32, progress: Progress | None = None
     ) -> np.ndarray:
-        """One row of ``dim`` float32 values per image, in the order given."""
+        """One row of ``dim`` float32 values per image, in the order given; the first unreadable image raises ImageError."""
+        ...
+
+    def encode_batches(self, images: Sequence[ImageSource], batch_size: int = 32) -> Iterator[EncodedBatch]:
+        """The vectors batch by batch, in order, with each batch's unreadable pictures named rather than raised."""
         ...
 
 
@@ -74,11 +93,6 @@ class TextEncoder(Encoder, Protocol):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """One row of ``dim`` float32 values per text."""
         ...
-
-
-def default_device() -> str:
-    """``cuda`` when PyTorch sees a GPU, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
@@ -125,47 +139,6 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     return image.convert("RGB")
 
 
-class TorchEncoder:
-    """The shared half of the PyTorch encoders: loading, batching, device and progress.
-
-    A subclass sets ``model_id`` and ``dim`` and implements :meth:`preprocess`
-    (one RGB image to a CHW float tensor) and :meth:`forward` (a batch to an
-    ``(n, dim)`` tensor).
-    """
-
-    model_id: str
-    dim: int
-    device: str
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def encode_images(
-        self, images: Sequence[ImageSource], batch_size: int = 32, progress: Progress | None = None
-    ) -> np.ndarray:
-        """Encode ``images`` in batches of ``batch_size``; see :class:`Encoder`.
-
-        Raises:
-            ImageError: an image cannot be read (before any later batch is encoded).
-        """
-        if batch_size < 1:
-            msg = f"batch_size must be at least 1, not {batch_size}"
-            raise ValueError(msg)
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        for begin in range(0, len(images), batch_size):
-            chunk = images[begin : begin + batch_size]
-            tensors = [self.preprocess(load_image(image)) for image in chunk]
-            with torch.inference_mode():
-                vectors = self.forward(torch.stack(tensors).to(self.device))
-            out[begin : begin + len(chunk)] = vectors.float().cpu().numpy()
-            if progress is not None:
-                progress(begin + len(chunk), len(images))
-        return out
-
-
 def open_encoder(
     name: str = "efficientnet-lite0",
     *,
@@ -190,12 +163,18 @@ def open_encoder(
         if model or pretrained or checkpoint:
             msg = "the efficientnet-lite0 encoder takes no model, pretrained or checkpoint (its weights ship in a package)"
             raise EncoderError(msg)
-        from models.efficientnet import EfficientNetLite0
-
+        try:
+            from models.efficientnet import EfficientNetLite0
+        except ImportError as error:
+            msg = f"the efficientnet-lite0 encoder needs PyTorch, in the visual extra: pip install -e '.[visual]' ({error})"
+            raise EncoderError(msg) from None
         return EfficientNetLite0(device=device)
     if name == "open_clip":
-        from models.clip import OpenClipEncoder
-
+        try:
+            from models.clip import OpenClipEncoder
+        except ImportError as error:
+            msg = f"the open_clip encoder needs PyTorch, in the clip extra: pip install -e '.[clip]' ({error})"
+            raise EncoderError(msg) from None
         return OpenClipEncoder(model or "ViT-B-32", pretrained=pretrained, checkpoint=checkpoint, device=device)
     msg = f"unknown encoder {name!r} (known: {', '.join(ENCODERS)})"
     raise EncoderError(msg)

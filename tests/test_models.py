@@ -140,9 +140,9 @@ class CountingEncoder(EfficientNetLite0):
         self.model_id = model_id or self.model_id
         self.encoded: list[str] = []
 
-    def encode_images(self, images, batch_size=32, progress=None):
+    def encode_batches(self, images, batch_size=32, **options):
         self.encoded += [Path(image).name for image in images]
-        return super().encode_images(images, batch_size, progress)
+        return super().encode_batches(images, batch_size, **options)
 
 
 @pytest.fixture(scope="module")
@@ -501,4 +501,15 @@ def test_clip_from_a_local_checkpoint_encodes_images_and_text(tmp_path):
     assert images.shape == (2, encoder.dim) and texts.shape == (2, encoder.dim) and encoder.dim == 384
     np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1, rtol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, rtol=1e-4)
-    assert encoder.model_id == "open_clip:ViT-S-32:vit-s-32.pt:pad-white"
+    digest = embeddings.file_sha256(tmp_path / "vit-s-32.pt")[:8]
+    assert encoder.model_id == f"open_clip:ViT-S-32:vit-s-32.pt-{digest}:pad-white"
+    # The pipelined path (bfloat16 where native) against the plain one through open_clip's own transform, float32.
+    from models.clip import OpenClipEncoder
+
+    plain = OpenClipEncoder("ViT-S-32", checkpoint=tmp_path / "vit-s-32.pt", device="cpu", precision="float32")
+    pictures_ = [GRACE_HOPPER, *labelled_images(3, ("dress",))[0]]
+    reference = plain.reference_vectors(pictures_)
+    vectors = encoder.encode_images(pictures_, batch_size=2)
+    assert (
+        (reference * vectors).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(vectors, axis=1)
+    ).min() >= 0.995

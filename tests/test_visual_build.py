@@ -173,6 +173,7 @@ def test_vectors_encoded_by_a_build_the_gate_refuses_are_kept_for_the_next(visua
     cfg.source.write_text(worse)
     refused = run_cli("build", "--config", str(cfg.source))
     assert refused.returncode == 6, refused.stderr
+    assert "  encoding pictures: 1/1, " in refused.stderr  # not a terminal: progress as lines a log file keeps
     assert cached(cfg, "SELECT count(*) FROM embeddings")[0][0] == before + 1  # the warehouse was thrown away, not this
     again = run_cli("build", "--force", "--config", str(cfg.source))
     assert again.returncode == 0 and "0 encoded" in again.stderr
@@ -269,3 +270,20 @@ def test_a_tenant_without_pictures_gets_404s_not_500s(visual_shop, tmp_path):
             assert answer.status_code == 404, answer.text
             assert "tenant 'de' has no pictures in the visual index" in answer.json()["detail"]
         assert client.get(f"/v1/de/products/{product}/recommendations").status_code == 200
+
+
+def test_progress_in_a_log_file_is_a_line_every_few_seconds_and_one_at_each_end(capsys):
+    from engine.cli import LogLines
+
+    every_call, rarely = LogLines("encoding pictures", every=0), LogLines("encoding pictures", every=3600)
+    for progress in (every_call, rarely):
+        for done in (32, 64, 96, 100):
+            progress(done, 100)
+        progress(3, 10, "linking look-alikes")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        *(f"  encoding pictures: {done}/100" for done in (32, 64, 96, 100)),
+        "  linking look-alikes: 3/10",
+        "  encoding pictures: 100/100",  # the other one: only where a phase ends
+    ]
+    assert all(line.split(", ")[1].endswith("/s") for line in lines)

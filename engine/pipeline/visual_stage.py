@@ -14,11 +14,16 @@ they stay there when the build fails, is killed or is refused by the gate
 large catalogue for an hour must not start again from nothing.
 
 PyTorch is imported only here and only when the stage runs, so a build
-without ``[visual]`` never loads it.
+without ``[visual]`` never loads it. Before it is, the stage asks OpenMP's
+waiting threads to sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``,
+unless set): the network's threads share the cores with the processes that
+decode the next pictures, and spinning took the time those needed (on two
+busy cores, 53 ms of CPU per picture instead of 29).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -68,6 +73,8 @@ def compute(
     Raises:
         VisualUnavailable: no PyTorch or Annoy, no weights, or no readable picture at all.
     """
+    # Read once, when PyTorch's OpenMP loads: so before the imports below (the module's docstring says why).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from models import encoder as encoders
         from models import visual

@@ -1,6 +1,6 @@
-"""Benchmark of the visual recommender: feature quality, Annoy against exact search, and encoder speed.
+"""Benchmark of the visual recommender: feature quality, and Annoy against exact search.
 
-    .venv/bin/python tests/bench/bench_visual.py [quality] [annoy] [encoder]
+    .venv/bin/python tests/bench/bench_visual.py [quality] [annoy]
 
 * quality: precision@10 of same-class neighbours on labelled Fashion-MNIST
   photos (the test split's first 200 of each class), by EfficientNet-Lite0
@@ -13,11 +13,10 @@
   passes), through ``VisualIndex.nearest`` on the memory-mapped
   files as the server queries it; first, the recall an exact search over the
   principal components would reach (:func:`reduced_bound`), which tells the
-  projection's loss from the forest's;
-* encoder: images/s of the encoder on this machine's CPU (or GPU), for
-  decoded 112x112 PNG files (the example shop's) and for the network alone.
+  projection's loss from the forest's.
 
-Prints a Markdown table per part; nothing here is collected by pytest.
+The encoder's speed is ``tests/bench/bench_encode.py``'s. Prints a Markdown
+table per part; nothing here is collected by pytest.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.example import generator, pictures  # noqa: E402
+from engine.example import pictures  # noqa: E402
 from models import index  # noqa: E402
 from models.reduce import fit, unit  # noqa: E402
 
@@ -239,43 +238,7 @@ def annoy(forests: tuple = FORESTS, search: tuple[int, ...] = SEARCH_K, candidat
             del built, loaded
 
 
-def encoder_speed() -> None:
-    import torch
-
-    from models.efficientnet import EfficientNetLite0
-
-    encoder = EfficientNetLite0()
-    with tempfile.TemporaryDirectory(prefix="bench-images-") as folder:
-        shop = generator.generate(generator.ShopSpec(products=512, events=1_000, days=1))
-        pictures.write(shop.images, Path(folder))
-        files = sorted(Path(folder, "images").glob("*.png"))
-        encoder.encode_images(files[:32])
-        print(
-            f"\n### Encoder speed, EfficientNet-Lite0 on {encoder.device} "
-            f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)\n"
-        )
-        print("| what | batch | images | seconds | images/s |\n|---|---|---|---|---|")
-        for batch in (32, 64):
-            begin = time.perf_counter()
-            encoder.encode_images(files, batch_size=batch)
-            seconds = time.perf_counter() - begin
-            print(
-                f"| PNG files: decode, pad, resize, network | {batch} | {len(files)} | {seconds:.1f} | {len(files) / seconds:.1f} |"
-            )
-        tensor = torch.randn(64, 3, 224, 224, device=encoder.device)
-        encoder.forward(tensor)
-        best = float("inf")
-        with torch.inference_mode():
-            for _ in range(4):  # the best of four: other work on a shared machine only slows a run down
-                begin = time.perf_counter()
-                encoder.forward(tensor)
-                if encoder.device == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - begin)
-        print(f"| network alone (224x224 tensors), best of 4 | 64 | 64 | {best:.1f} | {64 / best:.1f} |")
-
-
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["quality", "annoy", "encoder"]
+    parts = sys.argv[1:] or ["quality", "annoy"]
     for part in parts:
-        {"quality": quality, "annoy": annoy, "encoder": encoder_speed}[part]()
+        {"quality": quality, "annoy": annoy}[part]()
