@@ -80,7 +80,7 @@ def rows(connection, query: str) -> list[tuple]:
 
 def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
     output, result = on_spark
-    assert sorted(p.name for p in output.iterdir()) == sorted(runner.OUTPUT_TABLES)
+    assert sorted(p.name for p in output.iterdir()) == sorted([*runner.OUTPUT_TABLES, "_SUCCESS"])
     assert not Path(str(output) + ".building").exists()
     with warehouse.connect(duck, read_only=True) as connection:
         for table in runner.OUTPUT_TABLES:
@@ -402,7 +402,7 @@ def test_engine_options_are_checked(small_shop):
     from tests.conftest import run_cli
 
     wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--master", "local[1]")
-    assert wrong.returncode == 2 and "--master and --output go with --engine spark" in wrong.stderr
+    assert wrong.returncode == 2 and "--master, --output and --build-id go with --engine spark" in wrong.stderr
 
 
 def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, spark):

@@ -72,7 +72,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
             contract needs that is missing or of another type.
         gate.GateRefused: the build scores too far below the live snapshot (unless ``force``).
     """
-    build_id = _finished(source)
+    build_id = finished(source)
     with snapshot.locked(config.snapshots.root):
         snapshot.clean(config.snapshots.root)
         if (config.snapshots.root / build_id).exists():
@@ -121,7 +121,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
     return result
 
 
-def _finished(source: str) -> str:
+def finished(source: str) -> str:
     """The build id that the output's ``_SUCCESS`` marker names; refused when the build did not finish."""
     marker = _join(source, SUCCESS)
     try:

@@ -165,10 +165,11 @@ def build(
 
 
 def _reads_avro(spark: SparkSession) -> bool:
-    """Whether spark-avro is on the classpath (``--packages org.apache.spark:spark-avro_2.13:<version>``)."""
+    """Whether Spark finds its Avro data source (``--packages org.apache.spark:spark-avro_2.13:<version>``)."""
+    sources = spark.sparkContext._jvm.org.apache.spark.sql.execution.datasources.DataSource
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName("org.apache.spark.sql.avro.AvroFileFormat")
-    except Exception:  # py4j wraps the ClassNotFoundException
+        sources.lookupDataSource("avro", spark._jsparkSession.sessionState().conf())
+    except Exception:  # py4j raises Spark's AnalysisException: "Failed to find data source: avro"
         return False
     return True
 
@@ -302,6 +303,7 @@ class _Output:
 
     def publish(self, build_id: str) -> None:
         """Put the finished tables, and last the ``_SUCCESS`` marker naming the build, in place of the previous output."""
+        self.fs.setWriteChecksum(False)  # no ._SUCCESS.crc beside the marker on a local disk
         marker = self.fs.create(self.path(self.building.toString() + "/" + spark_output.SUCCESS), True)
         marker.write(bytearray(json.dumps({"build_id": build_id, "tables": list(OUTPUT_TABLES)}).encode()))
         marker.close()

@@ -1,0 +1,153 @@
+"""A real Spark standalone cluster on 127.0.0.1: build on it, publish, serve, and get the DuckDB build's lists.
+
+The master and a worker are started from pyspark's own jars with
+``spark-class``, as an operator starts them, and the build runs as a cluster
+application (``--master spark://...``). The small shop's Parquet events are
+read, since Avro on a cluster needs spark-avro (a test checks the error).
+Skipped, saying why, where pyspark or Java is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pyspark = pytest.importorskip(
+    "pyspark", reason="pyspark is not installed: pip install -e '.[spark]' (the test extra has it)"
+)
+if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+    pytest.skip("no Java on this machine: a Spark cluster needs Java 17 or newer", allow_module_level=True)
+
+from engine import build, config  # noqa: E402
+from engine.publish import warehouse  # noqa: E402
+from tests.conftest import free_port, run_cli, running_server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SPARK_CLASS = Path(sys.executable).parent / "spark-class"
+SPARK_HOME = str(Path(pyspark.__file__).parent)  # its jars; spark-class would look for them with another Python
+
+
+@contextlib.contextmanager
+def started(folder: Path, name: str, *arguments: str) -> Iterator[subprocess.Popen]:
+    """Run one Spark daemon (``spark-class CLASS ...``) until the block ends, its log in ``folder``."""
+    log = (folder / f"{name}.log").open("w")
+    env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(folder)}
+    process = subprocess.Popen([str(SPARK_CLASS), *arguments], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[str]:
+    """A standalone master and one worker (2 cores, 2 GiB) on loopback ports; yields the master's URL."""
+    folder = tmp_path_factory.mktemp("cluster")
+    port, web = free_port(), free_port()
+    url = f"spark://127.0.0.1:{port}"
+    master = ("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port))
+    worker = ("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g")
+    with (
+        started(folder, "master", *master, "--webui-port", str(web)) as master_process,
+        started(
+            folder, "worker", *worker, "--webui-port", str(free_port()), "--work-dir", str(folder / "work")
+        ) as worker_process,
+    ):
+        deadline = time.monotonic() + 120
+        while True:
+            if master_process.poll() is not None or worker_process.poll() is not None:
+                pytest.fail(f"a Spark daemon exited: see {folder}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/json/", timeout=2) as answer:
+                    if json.load(answer).get("aliveworkers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no worker registered with {url} in 120 s: see {folder}")
+            time.sleep(1)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def parquet_shop(small_shop, tmp_path_factory) -> Path:
+    """The small shop's config reading its Parquet copy of the events, in a folder of its own."""
+    folder = tmp_path_factory.mktemp("parquet-shop")
+    for name in ("catalogue.parquet", "events"):
+        source = small_shop / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / name)
+    text = (small_shop / "etalage.toml").read_text()
+    text = text.replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/**/*.parquet"]')
+    (folder / "etalage.toml").write_text(text)
+    return folder / "etalage.toml"
+
+
+def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(cluster, parquet_shop, tmp_path):
+    output = tmp_path / "spark-output"
+    built = subprocess.run(
+        [sys.executable, "-m", "engine", "build", "--engine", "spark", "--master", cluster]
+        + ["--config", str(parquet_shop), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert f"on Spark ({cluster})" in built.stderr
+    published = run_cli("publish", "--from", str(output), "--config", str(parquet_shop))
+    assert published.returncode == 0, published.stderr
+    build_id = json.loads((output / "_SUCCESS").read_text())["build_id"]
+    assert f"took in build {build_id}" in published.stderr
+
+    duck = config.load(parquet_shop)
+    duck = dataclasses.replace(
+        duck,
+        warehouse=tmp_path / "duck" / "warehouse.duckdb",
+        snapshots=dataclasses.replace(duck.snapshots, root=tmp_path / "duck" / "snapshots"),
+    )
+    build.build(duck)
+    with warehouse.connect(duck.warehouse, read_only=True) as connection:
+        lists = connection.execute(
+            "SELECT tenant, algorithm, product_id, list(related_product_id ORDER BY rank) FROM itemitem "
+            "WHERE algorithm IN ('cooccurrence', 'jaccard', 'popular') GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    assert len(lists) > 1000
+    with running_server(parquet_shop) as (base, _):
+        for tenant, algorithm, product, related in lists[:: len(lists) // 200]:
+            query = urllib.parse.urlencode({"algorithm": algorithm, "limit": 100})
+            url = f"{base}/v1/{tenant}/products/{urllib.parse.quote(product)}/recommendations?{query}"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                body = json.load(answer)
+            assert body["snapshot"] == build_id
+            assert [item["product_id"] for item in body["items"]] == related, (tenant, algorithm, product)
+
+
+def test_avro_on_a_cluster_without_spark_avro_is_refused_at_start(cluster, small_shop, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "build", "--engine", "spark", "--master", cluster]
+        + ["--config", str(small_shop / "etalage.toml"), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"events.avro on a cluster ({cluster}) needs Spark's Avro reader" in result.stderr
+    assert not (tmp_path / "out").exists()
