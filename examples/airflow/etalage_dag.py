@@ -9,13 +9,15 @@ exit code 4 (a lock held) is retried; any other failure fails the run at once
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
-import etalage_steps as steps
-from airflow.exceptions import AirflowException, AirflowFailException
-from airflow.providers.standard.operators.python import PythonOperator
-from airflow.providers.standard.sensors.python import PythonSensor
-from airflow.sdk import DAG
+sys.path.insert(0, str(Path(__file__).parent))  # etalage_steps.py beside it, wherever the DAGs folder is
+import etalage_steps as steps  # noqa: E402
+from airflow.exceptions import AirflowException, AirflowFailException  # noqa: E402
+from airflow.providers.standard.operators.python import PythonOperator  # noqa: E402
+from airflow.providers.standard.sensors.python import PythonSensor  # noqa: E402
+from airflow.sdk import DAG  # noqa: E402
 
 SHOP = steps.Shop(
     config=Path("/srv/etalage/etalage.toml"),
