@@ -4,7 +4,7 @@ The plain path (``TorchEncoder.reference_vectors``) is how encoding worked
 before: PIL decodes, pads and resizes one picture at a time and the network
 runs in float32. Its vectors are the reference here, computed in each test,
 not stored. The pipelined path must stay within a cosine of 0.995 of them
-(the bound the README states; the model id, and so the embeddings cache,
+(the bound docs/visual.md states; the model id, and so the embeddings cache,
 do not change with the path), on the CPU workers' route and on the device
 route, which runs here on the CPU with PIL in nvJPEG's place where
 torchvision is missing.
