@@ -139,6 +139,18 @@ def shop_config(shop: Path, folder: Path, **changes) -> config.Config:
     return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
 
 
+def copy_built(shop: Path, folder: Path) -> Path:
+    """Copy a built shop folder whole (config, events, warehouse, store, snapshots) into ``folder``; return ``folder``.
+
+    Cheaper than building again: a module-scoped fixture builds once and each test takes a copy. The warehouse names
+    its store files by their paths from its own folder, and ``current`` is a relative link, so the copy is a shop of
+    its own; only its views read the original's store files (the same bytes) until its first build writes them anew,
+    so the original must not change (no test gets it, only copies).
+    """
+    shutil.copytree(shop, folder, symlinks=True, dirs_exist_ok=True)
+    return folder
+
+
 def copy_shop(shop: Path, folder: Path) -> Path:
     """Copy the shop's catalogue, config and Avro events into ``folder`` (to build there); return the config path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,7 @@ def test_sql_on_a_missing_warehouse(tmp_path):
     assert result.returncode == 3 and "run `etalage build` first" in result.stderr
 
 
+@pytest.mark.slow
 def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
     """warehouse.duckdb.example is reproducible: a fresh build of the example shop has the same rows and scores."""
     fresh = tmp_path / "example.duckdb"
@@ -191,6 +192,7 @@ def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
     assert mrr["jaccard"] > 1.5 * mrr["popular"]
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_example(tmp_path):
     result = run_cli("demo", "--no-serve", "--out", str(tmp_path / "example"))
     assert result.returncode == 0, result.stderr

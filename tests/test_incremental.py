@@ -156,6 +156,7 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     assert result.files == {"avro": 60}  # every file ingested again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", crashpoints.POINTS)
 def test_a_build_killed_at_any_step_then_run_again_equals_one_from_scratch(hours, tmp_path, point):
     source, files = hours

@@ -253,6 +253,7 @@ def test_two_builds_at_once_exactly_one_publishes(shop):
     assert len(set(snapshot_folders(shop)) - before) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", [p for p in crashpoints.POINTS if p != "ingested"])  # no new files here
 def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     live = live_folder(shop)
@@ -277,7 +278,7 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     assert live_folder(shop) == live
     assert {p.name: sha256(p) for p in live.iterdir()} == checksums
     snapshot.verify(live)
-    if point != "before-switch":  # by then the warehouse has been replaced whole (README: what a build guarantees)
+    if point != "before-switch":  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
         assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
     with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0
