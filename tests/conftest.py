@@ -35,6 +35,15 @@ def small_shop(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def built_small_shop(small_shop, tmp_path_factory) -> Path:
+    """The small shop's Avro events and catalogue, built once by ``etalage build`` (read-only: ``copy_built`` it)."""
+    folder = tmp_path_factory.mktemp("built-shop")
+    result = run_cli("build", "--config", str(copy_shop(small_shop, folder)))
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 VISUAL_SHOP = generator.ShopSpec(products=150, brands=20, events=12_000, days=14, seed=5)
 
 

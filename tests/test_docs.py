@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from engine import build, cli, config, sqlfiles
 from engine.pipeline import state
 from engine.publish import warehouse
-from tests.conftest import run_cli, shop_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -59,15 +58,8 @@ def documented_tables() -> dict[str, list[tuple[str, str]]]:
     return tables
 
 
-@pytest.fixture(scope="module")
-def built(small_shop, tmp_path_factory) -> Path:
-    cfg = shop_config(small_shop, tmp_path_factory.mktemp("docs"))
-    build.build(cfg)
-    return cfg.warehouse
-
-
-def test_every_table_in_the_warehouse_is_documented_with_its_columns(built):
-    with warehouse.connect(built, read_only=True) as connection:
+def test_every_table_in_the_warehouse_is_documented_with_its_columns(built_small_shop):
+    with warehouse.connect(built_small_shop / "warehouse.duckdb", read_only=True) as connection:
         names = connection.execute(
             "SELECT table_name FROM duckdb_tables() UNION ALL "
             "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"

@@ -26,16 +26,13 @@ from engine import config
 from engine.publish import snapshot
 from server.app import create_app
 from server.exposures import SPILL, ExposureLog
-from tests.conftest import copy_shop, run_cli, tiny_tables
+from tests.conftest import copy_built, tiny_tables
 
 
 @pytest.fixture(scope="module")
-def shop(small_shop, tmp_path_factory) -> config.Config:
+def shop(built_small_shop, tmp_path_factory) -> config.Config:
     """A built copy of the small shop (its snapshot is never changed here)."""
-    path = copy_shop(small_shop, tmp_path_factory.mktemp("faults"))
-    result = run_cli("build", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    return config.load(path)
+    return config.load(copy_built(built_small_shop, tmp_path_factory.mktemp("faults")) / "etalage.toml")
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ import pytest
 
 from engine import sqlfiles
 from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
-from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
+from tests.conftest import copy_built, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
 
@@ -28,12 +28,10 @@ def set_config(config: Path, old: str, new: str) -> None:
 
 
 @pytest.fixture()
-def shop(small_shop, tmp_path) -> Path:
+def shop(built_small_shop, tmp_path) -> Path:
     """A copy of the small shop, built once (so a snapshot is live), keeping 2 snapshots; returns its config."""
-    config = copy_shop(small_shop, tmp_path)
+    config = copy_built(built_small_shop, tmp_path) / "etalage.toml"
     set_config(config, "keep = 5", "keep = 2")
-    result = run_cli("build", "--config", str(config))
-    assert result.returncode == 0, result.stderr
     return config
 
 
