@@ -11,18 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.publish import warehouse
-from tests.conftest import copy_shop, run_cli, sha256
+from tests.conftest import copy_built, run_cli, sha256
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
 
 
 @pytest.fixture(scope="module")
-def built_shop(small_shop, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("cli")
-    result = run_cli("build", "--config", str(copy_shop(small_shop, folder)))
-    assert result.returncode == 0, result.stderr
-    assert "dropped" in result.stderr and "itemitem rows" in result.stderr
-    return folder
+def built_shop(built_small_shop, tmp_path_factory) -> Path:
+    """A copy of the small shop built once by `etalage build`."""
+    return copy_built(built_small_shop, tmp_path_factory.mktemp("cli"))
 
 
 def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
@@ -33,6 +30,7 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     assert result.returncode == 0
     assert "counted everything again (full): --full" in result.stderr
     assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr
+    assert "dropped" in result.stderr and "itemitem rows" in result.stderr
     for step in ("events", "counts", "lists", "itemitem", "evaluation training counts", "snapshot"):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:

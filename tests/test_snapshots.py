@@ -168,6 +168,7 @@ def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker
         snapshot.verify(truncated)
 
 
+@pytest.mark.slow
 def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(shop):
     first = live_folder(shop).name
     assert run_cli("build", "--config", str(shop)).returncode == 0
@@ -204,6 +205,7 @@ def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(sh
     assert live_folder(shop).name == first
 
 
+@pytest.mark.slow
 def test_old_snapshots_are_pruned_but_never_the_live_one(shop):
     first = live_folder(shop).name
     for _ in range(2):
@@ -219,6 +221,7 @@ def test_old_snapshots_are_pruned_but_never_the_live_one(shop):
     assert len(snapshot_folders(shop)) == 2 and live_folder(shop).name == snapshot_folders(shop)[-1]
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
     live = live_folder(shop)
     warehouse_before = sha256(shop.parent / "warehouse.duckdb")
@@ -241,6 +244,7 @@ def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
     assert snapshot.verify(now).manifest["parameters"]["algorithms"]["top_n"] == 1
 
 
+@pytest.mark.slow
 def test_two_builds_at_once_exactly_one_publishes(shop):
     before = set(snapshot_folders(shop))
     command = [sys.executable, "-m", "engine", "build", "--config", str(shop)]
@@ -397,6 +401,7 @@ def snapshot_folders_of(root: Path) -> list[str]:
     return [folder.name for folder in snapshot.folders(root)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", ["dangling", "a file", "no manifest"])
 def test_a_build_repairs_a_broken_current_before_it_computes(shop, broken):
     root = shop.parent / "snapshots"
@@ -447,6 +452,7 @@ def test_a_folder_named_current_stops_a_build_before_it_computes(shop):
     assert f"{root / 'current'} is a folder, not a link to a snapshot: move it away" in result.stderr
 
 
+@pytest.mark.slow
 def test_rollback_with_a_dangling_current_picks_the_newest_snapshot_that_verifies(shop):
     first = live_folder(shop).name
     assert run_cli("build", "--config", str(shop)).returncode == 0
