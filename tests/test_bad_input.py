@@ -142,6 +142,7 @@ def test_a_touched_ingested_file_is_not_a_change(parquet_shop):
     assert "counted incrementally: 0 new event files" in again.stderr
 
 
+@pytest.mark.slow
 def test_an_ingested_file_that_went_away_stops_the_build_until_full(shop):
     avro = next((shop / "events" / "avro").rglob("*.avro"))
     extra = new_hour(shop)

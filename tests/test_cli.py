@@ -22,6 +22,7 @@ def built_shop(built_small_shop, tmp_path_factory) -> Path:
     return copy_built(built_small_shop, tmp_path_factory.mktemp("cli"))
 
 
+@pytest.mark.slow
 def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     again = run_cli("build", "--config", str(built_shop / "etalage.toml"))
     assert again.returncode == 0
