@@ -94,7 +94,9 @@ def test_a_failed_flush_is_logged_counted_spilled_and_written_once_the_folder_is
             assert client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": f"0:v{i}"}).is_success
         until(lambda: list((folder / SPILL).rglob(".exposures-*.parquet")))
         assert log.queued == 0  # on disk, not in memory
-        assert counted("etalage_background_failures_total", loop="flush") > failures
+        # The loop counts and logs the failure after the flush has spilled and raised: wait for both, not the file.
+        until(lambda: counted("etalage_background_failures_total", loop="flush") > failures)
+        until(lambda: any(r.getMessage().startswith("background flush failed") for r in logged.records))
         failure = next(r for r in logged.records if r.getMessage().startswith("background flush failed"))
         assert failure.exc_info and "records wait in" in str(failure.exc_info[1])
 
