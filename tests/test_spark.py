@@ -403,6 +403,9 @@ def test_engine_options_are_checked(small_shop):
 
     wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--master", "local[1]")
     assert wrong.returncode == 2 and "--master, --output and --build-id go with --engine spark" in wrong.stderr
+    for flag in ("--full", "--chart"):
+        wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--engine", "spark", flag)
+        assert wrong.returncode == 2 and f"{flag} goes with --engine duckdb" in wrong.stderr
 
 
 def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, spark):
