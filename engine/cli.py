@@ -245,6 +245,11 @@ def _generate(
     default=None,
     help="Name the Spark build (a scheduler's run id), so a sensor can wait for its _SUCCESS marker (--engine spark).",
 )
+@click.option(
+    "--chart",
+    is_flag=True,
+    help="Also draw the evaluation into <warehouse>.evaluation.png (etalage evaluate --chart draws it any time).",
+)
 def build(
     config_path: Path,
     pairs: str,
@@ -254,6 +259,7 @@ def build(
     master: str | None,
     output: str | None,
     build_id: str | None,
+    chart: bool,
 ) -> None:
     """Ingest new event files, update the counts, compute and evaluate every algorithm, and publish a snapshot.
 
@@ -267,15 +273,21 @@ def build(
     if engine == "spark":
         if full:
             raise click.UsageError("--full goes with --engine duckdb (a Spark build always counts everything)")
+        if chart:
+            raise click.UsageError("--chart goes with --engine duckdb (etalage evaluate --chart draws a published build)")
         _build_spark(config, master, output, build_id)
         return
     if master or output or build_id:
         raise click.UsageError("--master, --output and --build-id go with --engine spark")
-    _build(config, pairs, force, full)
+    _build(config, pairs, force, full, chart)
 
 
 def _build(
-    config: config_module.Config, pairs: str = "kernel", force: bool = False, full: bool = False
+    config: config_module.Config,
+    pairs: str = "kernel",
+    force: bool = False,
+    full: bool = False,
+    chart: bool = False,
 ) -> build_module.BuildResult:
     from engine import build as build_module  # Numba, only for builds
 
@@ -291,10 +303,10 @@ def _build(
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
-    if config.evaluation.enabled:
-        from engine.pipeline import chart  # matplotlib, only to draw
+    if chart and config.evaluation.enabled:
+        from engine.pipeline import chart as drawing  # matplotlib, only to draw
 
-        err.print(f"evaluation chart: {chart.write(config.warehouse)}")
+        err.print(f"evaluation chart: {drawing.write(config.warehouse)}")
     return result
 
 
@@ -713,7 +725,7 @@ def demo(directory: Path, then_serve: bool) -> None:
     if not config_path.exists():
         _generate(generator.ShopSpec(), directory, visual=True)
     config = _load(config_path)
-    _build(config)
+    _build(config, chart=True)
     with warehouse.connect(config.warehouse, read_only=True) as connection:
         product = connection.execute(
             "SELECT tenant, product_id, sessions FROM item_counts ORDER BY sessions DESC, product_id LIMIT 1"

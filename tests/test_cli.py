@@ -27,7 +27,9 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     again = run_cli("build", "--config", str(built_shop / "etalage.toml"))
     assert again.returncode == 0
     assert "counted incrementally: 0 new event files" in again.stderr and "read no new events" in again.stderr
-    result = run_cli("build", "--full", "--config", str(built_shop / "etalage.toml"))
+    assert "evaluation chart" not in again.stderr  # only with --chart
+    assert not (built_shop / "warehouse.duckdb.evaluation.png").exists()
+    result = run_cli("build", "--full", "--chart", "--config", str(built_shop / "etalage.toml"))
     assert result.returncode == 0
     assert "counted everything again (full): --full" in result.stderr
     assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr

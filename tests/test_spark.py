@@ -410,6 +410,9 @@ def test_engine_options_are_checked(small_shop):
 
     wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--master", "local[1]")
     assert wrong.returncode == 2 and "--master, --output and --build-id go with --engine spark" in wrong.stderr
+    for flag in ("--full", "--chart"):
+        wrong = run_cli("build", "--config", str(small_shop / "etalage.toml"), "--engine", "spark", flag)
+        assert wrong.returncode == 2 and f"{flag} goes with --engine duckdb" in wrong.stderr
 
 
 @pytest.mark.slow

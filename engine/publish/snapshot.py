@@ -26,6 +26,7 @@ memory-map them and read rows without parsing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import hashlib
@@ -36,7 +37,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -112,8 +113,9 @@ def stage(
 ) -> Snapshot:
     """Write ``tables`` and the manifest into a staging folder beside the live snapshot.
 
-    ``tables`` maps a name to a function that opens its rows; they are opened
-    one at a time, since a DuckDB connection streams one result at a time.
+    ``tables`` maps a name to a function that opens its rows (from memory,
+    not a DuckDB connection's stream: the tables are written at the same
+    time, each in a thread of its own, and hashed as they are written).
     ``folders`` maps a subfolder name to a folder of finished files (the
     visual index) that is copied in; its files are checksummed like the rest.
 
@@ -129,23 +131,9 @@ def stage(
     _remove_tree(staging, leftover=True)
     staging.mkdir(parents=True)
     with _removed_on_error(staging), writing(staging):
-        files = {}
-        for name, rows_of in tables.items():
-            path = staging / f"{name}.arrow"
-            reader = rows_of()
-            rows = 0
-            with writing(path), pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-                    crashpoints.reach("snapshot-write")
-            fsync(path)
-            files[path.name] = {
-                "rows": rows,
-                "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
-                "schema": _schema_text(reader.schema),
-            }
+        with concurrent.futures.ThreadPoolExecutor(len(tables) or 1) as pool:
+            written = [pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()]
+            files = dict(future.result() for future in written)
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
             for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
@@ -466,6 +454,42 @@ def rollback(root: Path, build_id: str | None = None) -> tuple[Snapshot | None, 
 
 def _schema_text(schema: pa.Schema) -> str:
     return ", ".join(f"{field.name} {field.type}" for field in schema)
+
+
+def _write_table(path: Path, rows_of: Callable[[], pa.RecordBatchReader]) -> tuple[str, dict]:
+    """Write one table's rows to ``path`` as an Arrow IPC file, hashing the bytes on their way; its manifest entry."""
+    reader = rows_of()
+    rows = 0
+    with writing(path), open(path, "wb") as handle:
+        hashing = _Hashing(handle)
+        with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                crashpoints.reach("snapshot-write")
+    fsync(path)
+    entry = {"rows": rows, "bytes": path.stat().st_size, "sha256": hashing.digest.hexdigest()}
+    return path.name, {**entry, "schema": _schema_text(reader.schema)}
+
+
+class _Hashing:
+    """A binary file that also feeds every byte written to sha256, so a new file is not read back to be hashed."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.flush()
+        self.closed = True
 
 
 def _sha256(path: Path) -> str:
