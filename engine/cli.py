@@ -44,7 +44,7 @@ from rich.table import Table
 from engine import config as config_module
 from engine import sqlfiles
 from engine.example import generator
-from engine.ingest import files
+from engine.ingest import files, locations
 from engine.pipeline import visual_stage
 from engine.publish import durable, gate, locks, snapshot, spark_output, warehouse
 
@@ -348,6 +348,8 @@ def publish(config_path: Path, source: str, force: bool) -> None:
 
 
 def _summary(result: build_module.BuildResult, begin: float) -> None:
+    if result.before_window:
+        err.print(f"left unread {result.before_window:,} event files whose partitions lie before the look-back window")
     if not result.ingest:
         err.print("read no new events")
     for row in result.ingest:
@@ -829,6 +831,7 @@ def _exits() -> Iterator[None]:
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         files.IngestError: EXIT_BAD_INPUT,
+        locations.Unreachable: EXIT_BAD_INPUT,
         spark_output.OutputRefused: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
