@@ -127,6 +127,13 @@ def upload(store: Store, shop: Path, files: list[Path]) -> None:
             stream.write(path.read_bytes())
 
 
+def copy(shop: Path, folder: Path, files: list[Path]) -> None:
+    """Copy files of the shop's folder into ``folder`` under the same relative names."""
+    for path in files:
+        (folder / path.relative_to(shop)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, folder / path.relative_to(shop))
+
+
 def config_file(folder: Path, root: str, fmt: str) -> Path:
     """An etalage.toml in ``folder`` (warehouse and snapshots there) reading the shop's files under ``root``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,9 +183,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
     remote = config_file(tmp_path / "remote", "s3://shop", "parquet")
     built(remote)
     local_shop = tmp_path / "local-shop"
-    for path in [shop / "catalogue.parquet", *files[:-1], *sorted((shop / "exposures").rglob("*.parquet"))]:
-        (local_shop / path.relative_to(shop)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, local_shop / path.relative_to(shop))
+    copy(shop, local_shop, [shop / "catalogue.parquet", *files[:-1], *sorted((shop / "exposures").rglob("*.parquet"))])
     local = config_file(tmp_path / "local", str(local_shop), "parquet")
     built(local)
     assert_same(contents(config.load(remote)), contents(config.load(local)))
@@ -188,7 +193,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
         assert connection.execute("SELECT count(*) FROM exposures").fetchone()[0] == 1
 
     upload(store, shop, files[-1:])
-    shutil.copy2(files[-1], local_shop / files[-1].relative_to(shop))
+    copy(shop, local_shop, files[-1:])
     result = etalage("build", "--config", str(remote))
     assert result.returncode == 0, result.stderr
     assert "counted incrementally: 1 new event files" in result.stderr
