@@ -769,6 +769,14 @@ def _serve(
 ) -> None:
     import uvicorn  # the server's dependencies load only for `serve`
 
+    if locations.is_remote(config.serving.exposures):
+        err.print(
+            f"error: serving.exposures is {config.serving.exposures}: the server writes exposures to a local folder "
+            "(ship them to the store for builds; see docs/object-stores.md)",
+            style="red",
+            markup=False,
+        )
+        sys.exit(EXIT_BAD_INPUT)
     host, port = host or config.serving.host, config.serving.port if port is None else port
     live, problem = _live_or_problem(config.snapshots.root)
     if problem:  # each worker falls back the same way (server.live)

@@ -263,8 +263,11 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
 
 
 def _visual_algorithms_enabled(config: Config) -> None:
-    """Refuse a gate or a variant on ``visual``/``visual_blend`` when builds do not compute them."""
+    """Refuse a gate or a variant on ``visual``/``visual_blend`` when builds do not compute them, or pictures out of reach."""
     if config.visual.enabled:
+        if isinstance(config.catalogue, str):
+            msg = f"[visual] reads the pictures beside the catalogue, so catalogue.path must be local, not {config.catalogue}"
+            raise ConfigError(msg)
         return
     named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
     for index, variant in enumerate(config.experiment.variants):

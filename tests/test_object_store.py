@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from engine import config
+from engine import build, config
 from engine.example import generator
 from engine.ingest import divolte, exposures, locations
 from engine.publish import warehouse
@@ -134,7 +134,7 @@ def copy(shop: Path, folder: Path, files: list[Path]) -> None:
         shutil.copy2(path, folder / path.relative_to(shop))
 
 
-def config_file(folder: Path, root: str, fmt: str) -> Path:
+def config_file(folder: Path, root: str, fmt: str, look_back_days: int = 0) -> Path:
     """An etalage.toml in ``folder`` (warehouse and snapshots there) reading the shop's files under ``root``."""
     folder.mkdir(parents=True, exist_ok=True)
     pattern = f"{root}/events/hourly/**/*.parquet" if fmt == "parquet" else f"{root}/events/avro/**/*.avro"
@@ -146,6 +146,7 @@ def config_file(folder: Path, root: str, fmt: str) -> Path:
         ("top_n = 20", "top_n = 10"),
         ("min_support = 2", "min_support = 1"),
         ("test_days = 7", "test_days = 1"),
+        ("look_back_days = 0", f"look_back_days = {look_back_days}"),
     ):
         assert old in text
         text = text.replace(old, new)
@@ -220,6 +221,26 @@ def test_avro_events_on_s3_give_the_lists_of_the_same_files_on_disk(store, shop,
     local = config_file(tmp_path / "local", str(shop), "avro")
     built(local)
     assert_same(contents(config.load(remote)), contents(config.load(local)))
+
+
+def test_the_look_back_window_leaves_older_partitions_unread_and_the_lists_as_they_were(shop, tmp_path):
+    """Pruned by path: the same files without ``date=``/``hour=`` folders are all read, and give the same lists."""
+    files = hour_files(shop, "parquet")
+    flat = tmp_path / "flat-shop"
+    for path in files:
+        name = "-".join(part.split("=")[1] for part in path.relative_to(shop / "events" / "hourly").parent.parts)
+        (flat / "events" / "hourly").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, flat / "events" / "hourly" / f"{name}.parquet")
+    shutil.copy2(shop / "catalogue.parquet", flat / "catalogue.parquet")
+    partitioned = config.load(config_file(tmp_path / "partitioned", str(shop), "parquet", look_back_days=1))
+    everything = config.load(config_file(tmp_path / "flat", str(flat), "parquet", look_back_days=1))
+    pruned, read = build.build(partitioned), build.build(everything)
+    assert read.before_window == 0 and read.files == {"parquet": len(files)}
+    assert len(files) // 3 < pruned.before_window < len(files) and sum(pruned.files.values()) < len(files)
+    assert pruned.before_window + pruned.files["parquet"] == len(files)
+    kept, all_of_them = contents(partitioned), contents(everything)
+    assert kept.pop("ingest_stats") != all_of_them.pop("ingest_stats")  # fewer events read
+    assert_same(kept, all_of_them)
 
 
 @pytest.fixture(scope="module")
