@@ -303,3 +303,26 @@ def test_a_scheme_etalage_does_not_read_is_named(live_shop, shop):
 def test_duckdb_refuses_the_schemes_it_cannot_read_by_name():
     with duckdb.connect() as connection, pytest.raises(locations.Unreachable, match="gs://shop/e.parquet: DuckDB"):
         locations.let_duckdb_read(connection, [Path("local.parquet"), "gs://shop/e.parquet"])
+
+
+@pytest.mark.slow
+def test_spark_without_hadoop_aws_names_the_s3_location_and_what_it_needs(store, shop, tmp_path):
+    """Spark reads s3:// as s3a:// through hadoop-aws, which pyspark does not bundle: a clear error, nothing written."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (the `spark` and `test` extras have it)")
+    from engine.spark import runner
+
+    files = hour_files(shop, "parquet")
+    upload(store, shop, [shop / "catalogue.parquet", *files[:3]])
+    remote = config.load(config_file(tmp_path / "remote", "s3://shop", "parquet"))
+    try:
+        spark = runner.session("local[1]")
+    except runner.SparkUnavailable as error:
+        pytest.skip(f"Spark cannot start here: {error}")
+    try:
+        with pytest.raises(config.ConfigError) as refused:
+            runner.build(remote, tmp_path / "tables", spark=spark)
+    finally:
+        spark.stop()
+    assert str(refused.value).startswith(f"s3://shop/{files[0].relative_to(shop).as_posix()}: Spark has no filesystem")
+    assert "hadoop-aws" in str(refused.value)
+    assert not (tmp_path / "tables").exists()
