@@ -185,21 +185,19 @@ def _s3_settings(location: str) -> _S3:
     if missing:
         msg = f"{location}: no credentials for s3:// (set {' and '.join(missing)}; see docs/object-stores.md)"
         raise Unreachable(msg)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     return _S3(
         key=os.environ["AWS_ACCESS_KEY_ID"],
         secret=os.environ["AWS_SECRET_ACCESS_KEY"],
         token=os.environ.get("AWS_SESSION_TOKEN") or None,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        endpoint=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None,
+        endpoint=endpoint if not endpoint or "://" in endpoint else f"https://{endpoint}",
     )
 
 
 def _filesystem(location: str) -> pafs.FileSystem:
     """The filesystem of a remote location; S3's from the environment (as DuckDB's secret), others from the URI."""
-    kind = scheme(location)
-    if kind not in REMOTE_SCHEMES:
-        msg = f"{location}: unknown scheme {kind}:// (locations may be paths, file://, {', '.join(REMOTE_SCHEMES)}://)"
-        raise Unreachable(msg)
+    kind = scheme(location)  # one of REMOTE_SCHEMES: the config refuses others
     if kind == "s3":
         return _s3_filesystem(_s3_settings(location))
     with reaching(location, "connect to"):
