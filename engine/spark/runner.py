@@ -374,6 +374,10 @@ def _exposures(spark: SparkSession, folder: locations.Location) -> DataFrame:
     return _read(spark, paths, lambda uris: spark.read.schema(schema).parquet(*uris)).orderBy("ts", "exposure_id")
 
 
+_NO_FILESYSTEM = ("No FileSystem for scheme", "ClassNotFoundException: Class org.apache.hadoop.fs.s3a.")
+"""How Hadoop says it cannot reach a scheme: none configured (gs://), or hadoop-aws's classes missing (s3a://)."""
+
+
 def _read(spark: SparkSession, paths: list[str], reader: Callable[[list[str]], DataFrame]) -> DataFrame:
     """``reader`` over the files as Hadoop names them (``s3://`` is ``s3a://``, hadoop-aws's scheme).
 
@@ -382,8 +386,8 @@ def _read(spark: SparkSession, paths: list[str], reader: Callable[[list[str]], D
     """
     try:
         return reader([f"s3a://{path[5:]}" if locations.scheme(path) == "s3" else path for path in paths])
-    except Exception as error:  # Py4J wraps Hadoop's UnsupportedFileSystemException
-        if "No FileSystem for scheme" not in str(error):
+    except Exception as error:  # Py4J wraps Hadoop's error: a scheme it has no class for, or a class not on the classpath
+        if not any(sign in str(error) for sign in _NO_FILESYSTEM):
             raise
         found = next(path for path in paths if locations.is_remote(path))
         msg = (
