@@ -5,7 +5,8 @@ The steps, in order, each a file in ``sql/`` unless noted:
 1. find the event files (local, or on an object store: ``engine.ingest.locations``)
    and compare them with the ledger of ingested files (``engine.ingest.ledger``):
    only new ones are read, less those whose ``date=``/``hour=`` partition lies
-   before the look-back window; a changed or vanished one stops the build. How the stored counts were counted is compared with
+   before the look-back window; a changed or vanished one stops the build.
+   How the stored counts were counted is compared with
    the config (``engine.pipeline.state``): a change there, ``--full`` or a
    first build counts everything again;
 2. check the new files and store their unflagged events once, as this

@@ -263,10 +263,10 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
 
 
 def _visual_algorithms_enabled(config: Config) -> None:
-    """Refuse a gate or a variant on ``visual``/``visual_blend`` when builds do not compute them, or pictures out of reach."""
+    """Refuse a gate or variant on ``visual``/``visual_blend`` that builds do not compute, or pictures out of reach."""
     if config.visual.enabled:
         if isinstance(config.catalogue, str):
-            msg = f"[visual] reads the pictures beside the catalogue, so catalogue.path must be local, not {config.catalogue}"
+            msg = f"[visual] reads pictures beside the catalogue: catalogue.path must be local, not {config.catalogue}"
             raise ConfigError(msg)
         return
     named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]

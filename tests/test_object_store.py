@@ -89,7 +89,8 @@ def shop(tmp_path_factory) -> Path:
     events = pq.read_table(folder / "events" / "parquet").select(divolte.ARROW_SCHEMA.names)
     hours = pc.strftime(events.column("timestamp"), "date=%Y-%m-%d/hour=%H")
     for hour in sorted(set(hours.to_pylist())):
-        divolte.write_parquet(events.filter(pc.equal(hours, hour)), folder / "events" / "hourly" / hour / "events.parquet")
+        target = folder / "events" / "hourly" / hour / "events.parquet"
+        divolte.write_parquet(events.filter(pc.equal(hours, hour)), target)
     shutil.rmtree(folder / "events" / "parquet")
     exposure = pa.Table.from_pylist(
         [
@@ -253,7 +254,7 @@ def live_shop(store, shop, tmp_path_factory) -> Path:
 
 
 def refused(live_shop: Path, old: str, new: str, environment: dict[str, str | None], *fragments: str) -> None:
-    """A config beside the live shop's with ``old`` replaced by ``new`` stops the build, naming ``fragments``; nothing changes."""
+    """The live shop's config with ``old`` made ``new`` stops the build naming ``fragments``; nothing changes."""
     path = live_shop.with_name("changed.toml")
     text = live_shop.read_text()
     assert old in text

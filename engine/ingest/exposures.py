@@ -43,7 +43,7 @@ def files(folder: locations.Location) -> list[str]:
 
 
 def checked(folder: locations.Location) -> list[str]:
-    """The finished exposure files under ``folder``, each checked by its footer (in parallel) to have the exposure schema."""
+    """The finished exposure files under ``folder``, each one's footer checked (in parallel) for the exposure schema."""
     paths = files(folder)
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for path, schema in zip(paths, pool.map(_schema, paths)):

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import glob as local_glob
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,14 +30,14 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
-from fsspec.implementations.arrow import ArrowFSWrapper
+from fsspec.utils import glob_translate
 
 REMOTE_SCHEMES = ("s3", "gs", "hdfs")
 """The URI schemes a location may have besides ``file``."""
 DUCKDB_READS = ("s3",)
 """The remote schemes DuckDB reads itself (through httpfs); events and catalogues elsewhere are refused by name."""
 S3_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-"""The environment variables an ``s3://`` location needs; AWS_SESSION_TOKEN, AWS_REGION and AWS_ENDPOINT_URL may add to them."""
+"""What an ``s3://`` location needs; AWS_SESSION_TOKEN, AWS_REGION and AWS_ENDPOINT_URL may add to them."""
 
 Location = Path | str
 """A local path, or the URI of a remote location (a ``str`` with ``://``)."""
@@ -71,16 +72,26 @@ def glob(pattern: str) -> list[FileInfo]:
         paths = sorted(p for p in local_glob.glob(pattern, recursive=True) if os.path.isfile(p))
         return [info(path) for path in paths]
     prefix = pattern.split("://", 1)[0] + "://"
-    store = _filesystem(pattern)
+    store, inside = _filesystem(pattern), _inside(pattern)
+    wildcard = min((inside.find(char) for char in "*?[" if char in inside), default=-1)
+    base = inside[: inside.rfind("/", 0, wildcard) + 1] if wildcard >= 0 else inside
+    if wildcard < 0:
+        selected: pafs.FileSelector | str = inside
+    else:  # one recursive listing under the fixed folder (pages of keys), not one per folder as a walk would
+        selected = pafs.FileSelector(base.rstrip("/"), recursive=True, allow_not_found=True)
+    matches = re.compile(glob_translate(inside)).match
     with reaching(pattern, "list"):
-        listing = ArrowFSWrapper(store).glob(_inside(pattern), detail=True)
-        if not listing and scheme(pattern) != "hdfs" and store.get_file_info(_authority(pattern)).type == pafs.FileType.NotFound:
-            msg = f"{pattern}: bucket {_authority(pattern)!r} does not exist (or these credentials cannot see it)"
+        listing = store.get_file_info(selected)
+        if isinstance(listing, pafs.FileInfo):
+            listing = [listing]
+        bucket = _authority(pattern)
+        if not listing and scheme(pattern) != "hdfs" and store.get_file_info(bucket).type == pafs.FileType.NotFound:
+            msg = f"{pattern}: bucket {bucket!r} does not exist (or these credentials cannot see it)"
             raise Unreachable(msg)
     return [
-        FileInfo(prefix + name, int(entry["size"]), _utc(entry["mtime"]))
-        for name, entry in sorted(listing.items())
-        if entry["type"] == "file"
+        FileInfo(prefix + entry.path, entry.size, _utc(entry.mtime))
+        for entry in sorted(listing, key=lambda entry: entry.path)
+        if entry.type == pafs.FileType.File and matches(entry.path) and not _hidden(entry.path[len(base) :])
     ]
 
 
@@ -235,6 +246,11 @@ def _inside(location: str) -> str:
     """The path of a URI inside its filesystem: ``bucket/key`` for a store, ``/path`` for HDFS."""
     rest = location.split("://", 1)[1]
     return "/" + rest.split("/", 1)[1] if scheme(location) == "hdfs" and "/" in rest else rest
+
+
+def _hidden(path: str) -> bool:
+    """Whether a name in the path starts with a dot (a file being written), which a glob skips as Python's does."""
+    return any(name.startswith(".") for name in path.split("/"))
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:

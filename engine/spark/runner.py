@@ -386,7 +386,7 @@ def _read(spark: SparkSession, paths: list[str], reader: Callable[[list[str]], D
     """
     try:
         return reader([f"s3a://{path[5:]}" if locations.scheme(path) == "s3" else path for path in paths])
-    except Exception as error:  # Py4J wraps Hadoop's error: a scheme it has no class for, or a class not on the classpath
+    except Exception as error:  # Py4J wraps Hadoop's: a scheme without a class, or a class not on the classpath
         if not any(sign in str(error) for sign in _NO_FILESYSTEM):
             raise
         found = next(path for path in paths if locations.is_remote(path))
