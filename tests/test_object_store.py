@@ -224,8 +224,12 @@ def test_avro_events_on_s3_give_the_lists_of_the_same_files_on_disk(store, shop,
     assert_same(contents(config.load(remote)), contents(config.load(local)))
 
 
-def test_the_look_back_window_leaves_older_partitions_unread_and_the_lists_as_they_were(shop, tmp_path):
-    """Pruned by path: the same files without ``date=``/``hour=`` folders are all read, and give the same lists."""
+@pytest.mark.parametrize("cutoff", [False, True])
+def test_the_look_back_window_leaves_older_partitions_unread_and_the_lists_as_they_were(shop, tmp_path, cutoff):
+    """Pruned by path: the same files without ``date=``/``hour=`` folders are all read, and give the same lists.
+
+    The evaluation's training window must be read too: a day before the newest event, or before a fixed cut-off.
+    """
     files = hour_files(shop, "parquet")
     flat = tmp_path / "flat-shop"
     for path in files:
@@ -233,11 +237,16 @@ def test_the_look_back_window_leaves_older_partitions_unread_and_the_lists_as_th
         (flat / "events" / "hourly").mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, flat / "events" / "hourly" / f"{name}.parquet")
     shutil.copy2(shop / "catalogue.parquet", flat / "catalogue.parquet")
-    partitioned = config.load(config_file(tmp_path / "partitioned", str(shop), "parquet", look_back_days=1))
-    everything = config.load(config_file(tmp_path / "flat", str(flat), "parquet", look_back_days=1))
+    partitioned = config_file(tmp_path / "partitioned", str(shop), "parquet", look_back_days=1)
+    everything = config_file(tmp_path / "flat", str(flat), "parquet", look_back_days=1)
+    split = files[3 * len(files) // 4].relative_to(shop / "events" / "hourly").parts[0].split("=")[1]
+    evaluation = f'test_days = 1\ncutoff = "{split}"' if cutoff else "test_days = 1"
+    for path in (partitioned, everything):
+        path.write_text(path.read_text().replace("test_days = 1", evaluation))
+    partitioned, everything = config.load(partitioned), config.load(everything)
     pruned, read = build.build(partitioned), build.build(everything)
     assert read.before_window == 0 and read.files == {"parquet": len(files)}
-    assert len(files) // 3 < pruned.before_window < len(files) and sum(pruned.files.values()) < len(files)
+    assert len(files) // 4 < pruned.before_window < len(files)
     assert pruned.before_window + pruned.files["parquet"] == len(files)
     kept, all_of_them = contents(partitioned), contents(everything)
     assert kept.pop("ingest_stats") != all_of_them.pop("ingest_stats")  # fewer events read
@@ -253,7 +262,9 @@ def live_shop(store, shop, tmp_path_factory) -> Path:
     return path
 
 
-def refused(live_shop: Path, old: str, new: str, environment: dict[str, str | None], *fragments: str) -> None:
+def refused(
+    live_shop: Path, old: str, new: str, environment: dict[str, str | None], *fragments: str, full: bool = False
+) -> None:
     """The live shop's config with ``old`` made ``new`` stops the build naming ``fragments``; nothing changes."""
     path = live_shop.with_name("changed.toml")
     text = live_shop.read_text()
@@ -261,7 +272,7 @@ def refused(live_shop: Path, old: str, new: str, environment: dict[str, str | No
     path.write_text(text.replace(old, new))
     live = sha256(path.parent / "warehouse.duckdb")
     current = (path.parent / "snapshots" / "current").resolve()
-    result = etalage("build", "--config", str(path), environment=environment)
+    result = etalage("build", *(["--full"] if full else []), "--config", str(path), environment=environment)
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
@@ -299,6 +310,18 @@ def test_a_bucket_that_does_not_exist_is_named(live_shop, shop):
 
 def test_a_scheme_etalage_does_not_read_is_named(live_shop, shop):
     refused(live_shop, *on_store(shop, "s4://shop"), {}, "events.avro = 's4://shop/events/avro/**/*.avro'")
+
+
+def test_a_truncated_object_is_named_by_its_ends_alone(store, live_shop, shop):
+    """A copy cut off inside a block does not end with the sync marker: found before any event is read."""
+    whole = hour_files(shop, "avro")[0].read_bytes()
+    key = "shop/events/avro/2099/01/01/00/cut.avro"
+    with store.client.open_output_stream(key) as stream:
+        stream.write(whole[:-20])
+    try:
+        refused(live_shop, *on_store(shop), {}, f"s3://{key}: truncated Avro file", full=True)
+    finally:
+        store.client.delete_file(key)
 
 
 def test_duckdb_refuses_the_schemes_it_cannot_read_by_name():
