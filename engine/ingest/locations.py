@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -31,6 +30,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 from fsspec.utils import glob_translate
+
+from engine.publish import warehouse
 
 REMOTE_SCHEMES = ("s3", "gs", "hdfs")
 """The URI schemes a location may have besides ``file``."""
@@ -70,7 +71,7 @@ def glob(pattern: str) -> list[FileInfo]:
     """The files matching ``pattern`` (``**`` crosses folders), sorted; a remote one from its store's listing."""
     if not is_remote(pattern):
         paths = sorted(p for p in local_glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        return [info(path) for path in paths]
+        return [_local(path, os.stat(path)) for path in paths]
     prefix = pattern.split("://", 1)[0] + "://"
     store, inside = _filesystem(pattern), _inside(pattern)
     wildcard = min((inside.find(char) for char in "*?[" if char in inside), default=-1)
@@ -93,19 +94,6 @@ def glob(pattern: str) -> list[FileInfo]:
         for entry in sorted(listing, key=lambda entry: entry.path)
         if entry.type == pafs.FileType.File and matches(entry.path) and not _hidden(entry.path[len(base) :])
     ]
-
-
-def info(location: str) -> FileInfo:
-    """The size and modification time of one file (:class:`FileNotFoundError` when it is not there)."""
-    if not is_remote(location):
-        status = os.stat(location)
-        modified = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=status.st_mtime_ns // 1000)
-        return FileInfo(location, status.st_size, modified)
-    with reaching(location, "look up"):
-        found = _filesystem(location).get_file_info(_inside(location))
-    if found.type != pafs.FileType.File:
-        raise FileNotFoundError(location)
-    return FileInfo(location, found.size, _utc(found.mtime))
 
 
 @contextmanager
@@ -147,9 +135,7 @@ def let_duckdb_read(connection: duckdb.DuckDBPyConnection, locations: list[Locat
     if not remote:
         return
     settings = _s3_settings(remote[0])
-    extension = resources.files("duckdb_extension_httpfs") / "extensions" / f"v{duckdb.__version__}"
-    # LOAD takes no bound parameters; the path comes from the installed package, not from input.
-    connection.execute(f"LOAD '{str(extension / 'httpfs.duckdb_extension').replace(chr(39), chr(39) * 2)}'")
+    warehouse.load_extension(connection, "httpfs")
     endpoint = urlsplit(settings.endpoint) if settings.endpoint else None
     connection.execute(
         "CREATE OR REPLACE TEMPORARY SECRET etalage_s3 (TYPE s3, KEY_ID $key, SECRET $secret, SESSION_TOKEN $token, "
@@ -246,6 +232,11 @@ def _inside(location: str) -> str:
     """The path of a URI inside its filesystem: ``bucket/key`` for a store, ``/path`` for HDFS."""
     rest = location.split("://", 1)[1]
     return "/" + rest.split("/", 1)[1] if scheme(location) == "hdfs" and "/" in rest else rest
+
+
+def _local(path: str, status: os.stat_result) -> FileInfo:
+    modified = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=status.st_mtime_ns // 1000)
+    return FileInfo(path, status.st_size, modified)
 
 
 def _hidden(path: str) -> bool:
