@@ -13,10 +13,7 @@ build with the location's name, exit 3, and the live warehouse unchanged.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from engine import build, config
 from engine.example import generator
 from engine.ingest import divolte, exposures, locations
 from engine.publish import warehouse
-from tests.conftest import free_port, sha256
+from tests.conftest import free_port, run_cli, sha256
 from tests.test_incremental import assert_same, contents
 
 SHOP = generator.ShopSpec(products=240, brands=20, events=9_000, days=5, seed=3)
@@ -155,21 +152,8 @@ def config_file(folder: Path, root: str, fmt: str, look_back_days: int = 0) -> P
     return folder / "etalage.toml"
 
 
-def etalage(*args: str, environment: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
-    """``etalage`` in a subprocess, with the test's AWS environment changed by ``environment`` (None unsets)."""
-    env = dict(os.environ)
-    for name, value in (environment or {}).items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=600, env=env
-    )
-
-
 def built(path: Path) -> None:
-    result = etalage("build", "--config", str(path))
+    result = run_cli("build", "--config", str(path))
     assert result.returncode == 0, result.stderr
 
 
@@ -196,7 +180,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
 
     upload(store, shop, files[-1:])
     copy(shop, local_shop, files[-1:])
-    result = etalage("build", "--config", str(remote))
+    result = run_cli("build", "--config", str(remote))
     assert result.returncode == 0, result.stderr
     assert "counted incrementally: 1 new event files" in result.stderr
     added = [path for path, build_id in ledger(remote) if (path, build_id) not in first]
@@ -208,7 +192,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
     rewritten = pq.read_table(files[0]).slice(1)  # an hour rewritten: its first event gone
     with store.client.open_output_stream(f"shop/{files[0].relative_to(shop).as_posix()}") as stream:
         pq.write_table(rewritten, stream)
-    changed = etalage("build", "--config", str(remote))
+    changed = run_cli("build", "--config", str(remote))
     assert changed.returncode == EXIT_BAD_INPUT
     assert f"s3://shop/{files[0].relative_to(shop).as_posix()}: changed since build" in changed.stderr
     assert sha256(remote.parent / "warehouse.duckdb") == live
@@ -272,7 +256,7 @@ def refused(
     path.write_text(text.replace(old, new))
     live = sha256(path.parent / "warehouse.duckdb")
     current = (path.parent / "snapshots" / "current").resolve()
-    result = etalage("build", *(["--full"] if full else []), "--config", str(path), environment=environment)
+    result = run_cli("build", *(["--full"] if full else []), "--config", str(path), environment=environment)
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
