@@ -334,3 +334,29 @@ def test_spark_without_hadoop_aws_names_the_s3_location_and_what_it_needs(store,
     assert str(refused.value).startswith(f"s3://shop/{files[0].relative_to(shop).as_posix()}: Spark has no filesystem")
     assert "hadoop-aws" in str(refused.value)
     assert not [name for name in ("tables", "tables.lock", "tables.building") if (tmp_path / name).exists()]
+
+
+def test_file_uris_are_paths_and_remote_ones_stay_as_written(tmp_path):
+    raw = {
+        "catalogue": {"path": f"file://{tmp_path}/catalogue.parquet"},
+        "events": {"parquet": ["s3://shop/events/**/*.parquet", "file:///data/events/*.parquet"]},
+        "serving": {"exposures": "gs://shop/exposures"},
+    }
+    parsed = config.parse(raw, base=tmp_path)
+    assert parsed.catalogue == tmp_path / "catalogue.parquet"
+    assert parsed.events.parquet == ("s3://shop/events/**/*.parquet", "/data/events/*.parquet")
+    assert parsed.serving.exposures == "gs://shop/exposures"
+
+
+def test_pictures_need_a_local_catalogue(tmp_path):
+    raw = {"catalogue": {"path": "s3://shop/catalogue.parquet"}, "events": {"avro": ["e/*.avro"]}}
+    with pytest.raises(config.ConfigError, match="catalogue.path must be local, not s3://shop/catalogue.parquet"):
+        config.parse({**raw, "visual": {"enabled": True}}, base=tmp_path)
+
+
+def test_the_server_refuses_a_remote_exposures_folder(tmp_path):
+    """It writes exposures itself, to a local folder; a build reads them from wherever they are shipped."""
+    path = config_file(tmp_path, "s3://shop", "parquet")
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "serving.exposures is s3://shop/exposures: the server writes exposures to a local folder" in result.stderr
