@@ -163,6 +163,7 @@ def ledger(path: Path) -> list[tuple]:
         return connection.execute("SELECT path, build_id FROM ingested_files ORDER BY build_id, path").fetchall()
 
 
+@pytest.mark.slow
 def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(store, shop, tmp_path):
     files = hour_files(shop, "parquet")
     upload(store, shop, [shop / "catalogue.parquet", *files[:-1], *sorted((shop / "exposures").rglob("*.parquet"))])
@@ -198,6 +199,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
     assert sha256(remote.parent / "warehouse.duckdb") == live
 
 
+@pytest.mark.slow
 def test_avro_events_on_s3_give_the_lists_of_the_same_files_on_disk(store, shop, tmp_path):
     files = hour_files(shop, "avro")
     upload(store, shop, [shop / "catalogue.parquet", *files])
@@ -208,6 +210,7 @@ def test_avro_events_on_s3_give_the_lists_of_the_same_files_on_disk(store, shop,
     assert_same(contents(config.load(remote)), contents(config.load(local)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cutoff", [False, True])
 def test_the_look_back_window_leaves_older_partitions_unread_and_the_lists_as_they_were(shop, tmp_path, cutoff):
     """Pruned by path: the same files without ``date=``/``hour=`` folders are all read, and give the same lists.
