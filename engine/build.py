@@ -2,9 +2,11 @@
 
 The steps, in order, each a file in ``sql/`` unless noted:
 
-1. find the event files and compare them with the ledger of ingested files
-   (``engine.ingest.ledger``): only new ones are read; a changed or vanished
-   one stops the build. How the stored counts were counted is compared with
+1. find the event files (local, or on an object store: ``engine.ingest.locations``)
+   and compare them with the ledger of ingested files (``engine.ingest.ledger``):
+   only new ones are read, less those whose ``date=``/``hour=`` partition lies
+   before the look-back window; a changed or vanished one stops the build.
+   How the stored counts were counted is compared with
    the config (``engine.pipeline.state``): a change there, ``--full`` or a
    first build counts everything again;
 2. check the new files and store their unflagged events once, as this
@@ -117,6 +119,7 @@ class BuildResult:
     gate: gate.Decision | None = None
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
+    before_window: int = 0
     visual: visual_stage.VisualOutput | None = None
 
 
@@ -168,7 +171,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         earlier = state.load(connection, store) if _attached(connection) else None
         result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
         carried = result.counting != "full"
-        new = ledger.new_files(found, earlier.ledger if carried else {}, store.folder)
+        unread = ledger.new_files(found, earlier.ledger if carried else {}, store.folder)
+        new = files.prune(unread, files.window_floor(found, algorithms, config.evaluation))
+        result.before_window = len(unread) - len(new)
         result.files = {fmt: len(paths) for fmt, paths in new.by_format().items()}
         with reporter.files(len(new)) as advance:
             files.check(new, config.events.mapping, advance)
@@ -492,7 +497,8 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
 def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, files.EventFiles, dt.datetime]:
     """The Spark engine's first step: its id, and every event file found and checked (nothing read yet)."""
     started = dt.datetime.now(dt.timezone.utc)
-    found = files.find(config.events)
+    every = files.find(config.events)
+    found = files.prune(every, files.window_floor(every, config.algorithms, config.evaluation))
     with reporter.files(len(found)) as advance:
         files.check(found, config.events.mapping, advance)
     result = BuildResult(
@@ -500,5 +506,6 @@ def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[Buil
         warehouse=target,
         files={fmt: len(paths) for fmt, paths in found.by_format().items()},
         ingest=[],
+        before_window=len(every) - len(found),
     )
     return result, found, started

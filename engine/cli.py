@@ -44,7 +44,7 @@ from rich.table import Table
 from engine import config as config_module
 from engine import sqlfiles
 from engine.example import generator
-from engine.ingest import files
+from engine.ingest import files, locations
 from engine.pipeline import visual_stage
 from engine.publish import durable, gate, locks, snapshot, spark_output, warehouse
 
@@ -360,6 +360,8 @@ def publish(config_path: Path, source: str, force: bool) -> None:
 
 
 def _summary(result: build_module.BuildResult, begin: float) -> None:
+    if result.before_window:
+        err.print(f"left unread {result.before_window:,} event files whose partitions lie before the look-back window")
     if not result.ingest:
         err.print("read no new events")
     for row in result.ingest:
@@ -779,6 +781,14 @@ def _serve(
 ) -> None:
     import uvicorn  # the server's dependencies load only for `serve`
 
+    if locations.is_remote(config.serving.exposures):
+        err.print(
+            f"error: serving.exposures is {config.serving.exposures}: the server writes exposures to a local folder "
+            "(ship them to the store for builds; see docs/object-stores.md)",
+            style="red",
+            markup=False,
+        )
+        sys.exit(EXIT_BAD_INPUT)
     host, port = host or config.serving.host, config.serving.port if port is None else port
     live, problem = _live_or_problem(config.snapshots.root)
     if problem:  # each worker falls back the same way (server.live)
@@ -841,6 +851,7 @@ def _exits() -> Iterator[None]:
     codes = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         files.IngestError: EXIT_BAD_INPUT,
+        locations.Unreachable: EXIT_BAD_INPUT,
         spark_output.OutputRefused: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import models
+from engine.ingest.locations import REMOTE_SCHEMES, Location
 
 DIVOLTE_MAPPING: dict[str, str] = {
     "ts": '"timestamp"',
@@ -160,7 +162,7 @@ class Serving:
     port: int = 8000
     workers: int = 2
     reload_seconds: float = 1.0
-    exposures: Path = Path("exposures")
+    exposures: Location = Path("exposures")
     flush_seconds: float = 5.0
     max_limit: int = 100
     max_upload_bytes: int = 10_000_000
@@ -175,7 +177,7 @@ class Config:
     """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
 
     warehouse: Path
-    catalogue: Path
+    catalogue: Location
     events: EventSources
     algorithms: Algorithms = Algorithms()
     evaluation: Evaluation = Evaluation()
@@ -246,7 +248,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
 
     config = Config(
         warehouse=base / str(warehouse.get("path", "warehouse.duckdb")),
-        catalogue=base / str(_required(catalogue, "catalogue", "path")),
+        catalogue=_location(_required(catalogue, "catalogue", "path"), base, "catalogue.path"),
         events=sources,
         algorithms=_algorithms(algorithms),
         evaluation=_evaluation(evaluation),
@@ -261,8 +263,11 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
 
 
 def _visual_algorithms_enabled(config: Config) -> None:
-    """Refuse a gate or a variant on ``visual``/``visual_blend`` when builds do not compute them."""
+    """Refuse a gate or variant on ``visual``/``visual_blend`` that builds do not compute, or pictures out of reach."""
     if config.visual.enabled:
+        if isinstance(config.catalogue, str):
+            msg = f"[visual] reads pictures beside the catalogue: catalogue.path must be local, not {config.catalogue}"
+            raise ConfigError(msg)
         return
     named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
     for index, variant in enumerate(config.experiment.variants):
@@ -350,8 +355,8 @@ def _serving(raw: dict[str, Any], base: Path) -> Serving:
             raise ConfigError("serving.host must be a host name or address")
         if f.name == "exposures":
             if not (isinstance(value, str) and value):
-                raise ConfigError("serving.exposures must be a folder path")
-            value = base / value
+                raise ConfigError("serving.exposures must be a folder path or URI")
+            value = _location(value, base, "serving.exposures")
         if f.name in _SERVING_INTEGERS and not (
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _SERVING_INTEGERS[f.name]
         ):
@@ -453,7 +458,30 @@ def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         msg = f"events.{key} must be a glob or a list of globs"
         raise ConfigError(msg)
-    return [str(base / pattern) for pattern in value]
+    return [str(_location(pattern, base, f"events.{key}")) for pattern in value]
+
+
+def _location(value: Any, base: Path, key: str) -> Location:
+    """A path (relative to ``base``) or URI from the config: ``file://`` becomes a path, a remote URI stays as written.
+
+    Raises:
+        ConfigError: the value is not a string, or its scheme is none etalage reads.
+    """
+    if not isinstance(value, str) or not value:
+        msg = f"{key} must be a path or URI"
+        raise ConfigError(msg)
+    if "://" not in value:
+        return base / value
+    scheme, rest = value.split("://", 1)
+    if scheme.lower() == "file":
+        return Path(unquote(rest))
+    if scheme.lower() not in REMOTE_SCHEMES or not rest.split("/", 1)[0]:
+        msg = (
+            f"{key} = {value!r}: etalage reads paths and file://, {', '.join(s + '://' for s in REMOTE_SCHEMES)} "
+            "URIs with a bucket or host (s3a:// is s3:// here)"
+        )
+        raise ConfigError(msg)
+    return value
 
 
 def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:

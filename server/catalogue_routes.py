@@ -19,6 +19,7 @@ from litestar.params import FromPath, Parameter
 from litestar.response import File
 
 from engine.config import Config
+from engine.ingest import locations
 from server.lookup import Lookup, limit_type
 
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
@@ -47,7 +48,7 @@ class CataloguePage(msgspec.Struct):
 
 def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and catalogue folder."""
-    base = config.catalogue.parent
+    base = None if locations.is_remote(config.catalogue) else config.catalogue.parent  # pictures lie beside a local one
     PageSize = limit_type(config.serving.max_limit, "products per page")
 
     @get("/v1/{tenant:str}/products", summary="The tenant's catalogue, page by page")
@@ -66,7 +67,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
         """The picture file the catalogue names for this product."""
         served = lookup.product(tenant, product_id)
         named = served.product(tenant, product_id).get("image")
-        path = base / named if named else None
+        path = base / named if named and base else None
         kind = mimetypes.guess_type(path.name)[0] if path else None
         if path is None or kind not in PICTURE_TYPES or not path.is_file():
             raise NotFoundException(f"product {product_id!r} of tenant {tenant!r} has no picture")

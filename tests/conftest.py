@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 import shutil
 import socket
 import subprocess
@@ -68,9 +69,18 @@ def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
     }
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``etalage`` in a real subprocess, as cron would."""
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+def run_cli(
+    *args: str, cwd: Path | None = None, environment: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``etalage`` in a real subprocess, as cron would, with ``environment`` changing ours (None unsets)."""
+    env = dict(os.environ)
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    command = [sys.executable, "-m", "engine", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
 
 
 def sha256(path: Path) -> str:

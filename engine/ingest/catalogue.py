@@ -3,37 +3,39 @@
 Only catalogue products get lists (a product id garbled in a URL or a
 delisted product never becomes a recommendation), so a duplicate or a
 missing key is refused with the file's name. A build keeps a copy in the
-store and loads the file again only when its checksum changed.
+store and loads the file again only when its checksum changed. The file may
+be on an object store (``engine.ingest.locations``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import duckdb
 
+from engine.ingest import locations
 from engine.ingest.files import IngestError, parquet_columns
 
 CATALOGUE_COLUMNS = ("tenant", "product_id", "title", "brand", "category", "colour", "price", "image")
 """The catalogue's columns; ``tenant`` and ``product_id`` are required, the rest may be absent."""
 
 
-def checksum(path: Path) -> str:
+def checksum(path: locations.Location) -> str:
     """The catalogue file's sha256 (a catalogue is small; any edit must show)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with locations.opened(path) as stream:
+            return hashlib.sha256(stream.read()).hexdigest()
     except FileNotFoundError:
-        msg = f"{path}: catalogue file does not exist (catalogue.path)"
-        raise IngestError(msg) from None
+        raise _missing(path) from None
 
 
-def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+def load_catalogue(connection: duckdb.DuckDBPyConnection, path: locations.Location) -> None:
     """Create the temporary table ``products`` from the catalogue Parquet file, refusing duplicates and missing keys."""
-    columns = parquet_columns(str(path)) if path.exists() else None
-    if columns is None:
-        msg = f"{path}: catalogue file does not exist (catalogue.path)"
-        raise IngestError(msg)
+    locations.let_duckdb_read(connection, [path])
+    try:
+        columns = parquet_columns(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
     for required in ("tenant", "product_id"):
         if required not in columns:
             msg = f"{path}: catalogue has no column {required!r}"
@@ -51,3 +53,7 @@ def load_catalogue(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
     if duplicate:
         msg = f"{path}: product {duplicate[1]!r} appears more than once for tenant {duplicate[0]!r}"
         raise IngestError(msg)
+
+
+def _missing(path: locations.Location) -> IngestError:
+    return IngestError(f"{path}: catalogue file does not exist (catalogue.path)")

@@ -15,6 +15,7 @@ import duckdb
 
 from engine import sqlfiles
 from engine.config import ConfigError
+from engine.ingest import locations
 from engine.ingest.files import EventFiles, IngestError
 
 STORED_COLUMNS: dict[str, str] = {
@@ -54,6 +55,7 @@ def write_batch(
     rows (``sql/file_counts.sql``) are the ledger's counts: events read,
     dropped as duplicate or corrupt, and kept, per file.
     """
+    locations.let_duckdb_read(connection, [path for paths in files.by_format().values() for path in paths])
     mapped = None
     for fmt, paths in files.by_format().items():
         probe = _source(connection, fmt, [paths[0]]).limit(0)

@@ -4,18 +4,21 @@ The server writes them (``server.exposures``) as Parquet files under
 ``serving.exposures``; every build reads them into the ``exposures`` table
 next to the events, and ``sql/click_through.sql`` attributes the visitors'
 later product views to the variants that showed them. The schema lives here
-because both sides need it and the engine never imports the server.
+because both sides need it and the engine never imports the server. A build
+may read them from an object store that they are shipped to (the server
+itself writes only to a local folder).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.ingest.files import IngestError
+from engine.ingest import locations
+from engine.ingest.files import CHECK_THREADS, IngestError
 
 SCHEMA = pa.schema(
     [
@@ -33,32 +36,41 @@ SCHEMA = pa.schema(
 )
 
 
-def files(folder: Path) -> list[Path]:
+def files(folder: locations.Location) -> list[str]:
     """The finished exposure files under ``folder`` (a file being written has a leading dot)."""
-    if not folder.exists():
-        return []
-    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    found = locations.glob(f"{str(folder).rstrip('/')}/**/*.parquet")
+    return [f.path for f in found if not f.path.rsplit("/", 1)[-1].startswith(".")]
 
 
-def checked(folder: Path) -> list[Path]:
-    """The finished exposure files under ``folder``, each checked by its footer to have the exposure schema."""
+def checked(folder: locations.Location) -> list[str]:
+    """The finished exposure files under ``folder``, each one's footer checked (in parallel) for the exposure schema."""
     paths = files(folder)
-    for path in paths:
-        try:
-            schema = pq.read_schema(path)
-        except (OSError, pa.ArrowException) as error:
-            msg = f"{path}: not a readable Parquet exposure file ({error})"
-            raise IngestError(msg) from None
-        if not SCHEMA.equals(schema):
-            msg = f"{path}: not an exposure file (schema {schema.to_string(show_schema_metadata=False)!r})"
-            raise IngestError(msg)
+    with ThreadPoolExecutor(CHECK_THREADS) as pool:
+        for path, schema in zip(paths, pool.map(_schema, paths)):
+            if not SCHEMA.equals(schema):
+                msg = f"{path}: not an exposure file (schema {schema.to_string(show_schema_metadata=False)!r})"
+                raise IngestError(msg)
     return paths
 
 
-def load(connection: duckdb.DuckDBPyConnection, folder: Path) -> int:
+def _schema(path: str) -> pa.Schema:
+    try:
+        with locations.opened(path) as stream:
+            return pq.read_schema(stream)
+    except (OSError, pa.ArrowException) as error:
+        msg = f"{path}: not a readable Parquet exposure file ({error})"
+        raise IngestError(msg) from None
+
+
+def load(connection: duckdb.DuckDBPyConnection, folder: locations.Location) -> int:
     """Create ``exposures`` from every exposure file under ``folder`` (empty when there are none); return its rows."""
     paths = checked(folder)
-    rows = pq.ParquetDataset([str(p) for p in paths], schema=SCHEMA).read() if paths else SCHEMA.empty_table()
+    if paths:
+        store = locations.filesystem(paths[0])[0]
+        inside = [locations.filesystem(path)[1] for path in paths]
+        rows = pq.ParquetDataset(inside, schema=SCHEMA, filesystem=store).read()
+    else:
+        rows = SCHEMA.empty_table()
     connection.register("exposure_rows", rows)
     connection.execute("CREATE TABLE exposures AS SELECT * FROM exposure_rows ORDER BY ts, exposure_id")
     connection.unregister("exposure_rows")

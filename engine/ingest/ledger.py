@@ -2,7 +2,8 @@
 
 Each build records, in the warehouse's ``ingested_files`` table, every file
 it ingested: its path (relative to the warehouse's folder, so a shop folder
-can move), size, modification time and fingerprint, and what it held. The
+can move; a remote file by its URI), size, modification time (both as the
+listing gave them) and fingerprint, and what it held. The
 next build reads only the files the ledger does not list. Events are stored
 once, so a listed file must stay as it was: one that changed or disappeared
 stops the build with its name, because its events can neither be read again
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from engine.ingest.files import EventFiles, IngestError, fingerprint
+from engine.ingest import locations
+from engine.ingest.files import CHECK_THREADS, EventFiles, IngestError, fingerprint
 
 TABLE = "ingested_files"
 SCHEMA = pa.schema(
@@ -77,11 +80,11 @@ def new_files(found: EventFiles, ledger: dict[str, Listed], folder: Path) -> Eve
         raise IngestError(msg)
     for key, entry in sorted(ledger.items()):
         path = by_path[key]
-        status = os.stat(path)
+        status = found.listing[path]
         change = None
-        if status.st_size != entry.bytes:
-            change = f"{entry.bytes:,} bytes then, {status.st_size:,} now"
-        elif _modified(status) != entry.modified and fingerprint(path, status.st_size) != entry.fingerprint:
+        if status.size != entry.bytes:
+            change = f"{entry.bytes:,} bytes then, {status.size:,} now"
+        elif status.modified != entry.modified and fingerprint(path, status.size) != entry.fingerprint:
             change = "its content differs"
         if change:
             msg = (
@@ -92,24 +95,28 @@ def new_files(found: EventFiles, ledger: dict[str, Listed], folder: Path) -> Eve
     return EventFiles(
         avro=tuple(p for p in found.avro if name(p, folder) not in ledger),
         parquet=tuple(p for p in found.parquet if name(p, folder) not in ledger),
+        listing=found.listing,
     )
 
 
 def entries(files: EventFiles, counts: list[dict], folder: Path, build_id: str) -> pa.Table:
     """Ledger rows for newly ingested files, with what each held (``sql/file_counts.sql``'s rows)."""
     by_file = {row["filename"]: row for row in counts}
+    every = [path for paths in files.by_format().values() for path in paths]
+    with ThreadPoolExecutor(CHECK_THREADS) as pool:  # two ranged reads each, a round trip apiece on a store
+        prints = dict(zip(every, pool.map(lambda path: fingerprint(path, files.listing[path].size), every)))
     rows = []
     for fmt, paths in files.by_format().items():
         for path in paths:
-            status = os.stat(path)
+            status = files.listing[path]
             held = by_file.get(path, {})  # a file without rows has no row in the counts
             rows.append(
                 {
                     "path": name(path, folder),
                     "format": fmt,
-                    "bytes": status.st_size,
-                    "modified": _modified(status),
-                    "fingerprint": fingerprint(path, status.st_size),
+                    "bytes": status.size,
+                    "modified": status.modified,
+                    "fingerprint": prints[path],
                     "build_id": build_id,
                     **{
                         key: held.get(key, 0)
@@ -121,9 +128,5 @@ def entries(files: EventFiles, counts: list[dict], folder: Path, build_id: str) 
 
 
 def name(path: str, folder: Path) -> str:
-    """How the ledger names a file: its path from the warehouse's folder."""
-    return os.path.relpath(path, folder)
-
-
-def _modified(status: os.stat_result) -> dt.datetime:
-    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=status.st_mtime_ns // 1000)
+    """How the ledger names a file: its path from the warehouse's folder, or its URI."""
+    return path if locations.is_remote(path) else os.path.relpath(path, folder)

@@ -40,10 +40,12 @@ class WarehouseUnreadable(RuntimeError):
     """The existing warehouse cannot be opened, so its history cannot be carried over."""
 
 
-def avro_extension() -> Path:
-    """Path of the DuckDB Avro extension shipped by the ``duckdb-extension-avro`` package."""
-    folder = resources.files("duckdb_extension_avro") / "extensions" / f"v{duckdb.__version__}"
-    return Path(str(folder / "avro.duckdb_extension"))
+def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load the DuckDB extension ``name`` from its ``duckdb-extension-<name>`` package, by path: nothing is downloaded."""
+    folder = resources.files(f"duckdb_extension_{name}") / "extensions" / f"v{duckdb.__version__}"
+    path = str(folder / f"{name}.duckdb_extension")
+    # LOAD takes no bound parameters; the path comes from the installed package, not from input.
+    connection.execute(f"LOAD '{path.replace(chr(39), chr(39) * 2)}'")
 
 
 def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -51,9 +53,7 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(str(path), read_only=read_only, config=config)
     connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
-    extension = avro_extension()
-    # LOAD takes no bound parameters; the path comes from the installed package, not from input.
-    connection.execute(f"LOAD '{str(extension).replace(chr(39), chr(39) * 2)}'")
+    load_extension(connection, "avro")
     udfs.register(connection)
     return connection
 

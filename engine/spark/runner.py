@@ -52,7 +52,7 @@ from engine.build import (
     record_values,
 )
 from engine.config import Config, ConfigError
-from engine.ingest import catalogue, events, exposures, files
+from engine.ingest import catalogue, events, exposures, files, locations
 from engine.pipeline import state
 from engine.publish import locks, spark_output, warehouse
 from engine.spark import transpile
@@ -137,7 +137,7 @@ def build(
             "(or list the events under events.parquet); without it only local mode can stage Avro on the driver"
         )
         raise ConfigError(msg)
-    _tune(spark, sum(os.path.getsize(path) for paths in found.by_format().values() for path in paths))
+    _tune(spark, sum(found.listing[path].size for paths in found.by_format().values() for path in paths))
     with ExitStack() as cleanup:
         run = _Run(spark, cleanup.enter_context(_Output(spark, str(output))), result, reporter)
         cleanup.callback(run.close)
@@ -341,19 +341,20 @@ def _map_events(spark: SparkSession, found: files.EventFiles, mapping: dict[str,
 def _source(spark: SparkSession, fmt: str, paths: list[str], cleanup: ExitStack) -> DataFrame:
     """The raw records of the files; Avro through spark-avro when present, else staged as Parquet by DuckDB."""
     if fmt == "parquet":
-        return spark.read.parquet(*paths)
+        return _read(spark, paths, lambda uris: spark.read.parquet(*uris))
     try:
-        return spark.read.format("avro").load(paths)
+        return _read(spark, paths, lambda uris: spark.read.format("avro").load(uris))
     except AnalysisException as error:
         if "avro" not in str(error).lower():
             raise
     folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="etalage-avro-")))
     with warehouse.connect() as connection:
+        locations.let_duckdb_read(connection, paths)
         connection.sql(f"FROM read_avro({sqlfiles.literal(paths)})").write_parquet(str(folder / "events.parquet"))
     return spark.read.parquet(str(folder / "events.parquet"))
 
 
-def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
+def _catalogue(spark: SparkSession, path: locations.Location) -> DataFrame:
     """``products``, loaded and checked on the driver exactly as a DuckDB build does (a catalogue is small)."""
     with warehouse.connect() as connection:
         catalogue.load_catalogue(connection, path)
@@ -361,16 +362,40 @@ def _catalogue(spark: SparkSession, path: Path) -> DataFrame:
     return _from_driver(spark, rows)
 
 
-def _exposures(spark: SparkSession, folder: Path) -> DataFrame:
+def _exposures(spark: SparkSession, folder: locations.Location) -> DataFrame:
     """``exposures``, the server's exposure files, read by Spark (they grow with traffic).
 
     A file of another schema is refused with its name, as a DuckDB build does.
     """
     schema = from_arrow_schema(exposures.SCHEMA, prefer_timestamp_ntz=True)
-    paths = [str(p) for p in exposures.checked(folder)]  # footers only, on the driver; the rows stay with Spark
+    paths = exposures.checked(folder)  # footers only, on the driver; the rows stay with Spark
     if not paths:
         return spark.createDataFrame([], schema=schema)
-    return spark.read.schema(schema).parquet(*paths).orderBy("ts", "exposure_id")
+    return _read(spark, paths, lambda uris: spark.read.schema(schema).parquet(*uris)).orderBy("ts", "exposure_id")
+
+
+_NO_FILESYSTEM = ("No FileSystem for scheme", "ClassNotFoundException: Class org.apache.hadoop.fs.s3a.")
+"""How Hadoop says it cannot reach a scheme: none configured (gs://), or hadoop-aws's classes missing (s3a://)."""
+
+
+def _read(spark: SparkSession, paths: list[str], reader: Callable[[list[str]], DataFrame]) -> DataFrame:
+    """``reader`` over the files as Hadoop names them (``s3://`` is ``s3a://``, hadoop-aws's scheme).
+
+    Raises:
+        ConfigError: Spark has no filesystem for a URI's scheme (hadoop-aws or the GCS connector is missing).
+    """
+    try:
+        return reader([f"s3a://{path[5:]}" if locations.scheme(path) == "s3" else path for path in paths])
+    except Exception as error:  # Py4J wraps Hadoop's: a scheme without a class, or a class not on the classpath
+        if not any(sign in str(error) for sign in _NO_FILESYSTEM):
+            raise
+        found = next(path for path in paths if locations.is_remote(path))
+        msg = (
+            f"{found}: Spark has no filesystem for {locations.scheme(found)}:// "
+            "(s3:// needs hadoop-aws: spark-submit --packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>; "
+            "gs:// needs the GCS connector; see docs/object-stores.md)"
+        )
+        raise ConfigError(msg) from None
 
 
 def _from_driver(spark: SparkSession, rows: pa.Table) -> DataFrame:
