@@ -210,8 +210,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
                 sessions.count_changes(connection, None, after)
                 before = counting.Counts.none()
-            changed, delta = before.with_changes(connection)
-            held["counted"] = changed.stored(delta)
+            changed, deltas = before.with_changes(connection, algorithms.sr_window)
+            held["counted"] = changed.stored(deltas)
             return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
 
         timed("counts", count)
@@ -223,7 +223,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             if pairs == "sql":
                 rows = _sql_rows(connection, config, newest, timed)
             else:
-                rows = itemitem.kernel_rows(counted, top_n=algorithms.top_n, min_support=algorithms.min_support)
+                rows = itemitem.kernel_rows(counted, algorithms)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
                 rows = itemitem.with_visual(

@@ -672,7 +672,10 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option(
     "--look-back-days", default=",".join(map(str, config_module.TUNING_GRID["look_back_days"])), show_default=True
 )
-def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str) -> None:
+@click.option("--sr-window", default=",".join(map(str, config_module.TUNING_GRID["sr_window"])), show_default=True)
+def tune(
+    config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str, sr_window: str
+) -> None:
     """Try a grid of algorithm parameters on the evaluation split; record every trial in `tuning`."""
     config = _load(config_path)
     grid = {
@@ -680,9 +683,12 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
         "max_session_items": _ints(max_session_items),
         "top_n": _ints(top_n),
         "look_back_days": _ints(look_back_days),
+        "sr_window": _ints(sr_window),
     }
     if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
         raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
+    if not all(1 <= w <= config_module.MAX_SR_WINDOW for w in grid["sr_window"]):
+        raise click.BadParameter(f"sr_window must be from 1 to {config_module.MAX_SR_WINDOW}")
     from engine.pipeline import tune as tune_module
 
     total = len(tune_module.trials(config.algorithms, grid))
@@ -693,7 +699,8 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
     _write(rows.slice(0, 10), "table", None, 10)
     out.print(
         f"best by MRR@20: {best['algorithm']} with min_support={best['min_support']}, "
-        f"max_session_items={best['max_session_items']}, top_n={best['top_n']}, look_back_days={best['look_back_days']} "
+        f"max_session_items={best['max_session_items']}, top_n={best['top_n']}, look_back_days={best['look_back_days']}, "
+        f"sr_window={best['sr_window']} "
         f"(MRR@20 {best['mrr_at_20']:.4f}); all {total} trials are in the tuning table (tune_id {tune_id})"
     )
 

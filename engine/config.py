@@ -8,6 +8,7 @@ would otherwise change recommendations without anyone noticing.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -42,6 +43,19 @@ class EventSources:
     mapping: dict[str, str] = field(default_factory=lambda: dict(DIVOLTE_MAPPING))
 
 
+MAX_SR_WINDOW = 10
+"""The widest ``sr_window``: its scale (2520) times a pair's count stays far inside the kernels' int32 counts."""
+
+
+def sr_scale(window: int) -> int:
+    """The least common multiple of 1..window: each 1/distance of the window is a whole multiple of 1/scale.
+
+    The sequential rules sum their weights as these integers, so the sums are
+    exact in any order (an incremental build equals one from scratch).
+    """
+    return math.lcm(*range(1, window + 1))
+
+
 @dataclass(frozen=True)
 class Algorithms:
     """Parameters shared by the item-item algorithms."""
@@ -51,10 +65,12 @@ class Algorithms:
     max_session_items: int = 50
     look_back_days: int = 0
     event_types: tuple[str, ...] = ("pageView", "addToCart")
+    sr_window: int = 5
 
     def parameters(self) -> dict[str, Any]:
-        """The values bound to the ``$name`` parameters of ``sql/`` files."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """The values bound to the ``$name`` parameters of ``sql/`` files (and ``sr_scale``, which ``sr_window`` gives)."""
+        values = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        return {**values, "sr_scale": sr_scale(self.sr_window)}
 
 
 TUNING_GRID: dict[str, tuple[int, ...]] = {
@@ -62,6 +78,7 @@ TUNING_GRID: dict[str, tuple[int, ...]] = {
     "max_session_items": (20, 50, 100),
     "top_n": (20,),
     "look_back_days": (0, 14),
+    "sr_window": (2, 5, 10),
 }
 """``etalage tune``'s default grid; each key is an ``[algorithms]`` parameter."""
 
@@ -117,7 +134,7 @@ class Snapshots:
     max_mrr_drop: float = 0.05
 
 
-CLICK_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+CLICK_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular", "sequential_rules", "transitions", "transitions_both")
 """Algorithms every build computes from the clickstream."""
 VISUAL_ALGORITHMS = ("visual", "visual_blend")
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
@@ -290,6 +307,9 @@ def _algorithms(raw: dict[str, Any]) -> Algorithms:
         elif not isinstance(value, int) or isinstance(value, bool) or value < _MINIMUM[f.name]:
             msg = f"algorithms.{f.name} must be an integer >= {_MINIMUM[f.name]}, not {value!r}"
             raise ConfigError(msg)
+        elif f.name == "sr_window" and value > MAX_SR_WINDOW:
+            msg = f"algorithms.sr_window must be an integer from 1 to {MAX_SR_WINDOW} (steps ahead), not {value!r}"
+            raise ConfigError(msg)
         values[f.name] = value
     return Algorithms(**values)
 
@@ -399,7 +419,7 @@ def _experiment(raw: dict[str, Any]) -> Experiment:
     return Experiment(name=name, salt=salt, variants=tuple(parsed))
 
 
-_MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
+_MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0, "sr_window": 1}
 
 
 def _visual(raw: dict[str, Any], base: Path) -> Visual:
@@ -512,6 +532,8 @@ min_support = 2
 max_session_items = 50
 look_back_days = 0
 event_types = ["pageView", "addToCart"]
+# How many steps ahead the sequential rules look (1..10).
+sr_window = 5
 
 [evaluation]
 # Each build also computes the lists from the events before the last

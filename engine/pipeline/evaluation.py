@@ -54,8 +54,8 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
 
 def training(
     connection: duckdb.DuckDBPyConnection, counts: Counts, algorithms: Algorithms, split: dt.datetime
-) -> tuple[Counts, PairRows]:
-    """The counts of the events before ``split`` (``counts`` minus what the later ones add), and their pair delta."""
+) -> tuple[Counts, dict[str, PairRows]]:
+    """The counts of the events before ``split`` (``counts`` minus what the later ones add), and their matrices' deltas."""
     published_newest = sessions.newest(connection)
     training_newest = sessions.newest(connection, until=split)
     window = {
@@ -70,17 +70,17 @@ def training(
         before=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, None, published_newest)),
         after=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, split, training_newest)),
     )
-    return counts.with_changes(connection)
+    return counts.with_changes(connection, algorithms.sr_window)
 
 
 def training_from_scratch(
     connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime
-) -> tuple[Counts, PairRows]:
+) -> tuple[Counts, dict[str, PairRows]]:
     """The counts of the events before ``split``, counted from nothing (``etalage tune``'s counting rules vary)."""
     newest = sessions.newest(connection, until=split)
     after = sessions.Counting("events", "products", sessions.parameters(algorithms, split, newest))
     sessions.count_changes(connection, None, after)
-    return Counts.none().with_changes(connection)
+    return Counts.none().with_changes(connection, algorithms.sr_window)
 
 
 def scores(
@@ -110,20 +110,24 @@ def scores(
 def scored(
     connection: duckdb.DuckDBPyConnection,
     trained: Counts,
-    delta: PairRows,
+    deltas: dict[str, PairRows],
     algorithms: Algorithms,
     split: dt.datetime,
     timed: itemitem.Timed = lambda name, create: create(),
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
 ) -> pa.Table:
-    """Rank the training counts (``trained`` plus the pair ``delta``) and score the lists on the test sessions."""
+    """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions."""
     held = {}
 
     def rank() -> None:
         held["items"] = trained.item_table()
         held["lists"] = cooccurrence.top_lists(
-            held["items"], (*trained.pairs, delta), top_n=algorithms.top_n, min_support=algorithms.min_support
+            held["items"],
+            trained.rows(deltas),
+            top_n=algorithms.top_n,
+            min_support=algorithms.min_support,
+            sr_window=algorithms.sr_window,
         )
 
     def score() -> None:
@@ -188,9 +192,9 @@ def _related(lists: cooccurrence.Lists, number: int) -> np.ndarray:
             for leader in leaders if len(leaders) > 1 else ():
                 named.append(leaders[leaders != leader][:top_n])  # a leader gets the others
         return np.unique(np.concatenate(named)) if named else np.empty(0, np.int32)
-    length = lists.length[number]
-    keep = np.arange(lists.related.shape[2]) < length[:, None]
-    return lists.related[number][keep]
+    listed = cooccurrence.list_index(number)
+    keep = np.arange(lists.related.shape[2]) < lists.length[listed][:, None]
+    return lists.related[listed][keep]
 
 
 def _mean(rank: np.ndarray, cut: int | None) -> float:

@@ -60,7 +60,17 @@ from engine.spark import transpile
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
 """The Parquet folders a Spark build writes under its output directory."""
 
-STAGE = ("session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs", "popular", "itemitem")
+STAGE = (
+    "session_items",
+    "session_steps",
+    "item_counts",
+    "tenant_sessions",
+    "pair_counts",
+    "ranked_pairs",
+    "ranked_steps",
+    "popular",
+    "itemitem",
+)
 """The item-item stage on Spark: the SQL path of :mod:`engine.pipeline.itemitem` (the Numba kernel is DuckDB's)."""
 
 HOLDOUT = "holdout_"
