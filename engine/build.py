@@ -24,9 +24,11 @@ The steps, in order, each a file in ``sql/`` unless noted:
 6. unless ``[evaluation]`` turns it off, the evaluation
    (``engine.pipeline.evaluation``): the counts minus the test period's
    sessions, ranked and scored on those sessions, into ``evaluation``;
-7. a row in ``builds``, and the evaluation gate (``engine.publish.gate``): a
-   build that scores clearly worse than the live snapshot stops here, and
-   nothing changes;
+7. the served algorithm (``engine.publish.gate.served_algorithm``: with
+   ``gate_algorithm = "auto"`` the best by the evaluation's MRR@20), a row in
+   ``builds``, and the evaluation gate (``engine.publish.gate``): a build
+   that scores clearly worse than the live snapshot stops here, and nothing
+   changes;
 8. the new state and views in the new warehouse, a snapshot staged and
    verified beside the live one; the warehouse file is replaced, the snapshot
    switched live, and old snapshots and store files no warehouse names removed.
@@ -115,6 +117,7 @@ class BuildResult:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     gate: gate.Decision | None = None
+    served_algorithm: str | None = None  # what the recommendations route serves (chosen by the evaluation with auto)
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
     visual: visual_stage.VisualOutput | None = None
@@ -257,12 +260,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         )
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
-        _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
+        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
+        _record(connection, config, result, started, newest)
         result.gate = gate.decide(
             scores,
             snapshot.live(config.snapshots.root),
-            config.snapshots.gate_algorithm,
+            result.served_algorithm,
             config.snapshots.max_mrr_drop,
             force,
         )
@@ -439,6 +443,7 @@ def _stage(
         },
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
+        "served_algorithm": result.served_algorithm,
         "gate": result.gate.record(),
     }
     return served.stage(
@@ -486,6 +491,7 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
         "event_files": sum(result.files.values()),
         **totals,
         "itemitem_rows": result.rows.get("itemitem", 0),
+        "served_algorithm": result.served_algorithm,
     }
 
 

@@ -288,6 +288,8 @@ def _build(
     else:
         err.print(f"counted everything again ({result.counting}): {result.counting_reason}")
     _summary(result, begin)
+    chosen = "the best MRR@20 on the held-out days" if config.snapshots.gate_algorithm == "auto" else "configured"
+    err.print(f"serves {result.served_algorithm} ({chosen})")
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
@@ -424,19 +426,21 @@ def snapshots(config_path: Path, check: bool) -> None:
     config = _load(config_path)
     root = config.snapshots.root
     current, problem = _live_or_problem(root)
-    metric = f"{config.snapshots.gate_algorithm} {gate.METRIC}"
-    table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
+    columns = ("live", "build_id", "created_at", "itemitem rows", "served", gate.METRIC, "gate")
+    table = Table(*columns, *(["verified"] if check else []))
     listed = {each.path.name: each.manifest for each in snapshot.published(root)}
     names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)
     invalid = []
     for name in reversed(names):
         manifest = listed.get(name, {})
-        score = ((manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
+        algorithm = snapshot.served_algorithm(manifest) if manifest else ""
+        score = ((manifest.get("evaluation") or {}).get(algorithm) or {}).get(gate.METRIC)
         row = [
             "*" if current and name == current.path.name else "",
             name,
             manifest.get("created_at", "?"),
             f"{manifest.get('rows', {}).get('itemitem', 0):,}",
+            algorithm,
             "" if score is None else f"{score:.4f}",
             (manifest.get("gate") or {}).get("verdict", ""),
         ]

@@ -130,7 +130,7 @@ class Snapshots:
 
     root: Path = Path("snapshots")
     keep: int = 5
-    gate_algorithm: str = "llr"
+    gate_algorithm: str = "auto"
     max_mrr_drop: float = 0.05
 
 
@@ -140,6 +140,8 @@ VISUAL_ALGORITHMS = ("visual", "visual_blend")
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
 ALGORITHMS = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
 """Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
+AUTO = "auto"
+"""``snapshots.gate_algorithm``'s default: each build serves (and gates on) the algorithm its evaluation scores best."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,12 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         source=source,
     )
     _visual_algorithms_enabled(config)
+    if config.snapshots.gate_algorithm == AUTO and not config.evaluation.enabled:
+        msg = (
+            'snapshots.gate_algorithm = "auto" serves the algorithm the evaluation scores best, but evaluation.test_days '
+            "is 0 and no evaluation.cutoff is set: hold some days out, or name the algorithm to serve"
+        )
+        raise ConfigError(msg)
     return config
 
 
@@ -335,8 +343,8 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
         msg = f"snapshots.keep must be an integer >= 1, not {keep!r}"
         raise ConfigError(msg)
     algorithm = raw.get("gate_algorithm", Snapshots.gate_algorithm)
-    if algorithm not in ALGORITHMS:
-        msg = f"snapshots.gate_algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
+    if algorithm not in (AUTO, *ALGORITHMS):
+        msg = f"snapshots.gate_algorithm must be {AUTO!r} or one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
         raise ConfigError(msg)
     drop = raw.get("max_mrr_drop", Snapshots.max_mrr_drop)
     if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1:
@@ -552,9 +560,11 @@ metric = "angular"
 # Each build publishes a snapshot folder here for the server; `current` points at the live one.
 root = "snapshots"
 keep = 5
-# A build whose MRR@20 for this algorithm falls more than max_mrr_drop (a fraction)
-# below the live snapshot's is not published, unless `etalage build --force`.
-gate_algorithm = "llr"
+# The algorithm the recommendations route serves: "auto" serves the one with the
+# best MRR@20 on each build's held-out days, or name one. A build whose MRR@20 for
+# it falls more than max_mrr_drop (a fraction) below the live snapshot's served
+# algorithm is not published, unless `etalage build --force`.
+gate_algorithm = "auto"
 max_mrr_drop = 0.05
 
 [serving]

@@ -358,7 +358,7 @@ def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
     )
     config_path = write_shop_folder(tmp_path, events, {"nl": [str(p) for p in range(10)]}, "min_support = 1")
     text = config_path.read_text().replace('avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
-    config_path.write_text(text + "[evaluation]\ntest_days = 0\n")
+    config_path.write_text(text + '[evaluation]\ntest_days = 0\n[snapshots]\ngate_algorithm = "llr"\n')
     submit = Path(sys.executable).parent / "spark-submit"
     main = Path(engine.__file__).with_name("__main__.py")
     done = subprocess.run(

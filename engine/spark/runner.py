@@ -54,7 +54,7 @@ from engine.build import (
 from engine.config import Config, ConfigError
 from engine.ingest import catalogue, events, exposures, files
 from engine.pipeline import state
-from engine.publish import locks, spark_output, warehouse
+from engine.publish import gate, locks, spark_output, warehouse
 from engine.spark import transpile
 
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
@@ -168,6 +168,9 @@ def build(
             run.view(name, parameters)
         if config.evaluation.enabled:
             _evaluate(run, config, result.build_id)
+        scored = spark.table("evaluation").collect() if config.evaluation.enabled else []
+        scores = {row["algorithm"]: row.asDict() for row in scored}
+        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started, newest))
         run.output.publish(result.build_id)
