@@ -354,15 +354,16 @@ def _evaluate(
 ) -> None:
     """Score this build's algorithms on the evaluation split into ``evaluation``."""
     split = evaluation.cutoff(connection, config)
+    served = config.snapshots.gate_algorithm
     visual_rows = result.visual.rows if result.visual else None
     prefixed = lambda name, step: timed(f"evaluation {name}", lambda: step() and None)  # noqa: E731
     if pairs == "sql":
         rows = evaluation.scores_by_sql(
-            connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+            connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
         )
     else:
         rows = evaluation.scores(
-            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
         )
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
 

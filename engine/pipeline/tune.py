@@ -45,7 +45,9 @@ def tune(
         for group in counted_alike.values():
             trained, deltas = evaluation.training_from_scratch(connection, group[0][1], split)
             for number, algorithms in group:
-                rows = evaluation.scored(connection, trained, deltas, algorithms, split)
+                rows = evaluation.scored(
+                    connection, trained, deltas, algorithms, split, served=config.snapshots.gate_algorithm
+                )
                 evaluation.record(
                     connection,
                     "tuning",
