@@ -641,11 +641,19 @@ def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
     with warehouse.connect(path, read_only=True) as connection:
         if not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluation'").fetchone()[0]:
             raise BadInput(f"{path} has no evaluation yet: set [evaluation] test_days (or cutoff) and build")
+        present = {row[0] for row in connection.execute("DESCRIBE evaluation").fetchall()}
+        # A warehouse last built by an older etalage has no intervals yet: its next build adds the columns.
+        differences = (
+            ", round(popularity_bias, 3) AS popularity_bias, compared_with, round(mrr_at_20_diff, 4) AS diff,"
+            " '[' || round(mrr_at_20_diff_low, 4) || ', ' || round(mrr_at_20_diff_high, 4) || ']' AS diff_95"
+            if "mrr_at_20_diff_low" in present
+            else ""
+        )
         return connection.execute(
-            """
+            f"""
             SELECT build_id, cutoff, algorithm, sessions, round(mrr, 4) AS mrr, pairs,
                    round(mrr_at_5, 4) AS mrr_at_5, round(mrr_at_10, 4) AS mrr_at_10, round(mrr_at_20, 4) AS mrr_at_20,
-                   round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage
+                   round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage{differences}
             FROM evaluation
             WHERE $every OR evaluated_at = (SELECT max(evaluated_at) FROM evaluation)
             ORDER BY evaluated_at NULLS FIRST, build_id, algorithm
@@ -689,8 +697,8 @@ def tune(
         "look_back_days": _ints(look_back_days),
         "sr_window": _ints(sr_window),
     }
-    if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
-        raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
+    if min(grid["min_support"] + grid["top_n"]) < 1:
+        raise click.BadParameter("min_support and top_n must be >= 1")
     if not all(1 <= w <= config_module.MAX_SR_WINDOW for w in grid["sr_window"]):
         raise click.BadParameter(f"sr_window must be from 1 to {config_module.MAX_SR_WINDOW}")
     from engine.pipeline import tune as tune_module

@@ -62,7 +62,8 @@ class Algorithms:
 
     top_n: int = 20
     min_support: int = 2
-    max_session_items: int = 50
+    max_session_items: int = 200
+    max_views_per_minute: int = 30
     look_back_days: int = 0
     event_types: tuple[str, ...] = ("pageView", "addToCart")
     sr_window: int = 5
@@ -75,7 +76,7 @@ class Algorithms:
 
 TUNING_GRID: dict[str, tuple[int, ...]] = {
     "min_support": (1, 2, 3, 5),
-    "max_session_items": (20, 50, 100),
+    "max_session_items": (50, 200, 0),
     "top_n": (20,),
     "look_back_days": (0, 14),
     "sr_window": (2, 5, 10),
@@ -427,7 +428,14 @@ def _experiment(raw: dict[str, Any]) -> Experiment:
     return Experiment(name=name, salt=salt, variants=tuple(parsed))
 
 
-_MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0, "sr_window": 1}
+_MINIMUM = {
+    "top_n": 1,
+    "min_support": 1,
+    "max_session_items": 0,
+    "max_views_per_minute": 0,
+    "look_back_days": 0,
+    "sr_window": 1,
+}
 
 
 def _visual(raw: dict[str, Any], base: Path) -> Visual:
@@ -537,7 +545,10 @@ path = "catalogue.parquet"
 [algorithms]
 top_n = 20
 min_support = 2
-max_session_items = 50
+# The bot rules, for training and test sessions alike: a session with more distinct
+# products, or with more product views in one clock minute, is dropped (0: no limit).
+max_session_items = 200
+max_views_per_minute = 30
 look_back_days = 0
 event_types = ["pageView", "addToCart"]
 # How many steps ahead the sequential rules look (1..10).

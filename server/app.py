@@ -35,7 +35,7 @@ from litestar.params import FromPath, Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import config as config_module
-from server import assignment, catalogue_routes, metrics, visual_routes
+from server import assignment, catalogue_routes, metrics, session_routes, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
@@ -224,6 +224,7 @@ def create_app(config: config_module.Config) -> Litestar:
             prometheus,
             demo_page,
             *catalogue_routes.handlers(lookup, config),
+            *session_routes.handlers(lookup, config),
             *visual_routes.handlers(lookup, config),
         ],
         middleware=[_measured],

@@ -146,6 +146,34 @@ def test_popular_baseline(itemitem):
     assert [row["distance_score"] for _, row in got["D"]] == [4, 4, 3]
 
 
+# The sessions' steps, in event order (a repeat view later in the session is a new step; the category page,
+# the dropped, foreign and non-catalogue events are none; s5's repeated D, in a row, is one step):
+#   s1: A B C A    s2: A B A    s3: A C A    s4: B C B    s5: D    s6: A B D A
+# Directly after: A>B 3, A>C 1, B>C 2, B>A 1, B>D 1, C>A 2, C>B 1, D>A 1.
+# Up to 5 steps ahead, weighted 1/distance: A>B 3, A>C 1/2 + 1, A>D 1/2, B>C 2, B>A 1/2 + 1 + 1/2, B>D 1,
+# C>A 2, C>B 1, D>A 1.
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("transitions", {"A": [("B", 3), ("C", 1)], "B": [("C", 2), ("A", 1), ("D", 1)], "C": [("A", 2), ("B", 1)],
+                         "D": [("A", 1)]}),
+        ("transitions_both", {"A": [("B", 4), ("C", 3), ("D", 1)], "B": [("A", 4), ("C", 3), ("D", 1)],
+                              "C": [("A", 3), ("B", 3)], "D": [("A", 1), ("B", 1)]}),
+        ("sequential_rules", {"A": [("B", 3), ("C", 1.5), ("D", 0.5)], "B": [("A", 2), ("C", 2), ("D", 1)],
+                              "C": [("A", 2), ("B", 1)], "D": [("A", 1)]}),
+    ],
+)  # fmt: skip
+def test_sequence_aware_lists(itemitem, algorithm, expected):
+    got = lists(itemitem[1], algorithm)
+    assert {k: [(name, row["distance_score"]) for name, row in v] for k, v in got.items()} == expected
+    counted = {row["cooccurrence"] for v in got.values() for _, row in v}
+    counts = {score for v in expected.values() for _, score in v}
+    assert counted == ({None} if algorithm == "sequential_rules" else counts)
+    be = lists(itemitem[1], algorithm, tenant="be")  # s8: A then B; only transitions_both looks back
+    followers = {"A": ["B"], "B": ["A"]} if algorithm == "transitions_both" else {"A": ["B"]}
+    assert {k: [n for n, _ in v] for k, v in be.items()} == followers
+
+
 def test_tenants_are_isolated(itemitem):
     rows = itemitem[1]
     be = lists(rows, "cooccurrence", tenant="be")

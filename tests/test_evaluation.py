@@ -180,3 +180,34 @@ def test_the_bootstrap_resamples_sessions_in_pairs():
 
 def _mrr(rank: np.ndarray) -> float:
     return float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0).mean())
+
+
+def test_the_bot_rules_drop_the_same_sessions_from_training_and_test(tmp_path):
+    """A fast clicker (40 views in a minute) is a bot on both sides of the cut-off; a long, slow visit is not."""
+    products = [f"20{i:05d}" for i in range(60)]
+    start, later = dt.datetime(2026, 11, 1, 12), TEST_DAY
+
+    def visit(session: str, viewed: list[str], first: dt.datetime, step: dt.timedelta) -> list[dict]:
+        return [{"session": session, "product": p, "ts": first + i * step} for i, p in enumerate(viewed)]
+
+    second, minute = dt.timedelta(seconds=1), dt.timedelta(minutes=1)
+    rows = (
+        visit("long", products, start, minute)  # 60 products in an hour: a person browsing
+        + visit("fast", [products[i % 2] for i in range(40)], start + 2 * minute, second)  # 40 views in 40 s
+        + visit("n1", products[:2], start, minute)
+        + visit("n2", products[1:3], start, minute)
+        + visit("t1", products[:2], later, minute)
+        + visit("t-fast", [products[2 * (i % 2)] for i in range(40)], later, second)
+        + visit("t-long", products[3:13], later, minute)
+    )
+    path = write_shop_folder(tmp_path, divolte_events(rows), {"nl": products}, "min_support = 1")
+    with path.open("a") as toml:
+        toml.write('\n[evaluation]\ncutoff = "2026-11-05"\n')
+    cfg = config.load(path)
+    assert (cfg.algorithms.max_session_items, cfg.algorithms.max_views_per_minute) == (200, 30)
+    build.build(cfg)
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        sessions = dict(connection.execute("SELECT product_id, sessions FROM item_counts").fetchall())
+        scored = connection.execute("SELECT DISTINCT sessions, pairs FROM evaluation").fetchall()
+    assert sessions[products[0]] == 2 + 1  # long, n1 and t1 (the published lists count the test days too)
+    assert scored == [(2, 1 + 9)]  # t1 and t-long; t-fast is not a test session

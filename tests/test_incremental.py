@@ -144,7 +144,7 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     rules = dataclasses.replace(first, algorithms=dataclasses.replace(first.algorithms, max_session_items=5))
     result = build.build(rules, force=True)  # fewer products per session score lower: past the gate
     assert result.counting == "recount"
-    assert result.counting_reason.startswith("algorithms.max_session_items changed from 50 to 5 since build")
+    assert result.counting_reason.startswith("algorithms.max_session_items changed from 200 to 5 since build")
     scratch = shop_with(source, tmp_path / "scratch", files[:60], catalogue)
     scratch = dataclasses.replace(scratch, algorithms=rules.algorithms)
     build.build(scratch)

@@ -66,6 +66,21 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
     return sessions.newest(connection) - dt.timedelta(days=config.evaluation.test_days)
 
 
+def test_items(connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime) -> None:
+    """The temporary table ``test_items``: the sessions after ``split``, through ``sql/session_items.sql``.
+
+    The test sessions' events (``sql/test_events.sql``) are read as the
+    training's are, so the same bot rules drop the same kind of session on
+    both sides of the split; then ordered by ``sql/test_items.sql``.
+    """
+    sqlfiles.create_table(connection, "test_events", {"cutoff": split}, temporary=True)
+    values = {**sessions.parameters(algorithms, None, None), "look_back_days": 0}  # every test event counts
+    sqlfiles.create_table(
+        connection, "session_items", values, table="test_session_items", temporary=True, reading={"events": "test_events"}
+    )
+    sqlfiles.create_table(connection, "test_items", temporary=True)
+
+
 def training(
     connection: duckdb.DuckDBPyConnection, counts: Counts, algorithms: Algorithms, split: dt.datetime
 ) -> tuple[Counts, dict[str, PairRows]]:
@@ -148,8 +163,7 @@ def scored(
         )
 
     def score() -> None:
-        parameters = {**algorithms.parameters(), "cutoff": split}
-        sqlfiles.create_table(connection, "test_items", parameters, temporary=True)
+        test_items(connection, algorithms, split)
         connection.register("items", trained.items)
         try:
             steps = sqlfiles.query(connection, "test_transitions").fetchnumpy()
@@ -371,7 +385,7 @@ def scores_by_sql(
         held["rows"] = rows
 
     def score() -> None:
-        sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": split}, temporary=True)
+        test_items(connection, algorithms, split)
         held["scores"] = with_intervals(*_evaluated(connection, held["rows"]), served)
 
     try:

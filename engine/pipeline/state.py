@@ -64,6 +64,7 @@ def counted_with(config: Config) -> dict[str, Any]:
         "mapping": config.events.mapping,
         "event_types": list(algorithms.event_types),
         "max_session_items": algorithms.max_session_items,
+        "max_views_per_minute": algorithms.max_views_per_minute,
         "look_back_days": algorithms.look_back_days,
         "sr_window": algorithms.sr_window,
     }
@@ -139,7 +140,7 @@ def how_to_count(config: Config, state: State | None, full: bool) -> tuple[str, 
         if state.counted_with.get(key) != wanted[key]:
             what = "events.mapping" if key == "mapping" else "the stored state's format"
             return "full", f"{what} changed since build {state.build_id}"
-    for key in ("event_types", "max_session_items", "look_back_days", "sr_window"):
+    for key in ("event_types", "max_session_items", "max_views_per_minute", "look_back_days", "sr_window"):
         if state.counted_with.get(key) != wanted[key]:
             was, now = state.counted_with.get(key), wanted[key]
             return "recount", f"algorithms.{key} changed from {was!r} to {now!r} since build {state.build_id}"

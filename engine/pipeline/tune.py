@@ -37,7 +37,13 @@ def tune(
     settings = trials(config.algorithms, grid or TUNING_GRID)
     counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
     for number, algorithms in enumerate(settings, start=1):
-        key = (algorithms.event_types, algorithms.max_session_items, algorithms.look_back_days, algorithms.sr_window)
+        key = (
+            algorithms.event_types,
+            algorithms.max_session_items,
+            algorithms.max_views_per_minute,
+            algorithms.look_back_days,
+            algorithms.sr_window,
+        )
         counted_alike.setdefault(key, []).append((number, algorithms))
     done = 0
     with warehouse.amend(config.warehouse) as connection:

@@ -407,8 +407,16 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
         run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
-    run.view("test_items", {**parameters, "cutoff": split}, view=HOLDOUT + "test_items", cache=True)
-    scores = run.sql("evaluation", tables={"itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"})
+    # The test sessions through sql/session_items.sql, as engine.pipeline.evaluation.test_items reads them.
+    run.view("test_events", {"cutoff": split}, view=HOLDOUT + "test_events")
+    read = {**parameters, "until": None, "newest": None, "look_back_days": 0}
+    run.view("session_items", read, tables={"events": HOLDOUT + "test_events"}, view=HOLDOUT + "test_session_items")
+    tested = {"test_session_items": HOLDOUT + "test_session_items"}
+    run.view("test_items", tables=tested, view=HOLDOUT + "test_items", cache=True)
+    holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
+    run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
+    # The bootstrap intervals of a DuckDB build's rows are NumPy's: a Spark build's rows have none.
+    scores = run.sql("evaluation", tables=holdout)
     run.step(
         "evaluation",
         lambda: scores.select(
