@@ -15,8 +15,6 @@ gets the tenant's most-viewed products (the ``popular`` lists) with
 ``fallback_used``.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import msgspec

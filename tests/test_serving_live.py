@@ -280,8 +280,8 @@ def test_a_visit_gets_the_served_lists_blended_by_recency(shop):
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         served = connection.execute("SELECT served_algorithm FROM builds").fetchone()[0]
         tenant, visit = connection.execute(
-            "SELECT tenant, list(product_id ORDER BY product_id)[:3] FROM itemitem WHERE algorithm = $a "
-            "GROUP BY tenant ORDER BY tenant LIMIT 1",
+            "SELECT tenant, list(product_id ORDER BY product_id)[:3] FROM "
+            "(SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = $a) GROUP BY tenant ORDER BY tenant LIMIT 1",
             {"a": served},
         ).fetchone()
         lists = {
