@@ -135,7 +135,16 @@ class Snapshots:
     max_mrr_drop: float = 0.05
 
 
-CLICK_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular", "sequential_rules", "transitions", "transitions_both")
+CLICK_ALGORITHMS = (
+    "cooccurrence",
+    "jaccard",
+    "llr",
+    "popular",
+    "sequential_rules",
+    "sequential_rules_both",
+    "transitions",
+    "transitions_both",
+)
 """Algorithms every build computes from the clickstream."""
 VISUAL_ALGORITHMS = ("visual", "visual_blend")
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""

@@ -9,9 +9,11 @@
 --                     algorithms", 2018). The weights are summed as the
 --                     integers $sr_scale // distance ($sr_scale: the least
 --                     common multiple of 1 .. $sr_window) and divided once,
---                     so the sum is exact; the kernel sums alike.
+--                     so the sum is exact; the kernel sums alike;
+-- * sequential_rules_both: the same for every B viewed up to $sr_window steps
+--                     before or after A.
 --
--- `cooccurrence` holds the transition count (NULL for sequential rules,
+-- `cooccurrence` holds the transition count (NULL for the sequential rules,
 -- whose score is the evidence). Ties are broken by the related product id.
 -- `etalage build` computes the same rows with the Numba kernels in
 -- engine/udfs/sequences.py and engine/udfs/cooccurrence.py.
@@ -25,10 +27,10 @@ WITH followed AS (
      AND b.step <= a.step + $sr_window
      AND b.product_id <> a.product_id
 ),
-adjacent AS (
-    SELECT tenant, product_id, related_product_id FROM followed WHERE distance = 1
+around AS (
+    SELECT tenant, product_id, related_product_id, distance FROM followed
     UNION ALL
-    SELECT tenant, related_product_id, product_id FROM followed WHERE distance = 1
+    SELECT tenant, related_product_id, product_id, distance FROM followed
 ),
 scored AS (
     SELECT tenant, 'transitions' AS algorithm, product_id, related_product_id,
@@ -39,13 +41,20 @@ scored AS (
     UNION ALL
     SELECT tenant, 'transitions_both' AS algorithm, product_id, related_product_id,
         count(*) AS cooccurrence, CAST(count(*) AS DOUBLE) AS distance_score
-    FROM adjacent
+    FROM around
+    WHERE distance = 1
     GROUP BY tenant, product_id, related_product_id
     UNION ALL
     SELECT tenant, 'sequential_rules' AS algorithm, product_id, related_product_id,
         CAST(NULL AS BIGINT) AS cooccurrence,
         CAST(sum(CAST($sr_scale AS BIGINT) // distance) AS DOUBLE) / $sr_scale AS distance_score
     FROM followed
+    GROUP BY tenant, product_id, related_product_id
+    UNION ALL
+    SELECT tenant, 'sequential_rules_both' AS algorithm, product_id, related_product_id,
+        CAST(NULL AS BIGINT) AS cooccurrence,
+        CAST(sum(CAST($sr_scale AS BIGINT) // distance) AS DOUBLE) / $sr_scale AS distance_score
+    FROM around
     GROUP BY tenant, product_id, related_product_id
 )
 SELECT

@@ -151,7 +151,7 @@ def test_popular_baseline(itemitem):
 #   s1: A B C A    s2: A B A    s3: A C A    s4: B C B    s5: D    s6: A B D A
 # Directly after: A>B 3, A>C 1, B>C 2, B>A 1, B>D 1, C>A 2, C>B 1, D>A 1.
 # Up to 5 steps ahead, weighted 1/distance: A>B 3, A>C 1/2 + 1, A>D 1/2, B>C 2, B>A 1/2 + 1 + 1/2, B>D 1,
-# C>A 2, C>B 1, D>A 1.
+# C>A 2, C>B 1, D>A 1; before or after: AB 3 + 2, AC 1.5 + 2, AD 0.5 + 1, BC 2 + 1, BD 1.
 @pytest.mark.parametrize(
     ("algorithm", "expected"),
     [
@@ -161,6 +161,8 @@ def test_popular_baseline(itemitem):
                               "C": [("A", 3), ("B", 3)], "D": [("A", 1), ("B", 1)]}),
         ("sequential_rules", {"A": [("B", 3), ("C", 1.5), ("D", 0.5)], "B": [("A", 2), ("C", 2), ("D", 1)],
                               "C": [("A", 2), ("B", 1)], "D": [("A", 1)]}),
+        ("sequential_rules_both", {"A": [("B", 5), ("C", 3.5), ("D", 1.5)], "B": [("A", 5), ("C", 3), ("D", 1)],
+                                   "C": [("A", 3.5), ("B", 3)], "D": [("A", 1.5), ("B", 1)]}),
     ],
 )  # fmt: skip
 def test_sequence_aware_lists(itemitem, algorithm, expected):
@@ -168,9 +170,9 @@ def test_sequence_aware_lists(itemitem, algorithm, expected):
     assert {k: [(name, row["distance_score"]) for name, row in v] for k, v in got.items()} == expected
     counted = {row["cooccurrence"] for v in got.values() for _, row in v}
     counts = {score for v in expected.values() for _, score in v}
-    assert counted == ({None} if algorithm == "sequential_rules" else counts)
-    be = lists(itemitem[1], algorithm, tenant="be")  # s8: A then B; only transitions_both looks back
-    followers = {"A": ["B"], "B": ["A"]} if algorithm == "transitions_both" else {"A": ["B"]}
+    assert counted == ({None} if algorithm.startswith("sequential_rules") else counts)
+    be = lists(itemitem[1], algorithm, tenant="be")  # s8: A then B; only the _both lists look back
+    followers = {"A": ["B"], "B": ["A"]} if algorithm.endswith("_both") else {"A": ["B"]}
     assert {k: [n for n, _ in v] for k, v in be.items()} == followers
 
 

@@ -236,6 +236,7 @@ def test_follow_counts_by_hand():
     assert counted["adjacent"] == {0: {1: 1, 2: 1}, 1: {0: 1, 2: 1}, 2: {1: 1, 0: 1}}
     # scale 2: 2 // 1 = 2 for the next step, 2 // 2 = 1 two steps on; 0 after 0 is no pair.
     assert counted["rules"] == {0: {1: 2, 2: 1}, 1: {2: 2, 0: 1}, 2: {0: 2}}
+    assert counted["rules_both"] == {0: {1: 3, 2: 3}, 1: {0: 3, 2: 2}, 2: {0: 3, 1: 2}}
 
 
 @pytest.mark.parametrize(

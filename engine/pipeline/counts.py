@@ -37,7 +37,7 @@ ITEMS = pa.schema([("item", pa.int32()), ("tenant", pa.string()), ("product_id",
 """The ``items`` table: one number per (tenant, product) ever counted, in number order."""
 FOLD_SHARE = 0.1
 """The delta is folded into a new base once it holds this share of the base's pairs."""
-MATRICES = ("pairs", "next", "adjacent", "rules")
+MATRICES = ("pairs", "next", "adjacent", "rules", "rules_both")
 """The kept matrices: co-occurrence (``engine.udfs.pairs``) and the follow counts (``engine.udfs.sequences``)."""
 
 

@@ -29,12 +29,26 @@ from engine.udfs import sequences
 from engine.udfs.llr import from_entropies, x_log_x_table
 from engine.udfs.pairs import PairRows, accumulate
 
-ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular", "sequential_rules", "transitions", "transitions_both")
+ALGORITHMS = (
+    "cooccurrence",
+    "jaccard",
+    "llr",
+    "popular",
+    "sequential_rules",
+    "sequential_rules_both",
+    "transitions",
+    "transitions_both",
+)
 """The algorithms in row order, which is also their name order; the list arrays' first axis holds all but popular."""
 POPULAR = ALGORITHMS.index("popular")
-FOLLOWING = {"sequential_rules": "rules", "transitions": "next", "transitions_both": "adjacent"}
+FOLLOWING = {
+    "sequential_rules": "rules",
+    "sequential_rules_both": "rules_both",
+    "transitions": "next",
+    "transitions_both": "adjacent",
+}
 """The sequence-aware algorithms and the follow matrix (``engine.udfs.sequences``) each ranks by."""
-COUNTED = np.array([name not in ("popular", "sequential_rules") for name in ALGORITHMS])
+COUNTED = np.array([name not in ("popular", "sequential_rules", "sequential_rules_both") for name in ALGORITHMS])
 """Which algorithms have a count as evidence (the ``cooccurrence`` column); the others' is NULL."""
 
 

@@ -1,7 +1,7 @@
 """Counts of products that follow each other in sessions: what the sequence-aware lists rank by.
 
 A session's steps (``sql/session_steps.sql``) are the products it viewed in
-order, a product viewed several times in a row counted once. Three matrices
+order, a product viewed several times in a row counted once. Four matrices
 are counted from them, each a :class:`~engine.udfs.pairs.PairRows` with row
 ``a`` holding the products that followed ``a``:
 
@@ -9,7 +9,9 @@ are counted from them, each a :class:`~engine.udfs.pairs.PairRows` with row
 * ``adjacent``: how often ``b`` came directly before or after ``a``
   (``transitions_both``);
 * ``rules``: every ``b`` up to ``sr_window`` steps after ``a``, weighted by
-  1/distance (``sequential_rules``, Ludewig and Jannach 2018). The weights
+  1/distance (``sequential_rules``, Ludewig and Jannach 2018), and
+  ``rules_both``: the same before or after ``a`` (``sequential_rules_both``,
+  what ``adjacent`` is to ``next``). The weights
   are kept as integers, ``sr_scale(window) // distance`` (``engine.config``:
   the least common multiple of 1..window), so sums are exact in any order and an
   incremental build still equals one from scratch; the score divides by
@@ -47,11 +49,12 @@ class Following:
 
 
 def matrices(sr_window: int) -> dict[str, Following]:
-    """The three follow matrices and how each is counted (``sr_window``: the sequential rules' reach)."""
+    """The follow matrices and how each is counted (``sr_window``: the sequential rules' reach)."""
     return {
         "next": Following(1, both=False, weighted=False),
         "adjacent": Following(1, both=True, weighted=False),
         "rules": Following(sr_window, both=False, weighted=True),
+        "rules_both": Following(sr_window, both=True, weighted=True),
     }
 
 
