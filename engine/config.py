@@ -69,9 +69,9 @@ class Algorithms:
     sr_window: int = 5
 
     def parameters(self) -> dict[str, Any]:
-        """The values bound to the ``$name`` parameters of ``sql/`` files (and ``sr_scale``, which ``sr_window`` gives)."""
+        """The values bound to the ``$name`` parameters of ``sql/`` files (and the scales ``sr_window`` gives)."""
         values = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
-        return {**values, "sr_scale": sr_scale(self.sr_window)}
+        return {**values, "sr_scale": sr_scale(self.sr_window), "blend_scale": sr_scale(self.sr_window + 1)}
 
 
 TUNING_GRID: dict[str, tuple[int, ...]] = {
@@ -140,6 +140,7 @@ CLICK_ALGORITHMS = (
     "jaccard",
     "llr",
     "popular",
+    "sequence_blend",
     "sequential_rules",
     "sequential_rules_both",
     "transitions",

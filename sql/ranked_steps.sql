@@ -11,7 +11,13 @@
 --                     common multiple of 1 .. $sr_window) and divided once,
 --                     so the sum is exact; the kernel sums alike;
 -- * sequential_rules_both: the same for every B viewed up to $sr_window steps
---                     before or after A.
+--                     before or after A;
+-- * sequence_blend:   sequential_rules_both plus co-occurrence: each session
+--                     that viewed both (sql/pair_counts.sql, at least
+--                     $min_support of them) adds 1 / ($sr_window + 1), as if
+--                     B had been viewed one step beyond the window. Summed as
+--                     integers over $blend_scale, the least common multiple
+--                     of 1 .. $sr_window + 1.
 --
 -- `cooccurrence` holds the transition count (NULL for the sequential rules,
 -- whose score is the evidence). Ties are broken by the related product id.
@@ -55,6 +61,19 @@ scored AS (
         CAST(NULL AS BIGINT) AS cooccurrence,
         CAST(sum(CAST($sr_scale AS BIGINT) // distance) AS DOUBLE) / $sr_scale AS distance_score
     FROM around
+    GROUP BY tenant, product_id, related_product_id
+    UNION ALL
+    SELECT tenant, 'sequence_blend' AS algorithm, product_id, related_product_id,
+        CAST(NULL AS BIGINT) AS cooccurrence,
+        CAST(sum(weight) AS DOUBLE) / $blend_scale AS distance_score
+    FROM (
+        SELECT tenant, product_id, related_product_id, CAST($blend_scale AS BIGINT) // distance AS weight
+        FROM around
+        UNION ALL
+        SELECT tenant, product_id, related_product_id,
+            cooccurrence * (CAST($blend_scale AS BIGINT) // ($sr_window + 1)) AS weight
+        FROM pair_counts
+    )
     GROUP BY tenant, product_id, related_product_id
 )
 SELECT

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.config import sr_scale
 from engine.udfs import sequences
 from engine.udfs.llr import from_entropies, x_log_x_table
 from engine.udfs.pairs import PairRows, accumulate
@@ -34,6 +35,7 @@ ALGORITHMS = (
     "jaccard",
     "llr",
     "popular",
+    "sequence_blend",
     "sequential_rules",
     "sequential_rules_both",
     "transitions",
@@ -48,7 +50,9 @@ FOLLOWING = {
     "transitions_both": "adjacent",
 }
 """The sequence-aware algorithms and the follow matrix (``engine.udfs.sequences``) each ranks by."""
-COUNTED = np.array([name not in ("popular", "sequential_rules", "sequential_rules_both") for name in ALGORITHMS])
+BLEND = "sequence_blend"
+"""``sequential_rules_both`` plus co-occurrence, each shared session weighing as a view one step beyond the window."""
+COUNTED = np.array([name in ("cooccurrence", "jaccard", "llr", "transitions", "transitions_both") for name in ALGORITHMS])
 """Which algorithms have a count as evidence (the ``cooccurrence`` column); the others' is NULL."""
 
 
@@ -125,8 +129,21 @@ def top_lists(
     )
     parts = [(related, cooccurrence, score, length)]
     scales = {name: following.scale for name, following in sequences.matrices(sr_window).items()}
-    for algorithm, matrix in FOLLOWING.items():
-        parts.append(_top_followers(*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads))
+    blend_scale = sr_scale(sr_window + 1)
+    for algorithm in ALGORITHMS[POPULAR + 1 :]:
+        if algorithm == BLEND:
+            follows, shared = counts[FOLLOWING["sequential_rules_both"]], counts["pairs"]
+            parts.append(
+                _top_blended(
+                    *_arrays(follows, n), *_arrays(shared, n), items.sessions, order, min_support,
+                    blend_scale // scales["rules_both"], blend_scale // (sr_window + 1), blend_scale, top_n, threads,
+                )  # fmt: skip
+            )
+        else:
+            matrix = FOLLOWING[algorithm]
+            parts.append(
+                _top_followers(*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads)
+            )
     related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts))
     tenants = _tenant_blocks(items.tenant.take(by_order))
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
@@ -291,6 +308,57 @@ def _top_followers(
                 accumulated[b] = 0
                 if c > 0:
                     kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
+            length[0, a] = kept
+    return related, counted, score, length
+
+
+@numba.njit(cache=True, parallel=True)
+def _top_blended(
+    start0, length0, related0, count0,
+    start1, length1, related1, count1,
+    start2, length2, related2, count2,
+    pair_start0, pair_length0, pair_related0, pair_count0,
+    pair_start1, pair_length1, pair_related1, pair_count1,
+    pair_start2, pair_length2, pair_related2, pair_count2,
+    sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads,
+):  # fmt: skip
+    """``sequence_blend``'s lists: the ``rules_both`` counts times ``follow_weight`` plus, for pairs that share at
+    least ``min_support`` sessions, the sessions times ``pair_weight``, all over ``scale`` (``sql/ranked_steps.sql``).
+    """
+    n_items = sessions.size
+    related = np.empty((1, n_items, top_n), dtype=np.int32)
+    counted = np.zeros((1, n_items, top_n), dtype=np.int32)
+    score = np.empty((1, n_items, top_n), dtype=np.float64)
+    length = np.zeros((1, n_items), dtype=np.int32)
+    n_chunks = max(1, min(n_items, threads))
+    for chunk in numba.prange(n_chunks):
+        followed = np.zeros(n_items, dtype=np.int32)
+        shared = np.zeros(n_items, dtype=np.int32)
+        seen = np.full(n_items, -1, dtype=np.int32)
+        seen_pairs = np.full(n_items, -1, dtype=np.int32)
+        touched = np.empty(n_items + 1, dtype=np.int32)
+        touched_pairs = np.empty(n_items + 1, dtype=np.int32)
+        for a in range(chunk, n_items, n_chunks):
+            if sessions[a] == 0:
+                continue
+            n_touched = accumulate(start0, length0, related0, count0, a, 0, followed, seen, touched)
+            n_touched = accumulate(start1, length1, related1, count1, a, n_touched, followed, seen, touched)
+            n_touched = accumulate(start2, length2, related2, count2, a, n_touched, followed, seen, touched)
+            n_pairs = accumulate(pair_start0, pair_length0, pair_related0, pair_count0, a, 0, shared, seen_pairs, touched_pairs)
+            n_pairs = accumulate(pair_start1, pair_length1, pair_related1, pair_count1, a, n_pairs, shared, seen_pairs, touched_pairs)
+            n_pairs = accumulate(pair_start2, pair_length2, pair_related2, pair_count2, a, n_pairs, shared, seen_pairs, touched_pairs)
+            kept = 0
+            # Products that followed (and perhaps shared sessions), then those that only shared sessions:
+            # each product's shared count is taken (set to 0) when it is scored, so none is offered twice.
+            for t in range(n_touched + n_pairs):
+                b = touched[t] if t < n_touched else touched_pairs[t - n_touched]
+                f = followed[b] if t < n_touched else 0
+                p = shared[b]
+                followed[b] = 0
+                shared[b] = 0
+                value = np.int64(f) * follow_weight + (np.int64(p) * pair_weight if p >= min_support else 0)
+                if value > 0:
+                    kept = _offer(related, counted, score, kept, 0, a, b, 0, value / float(scale), order)
             length[0, a] = kept
     return related, counted, score, length
 
