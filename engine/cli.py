@@ -643,16 +643,17 @@ def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
             raise BadInput(f"{path} has no evaluation yet: set [evaluation] test_days (or cutoff) and build")
         present = {row[0] for row in connection.execute("DESCRIBE evaluation").fetchall()}
         # A warehouse last built by an older etalage has no intervals yet: its next build adds the columns.
+        # The columns fit 160 characters (a console that is not a terminal): the build only when there are several.
         differences = (
-            ", round(popularity_bias, 3) AS popularity_bias, compared_with, round(mrr_at_20_diff, 4) AS diff,"
+            ", round(popularity_bias, 2) AS pop_bias, compared_with AS vs, round(mrr_at_20_diff, 4) AS diff,"
             " '[' || round(mrr_at_20_diff_low, 4) || ', ' || round(mrr_at_20_diff_high, 4) || ']' AS diff_95"
             if "mrr_at_20_diff_low" in present
             else ""
         )
+        build = "build_id, " if every_build else ""
         return connection.execute(
             f"""
-            SELECT build_id, cutoff, algorithm, sessions, round(mrr, 4) AS mrr, pairs,
-                   round(mrr_at_5, 4) AS mrr_at_5, round(mrr_at_10, 4) AS mrr_at_10, round(mrr_at_20, 4) AS mrr_at_20,
+            SELECT {build}algorithm, sessions, round(mrr, 4) AS mrr, round(mrr_at_20, 4) AS mrr_at_20,
                    round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage{differences}
             FROM evaluation
             WHERE $every OR evaluated_at = (SELECT max(evaluated_at) FROM evaluation)
