@@ -154,6 +154,14 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     result = build.build(remapped, force=True)
     assert (result.counting, result.counting_reason[:23]) == ("full", "events.mapping changed ")
     assert result.files == {"avro": 60}  # every file ingested again
+    # The sequential rules' reach changes what the stored follow counts mean.
+    reach = dataclasses.replace(remapped, algorithms=dataclasses.replace(remapped.algorithms, sr_window=2))
+    result = build.build(reach, force=True)
+    assert result.counting == "recount"
+    assert result.counting_reason.startswith("algorithms.sr_window changed from 5 to 2 since build")
+    scratch = dataclasses.replace(scratch, algorithms=reach.algorithms, events=reach.events)
+    build.build(scratch, full=True, force=True)  # another tenant mapping and reach: past the gate
+    assert_same(contents(reach), contents(scratch))
 
 
 @pytest.mark.parametrize("point", crashpoints.POINTS)
