@@ -54,7 +54,9 @@ def handlers(lookup: Lookup, config: Config) -> list:
         tenant: FromPath[str],
         products: Annotated[
             str,
-            Parameter(description=f"the visit's product ids, comma-separated, most recent last (at most {MAX_PRODUCTS})"),
+            Parameter(
+                description=f"the visit's product ids, comma-separated, most recent last (at most {MAX_PRODUCTS})"
+            ),
         ] = "",
         limit: Limit = 10,
     ) -> SessionRecommendations:

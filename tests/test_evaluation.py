@@ -148,7 +148,9 @@ def test_the_served_algorithm_is_compared_with_itself_and_the_interval_holds_the
     best = max(scores.values(), key=lambda row: row["mrr_at_20"])["mrr_at_20"]
     (name,) = served
     assert scores[name]["mrr_at_20"] == best
-    assert scores[name]["mrr_at_20_diff"] == scores[name]["mrr_at_20_diff_low"] == scores[name]["mrr_at_20_diff_high"] == 0
+    assert (
+        scores[name]["mrr_at_20_diff"] == scores[name]["mrr_at_20_diff_low"] == scores[name]["mrr_at_20_diff_high"] == 0
+    )
     for row in scores.values():
         assert row["mrr_at_20_diff"] == pytest.approx(row["mrr_at_20"] - best)
         assert row["mrr_at_20_diff_low"] <= row["mrr_at_20_diff"] <= row["mrr_at_20_diff_high"]

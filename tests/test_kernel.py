@@ -45,9 +45,9 @@ def random_events(seed: int, shapes=(("lone", 1, 3), ("pair", 2, 6), ("shop", 40
     rng = np.random.default_rng(seed)
     start = dt.datetime(2026, 11, 1)
     rows = {"ts": [], "tenant": [], "session_id": [], "event_type": [], "product_id": []}
-    for tenant, products, sessions in shapes:
+    for tenant, products, visits in shapes:
         weights = 1 / np.arange(1, products + 1)
-        for s in range(sessions):
+        for s in range(visits):
             size = int(rng.integers(1, 13))
             chosen = rng.choice(products, size=size, p=weights / weights.sum())
             seconds = np.cumsum(rng.integers(0, 3, size=size))  # 0: the same second as the event before

@@ -100,9 +100,7 @@ class Counts:
         per_item = np.array([self.tenant_sessions.get(t, 0) for t in tenants.to_pylist()], dtype=np.int64)
         return cooccurrence.Items(tenants, self.items.column("product_id").combine_chunks(), self.sessions, per_item)
 
-    def with_changes(
-        self, connection: duckdb.DuckDBPyConnection, sr_window: int
-    ) -> tuple[Counts, dict[str, PairRows]]:
+    def with_changes(self, connection: duckdb.DuckDBPyConnection, sr_window: int) -> tuple[Counts, dict[str, PairRows]]:
         """These counts plus what the tables ``counted_changes`` and ``counted_steps`` count; and each matrix's delta alone.
 
         Gives new products the next numbers (``sql/new_items.sql``); the
@@ -151,6 +149,4 @@ class Counts:
 
     def saved(self, store: Store, build_id: str) -> Counts:
         """These counts with any matrix part not yet in the store written there (under ``build_id``)."""
-        return replace(
-            self, kept={name: kept.saved(store, f"{build_id}-{name}") for name, kept in self.kept.items()}
-        )
+        return replace(self, kept={name: kept.saved(store, f"{build_id}-{name}") for name, kept in self.kept.items()})

@@ -76,7 +76,12 @@ def test_items(connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, sp
     sqlfiles.create_table(connection, "test_events", {"cutoff": split}, temporary=True)
     values = {**sessions.parameters(algorithms, None, None), "look_back_days": 0}  # every test event counts
     sqlfiles.create_table(
-        connection, "session_items", values, table="test_session_items", temporary=True, reading={"events": "test_events"}
+        connection,
+        "session_items",
+        values,
+        table="test_session_items",
+        temporary=True,
+        reading={"events": "test_events"},
     )
     sqlfiles.create_table(connection, "test_items", temporary=True)
 

@@ -57,7 +57,9 @@ def served_algorithm(scores: dict[str, dict] | None, configured: str) -> str:
     if configured != AUTO:
         return configured
     scored = [
-        (-row[METRIC], ALGORITHMS.index(name), name) for name, row in (scores or {}).items() if row.get(METRIC) is not None
+        (-row[METRIC], ALGORITHMS.index(name), name)
+        for name, row in (scores or {}).items()
+        if row.get(METRIC) is not None
     ]
     return min(scored)[2] if scored else UNSCORED
 

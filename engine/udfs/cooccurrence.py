@@ -1,9 +1,12 @@
-"""The co-occurrence lists: ``sql/ranked_pairs.sql``, ``popular.sql`` and ``itemitem.sql`` in compiled passes.
+"""The click-based lists: ``sql/ranked_pairs.sql``, ``ranked_steps.sql``, ``popular.sql`` and ``itemitem.sql`` compiled.
 
 From the pair counts (``engine.udfs.pairs``: the stored counts plus up to two
 signed deltas), each product's row is read once, its candidates scored with
-the three measures, and the best ``top_n`` of each kept in a small sorted
-buffer; products are dealt to the cores in turn. ``popular`` comes from the
+the three co-occurrence measures, and the best ``top_n`` of each kept in a
+small sorted buffer; products are dealt to the cores in turn. The
+sequence-aware lists are ranked alike from the follow counts
+(``engine.udfs.sequences``), ``sequence_blend`` from the ``rules_both`` and
+pair counts together. ``popular`` comes from the
 item counts alone. The result is exactly the rows of ``itemitem.sql`` (same
 counts, same scores from the same compiled :func:`~engine.udfs.llr.llr`, the
 same tie-break by product id) and already in the table's ``(tenant,
@@ -52,7 +55,9 @@ FOLLOWING = {
 """The sequence-aware algorithms and the follow matrix (``engine.udfs.sequences``) each ranks by."""
 BLEND = "sequence_blend"
 """``sequential_rules_both`` plus co-occurrence, each shared session weighing as a view one step beyond the window."""
-COUNTED = np.array([name in ("cooccurrence", "jaccard", "llr", "transitions", "transitions_both") for name in ALGORITHMS])
+COUNTED = np.array(
+    [name in ("cooccurrence", "jaccard", "llr", "transitions", "transitions_both") for name in ALGORITHMS]
+)
 """Which algorithms have a count as evidence (the ``cooccurrence`` column); the others' is NULL."""
 
 
@@ -132,13 +137,10 @@ def top_lists(
     blend_scale = sr_scale(sr_window + 1)
     for algorithm in ALGORITHMS[POPULAR + 1 :]:
         if algorithm == BLEND:
-            follows, shared = counts[FOLLOWING["sequential_rules_both"]], counts["pairs"]
-            parts.append(
-                _top_blended(
-                    *_arrays(follows, n), *_arrays(shared, n), items.sessions, order, min_support,
-                    blend_scale // scales["rules_both"], blend_scale // (sr_window + 1), blend_scale, top_n, threads,
-                )  # fmt: skip
-            )
+            follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
+            follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
+            weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads)
+            parts.append(_top_blended(*follows, *shared, items.sessions, order, *weights))
         else:
             matrix = FOLLOWING[algorithm]
             parts.append(
@@ -344,9 +346,15 @@ def _top_blended(
             n_touched = accumulate(start0, length0, related0, count0, a, 0, followed, seen, touched)
             n_touched = accumulate(start1, length1, related1, count1, a, n_touched, followed, seen, touched)
             n_touched = accumulate(start2, length2, related2, count2, a, n_touched, followed, seen, touched)
-            n_pairs = accumulate(pair_start0, pair_length0, pair_related0, pair_count0, a, 0, shared, seen_pairs, touched_pairs)
-            n_pairs = accumulate(pair_start1, pair_length1, pair_related1, pair_count1, a, n_pairs, shared, seen_pairs, touched_pairs)
-            n_pairs = accumulate(pair_start2, pair_length2, pair_related2, pair_count2, a, n_pairs, shared, seen_pairs, touched_pairs)
+            n_pairs = accumulate(
+                pair_start0, pair_length0, pair_related0, pair_count0, a, 0, shared, seen_pairs, touched_pairs
+            )
+            n_pairs = accumulate(
+                pair_start1, pair_length1, pair_related1, pair_count1, a, n_pairs, shared, seen_pairs, touched_pairs
+            )
+            n_pairs = accumulate(
+                pair_start2, pair_length2, pair_related2, pair_count2, a, n_pairs, shared, seen_pairs, touched_pairs
+            )
             kept = 0
             # Products that followed (and perhaps shared sessions), then those that only shared sessions:
             # each product's shared count is taken (set to 0) when it is scored, so none is offered twice.
