@@ -4,7 +4,7 @@ Run it from the repository root (it is not collected by pytest)::
 
     .venv/bin/python tests/bench/bench_sequences.py --events 5000000
 
-It generates an example shop of that many events once (cached under
+It generates ``bench_build.py``'s shop of that many events once (cached under
 ``bench-data/sequences-<events>/``, Parquet events, 180,000 products), builds
 it once with the evaluation off (so that ``events`` and ``products`` exist),
 then counts every session from scratch in one process, timing each kernel
@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import bench_build
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,16 +51,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
     options = parser.parse_args()
     folder = options.data / f"sequences-{options.events}"
-    etalage = [sys.executable, "-m", "engine"]
-    if not (folder / "etalage.toml").exists():
+    if not (folder / "warehouse.duckdb").exists():
+        # bench_build's shop (180,000 products, Parquet events, no pictures), built once with its lean config.
+        bench_build.generate(folder, options.events)
         subprocess.run(
-            [*etalage, "generate", "--out", str(folder), "--events", str(options.events), "--products", "180000",
-             "--brands", "1850", "--format", "parquet"],
-            check=True, cwd=ROOT,
-        )  # fmt: skip
-        text = (folder / "etalage.toml").read_text().replace("test_days = 7", "test_days = 0")
-        (folder / "etalage.toml").write_text(text.replace('gate_algorithm = "auto"', 'gate_algorithm = "llr"'))
-        subprocess.run([*etalage, "build", "--config", str(folder / "etalage.toml")], check=True, cwd=ROOT)
+            [sys.executable, "-m", "engine", "build", "--config", str(folder / "lean.toml")], check=True, cwd=ROOT
+        )
 
     import numpy as np
 
@@ -68,7 +66,7 @@ def main() -> None:
     from engine.publish import warehouse
     from engine.udfs import cooccurrence, pairs, sequences
 
-    cfg = config.load(folder / "etalage.toml")
+    cfg = config.load(folder / "lean.toml")
     algorithms = cfg.algorithms
     seconds = {}
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
