@@ -1,6 +1,6 @@
 """The ``etalage`` command line.
 
-Exit codes (documented in the README for cron and Airflow):
+Exit codes (documented in the README and docs/cli.md for cron and Airflow):
 
 * 0: success;
 * 1: an unexpected error (a bug: please report it with the traceback);
@@ -317,7 +317,7 @@ def _build_spark(
     if config.visual.enabled:
         err.print(
             "[yellow]the Spark engine does not run the visual stage[/]: no `visual` or `visual_blend` rows "
-            "(a DuckDB build makes them; see README, What stays on one machine)"
+            "(a DuckDB build makes them; see docs/spark.md, What stays on one machine)"
         )
     with _exits():
         result = runner.build(config, target, spark=spark, reporter=ConsoleReporter(), build_id=build_id)

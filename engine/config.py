@@ -1,7 +1,7 @@
 """The ``etalage.toml`` configuration: where events come from, how they map, and the algorithm knobs.
 
-Every key, its default and its meaning live here and in the README's
-configuration section (a test keeps the two in step). Unknown keys are an
+Every key, its default and its meaning live here and in
+docs/configuration.md (a test keeps the two in step). Unknown keys are an
 error rather than a silent default, because a typo in a cron job's config
 would otherwise change recommendations without anyone noticing.
 """
@@ -550,7 +550,7 @@ path = "catalogue.parquet"
 {source} = ["events/{source}/**/*.{source}"]
 
 # [events.mapping] overrides the SQL expressions that turn Divolte's columns into
-# the events table; see the README for the defaults.
+# the events table; see docs/configuration.md for the defaults.
 
 [algorithms]
 top_n = 20

@@ -3,8 +3,8 @@
 Annoy's random-projection trees lead a query to the right region, but on
 encoder features (few effective dimensions, clusters of very unequal size)
 they miss a fifth of the true top 10 at the search_k one core can afford a
-thousand times a second, and more trees or candidates buy little (the README's
-"Looks like this" has the figures). What they return is close to the answer,
+thousand times a second, and more trees or candidates buy little (docs/benchmarks.md,
+"Measured: visual similarity", has the figures). What they return is close to the answer,
 though, and the answer's members are each other's neighbours. So the index
 also keeps each item's ``m`` nearest items (this module's graph) and a query
 walks it, as HNSW walks its bottom layer: starting from the forest's results,

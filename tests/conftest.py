@@ -35,6 +35,15 @@ def small_shop(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def built_small_shop(small_shop, tmp_path_factory) -> Path:
+    """The small shop's Avro events and catalogue, built once by ``etalage build`` (read-only: ``copy_built`` it)."""
+    folder = tmp_path_factory.mktemp("built-shop")
+    result = run_cli("build", "--config", str(copy_shop(small_shop, folder)))
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 VISUAL_SHOP = generator.ShopSpec(products=150, brands=20, events=12_000, days=14, seed=5)
 
 
@@ -137,6 +146,18 @@ def shop_config(shop: Path, folder: Path, **changes) -> config.Config:
     cfg = config.load(shop / "etalage.toml")
     snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
     return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
+
+
+def copy_built(shop: Path, folder: Path) -> Path:
+    """Copy a built shop folder whole (config, events, warehouse, store, snapshots) into ``folder``; return ``folder``.
+
+    Cheaper than building again: a module-scoped fixture builds once and each test takes a copy. The warehouse names
+    its store files by their paths from its own folder, and ``current`` is a relative link, so the copy is a shop of
+    its own; only its views read the original's store files (the same bytes) until its first build writes them anew,
+    so the original must not change (no test gets it, only copies).
+    """
+    shutil.copytree(shop, folder, symlinks=True, dirs_exist_ok=True)
+    return folder
 
 
 def copy_shop(shop: Path, folder: Path) -> Path:

@@ -10,30 +10,42 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.publish import warehouse
-from tests.conftest import copy_shop, divolte_events, run_cli, sha256, write_shop_folder
+from tests.conftest import copy_built, copy_shop, divolte_events, run_cli, sha256, write_shop_folder
 
 EXIT_BAD_INPUT, EXIT_BUSY, EXIT_UNREADABLE = 3, 4, 5
 
 
-@pytest.fixture()
-def shop(tmp_path) -> Path:
-    """A tiny shop that has been built once, so there is a live warehouse to protect."""
+def tiny_shop(folder: Path, source: str) -> Path:
+    """A tiny shop built once from its ``source`` copy of the events, so there is a live warehouse to protect."""
     events = divolte_events([{"session": f"s{i % 7}", "product": f"100000{i % 5}"} for i in range(60)])
-    write_shop_folder(tmp_path, events, {"nl": [f"100000{i}" for i in range(5)]})
-    first = run_cli("build", "--config", str(tmp_path / "etalage.toml"))
+    write_shop_folder(folder, events, {"nl": [f"100000{i}" for i in range(5)]})
+    if source == "parquet":
+        set_config(folder, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
+    first = run_cli("build", "--config", str(folder / "etalage.toml"))
     assert first.returncode == 0, first.stderr
-    return tmp_path
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built_avro(tmp_path_factory) -> Path:
+    return tiny_shop(tmp_path_factory.mktemp("avro-shop"), "avro")
+
+
+@pytest.fixture(scope="module")
+def built_parquet(tmp_path_factory) -> Path:
+    return tiny_shop(tmp_path_factory.mktemp("parquet-shop"), "parquet")
 
 
 @pytest.fixture()
-def parquet_shop(tmp_path) -> Path:
+def shop(built_avro, tmp_path) -> Path:
+    """A copy of the tiny shop, built once from its Avro events, for this test alone."""
+    return copy_built(built_avro, tmp_path)
+
+
+@pytest.fixture()
+def parquet_shop(built_parquet, tmp_path) -> Path:
     """The same tiny shop, built once from its Parquet copy of the events."""
-    events = divolte_events([{"session": f"s{i % 7}", "product": f"100000{i % 5}"} for i in range(60)])
-    write_shop_folder(tmp_path, events, {"nl": [f"100000{i}" for i in range(5)]})
-    set_config(tmp_path, 'avro = ["events/avro/**/*.avro"]', 'parquet = ["events/parquet/*.parquet"]')
-    first = run_cli("build", "--config", str(tmp_path / "etalage.toml"))
-    assert first.returncode == 0, first.stderr
-    return tmp_path
+    return copy_built(built_parquet, tmp_path)
 
 
 def new_hour(shop: Path) -> Path:
@@ -130,6 +142,7 @@ def test_a_touched_ingested_file_is_not_a_change(parquet_shop):
     assert "counted incrementally: 0 new event files" in again.stderr
 
 
+@pytest.mark.slow
 def test_an_ingested_file_that_went_away_stops_the_build_until_full(shop):
     avro = next((shop / "events" / "avro").rglob("*.avro"))
     extra = new_hour(shop)
@@ -234,6 +247,7 @@ def test_leftover_from_a_killed_build_is_cleaned_up(shop):
     assert not leftover.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("after_seconds", "still_running"), [(0.0, True), (0.8, True), (2.5, None)])
 def test_a_build_killed_midway_leaves_the_live_warehouse_intact(small_shop, tmp_path, after_seconds, still_running):
     """SIGKILL a real build once its new warehouse file exists (then later): the live one is untouched."""

@@ -12,20 +12,18 @@ import pytest
 
 from engine import config
 from engine.publish import warehouse
-from tests.conftest import copy_shop, run_cli, sha256
+from tests.conftest import copy_built, run_cli, sha256
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "warehouse.duckdb.example"
 
 
 @pytest.fixture(scope="module")
-def built_shop(small_shop, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("cli")
-    result = run_cli("build", "--config", str(copy_shop(small_shop, folder)))
-    assert result.returncode == 0, result.stderr
-    assert "dropped" in result.stderr and "itemitem rows" in result.stderr
-    return folder
+def built_shop(built_small_shop, tmp_path_factory) -> Path:
+    """A copy of the small shop built once by `etalage build`."""
+    return copy_built(built_small_shop, tmp_path_factory.mktemp("cli"))
 
 
+@pytest.mark.slow
 def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     again = run_cli("build", "--config", str(built_shop / "etalage.toml"))
     assert again.returncode == 0
@@ -34,6 +32,7 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     assert result.returncode == 0
     assert "counted everything again (full): --full" in result.stderr
     assert "events from" in result.stderr and "duplicate" in result.stderr and "corrupt" in result.stderr
+    assert "dropped" in result.stderr and "itemitem rows" in result.stderr
     for step in ("events", "counts", "lists", "itemitem", "evaluation training counts", "snapshot"):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
@@ -173,6 +172,7 @@ def test_sql_on_a_missing_warehouse(tmp_path):
     assert result.returncode == 3 and "run `etalage build` first" in result.stderr
 
 
+@pytest.mark.slow
 def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
     """warehouse.duckdb.example is reproducible: a fresh build of the example shop has the same rows and scores."""
     fresh = tmp_path / "example.duckdb"
@@ -195,6 +195,7 @@ def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
     assert mrr["jaccard"] > 1.5 * mrr["popular"]
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_example(tmp_path):
     result = run_cli("demo", "--no-serve", "--out", str(tmp_path / "example"))
     assert result.returncode == 0, result.stderr

@@ -17,9 +17,12 @@ import pytest
 from tests.conftest import running_server, tenant_products
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER), reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"
+    ),
+]
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ def state(shop: Path, snapshots: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full", ["warehouse", "snapshots"])
 def test_a_build_on_a_full_disk_is_exit_8_naming_the_path_and_changes_nothing(tmp_path, full):
     with small_disk(tmp_path / "disk") as disk:
@@ -88,6 +89,7 @@ def test_a_build_on_a_full_disk_is_exit_8_naming_the_path_and_changes_nothing(tm
         assert run_cli("build", "--config", str(config)).returncode == 0
 
 
+@pytest.mark.slow
 def test_an_export_to_a_full_disk_is_exit_8_and_leaves_no_partial_file(tmp_path):
     shop = tmp_path / "shop"
     shop.mkdir()

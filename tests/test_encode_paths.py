@@ -4,7 +4,7 @@ The plain path (``TorchEncoder.reference_vectors``) is how encoding worked
 before: PIL decodes, pads and resizes one picture at a time and the network
 runs in float32. Its vectors are the reference here, computed in each test,
 not stored. The pipelined path must stay within a cosine of 0.995 of them
-(the bound the README states; the model id, and so the embeddings cache,
+(the bound docs/visual.md states; the model id, and so the embeddings cache,
 do not change with the path), on the CPU workers' route and on the device
 route, which runs here on the CPU with PIL in nvJPEG's place where
 torchvision is missing.
@@ -77,6 +77,7 @@ def shop_pictures(tmp_path_factory) -> dict[str, Path]:
     return {name: folder / name for name in made}
 
 
+@pytest.mark.slow
 def test_pipelined_vectors_are_the_plain_paths(shop_pictures, plain, fast):
     """Every format, through the worker processes in batches, against the plain path picture by picture."""
     files = list(shop_pictures.values())
@@ -89,6 +90,7 @@ def test_pipelined_vectors_are_the_plain_paths(shop_pictures, plain, fast):
     np.testing.assert_allclose(in_process, vectors, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_device_route_gives_the_same_vectors(shop_pictures, plain, fast):
     """JPEGs decoded whole, padded and resized in batches on the device (here the CPU), every other format by workers."""
     files = list(shop_pictures.values())
@@ -159,6 +161,7 @@ class OutOfMemoryEncoder(EfficientNetLite0):
         return super().forward(batch)
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_batch_and_later_batches_start_at_the_size_that_fitted(shop_pictures, fast):
     files = list(shop_pictures.values())[:10]
     encoder = OutOfMemoryEncoder(fits=3)
@@ -167,6 +170,7 @@ def test_out_of_memory_splits_the_batch_and_later_batches_start_at_the_size_that
     assert cosines(vectors, fast.encode_images(files, batch_size=8)).min() > 0.9999
 
 
+@pytest.mark.slow
 def test_an_out_of_memory_no_split_cures_keeps_what_was_encoded(shop_pictures):
     files = list(shop_pictures.values())[:6]
     encoder = OutOfMemoryEncoder(budget=4)

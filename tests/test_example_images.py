@@ -78,6 +78,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         pictures.load_fashion_mnist(tmp_path)
 
 
+@pytest.mark.slow
 def test_visual_stage_on_the_example_pictures_finds_the_same_kind_of_garment(tmp_path):
     """Encode a tiny shop's pictures, index them per tenant, and check the lists look right.
 

@@ -56,6 +56,7 @@ def test_the_dags_steps_build_on_spark_wait_for_their_marker_publish_and_verify(
     assert (again.value.code, again.value.retry) == (3, False)
 
 
+@pytest.mark.slow
 def test_the_cron_line_builds_and_logs(small_shop, tmp_path):
     folder = tmp_path / "srv"
     copy_shop(small_shop, folder)

@@ -116,6 +116,7 @@ def arrivals(files: list[Path], rng: random.Random) -> list[list[Path]]:
     return chunks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "look_back_days"), [(1, 0), (2, 2), (3, 0)])
 def test_incremental_builds_equal_builds_from_scratch(hours, tmp_path, seed, look_back_days):
     source, files = hours
@@ -164,6 +165,7 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     assert_same(contents(reach), contents(scratch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", crashpoints.POINTS)
 def test_a_build_killed_at_any_step_then_run_again_equals_one_from_scratch(hours, tmp_path, point):
     source, files = hours
@@ -197,6 +199,7 @@ def test_a_build_killed_at_any_step_then_run_again_equals_one_from_scratch(hours
     assert on_disk == named
 
 
+@pytest.mark.slow
 def test_analysts_keep_querying_while_builds_replace_the_warehouse(hours, tmp_path):
     """A read-only connection held open across two builds keeps its answers; the store keeps its files."""
     source, files = hours

@@ -290,6 +290,7 @@ def test_more_than_three_sets_of_counts_are_refused():
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="already uncompiled")
+@pytest.mark.slow
 def test_uncompiled_the_same_cases_stay_in_bounds():
     """Every case above, interpreted: NumPy raises IndexError where the compiled loops would corrupt memory."""
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}

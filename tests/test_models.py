@@ -60,6 +60,7 @@ def test_packaged_weights_are_real_imagenet_weights(encoder):
     assert {834, 906, 457} & set(top5)  # suit, Windsor tie, bow tie
 
 
+@pytest.mark.slow
 def test_vectors_are_pooled_1280_features_independent_of_batching(encoder):
     images = [GRACE_HOPPER] + labelled_images(3, ("dress",))[0]
     one_by_one = np.vstack([encoder.encode_images([image], batch_size=1) for image in images])
@@ -71,6 +72,7 @@ def test_vectors_are_pooled_1280_features_independent_of_batching(encoder):
     assert not np.allclose(batched[0], batched[1])
 
 
+@pytest.mark.slow
 def test_progress_is_reported_per_batch(encoder):
     calls = []
     encoder.encode_images(
@@ -79,6 +81,7 @@ def test_progress_is_reported_per_batch(encoder):
     assert calls == [(2, 5), (4, 5), (5, 5)]
 
 
+@pytest.mark.slow
 def test_same_class_neighbours_beat_other_classes(encoder):
     """Nearest neighbours by CNN features mostly share the garment's class (chance would be a quarter)."""
     classes = ("trousers", "sneakers", "bag", "dress")
@@ -161,6 +164,7 @@ def write_images(folder: Path, names: dict[str, str]) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_cache_encodes_only_new_or_changed_images(counting, tmp_path):
     connection = duckdb.connect()
     paths = write_images(tmp_path, {"a.png": "dress", "b.png": "bag", "c.png": "hat"})
@@ -189,6 +193,7 @@ def test_cache_encodes_only_new_or_changed_images(counting, tmp_path):
     assert connection.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 5
 
 
+@pytest.mark.slow
 def test_another_model_never_reuses_vectors(counting, tmp_path):
     connection = duckdb.connect()
     paths = write_images(tmp_path, {"a.png": "dress", "b.png": "bag"})

@@ -21,16 +21,13 @@ from engine.publish import snapshot, warehouse
 from server import assignment
 from server.app import GatewayAnswer, Recommendations, create_app
 from server.reader import Recommendation, ServedSnapshot
-from tests.conftest import copy_shop, run_cli, tiny_tables
+from tests.conftest import copy_built, tiny_tables
 
 
 @pytest.fixture(scope="module")
-def shop(small_shop, tmp_path_factory) -> config.Config:
+def shop(built_small_shop, tmp_path_factory) -> config.Config:
     """A built copy of the small shop (one live snapshot)."""
-    path = copy_shop(small_shop, tmp_path_factory.mktemp("server"))
-    result = run_cli("build", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    return config.load(path)
+    return config.load(copy_built(built_small_shop, tmp_path_factory.mktemp("server")) / "etalage.toml")
 
 
 @pytest.fixture(scope="module")

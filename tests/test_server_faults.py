@@ -26,16 +26,13 @@ from engine import config
 from engine.publish import snapshot
 from server.app import create_app
 from server.exposures import SPILL, ExposureLog
-from tests.conftest import copy_shop, run_cli, tiny_tables
+from tests.conftest import copy_built, tiny_tables
 
 
 @pytest.fixture(scope="module")
-def shop(small_shop, tmp_path_factory) -> config.Config:
+def shop(built_small_shop, tmp_path_factory) -> config.Config:
     """A built copy of the small shop (its snapshot is never changed here)."""
-    path = copy_shop(small_shop, tmp_path_factory.mktemp("faults"))
-    result = run_cli("build", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    return config.load(path)
+    return config.load(copy_built(built_small_shop, tmp_path_factory.mktemp("faults")) / "etalage.toml")
 
 
 @pytest.fixture()
@@ -97,7 +94,9 @@ def test_a_failed_flush_is_logged_counted_spilled_and_written_once_the_folder_is
             assert client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": f"0:v{i}"}).is_success
         until(lambda: list((folder / SPILL).rglob(".exposures-*.parquet")))
         assert log.queued == 0  # on disk, not in memory
-        assert counted("etalage_background_failures_total", loop="flush") > failures
+        # The loop counts and logs the failure after the flush has spilled and raised: wait for both, not the file.
+        until(lambda: counted("etalage_background_failures_total", loop="flush") > failures)
+        until(lambda: any(r.getMessage().startswith("background flush failed") for r in logged.records))
         failure = next(r for r in logged.records if r.getMessage().startswith("background flush failed"))
         assert failure.exc_info and "records wait in" in str(failure.exc_info[1])
 

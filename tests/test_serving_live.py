@@ -25,21 +25,21 @@ from engine.ingest import exposures as exposure_log
 from engine.publish import warehouse
 from server import assignment
 from server.reader import ServedSnapshot
-from tests.conftest import copy_shop, divolte_events, run_cli, running_server
+from tests.conftest import copy_built, divolte_events, run_cli, running_server
+
+pytestmark = pytest.mark.slow  # real `etalage serve` worker processes, builds and switches under load
 
 
 @pytest.fixture()
-def shop(small_shop, tmp_path) -> Path:
+def shop(built_small_shop, tmp_path) -> Path:
     """A built copy of the small shop whose server reloads and flushes quickly; returns its config path."""
-    path = copy_shop(small_shop, tmp_path)
+    path = copy_built(built_small_shop, tmp_path) / "etalage.toml"
     text = (
         path.read_text()
         .replace("reload_seconds = 1.0", "reload_seconds = 0.2")
         .replace("flush_seconds = 5.0", "flush_seconds = 0.3")
     )
     path.write_text(text)
-    result = run_cli("build", "--config", str(path))
-    assert result.returncode == 0, result.stderr
     return path
 
 

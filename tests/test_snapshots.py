@@ -16,7 +16,7 @@ import pytest
 
 from engine import sqlfiles
 from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
-from tests.conftest import copy_shop, run_cli, sha256, tiny_tables
+from tests.conftest import copy_built, run_cli, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
 
@@ -28,12 +28,10 @@ def set_config(config: Path, old: str, new: str) -> None:
 
 
 @pytest.fixture()
-def shop(small_shop, tmp_path) -> Path:
+def shop(built_small_shop, tmp_path) -> Path:
     """A copy of the small shop, built once (so a snapshot is live), keeping 2 snapshots; returns its config."""
-    config = copy_shop(small_shop, tmp_path)
+    config = copy_built(built_small_shop, tmp_path) / "etalage.toml"
     set_config(config, "keep = 5", "keep = 2")
-    result = run_cli("build", "--config", str(config))
-    assert result.returncode == 0, result.stderr
     return config
 
 
@@ -177,6 +175,7 @@ def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker
         snapshot.verify(truncated)
 
 
+@pytest.mark.slow
 def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(shop):
     first = live_folder(shop).name
     assert run_cli("build", "--config", str(shop)).returncode == 0
@@ -213,6 +212,7 @@ def test_rollback_verifies_switches_and_refuses_a_damaged_or_unknown_snapshot(sh
     assert live_folder(shop).name == first
 
 
+@pytest.mark.slow
 def test_old_snapshots_are_pruned_but_never_the_live_one(shop):
     first = live_folder(shop).name
     for _ in range(2):
@@ -228,6 +228,7 @@ def test_old_snapshots_are_pruned_but_never_the_live_one(shop):
     assert len(snapshot_folders(shop)) == 2 and live_folder(shop).name == snapshot_folders(shop)[-1]
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
     live = live_folder(shop)
     warehouse_before = sha256(shop.parent / "warehouse.duckdb")
@@ -251,6 +252,7 @@ def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
     assert snapshot.verify(now).manifest["parameters"]["algorithms"]["top_n"] == 1
 
 
+@pytest.mark.slow
 def test_two_builds_at_once_exactly_one_publishes(shop):
     before = set(snapshot_folders(shop))
     command = [sys.executable, "-m", "engine", "build", "--config", str(shop)]
@@ -261,6 +263,7 @@ def test_two_builds_at_once_exactly_one_publishes(shop):
     assert len(set(snapshot_folders(shop)) - before) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", [p for p in crashpoints.POINTS if p != "ingested"])  # no new files here
 def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     live = live_folder(shop)
@@ -285,7 +288,7 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     assert live_folder(shop) == live
     assert {p.name: sha256(p) for p in live.iterdir()} == checksums
     snapshot.verify(live)
-    if point != "before-switch":  # by then the warehouse has been replaced whole (README: what a build guarantees)
+    if point != "before-switch":  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
         assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
     with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0
@@ -425,6 +428,7 @@ def snapshot_folders_of(root: Path) -> list[str]:
     return [folder.name for folder in snapshot.folders(root)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", ["dangling", "a file", "no manifest"])
 def test_a_build_repairs_a_broken_current_before_it_computes(shop, broken):
     root = shop.parent / "snapshots"
@@ -475,6 +479,7 @@ def test_a_folder_named_current_stops_a_build_before_it_computes(shop):
     assert f"{root / 'current'} is a folder, not a link to a snapshot: move it away" in result.stderr
 
 
+@pytest.mark.slow
 def test_rollback_with_a_dangling_current_picks_the_newest_snapshot_that_verifies(shop):
     first = live_folder(shop).name
     assert run_cli("build", "--config", str(shop)).returncode == 0

@@ -40,6 +40,7 @@ def differences(left: Path, right: Path, table: str) -> tuple[int, int, int]:
     return only_left, only_right, total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table", ["events", "session_items", "item_counts", "itemitem"])
 def test_avro_and_parquet_copies_give_the_same_tables(warehouses, table):
     only_avro, only_parquet, total = differences(warehouses["avro", "kernel"], warehouses["parquet", "kernel"], table)
@@ -47,12 +48,14 @@ def test_avro_and_parquet_copies_give_the_same_tables(warehouses, table):
     assert (only_avro, only_parquet) == (0, 0)
 
 
+@pytest.mark.slow
 def test_kernel_and_sql_self_join_give_the_same_itemitem(warehouses):
     only_kernel, only_sql, total = differences(warehouses["avro", "kernel"], warehouses["avro", "sql"], "itemitem")
     assert total > 10_000
     assert (only_kernel, only_sql) == (0, 0)
 
 
+@pytest.mark.slow
 def test_every_algorithm_is_present_with_full_lists(warehouses):
     with warehouse.connect(warehouses["avro", "kernel"], read_only=True) as connection:
         rows = dict(connection.execute("SELECT algorithm, max(rank) FROM itemitem GROUP BY algorithm").fetchall())

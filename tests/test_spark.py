@@ -78,6 +78,7 @@ def rows(connection, query: str) -> list[tuple]:
     return connection.execute(query).fetchall()
 
 
+@pytest.mark.slow
 def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
     output, result = on_spark
     assert sorted(p.name for p in output.iterdir()) == sorted([*runner.OUTPUT_TABLES, "_SUCCESS"])
@@ -91,6 +92,7 @@ def test_every_table_is_written_with_the_warehouse_columns(duck, on_spark):
             assert result.rows[table] == rows(connection, f"SELECT count(*) FROM {parquet(output, table)}")[0][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "table", ["events", "ingest_stats", "products", "session_items", "item_counts", "tenant_sessions"]
 )
@@ -103,6 +105,7 @@ def test_the_tables_under_itemitem_have_the_same_rows(duck, on_spark, table):
             assert rows(connection, f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b})") == [(0,)]
 
 
+@pytest.mark.slow
 def test_cooccurrence_jaccard_and_popular_lists_are_identical(duck, on_spark):
     output, _ = on_spark
     with warehouse.connect(duck, read_only=True) as connection:
@@ -112,6 +115,7 @@ def test_cooccurrence_jaccard_and_popular_lists_are_identical(duck, on_spark):
     assert theirs == ours  # scores included, bit for bit: counts and one IEEE division
 
 
+@pytest.mark.slow
 def test_llr_lists_are_the_same_and_scores_within_a_few_ulp(duck, on_spark):
     output, _ = on_spark
     with warehouse.connect(duck, read_only=True) as connection:
@@ -157,6 +161,7 @@ def assert_same_lists(ours: list[tuple], theirs: list[tuple], tolerance: dict[st
     return dict(worst)
 
 
+@pytest.mark.slow
 def test_evaluation_and_builds_agree(duck, on_spark):
     output, result = on_spark
     scores = (
@@ -311,6 +316,7 @@ def test_the_order_covers_every_file():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in sqlfiles.names() if name not in DUCKDB_ONLY])
 def test_every_sql_file_runs_on_spark_and_gives_duckdbs_rows(name, spark, same_input):
     connection, make, values = same_input
@@ -363,6 +369,7 @@ def assert_same_rows(name: str, ours: list[tuple], theirs: list[tuple], toleranc
 # -- the command line and spark-submit ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_spark_submit_runs_a_build_from_parquet_events(tmp_path):
     """What a cluster runs: spark-submit with etalage's entry point, here on a hand-made shop read from Parquet."""
     events = divolte_events(
@@ -417,6 +424,7 @@ def test_engine_options_are_checked(small_shop):
     assert wrong.returncode == 2 and "--master, --output and --build-id go with --engine spark" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, spark):
     events = divolte_events([{"session": 1, "product": "1"}, {"session": 1, "product": "2"}])
     config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
@@ -426,6 +434,7 @@ def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, s
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.building").exists()
 
 
+@pytest.mark.slow
 def test_an_output_folder_that_is_not_a_spark_build_is_never_replaced(tmp_path, spark):
     events = divolte_events([{"session": 1, "product": "1"}, {"session": 1, "product": "2"}])
     config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
@@ -445,6 +454,7 @@ def spark_config(small_shop: Path, folder: Path) -> config.Config:
     return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots)
 
 
+@pytest.mark.slow
 def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck, on_spark, tmp_path):
     """Spark's output taken in by `etalage publish`: history, views for analysts, and the same served lists."""
     from server.reader import ServedSnapshot
@@ -483,6 +493,7 @@ def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck
         assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_publish_refuses_an_unfinished_or_misshapen_output(small_shop, on_spark, tmp_path):
     output, _ = on_spark
     cfg = spark_config(small_shop, tmp_path / "shop")

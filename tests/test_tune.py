@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine import config as config_module
 from engine.publish import warehouse
 from tests.conftest import copy_shop, run_cli
 from tests.test_docs import documented_tables
 
 
+@pytest.mark.slow
 def test_tune_records_every_trial_and_keeps_the_rest(small_shop, tmp_path):
     config = copy_shop(small_shop, tmp_path)
     config.write_text(config.read_text().replace("test_days = 7", "test_days = 2"))

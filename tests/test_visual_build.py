@@ -127,6 +127,7 @@ def test_the_look_alikes_are_evaluated_and_the_index_is_in_the_snapshot(visual_s
     assert [n.product_id for n in index.similar(tenant, product, 20)] == listed
 
 
+@pytest.mark.slow
 def test_embeddings_are_cached_so_a_rebuild_encodes_only_changed_pictures(visual_shop, tmp_path):
     cfg = copied(visual_shop, tmp_path / "shop")
     first = cached(cfg, "SELECT count(*), count(DISTINCT model_id) FROM embeddings")[0]
@@ -162,6 +163,7 @@ def test_the_embeddings_table_is_documented(visual_shop):
     assert documented_tables()["embeddings"] == actual
 
 
+@pytest.mark.slow
 def test_vectors_encoded_by_a_build_the_gate_refuses_are_kept_for_the_next(visual_shop, tmp_path):
     from PIL import Image
 
@@ -179,6 +181,7 @@ def test_vectors_encoded_by_a_build_the_gate_refuses_are_kept_for_the_next(visua
     assert again.returncode == 0 and "0 encoded" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_broken_picture_is_left_out_and_named_by_the_build(visual_shop, tmp_path):
     cfg = copied(visual_shop, tmp_path / "shop")
     image = pq.read_table(cfg.catalogue).column("image")[0].as_py()

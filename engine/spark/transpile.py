@@ -6,7 +6,7 @@ carries nearly everything on its own: ``QUALIFY`` becomes a subquery,
 is spelled out, and ``$name`` parameters become Spark's ``:name`` markers.
 What sqlglot cannot carry, because it is etalage's own or because the two
 engines compute it differently, is rewritten here and nowhere else
-(:data:`REWRITES` lists it; the README repeats it):
+(:data:`REWRITES` lists it; docs/spark.md repeats it):
 
 * ``llr(k11, k12, k21, k22)``, the Numba UDF, becomes the same arithmetic as
   a SQL expression (Mahout's ``xLogX`` entropies, the same order of

@@ -41,7 +41,7 @@ def new_build_id(when: dt.datetime | None = None) -> str:
 
 
 def build_command(shop: Shop, build_id: str) -> list[str]:
-    """The Spark build, started by etalage (client mode); spark-submit works the same way (README)."""
+    """The Spark build, started by etalage (client mode); spark-submit works the same way (docs/spark.md)."""
     return [
         shop.python,
         "-m",

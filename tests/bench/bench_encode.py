@@ -24,7 +24,7 @@ Every figure comes with the worst cosine between its vectors and the plain
 path's. One JSON line on stdout, progress on stderr.
 
     .venv/bin/python tests/bench/bench_encode.py            # here: the CPU (about 3 minutes on 2 cores)
-    python3 tests/bench/bench_encode.py --gpu-images 20000  # on a GPU machine: see the README for the wheels
+    python3 tests/bench/bench_encode.py --gpu-images 20000  # on a GPU machine: see docs/benchmarks.md for the wheels
 """
 
 from __future__ import annotations
