@@ -26,9 +26,11 @@ The steps, in order, each a file in ``sql/`` unless noted:
 6. unless ``[evaluation]`` turns it off, the evaluation
    (``engine.pipeline.evaluation``): the counts minus the test period's
    sessions, ranked and scored on those sessions, into ``evaluation``;
-7. a row in ``builds``, and the evaluation gate (``engine.publish.gate``): a
-   build that scores clearly worse than the live snapshot stops here, and
-   nothing changes;
+7. the served algorithm (``engine.publish.gate.served_algorithm``: with
+   ``gate_algorithm = "auto"`` the best by the evaluation's MRR@20), a row in
+   ``builds``, and the evaluation gate (``engine.publish.gate``): a build
+   that scores clearly worse than the live snapshot stops here, and nothing
+   changes;
 8. the new state and views in the new warehouse, a snapshot staged and
    verified beside the live one; the warehouse file is replaced, the snapshot
    switched live, and old snapshots and store files no warehouse names removed.
@@ -117,6 +119,7 @@ class BuildResult:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     gate: gate.Decision | None = None
+    served_algorithm: str | None = None  # what the recommendations route serves (chosen by the evaluation with auto)
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
     before_window: int = 0
@@ -215,8 +218,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
                 sessions.count_changes(connection, None, after)
                 before = counting.Counts.none()
-            changed, delta = before.with_changes(connection)
-            held["counted"] = changed.stored(delta)
+            changed, deltas = before.with_changes(connection, algorithms.sr_window)
+            held["counted"] = changed.stored(deltas)
             return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
 
         timed("counts", count)
@@ -228,7 +231,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             if pairs == "sql":
                 rows = _sql_rows(connection, config, newest, timed)
             else:
-                rows = itemitem.kernel_rows(counted, top_n=algorithms.top_n, min_support=algorithms.min_support)
+                rows = itemitem.kernel_rows(counted, algorithms)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
                 rows = itemitem.with_visual(
@@ -262,12 +265,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         )
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
-        _record(connection, config, result, started, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
+        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
+        _record(connection, config, result, started, newest)
         result.gate = gate.decide(
             scores,
             snapshot.live(config.snapshots.root),
-            config.snapshots.gate_algorithm,
+            result.served_algorithm,
             config.snapshots.max_mrr_drop,
             force,
         )
@@ -355,15 +359,16 @@ def _evaluate(
 ) -> None:
     """Score this build's algorithms on the evaluation split into ``evaluation``."""
     split = evaluation.cutoff(connection, config)
+    served = config.snapshots.gate_algorithm
     visual_rows = result.visual.rows if result.visual else None
     prefixed = lambda name, step: timed(f"evaluation {name}", lambda: step() and None)  # noqa: E731
     if pairs == "sql":
         rows = evaluation.scores_by_sql(
-            connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+            connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
         )
     else:
         rows = evaluation.scores(
-            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions
+            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
         )
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
 
@@ -444,6 +449,7 @@ def _stage(
         },
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
+        "served_algorithm": result.served_algorithm,
         "gate": result.gate.record(),
     }
     return served.stage(
@@ -491,6 +497,7 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
         "event_files": sum(result.files.values()),
         **totals,
         "itemitem_rows": result.rows.get("itemitem", 0),
+        "served_algorithm": result.served_algorithm,
     }
 
 

@@ -300,6 +300,8 @@ def _build(
     else:
         err.print(f"counted everything again ({result.counting}): {result.counting_reason}")
     _summary(result, begin)
+    chosen = "the best MRR@20 on the held-out days" if config.snapshots.gate_algorithm == "auto" else "configured"
+    err.print(f"serves {result.served_algorithm} ({chosen})")
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
@@ -438,19 +440,21 @@ def snapshots(config_path: Path, check: bool) -> None:
     config = _load(config_path)
     root = config.snapshots.root
     current, problem = _live_or_problem(root)
-    metric = f"{config.snapshots.gate_algorithm} {gate.METRIC}"
-    table = Table("live", "build_id", "created_at", "itemitem rows", metric, "gate", *(["verified"] if check else []))
+    columns = ("live", "build_id", "created_at", "itemitem rows", "served", gate.METRIC, "gate")
+    table = Table(*columns, *(["verified"] if check else []))
     listed = {each.path.name: each.manifest for each in snapshot.published(root)}
     names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)
     invalid = []
     for name in reversed(names):
         manifest = listed.get(name, {})
-        score = ((manifest.get("evaluation") or {}).get(config.snapshots.gate_algorithm) or {}).get(gate.METRIC)
+        algorithm = snapshot.served_algorithm(manifest) if manifest else ""
+        score = ((manifest.get("evaluation") or {}).get(algorithm) or {}).get(gate.METRIC)
         row = [
             "*" if current and name == current.path.name else "",
             name,
             manifest.get("created_at", "?"),
             f"{manifest.get('rows', {}).get('itemitem', 0):,}",
+            algorithm,
             "" if score is None else f"{score:.4f}",
             (manifest.get("gate") or {}).get("verdict", ""),
         ]
@@ -651,11 +655,20 @@ def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
     with warehouse.connect(path, read_only=True) as connection:
         if not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluation'").fetchone()[0]:
             raise BadInput(f"{path} has no evaluation yet: set [evaluation] test_days (or cutoff) and build")
+        present = {row[0] for row in connection.execute("DESCRIBE evaluation").fetchall()}
+        # A warehouse last built by an older etalage has no intervals yet: its next build adds the columns.
+        # The columns fit 160 characters (a console that is not a terminal): the build only when there are several.
+        differences = (
+            ", round(popularity_bias, 2) AS pop_bias, compared_with AS vs, round(mrr_at_20_diff, 4) AS diff,"
+            " '[' || round(mrr_at_20_diff_low, 4) || ', ' || round(mrr_at_20_diff_high, 4) || ']' AS diff_95"
+            if "mrr_at_20_diff_low" in present
+            else ""
+        )
+        build = "build_id, " if every_build else ""
         return connection.execute(
-            """
-            SELECT build_id, cutoff, algorithm, sessions, round(mrr, 4) AS mrr, pairs,
-                   round(mrr_at_5, 4) AS mrr_at_5, round(mrr_at_10, 4) AS mrr_at_10, round(mrr_at_20, 4) AS mrr_at_20,
-                   round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage
+            f"""
+            SELECT {build}algorithm, sessions, round(mrr, 4) AS mrr, round(mrr_at_20, 4) AS mrr_at_20,
+                   round(hit_rate_at_20, 4) AS hit_rate_at_20, round(coverage, 3) AS coverage{differences}
             FROM evaluation
             WHERE $every OR evaluated_at = (SELECT max(evaluated_at) FROM evaluation)
             ORDER BY evaluated_at NULLS FIRST, build_id, algorithm
@@ -686,7 +699,10 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option(
     "--look-back-days", default=",".join(map(str, config_module.TUNING_GRID["look_back_days"])), show_default=True
 )
-def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str) -> None:
+@click.option("--sr-window", default=",".join(map(str, config_module.TUNING_GRID["sr_window"])), show_default=True)
+def tune(
+    config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str, sr_window: str
+) -> None:
     """Try a grid of algorithm parameters on the evaluation split; record every trial in `tuning`."""
     config = _load(config_path)
     grid = {
@@ -694,9 +710,12 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
         "max_session_items": _ints(max_session_items),
         "top_n": _ints(top_n),
         "look_back_days": _ints(look_back_days),
+        "sr_window": _ints(sr_window),
     }
-    if min(grid["min_support"] + grid["top_n"]) < 1 or min(grid["max_session_items"]) < 2:
-        raise click.BadParameter("min_support and top_n must be >= 1, max_session_items >= 2")
+    if min(grid["min_support"] + grid["top_n"]) < 1:
+        raise click.BadParameter("min_support and top_n must be >= 1")
+    if not all(1 <= w <= config_module.MAX_SR_WINDOW for w in grid["sr_window"]):
+        raise click.BadParameter(f"sr_window must be from 1 to {config_module.MAX_SR_WINDOW}")
     from engine.pipeline import tune as tune_module
 
     total = len(tune_module.trials(config.algorithms, grid))
@@ -707,7 +726,8 @@ def tune(config_path: Path, min_support: str, max_session_items: str, top_n: str
     _write(rows.slice(0, 10), "table", None, 10)
     out.print(
         f"best by MRR@20: {best['algorithm']} with min_support={best['min_support']}, "
-        f"max_session_items={best['max_session_items']}, top_n={best['top_n']}, look_back_days={best['look_back_days']} "
+        f"max_session_items={best['max_session_items']}, top_n={best['top_n']}, look_back_days={best['look_back_days']}, "
+        f"sr_window={best['sr_window']} "
         f"(MRR@20 {best['mrr_at_20']:.4f}); all {total} trials are in the tuning table (tune_id {tune_id})"
     )
 

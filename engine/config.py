@@ -8,6 +8,7 @@ would otherwise change recommendations without anyone noticing.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -44,26 +45,43 @@ class EventSources:
     mapping: dict[str, str] = field(default_factory=lambda: dict(DIVOLTE_MAPPING))
 
 
+MAX_SR_WINDOW = 10
+"""The widest ``sr_window``: its scale (2520) times a pair's count stays far inside the kernels' int32 counts."""
+
+
+def sr_scale(window: int) -> int:
+    """The least common multiple of 1..window: each 1/distance of the window is a whole multiple of 1/scale.
+
+    The sequential rules sum their weights as these integers, so the sums are
+    exact in any order (an incremental build equals one from scratch).
+    """
+    return math.lcm(*range(1, window + 1))
+
+
 @dataclass(frozen=True)
 class Algorithms:
     """Parameters shared by the item-item algorithms."""
 
     top_n: int = 20
     min_support: int = 2
-    max_session_items: int = 50
+    max_session_items: int = 200
+    max_views_per_minute: int = 30
     look_back_days: int = 0
     event_types: tuple[str, ...] = ("pageView", "addToCart")
+    sr_window: int = 5
 
     def parameters(self) -> dict[str, Any]:
-        """The values bound to the ``$name`` parameters of ``sql/`` files."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """The values bound to the ``$name`` parameters of ``sql/`` files (and the scales ``sr_window`` gives)."""
+        values = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        return {**values, "sr_scale": sr_scale(self.sr_window), "blend_scale": sr_scale(self.sr_window + 1)}
 
 
 TUNING_GRID: dict[str, tuple[int, ...]] = {
     "min_support": (1, 2, 3, 5),
-    "max_session_items": (20, 50, 100),
+    "max_session_items": (50, 200, 0),
     "top_n": (20,),
     "look_back_days": (0, 14),
+    "sr_window": (2, 5, 10),
 }
 """``etalage tune``'s default grid; each key is an ``[algorithms]`` parameter."""
 
@@ -115,16 +133,28 @@ class Snapshots:
 
     root: Path = Path("snapshots")
     keep: int = 5
-    gate_algorithm: str = "llr"
+    gate_algorithm: str = "auto"
     max_mrr_drop: float = 0.05
 
 
-CLICK_ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
+CLICK_ALGORITHMS = (
+    "cooccurrence",
+    "jaccard",
+    "llr",
+    "popular",
+    "sequence_blend",
+    "sequential_rules",
+    "sequential_rules_both",
+    "transitions",
+    "transitions_both",
+)
 """Algorithms every build computes from the clickstream."""
 VISUAL_ALGORITHMS = ("visual", "visual_blend")
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
 ALGORITHMS = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
 """Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
+AUTO = "auto"
+"""``snapshots.gate_algorithm``'s default: each build serves (and gates on) the algorithm its evaluation scores best."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +289,12 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         source=source,
     )
     _visual_algorithms_enabled(config)
+    if config.snapshots.gate_algorithm == AUTO and not config.evaluation.enabled:
+        msg = (
+            'snapshots.gate_algorithm = "auto" serves the algorithm the evaluation scores best, but evaluation.test_days '
+            "is 0 and no evaluation.cutoff is set: hold some days out, or name the algorithm to serve"
+        )
+        raise ConfigError(msg)
     return config
 
 
@@ -295,6 +331,9 @@ def _algorithms(raw: dict[str, Any]) -> Algorithms:
         elif not isinstance(value, int) or isinstance(value, bool) or value < _MINIMUM[f.name]:
             msg = f"algorithms.{f.name} must be an integer >= {_MINIMUM[f.name]}, not {value!r}"
             raise ConfigError(msg)
+        elif f.name == "sr_window" and value > MAX_SR_WINDOW:
+            msg = f"algorithms.sr_window must be an integer from 1 to {MAX_SR_WINDOW} (steps ahead), not {value!r}"
+            raise ConfigError(msg)
         values[f.name] = value
     return Algorithms(**values)
 
@@ -320,8 +359,8 @@ def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
         msg = f"snapshots.keep must be an integer >= 1, not {keep!r}"
         raise ConfigError(msg)
     algorithm = raw.get("gate_algorithm", Snapshots.gate_algorithm)
-    if algorithm not in ALGORITHMS:
-        msg = f"snapshots.gate_algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
+    if algorithm not in (AUTO, *ALGORITHMS):
+        msg = f"snapshots.gate_algorithm must be {AUTO!r} or one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
         raise ConfigError(msg)
     drop = raw.get("max_mrr_drop", Snapshots.max_mrr_drop)
     if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1:
@@ -404,7 +443,14 @@ def _experiment(raw: dict[str, Any]) -> Experiment:
     return Experiment(name=name, salt=salt, variants=tuple(parsed))
 
 
-_MINIMUM = {"top_n": 1, "min_support": 1, "max_session_items": 2, "look_back_days": 0}
+_MINIMUM = {
+    "top_n": 1,
+    "min_support": 1,
+    "max_session_items": 0,
+    "max_views_per_minute": 0,
+    "look_back_days": 0,
+    "sr_window": 1,
+}
 
 
 def _visual(raw: dict[str, Any], base: Path) -> Visual:
@@ -537,9 +583,14 @@ path = "catalogue.parquet"
 [algorithms]
 top_n = 20
 min_support = 2
-max_session_items = 50
+# The bot rules, for training and test sessions alike: a session with more distinct
+# products, or with more product views in one clock minute, is dropped (0: no limit).
+max_session_items = 200
+max_views_per_minute = 30
 look_back_days = 0
 event_types = ["pageView", "addToCart"]
+# How many steps ahead the sequential rules look (1..10).
+sr_window = 5
 
 [evaluation]
 # Each build also computes the lists from the events before the last
@@ -558,9 +609,11 @@ metric = "angular"
 # Each build publishes a snapshot folder here for the server; `current` points at the live one.
 root = "snapshots"
 keep = 5
-# A build whose MRR@20 for this algorithm falls more than max_mrr_drop (a fraction)
-# below the live snapshot's is not published, unless `etalage build --force`.
-gate_algorithm = "llr"
+# The algorithm the recommendations route serves: "auto" serves the one with the
+# best MRR@20 on each build's held-out days, or name one. A build whose MRR@20 for
+# it falls more than max_mrr_drop (a fraction) below the live snapshot's served
+# algorithm is not published, unless `etalage build --force`.
+gate_algorithm = "auto"
 max_mrr_drop = 0.05
 
 [serving]

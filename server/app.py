@@ -35,7 +35,7 @@ from litestar.params import FromPath, Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import config as config_module
-from server import assignment, catalogue_routes, metrics, visual_routes
+from server import assignment, catalogue_routes, metrics, session_routes, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
@@ -114,11 +114,15 @@ def create_app(config: config_module.Config) -> Litestar:
         product_id: FromPath[str],
         limit: Limit = DEFAULT_LIMIT,
         algorithm: Annotated[
-            str, Parameter(description="cooccurrence, jaccard, llr, popular, and with [visual] visual or visual_blend")
-        ] = config.snapshots.gate_algorithm,
+            str | None,
+            Parameter(
+                description=f"one of {', '.join(config_module.CLICK_ALGORITHMS)}, and with [visual] visual or "
+                "visual_blend; by default the one the snapshot serves (with gate_algorithm = auto, its build's best)"
+            ),
+        ] = None,
     ) -> ASGIApp:
         """One algorithm's list for a product on a tenant (country), best first: the talk's "top 5"."""
-        served, items = lookup.items_json(tenant, product_id, algorithm, limit)
+        served, algorithm, items = lookup.items_json(tenant, product_id, algorithm, limit)
         return _Json(Recommendations(tenant, product_id, algorithm, served.build_id, msgspec.Raw(items)))
 
     @get(
@@ -220,6 +224,7 @@ def create_app(config: config_module.Config) -> Litestar:
             prometheus,
             demo_page,
             *catalogue_routes.handlers(lookup, config),
+            *session_routes.handlers(lookup, config),
             *visual_routes.handlers(lookup, config),
         ],
         middleware=[_measured],

@@ -79,23 +79,28 @@ class Lookup:
             return served
         return self._checked(tenant, product_id)
 
-    def items_json(self, tenant: str, product_id: str, algorithm: str, limit: int) -> tuple[ServedSnapshot, bytes]:
-        """The snapshot and the product's list as JSON (``ServedSnapshot.items_json``), in one lookup of the product.
+    def items_json(
+        self, tenant: str, product_id: str, algorithm: str | None, limit: int
+    ) -> tuple[ServedSnapshot, str, bytes]:
+        """The snapshot, the algorithm and the product's list as JSON (``ServedSnapshot.items_json``), in one lookup.
 
-        Raises as :meth:`product` does, and ValidationException (400) for an
-        algorithm the snapshot does not have.
+        ``algorithm`` None is the one the snapshot serves by default. Raises as
+        :meth:`product` does, and ValidationException (400) for an algorithm
+        the snapshot does not have.
         """
         served = self.live.current
-        if served is not None and algorithm in served.algorithms and _well_formed(tenant, product_id):
-            items = served.items_json(tenant, algorithm, product_id, limit)
+        if served is not None and _well_formed(tenant, product_id):
+            chosen = algorithm or served.served_algorithm
+            items = served.items_json(tenant, chosen, product_id, limit) if chosen in served.algorithms else None
             if items is not None:
-                return served, items
+                return served, chosen, items
         served = self.product(tenant, product_id)
-        if algorithm not in served.algorithms:
+        chosen = algorithm or served.served_algorithm
+        if chosen not in served.algorithms:
             raise ValidationException(
-                f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(sorted(served.algorithms))})"
+                f"unknown algorithm {chosen[:40]!r} (known: {', '.join(sorted(served.algorithms))})"
             )
-        return served, served.items_json(tenant, algorithm, product_id, limit) or b"[]"
+        return served, chosen, served.items_json(tenant, chosen, product_id, limit) or b"[]"
 
     def _checked(self, tenant: str, product_id: str) -> ServedSnapshot:
         """The full checks, in order, for a product the live catalogue lacks: each failure says what was wrong."""

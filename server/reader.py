@@ -64,6 +64,7 @@ class ServedSnapshot:
         self.manifest = verified.manifest
         self.build_id: str = verified.build_id
         self.created_at = dt.datetime.fromisoformat(self.manifest["created_at"])
+        self.served_algorithm = snapshot.served_algorithm(self.manifest)
         item_json = snapshot.read_table(folder / "itemitem.arrow").column("item_json")
         self._json = [_JsonColumn(chunk) for chunk in item_json.chunks if len(chunk)]
         self._json_starts = np.cumsum([0] + [column.length for column in self._json[:-1]]).tolist()

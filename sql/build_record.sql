@@ -1,4 +1,7 @@
 -- build_record: the row a build appends to the `builds` history table.
+-- `served_algorithm` is what its snapshot's recommendations route serves by
+-- default (with snapshots.gate_algorithm = "auto", the best by the build's
+-- evaluation).
 SELECT
     CAST($build_id AS VARCHAR) AS build_id,
     CAST($started_at AS TIMESTAMP) AS started_at,
@@ -11,6 +14,7 @@ SELECT
     CAST($dropped_corrupt AS BIGINT) AS dropped_corrupt,
     CAST($events_kept AS BIGINT) AS events_kept,
     CAST($itemitem_rows AS BIGINT) AS itemitem_rows,
+    CAST($served_algorithm AS VARCHAR) AS served_algorithm,
     CAST($counting AS VARCHAR) AS counting,
     CAST($counting_reason AS VARCHAR) AS counting_reason,
     CAST($newest_event AS TIMESTAMP) AS newest_event,

@@ -17,6 +17,8 @@ SELECT
 FROM (
     SELECT * FROM ranked_pairs
     UNION ALL
+    SELECT * FROM ranked_steps
+    UNION ALL
     SELECT * FROM popular
 )
 ORDER BY tenant, algorithm, product_id, rank

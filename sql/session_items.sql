@@ -8,14 +8,14 @@
 --   its test period out of the recommendations;
 -- * only the last $look_back_days days (0 = all) before $newest, the newest
 --   event before $until (sql/newest_event.sql);
--- * sessions with more than $max_session_items distinct products are dropped
---   as bots or scrapers.
+-- * the bot rules drop whole sessions: more than $max_session_items distinct
+--   products (a crawler walking the catalogue), or more than
+--   $max_views_per_minute product views in one clock minute (faster than a
+--   person clicks); 0 turns a rule off. The evaluation's test sessions are
+--   read through this file too (sql/test_events.sql), so both obey the same
+--   rules.
 WITH viewed AS (
-    SELECT
-        e.tenant,
-        e.session_id,
-        e.product_id,
-        min(e.ts) AS first_seen
+    SELECT e.tenant, e.session_id, e.product_id, e.ts
     FROM events AS e
     JOIN products AS p
       ON p.tenant = e.tenant
@@ -24,8 +24,21 @@ WITH viewed AS (
       AND (CAST($until AS TIMESTAMP) IS NULL OR e.ts < CAST($until AS TIMESTAMP))
       AND ($look_back_days = 0
            OR e.ts >= CAST($newest AS TIMESTAMP) - INTERVAL 1 DAY * CAST($look_back_days AS INTEGER))
-    GROUP BY e.tenant, e.session_id, e.product_id
+),
+bots AS (
+    SELECT tenant, session_id
+    FROM viewed
+    GROUP BY tenant, session_id
+    HAVING $max_session_items > 0 AND count(DISTINCT product_id) > $max_session_items
+    UNION
+    SELECT tenant, session_id
+    FROM viewed
+    GROUP BY tenant, session_id, date_trunc('minute', ts)
+    HAVING $max_views_per_minute > 0 AND count(*) > $max_views_per_minute
 )
-SELECT tenant, session_id, product_id, first_seen
-FROM viewed
-QUALIFY count(*) OVER (PARTITION BY tenant, session_id) <= $max_session_items
+SELECT v.tenant, v.session_id, v.product_id, min(v.ts) AS first_seen
+FROM viewed AS v
+ANTI JOIN bots AS b
+  ON b.tenant = v.tenant
+ AND b.session_id = v.session_id
+GROUP BY v.tenant, v.session_id, v.product_id

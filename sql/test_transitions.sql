@@ -2,7 +2,11 @@
 -- (sql/test_items.sql) as item numbers: the product viewed, the one viewed
 -- next, and whether it is the session's first step (the talk's MRR scores
 -- only those). A product no training session viewed has no number (-1).
+-- In (tenant, session, position) order, as sql/transition_ranks.sql is read,
+-- so that the bootstrap resamples sessions alike on both paths.
 SELECT
+    a.tenant,
+    a.session_id,
     coalesce(i.item, -1) AS item,
     coalesce(n.item, -1) AS next_item,
     a.position = 1 AS first_step
@@ -13,3 +17,4 @@ JOIN test_items AS b
  AND b.position = a.position + 1
 LEFT JOIN items AS i ON i.tenant = a.tenant AND i.product_id = a.product_id
 LEFT JOIN items AS n ON n.tenant = b.tenant AND n.product_id = b.product_id
+ORDER BY a.tenant, a.session_id, a.position

@@ -194,6 +194,22 @@ def test_bad_parameter_value(shop):
     fails(shop, EXIT_BAD_INPUT, "algorithms.top_n must be an integer >= 1")
 
 
+@pytest.mark.parametrize("value", ["0", "11", "2.5", "true"])
+def test_sr_window_out_of_range(shop, value):
+    set_config(shop, "[algorithms]", f"[algorithms]\nsr_window = {value}")
+    fails(shop, EXIT_BAD_INPUT, "algorithms.sr_window must be an integer")
+
+
+def test_auto_gate_without_a_holdout(shop):
+    """auto serves the best on the held-out days; with none it has nothing to choose by, and says so."""
+    config = shop / "etalage.toml"
+    config.write_text(config.read_text() + "[evaluation]\ntest_days = 0\n")
+    fails(shop, EXIT_BAD_INPUT, 'gate_algorithm = "auto"', "evaluation.test_days is 0")
+    config.write_text(config.read_text() + '[snapshots]\ngate_algorithm = "llr"\n')
+    built = run_cli("build", "--config", str(config))
+    assert built.returncode == 0, built.stderr
+
+
 def test_missing_config_file(tmp_path):
     result = run_cli("build", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == EXIT_BAD_INPUT

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine import config
 from engine.publish import warehouse
 from tests.conftest import copy_built, run_cli, sha256
 
@@ -38,7 +39,8 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
         assert step in result.stderr
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 3
-        assert connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone() == (3, 12)
+        scored = connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone()
+        assert scored == (3, 3 * len(config.CLICK_ALGORITHMS))
     chart = built_shop / "warehouse.duckdb.evaluation.png"
     assert "evaluation chart" in result.stderr
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -50,7 +52,7 @@ def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
         before = connection.execute("SELECT count(*) FROM evaluation").fetchone()[0]
     result = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--chart", str(tmp_path / "e.png"))
     assert result.returncode == 0, result.stderr
-    for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):
+    for algorithm in config.CLICK_ALGORITHMS:
         assert algorithm in result.stdout
     assert (tmp_path / "e.png").stat().st_size > 10_000
     with warehouse.connect(live, read_only=True) as connection:
@@ -59,10 +61,12 @@ def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
         same = connection.execute(
             "SELECT count(DISTINCT round(mrr_at_20, 12)) FROM evaluation WHERE build_id = (SELECT max(build_id) FROM builds) GROUP BY algorithm"
         ).fetchall()
-    assert rows[0] == before + 4
-    assert same == [(1,)] * 4
+        served = connection.execute("SELECT served_algorithm FROM builds ORDER BY finished_at DESC").fetchone()[0]
+    assert rows[0] == before + len(config.CLICK_ALGORITHMS)
+    assert same == [(1,)] * len(config.CLICK_ALGORITHMS)
     shown = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--show")
-    assert shown.returncode == 0 and shown.stdout.count("llr") == 1
+    other = next(a for a in ("jaccard", "popular") if a != served)  # named once: the latest scores only
+    assert shown.returncode == 0 and shown.stdout.count(other) == 1 and "diff_95" in shown.stdout
 
 
 def test_sql_table_csv_json_parquet(built_shop, tmp_path):

@@ -146,6 +146,42 @@ def test_popular_baseline(itemitem):
     assert [row["distance_score"] for _, row in got["D"]] == [4, 4, 3]
 
 
+# The sessions' steps, in event order (a repeat view later in the session is a new step; the category page,
+# the dropped, foreign and non-catalogue events are none; s5's repeated D, in a row, is one step):
+#   s1: A B C A    s2: A B A    s3: A C A    s4: B C B    s5: D    s6: A B D A
+# Directly after: A>B 3, A>C 1, B>C 2, B>A 1, B>D 1, C>A 2, C>B 1, D>A 1.
+# Up to 5 steps ahead, weighted 1/distance: A>B 3, A>C 1/2 + 1, A>D 1/2, B>C 2, B>A 1/2 + 1 + 1/2, B>D 1,
+# C>A 2, C>B 1, D>A 1; before or after: AB 3 + 2, AC 1.5 + 2, AD 0.5 + 1, BC 2 + 1, BD 1. The blend adds
+# 1/6 a shared session (sr_window 5: one step beyond it): AB 5 + 3/6, AC 3.5 + 2/6, AD 1.5 + 1/6, BC 3 + 2/6,
+# BD 1 + 1/6, summed over the scale 60 (the least common multiple of 1..6) as the kernel and the SQL sum it.
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("transitions", {"A": [("B", 3), ("C", 1)], "B": [("C", 2), ("A", 1), ("D", 1)], "C": [("A", 2), ("B", 1)],
+                         "D": [("A", 1)]}),
+        ("transitions_both", {"A": [("B", 4), ("C", 3), ("D", 1)], "B": [("A", 4), ("C", 3), ("D", 1)],
+                              "C": [("A", 3), ("B", 3)], "D": [("A", 1), ("B", 1)]}),
+        ("sequential_rules", {"A": [("B", 3), ("C", 1.5), ("D", 0.5)], "B": [("A", 2), ("C", 2), ("D", 1)],
+                              "C": [("A", 2), ("B", 1)], "D": [("A", 1)]}),
+        ("sequential_rules_both", {"A": [("B", 5), ("C", 3.5), ("D", 1.5)], "B": [("A", 5), ("C", 3), ("D", 1)],
+                                   "C": [("A", 3.5), ("B", 3)], "D": [("A", 1.5), ("B", 1)]}),
+        ("sequence_blend", {"A": [("B", 330 / 60), ("C", 230 / 60), ("D", 100 / 60)],
+                            "B": [("A", 330 / 60), ("C", 200 / 60), ("D", 70 / 60)],
+                            "C": [("A", 230 / 60), ("B", 200 / 60)], "D": [("A", 100 / 60), ("B", 70 / 60)]}),
+    ],
+)  # fmt: skip
+def test_sequence_aware_lists(itemitem, algorithm, expected):
+    got = lists(itemitem[1], algorithm)
+    assert {k: [(name, row["distance_score"]) for name, row in v] for k, v in got.items()} == expected
+    counted = {row["cooccurrence"] for v in got.values() for _, row in v}
+    counts = {score for v in expected.values() for _, score in v}
+    assert counted == ({None} if algorithm.startswith("seq") else counts)
+    be = lists(itemitem[1], algorithm, tenant="be")  # s8: A then B; only the _both lists and the blend look back
+    looks_back = algorithm.endswith("_both") or algorithm == "sequence_blend"
+    followers = {"A": ["B"], "B": ["A"]} if looks_back else {"A": ["B"]}
+    assert {k: [n for n, _ in v] for k, v in be.items()} == followers
+
+
 def test_tenants_are_isolated(itemitem):
     rows = itemitem[1]
     be = lists(rows, "cooccurrence", tenant="be")

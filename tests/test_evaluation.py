@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from engine import build, config
+from engine.pipeline import evaluation
 from engine.publish import warehouse
 from tests.conftest import divolte_events, shop_config, write_shop_folder
 from tests.test_engine_by_hand import ITEMS, SESSIONS
@@ -116,4 +118,98 @@ def test_history_from_an_older_warehouse_gains_new_columns(tmp_path):
     build.build(config.load(path))
     with warehouse.connect(live, read_only=True) as connection:
         rows = connection.execute("SELECT count(*), count(evaluated_at) FROM evaluation").fetchone()
-    assert rows == (8, 4)
+    assert rows == (2 * len(config.CLICK_ALGORITHMS), len(config.CLICK_ALGORITHMS))
+
+
+def test_both_paths_score_alike_with_the_same_intervals(tmp_path):
+    """The SQL path's rows (``sql/evaluation.sql``, resampled from ``sql/transition_ranks.sql``) are the kernel's."""
+    scores = {}
+    for pairs in ("kernel", "sql"):
+        path = write_shop_folder(tmp_path / pairs, evaluation_events(), {"nl": list(ITEMS.values())}, "min_support = 1")
+        with path.open("a") as toml:
+            toml.write('\n[evaluation]\ncutoff = "2026-11-05"\n')
+        build.build(config.load(path), pairs=pairs)
+        with warehouse.connect(path.parent / "warehouse.duckdb", read_only=True) as connection:
+            rows = connection.table("evaluation").to_arrow_table().to_pylist()
+        scores[pairs] = {row["algorithm"]: row for row in rows}
+    kernel, sql = scores["kernel"], scores["sql"]
+    assert set(kernel) == set(sql) == set(config.CLICK_ALGORITHMS)
+    for algorithm, row in kernel.items():
+        for column in ("sessions", "pairs", "compared_with"):
+            assert sql[algorithm][column] == row[column], (algorithm, column)
+        for column in evaluation.COLUMNS[4:] + list(evaluation.INTERVALS[1:]):
+            assert sql[algorithm][column] == pytest.approx(row[column], rel=1e-12, abs=1e-15), (algorithm, column)
+
+
+def test_the_served_algorithm_is_compared_with_itself_and_the_interval_holds_the_difference(evaluated):
+    scores, _, _ = evaluated
+    served = {row["compared_with"] for row in scores.values()}
+    assert len(served) == 1
+    best = max(scores.values(), key=lambda row: row["mrr_at_20"])["mrr_at_20"]
+    (name,) = served
+    assert scores[name]["mrr_at_20"] == best
+    assert (
+        scores[name]["mrr_at_20_diff"] == scores[name]["mrr_at_20_diff_low"] == scores[name]["mrr_at_20_diff_high"] == 0
+    )
+    for row in scores.values():
+        assert row["mrr_at_20_diff"] == pytest.approx(row["mrr_at_20"] - best)
+        assert row["mrr_at_20_diff_low"] <= row["mrr_at_20_diff"] <= row["mrr_at_20_diff_high"]
+
+
+def test_the_bootstrap_resamples_sessions_in_pairs():
+    """Two algorithms on 200 sessions of 1 to 3 transitions: a sure gain has a point interval, a coin flip a wide one."""
+    rng = np.random.default_rng(0)
+    session = np.repeat(np.arange(200), rng.integers(1, 4, size=200))
+    ranks = {
+        "llr": np.where(rng.random(session.size) < 0.5, 1, 0),
+        "popular": np.zeros(session.size, np.int64),
+        "transitions": np.ones(session.size, np.int64),
+    }
+    ranks["cooccurrence"] = ranks["llr"].copy()
+    rows = pa.table({"algorithm": list(ranks), "mrr_at_20": [float(_mrr(r)) for r in ranks.values()]})
+    scored = evaluation.with_intervals(rows, ranks, session, "llr")
+    by_name = {row["algorithm"]: row for row in scored.to_pylist()}
+    assert {row["compared_with"] for row in by_name.values()} == {"llr"}
+    # The same ranks as the served list: every resample differs by exactly 0 (paired, not two independent draws).
+    assert by_name["cooccurrence"]["mrr_at_20_diff_low"] == by_name["cooccurrence"]["mrr_at_20_diff_high"] == 0
+    sure = by_name["transitions"]
+    assert sure["mrr_at_20_diff_low"] < sure["mrr_at_20_diff"] < sure["mrr_at_20_diff_high"]  # 1 - a coin's mean
+    assert 0.4 < sure["mrr_at_20_diff_low"] and sure["mrr_at_20_diff_high"] < 0.6
+    assert evaluation.with_intervals(rows, ranks, session, "llr").equals(scored)  # seeded
+    auto = evaluation.with_intervals(rows, ranks, session, "auto").to_pylist()
+    assert {row["compared_with"] for row in auto} == {"transitions"}
+
+
+def _mrr(rank: np.ndarray) -> float:
+    return float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0).mean())
+
+
+def test_the_bot_rules_drop_the_same_sessions_from_training_and_test(tmp_path):
+    """A fast clicker (40 views in a minute) is a bot on both sides of the cut-off; a long, slow visit is not."""
+    products = [f"20{i:05d}" for i in range(60)]
+    start, later = dt.datetime(2026, 11, 1, 12), TEST_DAY
+
+    def visit(session: str, viewed: list[str], first: dt.datetime, step: dt.timedelta) -> list[dict]:
+        return [{"session": session, "product": p, "ts": first + i * step} for i, p in enumerate(viewed)]
+
+    second, minute = dt.timedelta(seconds=1), dt.timedelta(minutes=1)
+    rows = (
+        visit("long", products, start, minute)  # 60 products in an hour: a person browsing
+        + visit("fast", [products[i % 2] for i in range(40)], start + 2 * minute, second)  # 40 views in 40 s
+        + visit("n1", products[:2], start, minute)
+        + visit("n2", products[1:3], start, minute)
+        + visit("t1", products[:2], later, minute)
+        + visit("t-fast", [products[2 * (i % 2)] for i in range(40)], later, second)
+        + visit("t-long", products[3:13], later, minute)
+    )
+    path = write_shop_folder(tmp_path, divolte_events(rows), {"nl": products}, "min_support = 1")
+    with path.open("a") as toml:
+        toml.write('\n[evaluation]\ncutoff = "2026-11-05"\n')
+    cfg = config.load(path)
+    assert (cfg.algorithms.max_session_items, cfg.algorithms.max_views_per_minute) == (200, 30)
+    build.build(cfg)
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        sessions = dict(connection.execute("SELECT product_id, sessions FROM item_counts").fetchall())
+        scored = connection.execute("SELECT DISTINCT sessions, pairs FROM evaluation").fetchall()
+    assert sessions[products[0]] == 2 + 1  # long, n1 and t1 (the published lists count the test days too)
+    assert scored == [(2, 1 + 9)]  # t1 and t-long; t-fast is not a test session

@@ -145,7 +145,7 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     rules = dataclasses.replace(first, algorithms=dataclasses.replace(first.algorithms, max_session_items=5))
     result = build.build(rules, force=True)  # fewer products per session score lower: past the gate
     assert result.counting == "recount"
-    assert result.counting_reason.startswith("algorithms.max_session_items changed from 50 to 5 since build")
+    assert result.counting_reason.startswith("algorithms.max_session_items changed from 200 to 5 since build")
     scratch = shop_with(source, tmp_path / "scratch", files[:60], catalogue)
     scratch = dataclasses.replace(scratch, algorithms=rules.algorithms)
     build.build(scratch)
@@ -155,6 +155,14 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     result = build.build(remapped, force=True)
     assert (result.counting, result.counting_reason[:23]) == ("full", "events.mapping changed ")
     assert result.files == {"avro": 60}  # every file ingested again
+    # The sequential rules' reach changes what the stored follow counts mean.
+    reach = dataclasses.replace(remapped, algorithms=dataclasses.replace(remapped.algorithms, sr_window=2))
+    result = build.build(reach, force=True)
+    assert result.counting == "recount"
+    assert result.counting_reason.startswith("algorithms.sr_window changed from 5 to 2 since build")
+    scratch = dataclasses.replace(scratch, algorithms=reach.algorithms, events=reach.events)
+    build.build(scratch, full=True, force=True)  # another tenant mapping and reach: past the gate
+    assert_same(contents(reach), contents(scratch))
 
 
 @pytest.mark.slow

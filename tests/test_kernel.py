@@ -1,11 +1,12 @@
-"""The pair-counting and list kernels against the SQL path on shapes the example shops do not have, and their guards.
+"""The pair- and follow-counting and list kernels against the SQL path on shapes the example shops do not have, and their guards.
 
 The kernels split work by thread (the transpose by ranges of sessions, the
 counting and ranking by products dealt in turn), keep counts as a base plus
 signed deltas, number products in the order they were first counted, and
 write ``popular`` from each tenant's leaders; none of that may change a row.
 Tenants of one and two products, a product seen with every other, sessions
-of one product, ties everywhere, more shares than sessions. Their compiled
+of one product, products viewed again and several times in a row, events
+in the same second, ties everywhere, more shares than sessions. Their compiled
 loops have no bounds checks, so the same cases also run uncompiled, where
 NumPy checks every index, and input that would break them is refused.
 """
@@ -13,6 +14,7 @@ NumPy checks every index, and input that would break them is refused.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -21,48 +23,76 @@ from unittest import mock
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
+from engine import sqlfiles
+from engine.config import Algorithms
 from engine.pipeline import counts as counting
-from engine.pipeline import itemitem
+from engine.pipeline import itemitem, sessions
 from engine.pipeline.counts import Counts
 from engine.publish import warehouse
-from engine.udfs import cooccurrence, pairs
+from engine.udfs import cooccurrence, pairs, sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def random_session_items(seed: int, shapes=(("lone", 1, 3), ("pair", 2, 6), ("shop", 40, 300))) -> pa.Table:
-    """Sessions over tenants given as (name, products, sessions), with a popular head in each."""
+def random_events(seed: int, shapes=(("lone", 1, 3), ("pair", 2, 6), ("shop", 40, 300))) -> pa.Table:
+    """Sessions' events over tenants given as (name, products, sessions), with a popular head in each.
+
+    Sessions come back to products, view one several times in a row, and
+    share timestamps (ties), and some events are of a type no list counts.
+    """
     rng = np.random.default_rng(seed)
-    rows = {"tenant": [], "session_id": [], "product_id": []}
-    for tenant, products, sessions in shapes:
+    start = dt.datetime(2026, 11, 1)
+    rows = {"ts": [], "tenant": [], "session_id": [], "event_type": [], "product_id": []}
+    for tenant, products, visits in shapes:
         weights = 1 / np.arange(1, products + 1)
-        for s in range(sessions):
-            size = int(rng.integers(1, min(products, 8) + 1))
-            chosen = rng.choice(products, size=size, replace=False, p=weights / weights.sum())
-            for product in chosen:
+        for s in range(visits):
+            size = int(rng.integers(1, 13))
+            chosen = rng.choice(products, size=size, p=weights / weights.sum())
+            seconds = np.cumsum(rng.integers(0, 3, size=size))  # 0: the same second as the event before
+            for product, second in zip(chosen, seconds):
+                rows["ts"].append(start + dt.timedelta(minutes=s, seconds=int(second)))
                 rows["tenant"].append(tenant)
                 rows["session_id"].append(f"{tenant}-{s}")
+                rows["event_type"].append("pageView" if rng.random() > 0.1 else "search")
                 rows["product_id"].append(f"p{product:03d}")
     return pa.table(rows)
 
 
-def counted(connection, counts: Counts, changes: pa.Table) -> Counts:
-    """``counts`` plus what ``changes`` (session items with a sign) count, kept as the build keeps them."""
-    connection.register("changes", changes)
-    connection.execute("CREATE OR REPLACE TEMPORARY TABLE counted_changes AS FROM changes")
-    connection.unregister("changes")
-    changed, delta = counts.with_changes(connection)
-    return changed.stored(delta)
+def products_of(events: pa.Table) -> pa.Table:
+    """The catalogue: every product the events name."""
+    return events.select(["tenant", "product_id"]).group_by(["tenant", "product_id"]).aggregate([])
 
 
-def signed(session_items: pa.Table, sign: int) -> pa.Table:
-    return session_items.append_column("sign", pa.array([sign] * session_items.num_rows, pa.int32()))
+def algorithms(top_n: int, min_support: int, max_session_items: int = 50, sr_window: int = 3) -> Algorithms:
+    return Algorithms(
+        top_n=top_n, min_support=min_support, max_session_items=max_session_items, sr_window=sr_window,
+        event_types=("pageView",),
+    )  # fmt: skip
 
 
-def by_kernel(session_items: pa.Table, top_n: int, min_support: int, *, in_steps: bool = False) -> list:
+def counted(connection, counts: Counts, before: pa.Table | None, after: pa.Table, given: Algorithms) -> Counts:
+    """``counts`` plus what the sessions of ``after`` count less what those of ``before`` did, kept as a build keeps them."""
+    values = sessions.parameters(given, None, None)
+    for name, events in (("events_after", after), ("events_before", before)):
+        if events is not None:
+            connection.register(name, events)
+    connection.register("catalogue", products_of(after if before is None else pa.concat_tables([before, after])))
+    sessions.count_changes(
+        connection,
+        None if before is None else sessions.Counting("events_before", "catalogue", values),
+        sessions.Counting("events_after", "catalogue", values),
+    )
+    changed, deltas = counts.with_changes(connection, given.sr_window)
+    return changed.stored(deltas)
+
+
+def of_sessions(events: pa.Table, chosen: set[str]) -> pa.Table:
+    return events.filter(pa.array([s in chosen for s in events.column("session_id").to_pylist()]))
+
+
+def by_kernel(events: pa.Table, given: Algorithms, *, in_steps: bool = False) -> list:
     """itemitem by the kernels, from all sessions at once, or (``in_steps``) built up and taken apart by deltas.
 
     In steps: the first half counted, then the second half added while a
@@ -71,76 +101,80 @@ def by_kernel(session_items: pa.Table, top_n: int, min_support: int, *, in_steps
     """
     with warehouse.connect() as connection:
         if not in_steps:
-            counts = counted(connection, Counts.none(), signed(session_items, 1))
+            counts = counted(connection, Counts.none(), None, events, given)
         else:
-            sessions = sorted(set(session_items.column("session_id").to_pylist()))
-            first = set(sessions[: len(sessions) // 2])
-            again = set(sessions[: len(sessions) // 20])
-            is_first = pa.array([s in first for s in session_items.column("session_id").to_pylist()])
-            is_again = pa.array([s in again for s in session_items.column("session_id").to_pylist()])
-            counts = counted(connection, Counts.none(), signed(session_items.filter(is_first), 1))
-            rest = session_items.filter(pc.invert(is_first))
-            readded = session_items.filter(is_again)
-            changes = pa.concat_tables([signed(rest, 1), signed(readded, -1), signed(readded, 1)])
+            names = sorted(set(events.column("session_id").to_pylist()))
+            first, again = set(names[: len(names) // 2]), set(names[: len(names) // 20])
+            counts = counted(connection, Counts.none(), None, of_sessions(events, first), given)
+            rest = of_sessions(events, (set(names) - first) | again)
             with mock.patch.object(counting, "FOLD_SHARE", 100.0):  # kept as a delta beside the base
-                counts = counted(connection, counts, changes)
-            assert counts.delta.pairs > 0
-            folded = dataclasses.replace(counts, base=pairs.add(*counts.pairs), delta=pairs.PairRows.empty())
-            rows = itemitem.kernel_rows(folded, top_n=top_n, min_support=min_support)
-            assert rows.equals(itemitem.kernel_rows(counts, top_n=top_n, min_support=min_support))
-        rows = itemitem.kernel_rows(counts, top_n=top_n, min_support=min_support)
+                counts = counted(connection, counts, of_sessions(events, again), rest, given)
+            assert all(kept.delta.pairs > 0 for kept in counts.kept.values())
+            folded = dataclasses.replace(
+                counts, kept={name: counting.Kept(pairs.add(*kept.rows)) for name, kept in counts.kept.items()}
+            )
+            rows = itemitem.kernel_rows(folded, given)
+            assert rows.equals(itemitem.kernel_rows(counts, given))
+        rows = itemitem.kernel_rows(counts, given)
         connection.register("kernel", rows)
         return connection.execute("SELECT * FROM kernel").fetchall()
 
 
-def by_sql(session_items: pa.Table, top_n: int, min_support: int) -> list:
-    """itemitem by sql/pair_counts.sql .. itemitem.sql, on one in-memory warehouse."""
+def by_sql(events: pa.Table, given: Algorithms) -> list:
+    """itemitem by sql/session_items.sql, session_steps.sql, pair_counts.sql .. itemitem.sql, on one in-memory warehouse."""
     with warehouse.connect() as connection:
-        connection.register("given", session_items)
-        connection.execute("CREATE TEMPORARY TABLE session_items AS SELECT * FROM given")
-        parameters = {"top_n": top_n, "min_support": min_support}
-        return itemitem.sql_rows(connection, parameters, lambda name, step: step()).to_pylist()
+        connection.register("events", events)
+        connection.register("products", products_of(events))
+        values = sessions.parameters(given, None, None)
+        sqlfiles.create_table(connection, "session_items", values, temporary=True)
+        return itemitem.sql_rows(connection, values, lambda name, step: step()).to_pylist()
 
 
 def as_tuples(rows: list[dict]) -> list[tuple]:
     return [tuple(row.values()) for row in rows]
 
 
-@pytest.mark.parametrize(("seed", "top_n", "min_support"), [(1, 5, 1), (2, 3, 2), (3, 20, 1), (4, 1, 3)])
-def test_kernel_rows_are_the_sql_rows_in_their_order(seed, top_n, min_support):
-    session_items = random_session_items(seed)
-    expected = as_tuples(by_sql(session_items, top_n, min_support))
+@pytest.mark.parametrize(
+    ("seed", "given"),
+    [(1, algorithms(5, 1)), (2, algorithms(3, 2, sr_window=1)), (3, algorithms(20, 1, 6, 10)), (4, algorithms(1, 3))],
+)
+def test_kernel_rows_are_the_sql_rows_in_their_order(seed, given):
+    events = random_events(seed)
+    expected = as_tuples(by_sql(events, given))
     assert len(expected) > 100
-    assert by_kernel(session_items, top_n, min_support) == expected
-    assert by_kernel(session_items, top_n, min_support, in_steps=True) == expected
+    assert by_kernel(events, given) == expected
+    assert by_kernel(events, given, in_steps=True) == expected
     tenants = {row[0] for row in expected}
     assert tenants == {"pair", "shop"}  # a tenant of one product has nothing to recommend, not even popular
+    listed = {row[1] for row in expected}
+    assert listed == set(cooccurrence.ALGORITHMS)
 
 
 @pytest.mark.parametrize("shapes", [(("small", 2, 4),), (("small", 5, 40),)])
 def test_a_product_seen_with_every_product(shapes):
     """One tenant whose products all meet: counting then fills its lists to the last product."""
-    session_items = random_session_items(7, shapes)
-    expected = as_tuples(by_sql(session_items, 10, 1))
-    assert expected and by_kernel(session_items, 10, 1) == expected
+    events = random_events(7, shapes)
+    expected = as_tuples(by_sql(events, algorithms(10, 1)))
+    assert expected and by_kernel(events, algorithms(10, 1)) == expected
 
 
 @pytest.mark.parametrize("threads", [1, 2, 7, 64])
 def test_any_number_of_threads_gives_the_same_rows(monkeypatch, threads):
     """How many shares the work is split into, whatever the machine's cores (64 shares: some empty)."""
     monkeypatch.setattr(pairs.numba, "get_num_threads", lambda: threads)
-    session_items = random_session_items(5)
-    assert by_kernel(session_items, 10, 1, in_steps=True) == as_tuples(by_sql(session_items, 10, 1))
+    events = random_events(5)
+    assert by_kernel(events, algorithms(10, 1), in_steps=True) == as_tuples(by_sql(events, algorithms(10, 1)))
 
 
 def test_taking_every_session_away_leaves_nothing():
     with warehouse.connect() as connection:
-        session_items = random_session_items(8)
-        counts = counted(connection, Counts.none(), signed(session_items, 1))
-        counts = counted(connection, counts, signed(session_items, -1))
+        events = random_events(8)
+        given = algorithms(5, 1)
+        counts = counted(connection, Counts.none(), None, events, given)
+        counts = counted(connection, counts, events, events.slice(0, 0), given)
         assert not counts.sessions.any() and counts.tenant_sessions == {}
-        assert pairs.add(counts.base, counts.delta).pairs == 0
-        assert itemitem.kernel_rows(counts, top_n=5, min_support=1).num_rows == 0
+        assert all(pairs.add(*kept.rows).pairs == 0 for kept in counts.kept.values())
+        assert itemitem.kernel_rows(counts, given).num_rows == 0
 
 
 def test_the_transpose_is_the_same_for_any_split():
@@ -185,6 +219,44 @@ def test_counts_are_the_pairs_of_the_baskets_and_a_sliced_list_array_counts_the_
         assert np.array_equal(mine, theirs)
 
 
+def as_dict(rows: pairs.PairRows) -> dict[int, dict[int, int]]:
+    return {
+        a: dict(zip(rows.related[rows.start[a] : rows.start[a] + rows.length[a]].tolist(),
+                    rows.count[rows.start[a] : rows.start[a] + rows.length[a]].tolist()))
+        for a in range(rows.start.size) if rows.length[a]
+    }  # fmt: skip
+
+
+def test_follow_counts_by_hand():
+    """Steps 0 1 2 0 and 1 2, then 1 2 taken away again: what follows what, weighted by 1/distance within 2 steps."""
+    steps = pa.array([[0, 1, 2, 0], [1, 2], [1, 2]], pa.list_(pa.int32()))
+    signs = np.array([1, 1, -1], np.int32)
+    counted = {name: as_dict(sequences.count(steps, signs, 3, f)) for name, f in sequences.matrices(2).items()}
+    assert counted["next"] == {0: {1: 1}, 1: {2: 1}, 2: {0: 1}}
+    assert counted["adjacent"] == {0: {1: 1, 2: 1}, 1: {0: 1, 2: 1}, 2: {1: 1, 0: 1}}
+    # scale 2: 2 // 1 = 2 for the next step, 2 // 2 = 1 two steps on; 0 after 0 is no pair.
+    assert counted["rules"] == {0: {1: 2, 2: 1}, 1: {2: 2, 0: 1}, 2: {0: 2}}
+    assert counted["rules_both"] == {0: {1: 3, 2: 3}, 1: {0: 3, 2: 2}, 2: {0: 3, 1: 2}}
+
+
+@pytest.mark.parametrize(
+    ("steps", "signs", "window", "message"),
+    [
+        ([[3], [0, 1]], [1, 1], 2, "lists of item numbers 0..2"),
+        ([[-1], [0, 1]], [1, 1], 2, "lists of item numbers 0..2"),
+        ([None, [0, 1]], [1, 1], 2, "without nulls"),
+        ([[None], [0, 1]], [1, 1], 2, "without nulls"),
+        ([[2], [0, 1]], [1], 2, "1 signs for 2 sessions"),
+        ([[2], [0, 1]], [1, 1], 11, "a window of 1..10 steps"),
+    ],
+    ids=["item too large", "negative item", "null session", "null item", "signs", "window"],
+)
+def test_steps_the_compiled_loops_cannot_take_are_refused(steps, signs, window, message):
+    following = sequences.Following(window, both=False, weighted=True)
+    with pytest.raises(ValueError, match=message):
+        sequences.count(pa.array(steps, pa.list_(pa.int32())), np.array(signs, np.int32), 3, following)
+
+
 def test_saved_counts_load_as_they_were(tmp_path):
     counts = pairs.count(pa.array(BASKETS, pa.list_(pa.int32())), np.array([1, 1, -1, 1], np.int32), 3)
     counts.save(tmp_path / "pairs")
@@ -212,8 +284,9 @@ def test_input_the_compiled_loops_cannot_take_is_refused(baskets, signs, message
 
 def test_more_than_three_sets_of_counts_are_refused():
     items = cooccurrence.Items(pa.array(["t"]), pa.array(["p"]), np.ones(1, np.int64), np.ones(1, np.int64))
+    too_many = {name: (pairs.PairRows.empty(1),) * 4 for name in counting.MATRICES}
     with pytest.raises(ValueError, match="at most the stored counts and two deltas"):
-        cooccurrence.top_lists(items, (pairs.PairRows.empty(1),) * 4, top_n=5, min_support=1)
+        cooccurrence.top_lists(items, too_many, top_n=5, min_support=1, sr_window=2)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="already uncompiled")

@@ -272,3 +272,56 @@ def test_serve_with_a_dangling_current_serves_the_newest_snapshot_that_verifies_
     stderr = process.stderr.read()
     assert "points at 20990101T000000Z-gone, which does not exist" in stderr
     assert f"serving {live}, the newest snapshot that verifies" in stderr
+
+
+def test_a_visit_gets_the_served_lists_blended_by_recency(shop):
+    """The session route over a socket: a blend it recomputes from itemitem, skipped unknowns, fallback, bad input."""
+    cfg = config.load(shop)
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        served = connection.execute("SELECT served_algorithm FROM builds").fetchone()[0]
+        tenant, visit = connection.execute(
+            "SELECT tenant, list(product_id ORDER BY product_id)[:3] FROM "
+            "(SELECT DISTINCT tenant, product_id FROM itemitem WHERE algorithm = $a) GROUP BY tenant ORDER BY tenant LIMIT 1",
+            {"a": served},
+        ).fetchone()
+        lists = {
+            product: connection.execute(
+                "SELECT related_product_id, rank FROM itemitem WHERE tenant = $t AND algorithm = $a AND product_id = $p",
+                {"t": tenant, "a": served, "p": product},
+            ).fetchall()
+            for product in visit
+        }
+        popular = connection.execute(
+            "SELECT DISTINCT related_product_id, related_sessions FROM itemitem WHERE tenant = $t AND algorithm = 'popular' "
+            "ORDER BY related_sessions DESC, related_product_id LIMIT 5",
+            {"t": tenant},
+        ).fetchall()
+    # The last product viewed weighs 1, the one before 1/2, the first 1/3; each item 1/rank in a list.
+    blended: dict[str, float] = {}
+    for age, product in enumerate(reversed(visit), start=1):
+        for related, rank in lists[product]:
+            if related not in visit:
+                blended[related] = blended.get(related, 0.0) + 1 / (age * rank)
+    best = sorted(blended.items(), key=lambda pair: (-pair[1], pair[0]))[:8]
+    with running_server(shop, workers=1) as (base, _):
+        route = f"{base}/v1/{tenant}/sessions/recommendations"
+        status, body = fetch(f"{route}?products={','.join([*visit, 'no-such-product'])}&limit=8")
+        assert status == 200, body
+        assert (body["algorithm"], body["used"], body["unknown"], body["fallback_used"]) == (served, 3, 1, False)
+        assert [(item["product_id"], item["rank"]) for item in body["items"]] == [
+            (product, rank) for rank, (product, _) in enumerate(best, start=1)
+        ]
+        assert [item["score"] for item in body["items"]] == pytest.approx([score for _, score in best])
+        for query in ("products=", "products=no-such-product,nor-this", ""):
+            status, body = fetch(f"{route}?{query}&limit=5")
+            assert status == 200 and body["fallback_used"] and body["algorithm"] == "popular", body
+            assert [(item["product_id"], item["score"]) for item in body["items"]] == popular
+        for query, fragment in (
+            ("products=" + ",".join(["p1"] * 51), "at most 50"),
+            ("products=a,b%20c", "each product id"),
+            ("products=a,,b", "each product id"),
+            ("products=a&limit=0", "limit"),
+        ):
+            status, body = fetch(f"{route}?{query}")
+            assert status == 400 and fragment in json.dumps(body), (query, body)
+        assert fetch(f"{base}/v1/zz/sessions/recommendations?products=a")[0] == 404

@@ -67,6 +67,7 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
         expected = connection.table("itemitem").to_arrow_table()
         products = connection.table("products").to_arrow_table()
         scores = dict(connection.execute("SELECT algorithm, mrr_at_20 FROM evaluation").fetchall())
+        recorded = connection.execute("SELECT served_algorithm FROM builds").fetchone()[0]
     # The server memory-maps the file: the same rows, in itemitem's order, without parsing, each also as JSON.
     served = snapshot.read_table(folder / "itemitem.arrow")
     assert served.column_names == ["rank", "distance_score", "item_json"]
@@ -88,6 +89,12 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     }
     assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
+    # gate_algorithm = "auto": the snapshot serves the algorithm with the best MRR@20, and says so everywhere.
+    best = max(scores.values())
+    assert scores[manifest["served_algorithm"]] == best and recorded == manifest["served_algorithm"]
+    assert manifest["gate"]["algorithm"] == manifest["served_algorithm"]
+    listed = run_cli("snapshots", "--config", str(shop))
+    assert listed.returncode == 0 and manifest["served_algorithm"] in listed.stdout
 
 
 @pytest.mark.parametrize(
@@ -229,7 +236,8 @@ def test_the_gate_refuses_a_worse_build_and_force_publishes_it(shop):
     set_config(shop, "top_n = 20", "top_n = 1")
     result = run_cli("build", "--config", str(shop))
     assert result.returncode == EXIT_GATE_REFUSED, result.stderr
-    assert "llr mrr_at_20" in result.stderr and "below the live snapshot's" in result.stderr
+    served = json.loads((live / "manifest.json").read_text())["served_algorithm"]
+    assert f"below the live snapshot's {served}" in result.stderr
     assert "not published (--force publishes anyway)" in result.stderr and "Traceback" not in result.stderr
     assert live_folder(shop) == live
     assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
@@ -294,9 +302,9 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     assert sorted(p.name for p in shop.parent.iterdir() if p.name.startswith(".")) == []
 
 
-def live_with(score: float | None) -> snapshot.Snapshot:
-    evaluation = None if score is None else {"llr": {"mrr_at_20": score}}
-    return snapshot.Snapshot(Path("live"), {"build_id": "live", "evaluation": evaluation})
+def live_with(score: float | None, served: str = "llr") -> snapshot.Snapshot:
+    evaluation = None if score is None else {served: {"mrr_at_20": score}, "popular": {"mrr_at_20": 0.0}}
+    return snapshot.Snapshot(Path("live"), {"build_id": "live", "evaluation": evaluation, "served_algorithm": served})
 
 
 @pytest.mark.parametrize(
@@ -317,6 +325,25 @@ def test_gate_decisions(new, live, force, verdict):
     decision = gate.decide(scores, current, "llr", 0.05, force)
     assert decision.verdict == verdict
     assert decision.publish == (verdict != "refused")
+
+
+def test_the_gate_compares_the_new_best_with_what_the_live_snapshot_serves():
+    """auto may serve another algorithm than the live snapshot: its score is set against the live one's served list."""
+    scores = {"llr": {"mrr_at_20": 0.08}, "transitions": {"mrr_at_20": 0.094}, "popular": {"mrr_at_20": 0.01}}
+    chosen = gate.served_algorithm(scores, "auto")
+    assert chosen == "transitions"
+    passed = gate.decide(scores, live_with(0.098, served="sequential_rules"), chosen, 0.05, False)
+    assert (passed.verdict, passed.live_algorithm) == ("passed", "sequential_rules")
+    refused = gate.decide(scores, live_with(0.10, served="sequential_rules"), chosen, 0.05, False)
+    assert refused.verdict == "refused" and "live snapshot's sequential_rules 0.1000" in refused.reason
+    assert gate.served_algorithm(scores, "llr") == "llr"  # a named algorithm is served whatever the scores
+
+
+def test_auto_breaks_ties_by_the_order_of_the_algorithms_and_serves_llr_when_nothing_was_scored():
+    tied = {"transitions_both": {"mrr_at_20": 0.1}, "cooccurrence": {"mrr_at_20": 0.1}, "llr": {"mrr_at_20": 0.05}}
+    assert gate.served_algorithm(tied, "auto") == "cooccurrence"
+    assert gate.served_algorithm(dict(reversed(tied.items())), "auto") == "cooccurrence"
+    assert gate.served_algorithm({}, "auto") == gate.served_algorithm(None, "auto") == snapshot.UNSCORED
 
 
 def test_a_snapshots_folders_are_checksummed_too(tmp_path):

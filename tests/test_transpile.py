@@ -53,6 +53,7 @@ def test_values_become_sqlglot_literals_not_text():
             "event_types": ("pageView", "it's"),
             "look_back_days": 0,
             "max_session_items": 50,
+            "max_views_per_minute": 30,
             "newest": None,
         },
     )

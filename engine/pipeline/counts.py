@@ -1,8 +1,10 @@
-"""The counts behind every co-occurrence list, kept between builds and changed by delta.
+"""The counts behind every click-based list, kept between builds and changed by delta.
 
-Three counts make every list: how many sessions viewed each product
+Four counts make every list: how many sessions viewed each product
 (``item_counts``), how many sessions each tenant has (``tenant_sessions``,
-the LLR's N), and how many sessions each pair of products shares. A build
+the LLR's N), how many sessions each pair of products shares, and how often
+one product followed another in a session's steps (the follow matrices of
+``engine.udfs.sequences``, from ``counted_steps``, signed alike). A build
 does not count them again from all events: it takes the sessions whose
 counted products changed (``engine.pipeline.sessions``), as a table
 ``counted_changes`` of ``(tenant, session_id, product_id, sign)`` rows, -1
@@ -11,7 +13,7 @@ what those rows count to the stored counts. Counts are integers, so the
 result is exactly what counting everything again would give.
 
 Products are numbered once and for all (``items``), so stored pair counts
-keep their meaning as the catalogue grows. Pair counts are kept as a base
+keep their meaning as the catalogue grows. Each matrix is kept as a base
 and one delta since it (``engine.udfs.pairs.PairRows``, NumPy files in the
 store): a build rewrites the small delta, and folds it into a new base only
 when it has grown to a share of the base's size.
@@ -19,7 +21,7 @@ when it has grown to a share of the base's size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
@@ -28,36 +30,69 @@ import pyarrow.compute as pc
 
 from engine import sqlfiles
 from engine.publish.store import Store
-from engine.udfs import cooccurrence, pairs
+from engine.udfs import cooccurrence, pairs, sequences
 from engine.udfs.pairs import PairRows
 
 ITEMS = pa.schema([("item", pa.int32()), ("tenant", pa.string()), ("product_id", pa.string())])
 """The ``items`` table: one number per (tenant, product) ever counted, in number order."""
 FOLD_SHARE = 0.1
 """The delta is folded into a new base once it holds this share of the base's pairs."""
+MATRICES = ("pairs", "next", "adjacent", "rules", "rules_both")
+"""The kept matrices: co-occurrence (``engine.udfs.pairs``) and the follow counts (``engine.udfs.sequences``)."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One matrix of counts as kept: a base, one delta since it, and the store folders they are saved in."""
+
+    base: PairRows = field(default_factory=PairRows.empty)
+    delta: PairRows = field(default_factory=PairRows.empty)
+    base_file: str | None = None  # a store path; None: not saved yet
+    delta_file: str | None = None
+
+    @property
+    def rows(self) -> tuple[PairRows, PairRows]:
+        """The stored counts: add them (with any further delta) to get the counts of every pair."""
+        return self.base, self.delta
+
+    def stored(self, delta: PairRows) -> Kept:
+        """This matrix with ``delta`` kept: added to the stored delta, which is folded into the base when large."""
+        if not delta.pairs:
+            return self
+        merged = pairs.add(self.delta, delta)
+        if merged.pairs > FOLD_SHARE * self.base.pairs:
+            return Kept(base=pairs.add(self.base, merged), delta=PairRows.empty(merged.start.size))
+        return replace(self, delta=merged, delta_file=None)
+
+    def saved(self, store: Store, name: str) -> Kept:
+        """This matrix with any part not yet in the store written there, under ``name`` and the part."""
+        files = {}
+        for part, rows, file in (("base", self.base, self.base_file), ("delta", self.delta, self.delta_file)):
+            if file is None and rows.pairs:
+                folder = store.new("pairs", f"{name}-{part}")
+                rows.save(folder)
+                file = store.relative(folder)
+            files[f"{part}_file"] = file if rows.pairs else None
+        return replace(self, **files)
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Items and their session counts, tenants' session counts, and pair counts (base + delta)."""
+    """Items and their session counts, tenants' session counts, and the kept matrices by name (:data:`MATRICES`)."""
 
     items: pa.Table  # ITEMS, row i is item i
     sessions: np.ndarray  # int64 per item: sessions that count for it now (0: none, no list)
     tenant_sessions: dict[str, int]
-    base: PairRows
-    delta: PairRows
-    base_file: str | None = None  # where the base is stored (a store path); None: not saved yet
-    delta_file: str | None = None
+    kept: dict[str, Kept]
 
     @classmethod
     def none(cls) -> Counts:
         """Nothing counted yet: a first build, or one that counts everything again."""
-        return cls(ITEMS.empty_table(), np.zeros(0, np.int64), {}, PairRows.empty(), PairRows.empty())
+        return cls(ITEMS.empty_table(), np.zeros(0, np.int64), {}, {name: Kept() for name in MATRICES})
 
-    @property
-    def pairs(self) -> tuple[PairRows, PairRows]:
-        """The stored pair counts: add them (with any further delta) to get the counts of every pair."""
-        return self.base, self.delta
+    def rows(self, deltas: dict[str, PairRows] | None = None) -> dict[str, tuple[PairRows, ...]]:
+        """Each matrix's stored counts, with a further delta where ``deltas`` has one: what the list kernels add up."""
+        return {name: (*kept.rows, *((deltas[name],) if deltas else ())) for name, kept in self.kept.items()}
 
     def item_table(self) -> cooccurrence.Items:
         """What the list kernels read: each item's tenant, product id, sessions and its tenant's sessions."""
@@ -65,12 +100,14 @@ class Counts:
         per_item = np.array([self.tenant_sessions.get(t, 0) for t in tenants.to_pylist()], dtype=np.int64)
         return cooccurrence.Items(tenants, self.items.column("product_id").combine_chunks(), self.sessions, per_item)
 
-    def with_changes(self, connection: duckdb.DuckDBPyConnection) -> tuple[Counts, PairRows]:
-        """These counts plus what the table ``counted_changes`` counts; and the pair counts it changes, alone.
+    def with_changes(self, connection: duckdb.DuckDBPyConnection, sr_window: int) -> tuple[Counts, dict[str, PairRows]]:
+        """These counts plus what the tables ``counted_changes`` and ``counted_steps`` count; and each matrix's delta alone.
 
         Gives new products the next numbers (``sql/new_items.sql``); the
         signed baskets of ``sql/baskets.sql`` change the sessions of each
-        item (each basket holds an item once) and tenant, and count the pair delta.
+        item (each basket holds an item once) and tenant, and count the pair
+        delta; the signed steps of ``sql/step_lists.sql`` count the follow
+        matrices' deltas (``sr_window``: the sequential rules' reach).
         """
         connection.register("items", self.items)
         try:
@@ -79,6 +116,7 @@ class Counts:
             connection.unregister("items")
             connection.register("items", items)
             baskets = sqlfiles.query(connection, "baskets").to_arrow_table()
+            steps = sqlfiles.query(connection, "step_lists").to_arrow_table()
         finally:
             connection.unregister("items")
         lists = baskets.column("items").combine_chunks()
@@ -97,27 +135,18 @@ class Counts:
         if (sessions < 0).any() or any(n < 0 for n in tenant_sessions.values()):
             msg = "counted changes take more sessions away than were counted: the stored counts do not match the events"
             raise RuntimeError(msg)
-        delta = pairs.count(lists, signs, items.num_rows)
+        deltas = {"pairs": pairs.count(lists, signs, items.num_rows)}
+        step_lists = steps.column("items").combine_chunks()
+        step_signs = steps.column("sign").to_numpy().astype(np.int32)
+        for name, following in sequences.matrices(sr_window).items():
+            deltas[name] = sequences.count(step_lists, step_signs, items.num_rows, following)
         tenant_sessions = {t: n for t, n in tenant_sessions.items() if n > 0}
-        return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), delta
+        return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), deltas
 
-    def stored(self, delta: PairRows) -> Counts:
-        """These counts with ``delta`` kept: added to the stored delta, which is folded into the base when large."""
-        if not delta.pairs:
-            return self
-        merged = pairs.add(self.delta, delta)
-        if merged.pairs > FOLD_SHARE * self.base.pairs:
-            empty = PairRows.empty(merged.start.size)
-            return replace(self, base=pairs.add(self.base, merged), delta=empty, base_file=None, delta_file=None)
-        return replace(self, delta=merged, delta_file=None)
+    def stored(self, deltas: dict[str, PairRows]) -> Counts:
+        """These counts with ``deltas`` kept (:meth:`Kept.stored`)."""
+        return replace(self, kept={name: kept.stored(deltas[name]) for name, kept in self.kept.items()})
 
     def saved(self, store: Store, build_id: str) -> Counts:
-        """These counts with any pair counts not yet in the store written there (under ``build_id``)."""
-        files = {}
-        for part, rows, file in (("base", self.base, self.base_file), ("delta", self.delta, self.delta_file)):
-            if file is None and rows.pairs:
-                folder = store.new("pairs", f"{build_id}-{part}")
-                rows.save(folder)
-                file = store.relative(folder)
-            files[f"{part}_file"] = file if rows.pairs else None
-        return replace(self, **files)
+        """These counts with any matrix part not yet in the store written there (under ``build_id``)."""
+        return replace(self, kept={name: kept.saved(store, f"{build_id}-{name}") for name, kept in self.kept.items()})

@@ -8,9 +8,15 @@ period cannot leak into what is scored, and the cost is that of the test
 period, not of all history. The lists are ranked from those counts by the
 same kernel as the published ones, and each test transition is looked up
 in them (``sql/test_items.sql``, ``sql/test_transitions.sql``): the talk's
-MRR, next-item MRR@k and hit rate@k, and catalogue coverage, exactly as
-``sql/evaluation.sql`` defines them (the SQL path and the visual lists are
-scored by that file itself).
+MRR, next-item MRR@k and hit rate@k, catalogue coverage and popularity bias,
+exactly as ``sql/evaluation.sql`` defines them (the SQL path and the visual
+lists are scored by that file itself).
+
+A difference in MRR@20 between two algorithms may be noise: each row also
+carries, against the algorithm the build serves (``compared_with``), the
+difference and its paired bootstrap interval (:func:`with_intervals`): test
+sessions resampled with replacement, the same resamples for every
+algorithm, so the gate and the tuner can tell a real gain from luck.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import sqlfiles
-from engine.config import Algorithms, Config, ConfigError
+from engine.config import AUTO, Algorithms, Config, ConfigError
 from engine.pipeline import itemitem, sessions, state
 from engine.pipeline.counts import Counts
-from engine.publish import warehouse
+from engine.publish import gate, warehouse
 from engine.publish.store import Store
 from engine.udfs import cooccurrence
 from engine.udfs.pairs import PairRows
@@ -40,9 +46,17 @@ COLUMNS = (
     ["algorithm", "sessions", "mrr", "pairs"]
     + [f"mrr_at_{k}" for k in CUTS]
     + [f"hit_rate_at_{k}" for k in CUTS]
-    + ["coverage"]
+    + ["coverage", "popularity_bias"]
 )
 """The columns of ``sql/evaluation.sql``, which the kernel's scores share."""
+INTERVALS = ("compared_with", "mrr_at_20_diff", "mrr_at_20_diff_low", "mrr_at_20_diff_high")
+"""The columns :func:`with_intervals` adds: the served algorithm, and the difference from it with its interval."""
+RESAMPLES = 1000
+"""How many bootstrap resamples of the test sessions."""
+LEVEL = 0.95
+"""The bootstrap interval's confidence level."""
+SEED = 17
+"""The resamples' seed: the same data always gives the same interval."""
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
@@ -52,10 +66,30 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
     return sessions.newest(connection) - dt.timedelta(days=config.evaluation.test_days)
 
 
+def test_items(connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime) -> None:
+    """The temporary table ``test_items``: the sessions after ``split``, through ``sql/session_items.sql``.
+
+    The test sessions' events (``sql/test_events.sql``) are read as the
+    training's are, so the same bot rules drop the same kind of session on
+    both sides of the split; then ordered by ``sql/test_items.sql``.
+    """
+    sqlfiles.create_table(connection, "test_events", {"cutoff": split}, temporary=True)
+    values = {**sessions.parameters(algorithms, None, None), "look_back_days": 0}  # every test event counts
+    sqlfiles.create_table(
+        connection,
+        "session_items",
+        values,
+        table="test_session_items",
+        temporary=True,
+        reading={"events": "test_events"},
+    )
+    sqlfiles.create_table(connection, "test_items", temporary=True)
+
+
 def training(
     connection: duckdb.DuckDBPyConnection, counts: Counts, algorithms: Algorithms, split: dt.datetime
-) -> tuple[Counts, PairRows]:
-    """The counts of the events before ``split`` (``counts`` minus what the later ones add), and their pair delta."""
+) -> tuple[Counts, dict[str, PairRows]]:
+    """The counts of the events before ``split`` (``counts`` minus what the later ones add), and their matrices' deltas."""
     published_newest = sessions.newest(connection)
     training_newest = sessions.newest(connection, until=split)
     window = {
@@ -70,17 +104,17 @@ def training(
         before=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, None, published_newest)),
         after=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, split, training_newest)),
     )
-    return counts.with_changes(connection)
+    return counts.with_changes(connection, algorithms.sr_window)
 
 
 def training_from_scratch(
     connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime
-) -> tuple[Counts, PairRows]:
+) -> tuple[Counts, dict[str, PairRows]]:
     """The counts of the events before ``split``, counted from nothing (``etalage tune``'s counting rules vary)."""
     newest = sessions.newest(connection, until=split)
     after = sessions.Counting("events", "products", sessions.parameters(algorithms, split, newest))
     sessions.count_changes(connection, None, after)
-    return Counts.none().with_changes(connection)
+    return Counts.none().with_changes(connection, algorithms.sr_window)
 
 
 def scores(
@@ -91,12 +125,14 @@ def scores(
     timed: itemitem.Timed = lambda name, create: create(),
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
+    served: str = AUTO,
 ) -> pa.Table:
     """Score every algorithm with ``algorithms``' parameters, trained before ``split`` and tested after it.
 
     ``counts`` are the counts of every event (the published lists'). With
     ``visual_rows`` (the build's look-alikes), ``visual`` and the blend over
-    ``min_sessions`` are scored too.
+    ``min_sessions`` are scored too. ``served`` is ``snapshots.gate_algorithm``,
+    which the differences are taken against (for ``auto``, the best).
     """
     held = {}
 
@@ -104,49 +140,59 @@ def scores(
         held["trained"] = training(connection, counts, algorithms, split)
 
     timed("training counts", train)
-    return scored(connection, *held["trained"], algorithms, split, timed, visual_rows, min_sessions)
+    return scored(connection, *held["trained"], algorithms, split, timed, visual_rows, min_sessions, served)
 
 
 def scored(
     connection: duckdb.DuckDBPyConnection,
     trained: Counts,
-    delta: PairRows,
+    deltas: dict[str, PairRows],
     algorithms: Algorithms,
     split: dt.datetime,
     timed: itemitem.Timed = lambda name, create: create(),
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
+    served: str = AUTO,
 ) -> pa.Table:
-    """Rank the training counts (``trained`` plus the pair ``delta``) and score the lists on the test sessions."""
+    """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions."""
     held = {}
 
     def rank() -> None:
         held["items"] = trained.item_table()
         held["lists"] = cooccurrence.top_lists(
-            held["items"], (*trained.pairs, delta), top_n=algorithms.top_n, min_support=algorithms.min_support
+            held["items"],
+            trained.rows(deltas),
+            top_n=algorithms.top_n,
+            min_support=algorithms.min_support,
+            sr_window=algorithms.sr_window,
         )
 
     def score() -> None:
-        parameters = {**algorithms.parameters(), "cutoff": split}
-        sqlfiles.create_table(connection, "test_items", parameters, temporary=True)
+        test_items(connection, algorithms, split)
         connection.register("items", trained.items)
         try:
             steps = sqlfiles.query(connection, "test_transitions").fetchnumpy()
         finally:
             connection.unregister("items")
-        rows = _kernel_scores(held["items"], held["lists"], steps, connection)
+        rows, ranks = _kernel_scores(held["items"], held["lists"], steps, connection)
         if visual_rows is not None:
-            looks = _scored_by_sql(connection, held["items"], held["lists"], visual_rows, algorithms, min_sessions)
+            looks, looked = _scored_by_sql(
+                connection, held["items"], held["lists"], visual_rows, algorithms, min_sessions
+            )
             rows = pa.concat_tables([rows, looks.select(COLUMNS).cast(rows.schema)])
-        held["rows"] = rows.sort_by("algorithm")
+            ranks |= looked
+        session = _session_numbers(steps["tenant"], steps["session_id"])
+        held["rows"] = with_intervals(rows.sort_by("algorithm"), ranks, session, served)
 
     timed("training lists", rank)
     timed("scores", score)
     return held["rows"]
 
 
-def _kernel_scores(items: cooccurrence.Items, lists: cooccurrence.Lists, steps: dict, connection) -> pa.Table:
-    """``sql/evaluation.sql``'s rows for the kernel's algorithms, from each transition's rank in their lists."""
+def _kernel_scores(
+    items: cooccurrence.Items, lists: cooccurrence.Lists, steps: dict, connection
+) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """``sql/evaluation.sql``'s rows for the kernel's algorithms, and each transition's rank in their lists (0: absent)."""
     item = np.asarray(steps["item"], np.int64)
     next_item = np.asarray(steps["next_item"], np.int64)
     first = np.asarray(steps["first_step"], bool)
@@ -155,12 +201,12 @@ def _kernel_scores(items: cooccurrence.Items, lists: cooccurrence.Lists, steps: 
         tenant_of[lists.by_order[start:end]] = block
     found = cooccurrence.ranks(lists, item, next_item, tenant_of)
     catalogue = connection.execute("SELECT count(*) FROM products").fetchone()[0]
-    rows = []
+    rows, ranks = [], {}
     for number, algorithm in enumerate(cooccurrence.ALGORITHMS):
         related = _related(lists, number)
         if not related.size or not item.size:
             continue  # sql/evaluation.sql has a row only for an algorithm with lists, and only with transitions
-        rank = found[number]
+        rank = ranks[algorithm] = found[number]
         rows.append(
             {
                 "algorithm": algorithm,
@@ -170,27 +216,30 @@ def _kernel_scores(items: cooccurrence.Items, lists: cooccurrence.Lists, steps: 
                 **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
                 **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
                 "coverage": np.unique(related).size / catalogue,
+                "popularity_bias": math.fsum(np.log1p(items.sessions[related])) / related.size,
             }
         )
-    return pa.Table.from_pylist(rows, schema=_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=_SCHEMA), ranks
 
 
 def _related(lists: cooccurrence.Lists, number: int) -> np.ndarray:
-    """Every item that some list of algorithm ``number`` names (for its coverage)."""
+    """Every entry of every list of algorithm ``number``: the items recommended, as often as they are."""
     if number == cooccurrence.POPULAR:
         named = []
+        top_n = lists.related.shape[2]
         for block, (start, end) in enumerate(lists.tenants):
             leaders = lists.leaders[block][lists.leaders[block] >= 0]
-            top_n = lists.related.shape[2]
+            if len(leaders) < 2:
+                continue
             members = lists.by_order[start:end]
-            if len(leaders) > 1 and np.isin(members, leaders, invert=True).any():
-                named.append(leaders[:top_n])  # a product outside the leaders gets the first top_n
-            for leader in leaders if len(leaders) > 1 else ():
+            outside = int(np.isin(members, leaders, invert=True).sum())
+            named.append(np.tile(leaders[:top_n], outside))  # a product outside the leaders gets the first top_n
+            for leader in leaders:
                 named.append(leaders[leaders != leader][:top_n])  # a leader gets the others
-        return np.unique(np.concatenate(named)) if named else np.empty(0, np.int32)
-    length = lists.length[number]
-    keep = np.arange(lists.related.shape[2]) < length[:, None]
-    return lists.related[number][keep]
+        return np.concatenate(named) if named else np.empty(0, np.int32)
+    listed = cooccurrence.list_index(number)
+    keep = np.arange(lists.related.shape[2]) < lists.length[listed][:, None]
+    return lists.related[listed][keep]
 
 
 def _mean(rank: np.ndarray, cut: int | None) -> float:
@@ -213,7 +262,7 @@ def _scored_by_sql(
     visual_rows: pa.Table,
     algorithms: Algorithms,
     min_sessions: int,
-) -> pa.Table:
+) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """``visual`` and the blend, scored by ``sql/evaluation.sql`` over the training's llr lists and the look-alikes."""
     trained = cooccurrence.rows_table(items, lists)
     llr = trained.filter(pc.equal(trained.column("algorithm").cast(pa.string()), "llr"))
@@ -228,16 +277,93 @@ def _scored_by_sql(
     parameters = {**algorithms.parameters(), "min_sessions": min_sessions}
     blended = itemitem.with_visual(connection, llr, visual_rows, counted, parameters)
     looks = blended.filter(pc.is_in(blended.column("algorithm"), pa.array(["visual", "visual_blend"])))
-    return _evaluated(connection, looks)
+    rows, ranks, _ = _evaluated(connection, looks)
+    return rows, ranks
 
 
-def _evaluated(connection: duckdb.DuckDBPyConnection, trained: pa.Table) -> pa.Table:
-    """``sql/evaluation.sql`` over ``trained`` lists (and the table ``test_items``)."""
+def _evaluated(
+    connection: duckdb.DuckDBPyConnection, trained: pa.Table
+) -> tuple[pa.Table, dict[str, np.ndarray], np.ndarray]:
+    """``sql/evaluation.sql`` over ``trained`` lists (and the table ``test_items``).
+
+    Also returns each algorithm's ranks of the test transitions (0: absent)
+    and each transition's session number, in (tenant, session, position) order.
+    """
     connection.register("trained_rows", trained)
     try:
-        return sqlfiles.query(connection, "evaluation", reading={"itemitem": "trained_rows"}).to_arrow_table()
+        sqlfiles.create_table(connection, "transition_ranks", temporary=True, reading={"itemitem": "trained_rows"})
+        rows = sqlfiles.query(connection, "evaluation", reading={"itemitem": "trained_rows"}).to_arrow_table()
+        ranked = connection.execute(
+            "SELECT algorithm, tenant, session_id, coalesce(rank, 0) AS rank FROM transition_ranks "
+            "ORDER BY algorithm, tenant, session_id, position"
+        ).fetchnumpy()
     finally:
         connection.unregister("trained_rows")
+        connection.execute("DROP TABLE IF EXISTS transition_ranks")
+    names = np.asarray(ranked["algorithm"], dtype=object)
+    ranks = {name: np.asarray(ranked["rank"][names == name], np.int64) for name in rows.column("algorithm").to_pylist()}
+    first = names == names[0] if names.size else np.zeros(0, bool)
+    session = _session_numbers(ranked["tenant"][first], ranked["session_id"][first])
+    return rows, ranks, session
+
+
+def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
+    """Each transition's session as a number 0, 1, ..., from its tenant and session id (transitions in session order)."""
+    tenant, session_id = np.asarray(tenant, dtype=object), np.asarray(session_id, dtype=object)
+    starts = np.r_[True, (tenant[1:] != tenant[:-1]) | (session_id[1:] != session_id[:-1])] if tenant.size else []
+    return np.cumsum(starts, dtype=np.int64) - 1
+
+
+def with_intervals(rows: pa.Table, ranks: dict[str, np.ndarray], session: np.ndarray, served: str) -> pa.Table:
+    """``rows`` with :data:`INTERVALS`: each algorithm's MRR@20 less the served one's, and its bootstrap interval.
+
+    The served algorithm is :func:`engine.publish.gate.served_algorithm` of
+    these rows and ``served`` (the configured one, or ``auto``). The test
+    sessions are resampled with replacement :data:`RESAMPLES` times (seeded):
+    in each resample, every algorithm's MRR@20 over the drawn sessions'
+    transitions less the served one's, the same draws for all (a paired
+    bootstrap); the interval holds the middle :data:`LEVEL` of those
+    differences. An algorithm the served one is compared with itself gets 0.
+    """
+    scored = {row["algorithm"]: row for row in rows.to_pylist()}
+    against = gate.served_algorithm(scored, served)
+    n = rows.num_rows
+    columns = {
+        "compared_with": pa.array([against if against in ranks else None] * n, pa.string()),
+        "mrr_at_20_diff": pa.array([None] * n, pa.float64()),
+        "mrr_at_20_diff_low": pa.array([None] * n, pa.float64()),
+        "mrr_at_20_diff_high": pa.array([None] * n, pa.float64()),
+    }
+    if against in ranks and session.size:
+        names = rows.column("algorithm").to_pylist()
+        gains = np.stack([_reciprocal(ranks[name]) - _reciprocal(ranks[against]) for name in names])
+        per_session = np.stack([np.bincount(session, weights=gain) for gain in gains])
+        sizes = np.bincount(session).astype(np.float64)
+        drawn = _resampled(per_session, sizes)
+        low, high = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=1)
+        columns["mrr_at_20_diff"] = pa.array(per_session.sum(axis=1) / sizes.sum())
+        columns["mrr_at_20_diff_low"] = pa.array(low)
+        columns["mrr_at_20_diff_high"] = pa.array(high)
+    for name, values in columns.items():
+        rows = rows.append_column(name, values)
+    return rows
+
+
+def _reciprocal(rank: np.ndarray) -> np.ndarray:
+    """1 / rank within the top 20, else 0: each transition's share of MRR@20."""
+    return np.where((rank > 0) & (rank <= 20), 1.0 / np.maximum(rank, 1), 0.0)
+
+
+def _resampled(per_session: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each algorithm's (rows of ``per_session``) mean difference in each bootstrap resample of the sessions."""
+    rng = np.random.default_rng(SEED)
+    n_sessions = sizes.size
+    chunk = max(1, min(RESAMPLES, 4_000_000 // (n_sessions * len(per_session))))
+    drawn = []
+    for done in range(0, RESAMPLES, chunk):
+        picks = rng.integers(0, n_sessions, size=(min(chunk, RESAMPLES - done), n_sessions))
+        drawn.append(per_session[:, picks].sum(axis=2) / sizes[picks].sum(axis=1))
+    return np.concatenate(drawn, axis=1)
 
 
 def scores_by_sql(
@@ -247,6 +373,7 @@ def scores_by_sql(
     timed: itemitem.Timed = lambda name, create: create(),
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
+    served: str = AUTO,
 ) -> pa.Table:
     """The readable evaluation: training lists counted again by the SQL path, scored by ``sql/evaluation.sql``."""
     parameters = {**sessions.parameters(algorithms, split, sessions.newest(connection, until=split))}
@@ -263,8 +390,8 @@ def scores_by_sql(
         held["rows"] = rows
 
     def score() -> None:
-        sqlfiles.create_table(connection, "test_items", {**parameters, "cutoff": split}, temporary=True)
-        held["scores"] = _evaluated(connection, held["rows"])
+        test_items(connection, algorithms, split)
+        held["scores"] = with_intervals(*_evaluated(connection, held["rows"]), served)
 
     try:
         timed("training lists", train)
@@ -279,7 +406,7 @@ _SCHEMA = pa.schema(
     [("algorithm", pa.string()), ("sessions", pa.int64()), ("mrr", pa.float64()), ("pairs", pa.int64())]
     + [(f"mrr_at_{k}", pa.float64()) for k in CUTS]
     + [(f"hit_rate_at_{k}", pa.float64()) for k in CUTS]
-    + [("coverage", pa.float64())]
+    + [("coverage", pa.float64()), ("popularity_bias", pa.float64())]
 )
 
 
@@ -321,5 +448,6 @@ def rescore(config: Config) -> None:
         rows = scores(
             connection, current.counts, config.algorithms, split,
             visual_rows=looks if looks.num_rows else None, min_sessions=config.visual.min_sessions,
+            served=config.snapshots.gate_algorithm,
         )  # fmt: skip
         record(connection, "evaluation", rows, config.algorithms, build_id=current.build_id, cutoff=split)

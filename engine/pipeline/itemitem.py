@@ -1,8 +1,9 @@
 """The item-item lists: from the counts to ``itemitem``'s rows, by the kernel or by the readable SQL.
 
 The kernel (``engine.udfs.cooccurrence``) ranks every product's related
-products from the stored counts; the SQL path runs ``sql/pair_counts.sql``
-to ``sql/itemitem.sql`` over a ``session_items`` table, the readable
+products from the stored counts; the SQL path runs ``sql/session_steps.sql``,
+``sql/pair_counts.sql`` .. ``sql/itemitem.sql`` over a ``session_items``
+table (and the ``events`` and ``products`` its steps are read from), the readable
 definition the kernel is tested against. With ``[visual] enabled`` the
 look-alikes and their cold-start blend with the ``llr`` lists
 (``sql/visual_blend.sql``) join the click-based lists.
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import sqlfiles
+from engine.config import Algorithms
 from engine.pipeline.counts import Counts
 from engine.udfs import cooccurrence
 
@@ -39,19 +41,21 @@ SCHEMA = pa.schema(
 
 Timed = Callable[[str, Callable[[], None]], None]
 """Runs one named step (the build uses it to time and report steps)."""
-SQL_STEPS = ("pair_counts", "ranked_pairs", "popular")
+SQL_STEPS = ("session_steps", "pair_counts", "ranked_pairs", "ranked_steps", "popular")
 """The SQL path's steps before ``sql/itemitem.sql``, each a temporary table."""
 
 
-def kernel_rows(counts: Counts, *, top_n: int, min_support: int) -> pa.Table:
-    """``itemitem``'s rows for the co-occurrence algorithms and ``popular``, by the kernel, from the stored counts."""
+def kernel_rows(counts: Counts, algorithms: Algorithms) -> pa.Table:
+    """``itemitem``'s click-based rows (every algorithm but the visual ones), by the kernels, from the stored counts."""
     items = counts.item_table()
-    lists = cooccurrence.top_lists(items, counts.pairs, top_n=top_n, min_support=min_support)
+    lists = cooccurrence.top_lists(
+        items, counts.rows(), top_n=algorithms.top_n, min_support=algorithms.min_support, sr_window=algorithms.sr_window
+    )
     return cooccurrence.rows_table(items, lists)
 
 
 def sql_rows(connection: duckdb.DuckDBPyConnection, parameters: dict, timed: Timed) -> pa.Table:
-    """The same rows by ``sql/pair_counts.sql`` .. ``sql/itemitem.sql``, from a ``session_items`` table.
+    """The same rows by ``sql/session_steps.sql``, ``sql/pair_counts.sql`` .. ``sql/itemitem.sql``, from a ``session_items`` table.
 
     Its steps are temporary tables, ``item_counts`` among them.
     """

@@ -7,7 +7,8 @@ new events, a window that moved past some of their events, a catalogue
 product added or removed), reads ``session_items.sql`` over just their
 events twice, as the last build did and as this one does, and hands the two
 to ``engine.pipeline.counts`` as ``counted_changes``: the old rows with sign
--1, the new ones with +1. The evaluation uses the same two readings for the
+-1, the new ones with +1 (and their steps, ``sql/session_steps.sql``, as
+``counted_steps``). The evaluation uses the same two readings for the
 sessions its training leaves out or cuts short (``sql/holdout_sessions.sql``).
 """
 
@@ -50,21 +51,30 @@ def window_start(newest_event: dt.datetime | None, look_back_days: int) -> dt.da
 
 
 def count_changes(connection: duckdb.DuckDBPyConnection, before: Counting | None, after: Counting) -> None:
-    """Create the temporary table ``counted_changes``: ``before``'s session items with sign -1, ``after``'s with +1.
+    """Create the temporary tables ``counted_changes`` and ``counted_steps``: ``before``'s with sign -1, ``after``'s with +1.
 
-    ``before`` is None when nothing was counted before (a first build, or
-    one that counts everything again).
+    ``counted_changes`` holds the session items, ``counted_steps`` the
+    sessions' steps (``sql/session_steps.sql``, read from the same session
+    items). ``before`` is None when nothing was counted before (a first
+    build, or one that counts everything again).
     """
-    for table, counting in (("counted_after", after), ("counted_before", before)):
+    for suffix, counting in (("after", after), ("before", before)):
+        items, steps = f"counted_{suffix}", f"steps_{suffix}"
         if counting is None:
-            connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {table} AS FROM counted_after LIMIT 0")
+            connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {items} AS FROM counted_after LIMIT 0")
+            connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {steps} AS FROM steps_after LIMIT 0")
             continue
+        reading = {"events": counting.events, "products": counting.products}
+        sqlfiles.create_table(
+            connection, "session_items", counting.parameters, table=items, temporary=True, reading=reading
+        )
         sqlfiles.create_table(
             connection,
-            "session_items",
+            "session_steps",
             counting.parameters,
-            table=table,
+            table=steps,
             temporary=True,
-            reading={"events": counting.events, "products": counting.products},
+            reading={**reading, "session_items": items},
         )
     sqlfiles.create_table(connection, "counted_changes", temporary=True)
+    sqlfiles.create_table(connection, "counted_steps", temporary=True)

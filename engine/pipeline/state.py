@@ -27,17 +27,17 @@ import pyarrow as pa
 from engine import sqlfiles
 from engine.config import Config
 from engine.ingest import ledger
-from engine.pipeline.counts import ITEMS, Counts
+from engine.pipeline.counts import ITEMS, MATRICES, Counts, Kept
 from engine.publish.store import Store
 from engine.udfs.pairs import PairRows
 
-FORMAT = 1
-"""The layout of the stored state; a warehouse with another (or none) is counted from scratch."""
+FORMAT = 2
+"""The layout of the stored state; a warehouse with another (or none) is counted from scratch (2: the follow matrices)."""
 TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "kept_files", "store_files")
 """The state's tables in the warehouse (``tenant_sessions`` is also one analysts read)."""
 BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
 KEPT_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("rows", pa.int64()), ("checksum", pa.string())])
-"""``kept_files``: the store files the counts and the catalogue are kept in (parts ``base``, ``delta``, ``catalogue``)."""
+"""``kept_files``: the store files the counts and the catalogue are kept in (parts ``<matrix>_base``, ``<matrix>_delta``, ``catalogue``)."""
 STORE_FILES = pa.schema([("build_id", pa.string()), ("path", pa.string())])
 KEEP_BUILDS = 3
 """Store files stay while one of this many latest warehouses names them (analysts may hold an older one open)."""
@@ -64,7 +64,9 @@ def counted_with(config: Config) -> dict[str, Any]:
         "mapping": config.events.mapping,
         "event_types": list(algorithms.event_types),
         "max_session_items": algorithms.max_session_items,
+        "max_views_per_minute": algorithms.max_views_per_minute,
         "look_back_days": algorithms.look_back_days,
+        "sr_window": algorithms.sr_window,
     }
 
 
@@ -101,10 +103,7 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         items=table.select(ITEMS.names).cast(ITEMS),
         sessions=table.column("sessions").to_numpy().astype(np.int64),
         tenant_sessions=dict(connection.execute(f"SELECT tenant, sessions FROM {database}.tenant_sessions").fetchall()),
-        base=PairRows.load(store.absolute(parts["base"])) if "base" in parts else PairRows.empty(),
-        delta=PairRows.load(store.absolute(parts["delta"])) if "delta" in parts else PairRows.empty(),
-        base_file=parts.get("base"),
-        delta_file=parts.get("delta"),
+        kept={name: _kept(store, parts, name) for name in MATRICES},
     )
     return State(
         build_id=last[0],
@@ -117,6 +116,13 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         counts=counts,
         catalogue={"path": kept["catalogue"][0], "checksum": kept["catalogue"][1]} if "catalogue" in kept else None,
     )
+
+
+def _kept(store: Store, parts: dict[str, str], matrix: str) -> Kept:
+    """One matrix as ``kept_files`` names its parts (a part it does not name is empty)."""
+    files = {part: parts.get(f"{matrix}_{part}") for part in ("base", "delta")}
+    rows = {part: PairRows.load(store.absolute(file)) if file else PairRows.empty() for part, file in files.items()}
+    return Kept(rows["base"], rows["delta"], files["base"], files["delta"])
 
 
 def how_to_count(config: Config, state: State | None, full: bool) -> tuple[str, str | None]:
@@ -134,7 +140,7 @@ def how_to_count(config: Config, state: State | None, full: bool) -> tuple[str, 
         if state.counted_with.get(key) != wanted[key]:
             what = "events.mapping" if key == "mapping" else "the stored state's format"
             return "full", f"{what} changed since build {state.build_id}"
-    for key in ("event_types", "max_session_items", "look_back_days"):
+    for key in ("event_types", "max_session_items", "max_views_per_minute", "look_back_days", "sr_window"):
         if state.counted_with.get(key) != wanted[key]:
             was, now = state.counted_with.get(key), wanted[key]
             return "recount", f"algorithms.{key} changed from {was!r} to {now!r} since build {state.build_id}"
@@ -163,8 +169,9 @@ def write(
     """
     counts = counts.saved(store, build_id)
     parts = [
-        {"part": part, "path": path, "rows": rows.pairs, "checksum": None}
-        for part, rows, path in (("base", counts.base, counts.base_file), ("delta", counts.delta, counts.delta_file))
+        {"part": f"{name}_{part}", "path": path, "rows": rows.pairs, "checksum": None}
+        for name, kept in counts.kept.items()
+        for part, rows, path in (("base", kept.base, kept.base_file), ("delta", kept.delta, kept.delta_file))
         if path is not None
     ] + [{"part": "catalogue", **catalogue}]
     batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]

@@ -4,7 +4,7 @@ Every trial ranks the lists of the events before the cut-off with its
 parameters and scores them exactly as a build does; all trials go to the
 ``tuning`` table, and the best setting is the one with the highest MRR@20 of
 any co-occurrence algorithm. Trials that count sessions alike (the same bot
-rule and window) share one counting: only the ranking differs between them.
+rule, window and sequential-rule reach) share one counting: only the ranking differs between them.
 """
 
 from __future__ import annotations
@@ -37,15 +37,23 @@ def tune(
     settings = trials(config.algorithms, grid or TUNING_GRID)
     counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
     for number, algorithms in enumerate(settings, start=1):
-        key = (algorithms.event_types, algorithms.max_session_items, algorithms.look_back_days)
+        key = (
+            algorithms.event_types,
+            algorithms.max_session_items,
+            algorithms.max_views_per_minute,
+            algorithms.look_back_days,
+            algorithms.sr_window,
+        )
         counted_alike.setdefault(key, []).append((number, algorithms))
     done = 0
     with warehouse.amend(config.warehouse) as connection:
         split = evaluation.cutoff(connection, config)
         for group in counted_alike.values():
-            trained, delta = evaluation.training_from_scratch(connection, group[0][1], split)
+            trained, deltas = evaluation.training_from_scratch(connection, group[0][1], split)
             for number, algorithms in group:
-                rows = evaluation.scored(connection, trained, delta, algorithms, split)
+                rows = evaluation.scored(
+                    connection, trained, deltas, algorithms, split, served=config.snapshots.gate_algorithm
+                )
                 evaluation.record(
                     connection,
                     "tuning",
@@ -60,7 +68,7 @@ def tune(
                 progress(done, algorithms)
         result = connection.execute(
             """
-            SELECT trial, min_support, max_session_items, top_n, look_back_days, algorithm, mrr, mrr_at_20, hit_rate_at_20, coverage
+            SELECT trial, min_support, max_session_items, top_n, look_back_days, sr_window, algorithm, mrr, mrr_at_20, hit_rate_at_20, coverage
             FROM tuning WHERE tune_id = $tune_id ORDER BY mrr_at_20 DESC, trial, algorithm
             """,
             {"tune_id": tune_id},

@@ -3,17 +3,20 @@
 Cron rebuilds every hour; a broken upstream (a tracking change that loses
 half the product views, a bad config push) should not silently replace good
 recommendations with bad ones. The gate compares the new build's MRR@20 for
-the algorithm the shop serves with the live snapshot's, as recorded in its
-manifest, and refuses a drop of more than ``max_mrr_drop`` (a fraction).
+the algorithm it serves (:func:`served_algorithm`) with the live
+snapshot's for the algorithm that one serves, as recorded in its manifest,
+and refuses a drop of more than ``max_mrr_drop`` (a fraction).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.publish.snapshot import Snapshot
+from engine.config import ALGORITHMS, AUTO
+from engine.publish.snapshot import UNSCORED, Snapshot
 
 METRIC = "mrr_at_20"
+"""What the gate compares, and what ``auto`` chooses the served algorithm by."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Decision:
     algorithm: str
     score: float | None = None
     live_build_id: str | None = None
+    live_algorithm: str | None = None
     live_score: float | None = None
     max_drop: float | None = None
 
@@ -42,26 +46,46 @@ class GateRefused(RuntimeError):
         self.decision = decision
 
 
+def served_algorithm(scores: dict[str, dict] | None, configured: str) -> str:
+    """The algorithm a build serves: ``configured``, or for ``auto`` the best by :data:`METRIC` in ``scores``.
+
+    Ties go to the algorithm named first in ``engine.config.ALGORITHMS``, so
+    every build of the same data serves the same one; a build whose
+    evaluation scored nothing serves :data:`~engine.publish.snapshot.UNSCORED`
+    (its gate decision then says it was skipped).
+    """
+    if configured != AUTO:
+        return configured
+    scored = [
+        (-row[METRIC], ALGORITHMS.index(name), name)
+        for name, row in (scores or {}).items()
+        if row.get(METRIC) is not None
+    ]
+    return min(scored)[2] if scored else UNSCORED
+
+
 def decide(
     scores: dict[str, dict] | None, live: Snapshot | None, algorithm: str, max_drop: float, force: bool
 ) -> Decision:
-    """Compare ``scores`` (per algorithm, from this build's evaluation) with the live snapshot's."""
+    """Compare this build's ``algorithm`` in ``scores`` (from its evaluation) with what the live snapshot serves."""
     score = (scores or {}).get(algorithm, {}).get(METRIC)
     facts = {"algorithm": algorithm, "score": score, "max_drop": max_drop}
     if live is None:
         return Decision(True, "first", "no snapshot is live yet", **facts)
-    live_score = (live.manifest.get("evaluation") or {}).get(algorithm, {}).get(METRIC)
-    facts |= {"live_build_id": live.build_id, "live_score": live_score}
+    was = live.served_algorithm
+    live_score = (live.manifest.get("evaluation") or {}).get(was, {}).get(METRIC)
+    facts |= {"live_build_id": live.build_id, "live_algorithm": was, "live_score": live_score}
     if score is None:
-        return Decision(True, "skipped", f"this build has no {algorithm} {METRIC} (evaluation is off)", **facts)
+        return Decision(True, "skipped", f"this build has no {algorithm} {METRIC} (nothing was scored)", **facts)
     if live_score is None:
-        return Decision(True, "skipped", f"the live snapshot {live.build_id} has no {algorithm} {METRIC}", **facts)
+        return Decision(True, "skipped", f"the live snapshot {live.build_id} has no {was} {METRIC}", **facts)
     floor = live_score * (1 - max_drop)
+    against = f"the live snapshot's {was} {live_score:.4f}"
     if score >= floor:
-        return Decision(True, "passed", f"{algorithm} {METRIC} {score:.4f} against the live {live_score:.4f}", **facts)
+        return Decision(True, "passed", f"{algorithm} {METRIC} {score:.4f} against {against}", **facts)
     drop = 1 - score / live_score
     reason = (
-        f"{algorithm} {METRIC} {score:.4f} is {drop:.1%} below the live snapshot's {live_score:.4f} "
+        f"{algorithm} {METRIC} {score:.4f} is {drop:.1%} below {against} "
         f"({live.build_id}); the gate allows {max_drop:.1%}"
     )
     if force:

@@ -85,9 +85,23 @@ class Snapshot:
     def build_id(self) -> str:
         return self.manifest["build_id"]
 
+    @property
+    def served_algorithm(self) -> str:
+        """The algorithm this snapshot serves by default (see :func:`served_algorithm`)."""
+        return served_algorithm(self.manifest)
+
     def file(self, name: str) -> Path:
         """The path of one of the snapshot's files, such as ``itemitem.arrow``."""
         return self.path / name
+
+
+UNSCORED = "llr"
+"""What a build with ``gate_algorithm = "auto"`` serves when its evaluation scored nothing, and what old manifests served."""
+
+
+def served_algorithm(manifest: dict) -> str:
+    """The algorithm a manifest says its snapshot serves by default (before ``served_algorithm``: the gate's)."""
+    return manifest.get("served_algorithm") or (manifest.get("gate") or {}).get("algorithm") or UNSCORED
 
 
 def locked(root: Path) -> contextlib.AbstractContextManager[None]:

@@ -95,12 +95,9 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
             result.rows = {"itemitem": rows.num_rows, "products": products.num_rows}
             evaluation = connection.execute("SELECT * FROM evaluation WHERE build_id = $id", {"id": build_id})
             scores = served.scores(evaluation.to_arrow_table().to_pylist(), build_id) or None
+            chosen = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
             result.gate = gate.decide(
-                scores,
-                snapshot.live(config.snapshots.root),
-                config.snapshots.gate_algorithm,
-                config.snapshots.max_mrr_drop,
-                force,
+                scores, snapshot.live(config.snapshots.root), chosen, config.snapshots.max_mrr_drop, force
             )
             if not result.gate.publish:
                 raise gate.GateRefused(result.gate)
@@ -113,6 +110,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
                 "engine": "spark",
                 "source": source,
                 "evaluation": scores,
+                "served_algorithm": chosen,
                 "gate": result.gate.record(),
             }
             staged = served.stage(config.snapshots.root, build_id, rows.cast(ITEMITEM), products, manifest)

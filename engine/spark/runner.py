@@ -54,13 +54,23 @@ from engine.build import (
 from engine.config import Config, ConfigError
 from engine.ingest import catalogue, events, exposures, files, locations
 from engine.pipeline import state
-from engine.publish import locks, spark_output, warehouse
+from engine.publish import gate, locks, spark_output, warehouse
 from engine.spark import transpile
 
 OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
 """The Parquet folders a Spark build writes under its output directory."""
 
-STAGE = ("session_items", "item_counts", "tenant_sessions", "pair_counts", "ranked_pairs", "popular", "itemitem")
+STAGE = (
+    "session_items",
+    "session_steps",
+    "item_counts",
+    "tenant_sessions",
+    "pair_counts",
+    "ranked_pairs",
+    "ranked_steps",
+    "popular",
+    "itemitem",
+)
 """The item-item stage on Spark: the SQL path of :mod:`engine.pipeline.itemitem` (the Numba kernel is DuckDB's)."""
 
 HOLDOUT = "holdout_"
@@ -158,6 +168,9 @@ def build(
             run.view(name, parameters)
         if config.evaluation.enabled:
             _evaluate(run, config, result.build_id)
+        scored = spark.table("evaluation").collect() if config.evaluation.enabled else []
+        scores = {row["algorithm"]: row.asDict() for row in scored}
+        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started, newest))
         run.output.publish(result.build_id)
@@ -419,8 +432,16 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
         run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
-    run.view("test_items", {**parameters, "cutoff": split}, view=HOLDOUT + "test_items", cache=True)
-    scores = run.sql("evaluation", tables={"itemitem": HOLDOUT + "itemitem", "test_items": HOLDOUT + "test_items"})
+    # The test sessions through sql/session_items.sql, as engine.pipeline.evaluation.test_items reads them.
+    run.view("test_events", {"cutoff": split}, view=HOLDOUT + "test_events")
+    read = {**parameters, "until": None, "newest": None, "look_back_days": 0}
+    run.view("session_items", read, tables={"events": HOLDOUT + "test_events"}, view=HOLDOUT + "test_session_items")
+    tested = {"test_session_items": HOLDOUT + "test_session_items"}
+    run.view("test_items", tables=tested, view=HOLDOUT + "test_items", cache=True)
+    holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
+    run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
+    # The bootstrap intervals of a DuckDB build's rows are NumPy's: a Spark build's rows have none.
+    scores = run.sql("evaluation", tables=holdout)
     run.step(
         "evaluation",
         lambda: scores.select(

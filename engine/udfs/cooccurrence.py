@@ -1,9 +1,12 @@
-"""The co-occurrence lists: ``sql/ranked_pairs.sql``, ``popular.sql`` and ``itemitem.sql`` in compiled passes.
+"""The click-based lists: ``sql/ranked_pairs.sql``, ``ranked_steps.sql``, ``popular.sql`` and ``itemitem.sql`` compiled.
 
 From the pair counts (``engine.udfs.pairs``: the stored counts plus up to two
 signed deltas), each product's row is read once, its candidates scored with
-the three measures, and the best ``top_n`` of each kept in a small sorted
-buffer; products are dealt to the cores in turn. ``popular`` comes from the
+the three co-occurrence measures, and the best ``top_n`` of each kept in a
+small sorted buffer; products are dealt to the cores in turn. The
+sequence-aware lists are ranked alike from the follow counts
+(``engine.udfs.sequences``), ``sequence_blend`` from the ``rules_both`` and
+pair counts together. ``popular`` comes from the
 item counts alone. The result is exactly the rows of ``itemitem.sql`` (same
 counts, same scores from the same compiled :func:`~engine.udfs.llr.llr`, the
 same tie-break by product id) and already in the table's ``(tenant,
@@ -17,6 +20,7 @@ rows come out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numba
@@ -24,12 +28,42 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.config import sr_scale
+from engine.udfs import sequences
 from engine.udfs.llr import from_entropies, x_log_x_table
 from engine.udfs.pairs import PairRows, accumulate
 
-ALGORITHMS = ("cooccurrence", "jaccard", "llr", "popular")
-"""The algorithms in row order, which is also their name order; the list arrays' first axis holds the first three."""
+ALGORITHMS = (
+    "cooccurrence",
+    "jaccard",
+    "llr",
+    "popular",
+    "sequence_blend",
+    "sequential_rules",
+    "sequential_rules_both",
+    "transitions",
+    "transitions_both",
+)
+"""The algorithms in row order, which is also their name order; the list arrays' first axis holds all but popular."""
 POPULAR = ALGORITHMS.index("popular")
+FOLLOWING = {
+    "sequential_rules": "rules",
+    "sequential_rules_both": "rules_both",
+    "transitions": "next",
+    "transitions_both": "adjacent",
+}
+"""The sequence-aware algorithms and the follow matrix (``engine.udfs.sequences``) each ranks by."""
+BLEND = "sequence_blend"
+"""``sequential_rules_both`` plus co-occurrence, each shared session weighing as a view one step beyond the window."""
+COUNTED = np.array(
+    [name in ("cooccurrence", "jaccard", "llr", "transitions", "transitions_both") for name in ALGORITHMS]
+)
+"""Which algorithms have a count as evidence (the ``cooccurrence`` column); the others' is NULL."""
+
+
+def list_index(number: int) -> int:
+    """Where algorithm ``number`` of :data:`ALGORITHMS` is on the list arrays' first axis (popular has none)."""
+    return number - (number > POPULAR)
 
 
 @dataclass(frozen=True)
@@ -59,7 +93,7 @@ class Items:
 
 @dataclass(frozen=True)
 class Lists:
-    """The three co-occurrence algorithms' top lists per item, and ``popular``'s leaders per tenant."""
+    """Every algorithm's top lists per item (first axis: :data:`ALGORITHMS` but popular), and ``popular``'s leaders per tenant."""
 
     related: np.ndarray  # int32 (algorithm, item, rank)
     cooccurrence: np.ndarray  # int32 (algorithm, item, rank)
@@ -71,37 +105,60 @@ class Lists:
 
 
 def top_lists(
-    items: Items, pairs: tuple[PairRows, ...], *, top_n: int, min_support: int, threads: int | None = None
+    items: Items,
+    counts: Mapping[str, tuple[PairRows, ...]],
+    *,
+    top_n: int,
+    min_support: int,
+    sr_window: int,
+    threads: int | None = None,
 ) -> Lists:
-    """Each live item's top ``top_n`` related items by co-occurrence, Jaccard and LLR, and the popular leaders.
+    """Each live item's top ``top_n`` related items by every algorithm but popular, and the popular leaders.
 
     Args:
         items: the item table with its current counts.
-        pairs: the stored pair counts and up to two signed deltas; summed, they are the counts to rank by.
+        counts: by matrix name (``engine.pipeline.counts.MATRICES``), the stored counts and up to two signed
+            deltas; summed, they are the counts to rank by.
         top_n: list length per product.
-        min_support: the fewest sessions a pair must share.
+        min_support: the fewest sessions a pair must share (for the co-occurrence algorithms).
+        sr_window: the sequential rules' reach, whose scale their weighted counts are divided by.
         threads: how many shares to split the items into (default: Numba's threads).
     """
-    if len(pairs) > 3:
-        msg = "at most the stored counts and two deltas"
-        raise ValueError(msg)
     n = len(items)
-    rows = [p.padded(n) for p in pairs] + [PairRows.empty(n)] * (3 - len(pairs))
+    threads = threads or numba.get_num_threads()
     by_order = items.ordered()
     order = np.full(n, -1, dtype=np.int32)
     order[by_order] = np.arange(by_order.size, dtype=np.int32)
     related, cooccurrence, score, length = _top_related(
-        *(array for p in rows for array in (p.start, p.length, p.related, p.count)),
-        items.sessions,
-        items.tenant_sessions,
-        order,
-        min_support,
-        top_n,
-        threads or numba.get_num_threads(),
+        *_arrays(counts["pairs"], n), items.sessions, items.tenant_sessions, order, min_support, top_n, threads
     )
+    parts = [(related, cooccurrence, score, length)]
+    scales = {name: following.scale for name, following in sequences.matrices(sr_window).items()}
+    blend_scale = sr_scale(sr_window + 1)
+    for algorithm in ALGORITHMS[POPULAR + 1 :]:
+        if algorithm == BLEND:
+            follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
+            follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
+            weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads)
+            parts.append(_top_blended(*follows, *shared, items.sessions, order, *weights))
+        else:
+            matrix = FOLLOWING[algorithm]
+            parts.append(
+                _top_followers(*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads)
+            )
+    related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts))
     tenants = _tenant_blocks(items.tenant.take(by_order))
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
     return Lists(related, cooccurrence, score, length, by_order, tenants, leaders)
+
+
+def _arrays(rows: tuple[PairRows, ...], n_items: int) -> list[np.ndarray]:
+    """The arrays of one matrix's stored counts and deltas, three sets of them (empty ones added), over every item."""
+    if len(rows) > 3:
+        msg = "at most the stored counts and two deltas"
+        raise ValueError(msg)
+    padded = [p.padded(n_items) for p in rows] + [PairRows.empty(n_items)] * (3 - len(rows))
+    return [array for p in padded for array in (p.start, p.length, p.related, p.count)]
 
 
 def _tenant_blocks(tenant: pa.Array) -> list[tuple[int, int]]:
@@ -222,6 +279,98 @@ def _top_related(
     return related, cooccurrence, score, length
 
 
+@numba.njit(cache=True, parallel=True)
+def _top_followers(
+    start0, length0, related0, count0,
+    start1, length1, related1, count1,
+    start2, length2, related2, count2,
+    sessions, order, scale, top_n, threads,
+):  # fmt: skip
+    """One follow matrix's lists: each live item's ``top_n`` products by summed count / ``scale`` (``sql/ranked_steps.sql``)."""
+    n_items = sessions.size
+    related = np.empty((1, n_items, top_n), dtype=np.int32)
+    counted = np.empty((1, n_items, top_n), dtype=np.int32)
+    score = np.empty((1, n_items, top_n), dtype=np.float64)
+    length = np.zeros((1, n_items), dtype=np.int32)
+    n_chunks = max(1, min(n_items, threads))
+    for chunk in numba.prange(n_chunks):
+        accumulated = np.zeros(n_items, dtype=np.int32)
+        seen = np.full(n_items, -1, dtype=np.int32)
+        touched = np.empty(n_items + 1, dtype=np.int32)
+        for a in range(chunk, n_items, n_chunks):
+            if sessions[a] == 0:
+                continue
+            n_touched = accumulate(start0, length0, related0, count0, a, 0, accumulated, seen, touched)
+            n_touched = accumulate(start1, length1, related1, count1, a, n_touched, accumulated, seen, touched)
+            n_touched = accumulate(start2, length2, related2, count2, a, n_touched, accumulated, seen, touched)
+            kept = 0
+            for t in range(n_touched):
+                b = touched[t]
+                c = accumulated[b]
+                accumulated[b] = 0
+                if c > 0:
+                    kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
+            length[0, a] = kept
+    return related, counted, score, length
+
+
+@numba.njit(cache=True, parallel=True)
+def _top_blended(
+    start0, length0, related0, count0,
+    start1, length1, related1, count1,
+    start2, length2, related2, count2,
+    pair_start0, pair_length0, pair_related0, pair_count0,
+    pair_start1, pair_length1, pair_related1, pair_count1,
+    pair_start2, pair_length2, pair_related2, pair_count2,
+    sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads,
+):  # fmt: skip
+    """``sequence_blend``'s lists: the ``rules_both`` counts times ``follow_weight`` plus, for pairs that share at
+    least ``min_support`` sessions, the sessions times ``pair_weight``, all over ``scale`` (``sql/ranked_steps.sql``).
+    """
+    n_items = sessions.size
+    related = np.empty((1, n_items, top_n), dtype=np.int32)
+    counted = np.zeros((1, n_items, top_n), dtype=np.int32)
+    score = np.empty((1, n_items, top_n), dtype=np.float64)
+    length = np.zeros((1, n_items), dtype=np.int32)
+    n_chunks = max(1, min(n_items, threads))
+    for chunk in numba.prange(n_chunks):
+        followed = np.zeros(n_items, dtype=np.int32)
+        shared = np.zeros(n_items, dtype=np.int32)
+        seen = np.full(n_items, -1, dtype=np.int32)
+        seen_pairs = np.full(n_items, -1, dtype=np.int32)
+        touched = np.empty(n_items + 1, dtype=np.int32)
+        touched_pairs = np.empty(n_items + 1, dtype=np.int32)
+        for a in range(chunk, n_items, n_chunks):
+            if sessions[a] == 0:
+                continue
+            n_touched = accumulate(start0, length0, related0, count0, a, 0, followed, seen, touched)
+            n_touched = accumulate(start1, length1, related1, count1, a, n_touched, followed, seen, touched)
+            n_touched = accumulate(start2, length2, related2, count2, a, n_touched, followed, seen, touched)
+            n_pairs = accumulate(
+                pair_start0, pair_length0, pair_related0, pair_count0, a, 0, shared, seen_pairs, touched_pairs
+            )
+            n_pairs = accumulate(
+                pair_start1, pair_length1, pair_related1, pair_count1, a, n_pairs, shared, seen_pairs, touched_pairs
+            )
+            n_pairs = accumulate(
+                pair_start2, pair_length2, pair_related2, pair_count2, a, n_pairs, shared, seen_pairs, touched_pairs
+            )
+            kept = 0
+            # Products that followed (and perhaps shared sessions), then those that only shared sessions:
+            # each product's shared count is taken (set to 0) when it is scored, so none is offered twice.
+            for t in range(n_touched + n_pairs):
+                b = touched[t] if t < n_touched else touched_pairs[t - n_touched]
+                f = followed[b] if t < n_touched else 0
+                p = shared[b]
+                followed[b] = 0
+                shared[b] = 0
+                value = np.int64(f) * follow_weight + (np.int64(p) * pair_weight if p >= min_support else 0)
+                if value > 0:
+                    kept = _offer(related, counted, score, kept, 0, a, b, 0, value / float(scale), order)
+            length[0, a] = kept
+    return related, counted, score, length
+
+
 def rows_table(items: Items, lists: Lists) -> pa.Table:
     """The lists as ``itemitem`` rows (columns and types of ``sql/itemitem.sql``), in its order.
 
@@ -235,7 +384,7 @@ def rows_table(items: Items, lists: Lists) -> pa.Table:
     end = np.array([e for _, e in lists.tenants], dtype=np.int64)
     tenant, algorithm, item, rank, other, count, counted, value = _flatten(
         first, end, lists.by_order, lists.length, lists.related, lists.cooccurrence, lists.score, lists.leaders,
-        items.sessions,
+        items.sessions, COUNTED,
     )  # fmt: skip
     names = items.tenant.take(lists.by_order[first]) if first.size else pa.array([], pa.string())
     product_ids = items.product_id
@@ -251,7 +400,7 @@ def rows_table(items: Items, lists: Lists) -> pa.Table:
             "distance_score": value,
             "cooccurrence": pa.Array.from_buffers(
                 pa.int64(), count.size, [pa.py_buffer(counted), pa.py_buffer(count)]
-            ),  # NULL for popular
+            ),  # NULL for popular and sequential_rules
             "product_sessions": pa.DictionaryArray.from_arrays(item, sessions, safe=False),
             "related_sessions": pa.DictionaryArray.from_arrays(other, sessions, safe=False),
         }
@@ -261,10 +410,10 @@ def rows_table(items: Items, lists: Lists) -> pa.Table:
 
 
 @numba.njit(cache=True, parallel=True)
-def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders, sessions):
+def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders, sessions, has_count):
     """Gather the kept list entries, tenant by tenant, algorithm by algorithm, product by product.
 
-    The co-occurrence algorithms' entries come from the list arrays;
+    The other algorithms' entries come from the list arrays;
     ``popular``'s are the tenant's leaders with the product itself left out
     (or, for a product that is not among them, the last leader left out).
     Each (tenant, algorithm) block is written by one thread at the offset the
@@ -282,7 +431,7 @@ def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders
         else:
             size = 0
             for p in range(first[t], end[t]):
-                size += length[a, by_order[p]]
+                size += length[a - (a > POPULAR), by_order[p]]
         starts[block + 1] = starts[block] + size
     total = starts[blocks]
     tenant = np.empty(total, dtype=np.int32)
@@ -292,19 +441,20 @@ def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders
     other = np.empty(total, dtype=np.int32)
     count = np.zeros(total, dtype=np.int64)
     value = np.empty(total, dtype=np.float64)
-    # The validity bitmap of `count` (Arrow's order: least significant bit first): set for every
-    # row but popular's, which have no count. Blocks are ranges of rows, so it is set range by range.
+    # The validity bitmap of `count` (Arrow's order: least significant bit first): set for the rows
+    # of the algorithms with a count. Blocks are ranges of rows, so it is set range by range.
     counted = np.zeros((total + 7) // 8, dtype=np.uint8)
     for block in range(blocks):
-        if block % n_algorithms != POPULAR:
+        if has_count[block % n_algorithms]:
             for row in range(starts[block], starts[block + 1]):
                 counted[row >> 3] |= np.uint8(1 << (row & 7))
     for block in numba.prange(blocks):
         t, a = block // n_algorithms, block % n_algorithms
         row = starts[block]
+        listed = a - (a > POPULAR)
         for p in range(first[t], end[t]):
             i = by_order[p]
-            kept = popular[t] if a == POPULAR else length[a, i]
+            kept = popular[t] if a == POPULAR else length[listed, i]
             skip = 0
             for slot in range(kept):
                 if a == POPULAR:
@@ -312,9 +462,9 @@ def _flatten(first, end, by_order, length, related, cooccurrence, score, leaders
                     b = leaders[t, slot + skip]
                     value[row] = sessions[b]
                 else:
-                    b = related[a, i, slot]
-                    count[row] = cooccurrence[a, i, slot]
-                    value[row] = score[a, i, slot]
+                    b = related[listed, i, slot]
+                    count[row] = cooccurrence[listed, i, slot]
+                    value[row] = score[listed, i, slot]
                 tenant[row] = t
                 algorithm[row] = a
                 item[row] = i
@@ -328,7 +478,7 @@ BATCH_ROWS = 122_880  # DuckDB's row group size
 
 
 def ranks(lists: Lists, item: np.ndarray, next_item: np.ndarray, tenant_of: np.ndarray) -> np.ndarray:
-    """Where ``next_item[t]`` stands in ``item[t]``'s list of each algorithm (1 = first, 0 = absent).
+    """Where ``next_item[t]`` stands in ``item[t]``'s list of each algorithm of :data:`ALGORITHMS` (1 = first, 0 = absent).
 
     The evaluation's join of each test transition with the lists
     (``sql/evaluation.sql``), done by looking along at most ``top_n``
@@ -347,10 +497,10 @@ def _ranks(related, length, leaders, tenant_of, item, next_item):
         a, b = item[t], next_item[t]
         if a < 0 or b < 0:
             continue
-        for algorithm in range(n_algorithms - 1):
-            for slot in range(length[algorithm, a]):
-                if related[algorithm, a, slot] == b:
-                    found[algorithm, t] = slot + 1
+        for listed in range(n_algorithms - 1):
+            for slot in range(length[listed, a]):
+                if related[listed, a, slot] == b:
+                    found[listed + (listed >= POPULAR), t] = slot + 1
                     break
         block = tenant_of[a]
         if block < 0:
@@ -365,6 +515,6 @@ def _ranks(related, length, leaders, tenant_of, item, next_item):
                 continue
             rank += 1
             if leader == b:
-                found[n_algorithms - 1, t] = rank
+                found[POPULAR, t] = rank
                 break
     return found

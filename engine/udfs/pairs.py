@@ -126,7 +126,7 @@ def count(baskets: pa.ListArray, signs: np.ndarray, n_items: int) -> PairRows:
     related = np.empty(total, np.int32)
     counts = np.empty(total, np.int32)
     length = _count_rows(basket_ptr, basket_items, signs, item_ptr, item_baskets, start, related, counts, threads)
-    start, related, counts = _compacted_in_place(start, length, related, counts)
+    start, related, counts = compacted_in_place(start, length, related, counts)
     return PairRows(start, length, related, counts)
 
 
@@ -233,7 +233,7 @@ def _move_rows(start, length, related, counts):
     return packed
 
 
-def _compacted_in_place(start, length, related, counts):
+def compacted_in_place(start, length, related, counts):
     """The rows packed at the front of their arrays, which are then shrunk (freeing the unused tail)."""
     packed = _move_rows(start, length, related, counts)
     total = int(length.sum())
@@ -277,7 +277,7 @@ def add(x: PairRows, y: PairRows) -> PairRows:
         x.start, x.length, x.related, x.count, y.start, y.length, y.related, y.count, start, related, counts,
         numba.get_num_threads(),
     )  # fmt: skip
-    start, related, counts = _compacted_in_place(start, length, related, counts)
+    start, related, counts = compacted_in_place(start, length, related, counts)
     return PairRows(start, length, related, counts)
 
 

@@ -74,7 +74,8 @@ def generate(folder: Path, events: int) -> None:
     (folder / "last-hour").mkdir()
     pq.write_table(pa.concat_tables(hour), folder / "last-hour" / "events.parquet")
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
-    (folder / "lean.toml").write_text(config.example_toml("parquet").replace("test_days = 7", "test_days = 0"))
+    lean = config.example_toml("parquet").replace("test_days = 7", "test_days = 0")
+    (folder / "lean.toml").write_text(lean.replace('gate_algorithm = "auto"', 'gate_algorithm = "llr"'))
 
 
 def timed(command: list[str], cwd: Path) -> dict:

@@ -1,0 +1,160 @@
+"""Counts of products that follow each other in sessions: what the sequence-aware lists rank by.
+
+A session's steps (``sql/session_steps.sql``) are the products it viewed in
+order, a product viewed several times in a row counted once. Four matrices
+are counted from them, each a :class:`~engine.udfs.pairs.PairRows` with row
+``a`` holding the products that followed ``a``:
+
+* ``next``: how often ``b`` came directly after ``a`` (``transitions``);
+* ``adjacent``: how often ``b`` came directly before or after ``a``
+  (``transitions_both``);
+* ``rules``: every ``b`` up to ``sr_window`` steps after ``a``, weighted by
+  1/distance (``sequential_rules``, Ludewig and Jannach 2018), and
+  ``rules_both``: the same before or after ``a`` (``sequential_rules_both``,
+  what ``adjacent`` is to ``next``). The weights
+  are kept as integers, ``sr_scale(window) // distance`` (``engine.config``:
+  the least common multiple of 1..window), so sums are exact in any order and an
+  incremental build still equals one from scratch; the score divides by
+  the scale.
+
+Each session adds its own terms, signed like the baskets of
+``engine.udfs.pairs``, so a delta of changed sessions updates stored counts.
+The readable definition is ``sql/ranked_steps.sql``; the tests compare both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from engine.config import MAX_SR_WINDOW, sr_scale
+from engine.udfs.pairs import PairRows, compacted_in_place
+
+
+@dataclass(frozen=True)
+class Following:
+    """How one matrix is counted from steps: how many steps ahead, both directions or not, weighted or not."""
+
+    window: int
+    both: bool
+    weighted: bool
+
+    @property
+    def scale(self) -> int:
+        """What a weighted count is divided by for the score (1 when not weighted)."""
+        return sr_scale(self.window) if self.weighted else 1
+
+
+def matrices(sr_window: int) -> dict[str, Following]:
+    """The follow matrices and how each is counted (``sr_window``: the sequential rules' reach)."""
+    return {
+        "next": Following(1, both=False, weighted=False),
+        "adjacent": Following(1, both=True, weighted=False),
+        "rules": Following(sr_window, both=False, weighted=True),
+        "rules_both": Following(sr_window, both=True, weighted=True),
+    }
+
+
+def count(steps: pa.ListArray, signs: np.ndarray, n_items: int, following: Following) -> PairRows:
+    """Count what follows what in each session's steps (lists of item numbers), weighted by its sign (+1 or -1).
+
+    Raises:
+        ValueError: input the compiled loops cannot take (they have no bounds checks).
+    """
+    lists = steps.combine_chunks() if isinstance(steps, pa.ChunkedArray) else steps
+    values = lists.flatten()
+    if lists.null_count or values.null_count:
+        msg = "steps must be lists of item numbers without nulls"
+        raise ValueError(msg)
+    items = values.to_numpy().astype(np.int32, copy=False)
+    if items.size and not (items.min() >= 0 and items.max() < n_items):
+        msg = f"steps must be lists of item numbers 0..{n_items - 1}"
+        raise ValueError(msg)
+    signs = np.asarray(signs, dtype=np.int32)
+    if signs.size != len(lists):
+        msg = f"{signs.size} signs for {len(lists)} sessions"
+        raise ValueError(msg)
+    if not 1 <= following.window <= MAX_SR_WINDOW:
+        msg = f"a window of 1..{MAX_SR_WINDOW} steps, not {following.window}"
+        raise ValueError(msg)
+    ptr = lists.offsets.to_numpy().astype(np.int64)
+    ptr = ptr - ptr[0]
+    row_ptr, other, weight = _by_row(
+        ptr, items, signs, n_items, following.window, following.both, following.weighted, following.scale
+    )
+    start = row_ptr[:-1].copy()
+    related = np.empty(other.size, np.int32)
+    counts = np.empty(other.size, np.int32)
+    length = _sum_rows(row_ptr, other, weight, related, counts, numba.get_num_threads())
+    start, related, counts = compacted_in_place(start, length, related, counts)
+    return PairRows(start, length, related, counts)
+
+
+@numba.njit(cache=True)
+def _by_row(ptr, items, signs, n_items, window, both, weighted, scale):
+    """Every signed (a, b, weight) term of the sessions, grouped by ``a`` (a counting sort): row pointers, b, weight."""
+    sizes = np.zeros(n_items + 1, dtype=np.int64)
+    for s in range(ptr.size - 1):
+        end = ptr[s + 1]
+        for i in range(ptr[s], end):
+            for j in range(i + 1, min(i + window + 1, end)):
+                a, b = items[i], items[j]
+                if a != b:
+                    sizes[a + 1] += 1
+                    if both:
+                        sizes[b + 1] += 1
+    row_ptr = np.cumsum(sizes)
+    fill = row_ptr[:-1].copy()
+    other = np.empty(row_ptr[-1], dtype=np.int32)
+    weight = np.empty(row_ptr[-1], dtype=np.int32)
+    for s in range(ptr.size - 1):
+        end = ptr[s + 1]
+        for i in range(ptr[s], end):
+            for j in range(i + 1, min(i + window + 1, end)):
+                a, b = items[i], items[j]
+                if a == b:
+                    continue
+                w = signs[s] * (scale // (j - i) if weighted else 1)
+                other[fill[a]] = b
+                weight[fill[a]] = w
+                fill[a] += 1
+                if both:
+                    other[fill[b]] = a
+                    weight[fill[b]] = w
+                    fill[b] += 1
+    return row_ptr, other, weight
+
+
+@numba.njit(cache=True, parallel=True)
+def _sum_rows(row_ptr, other, weight, related, counts, threads):
+    """Sum each row's terms by product in a dense accumulator, writing the nonzero sums at the row's start; return lengths."""
+    n_items = row_ptr.size - 1
+    length = np.zeros(n_items, dtype=np.int32)
+    n_chunks = max(1, min(n_items, threads))
+    for chunk in numba.prange(n_chunks):
+        accumulated = np.zeros(n_items, dtype=np.int32)
+        seen = np.full(n_items, -1, dtype=np.int32)
+        touched = np.empty(n_items, dtype=np.int32)
+        for a in range(chunk, n_items, n_chunks):
+            n_touched = 0
+            for j in range(row_ptr[a], row_ptr[a + 1]):
+                b = other[j]
+                if seen[b] != a:
+                    seen[b] = a
+                    touched[n_touched] = b
+                    n_touched += 1
+                accumulated[b] += weight[j]
+            out = row_ptr[a]
+            for t in range(n_touched):
+                b = touched[t]
+                c = accumulated[b]
+                accumulated[b] = 0
+                if c != 0:
+                    related[out] = b
+                    counts[out] = c
+                    out += 1
+            length[a] = out - row_ptr[a]
+    return length
