@@ -217,7 +217,8 @@ def test_a_damaged_index_file_fails_verification(visual_shop, tmp_path):
 
 
 def test_a_visual_algorithm_needs_the_visual_stage(tmp_path):
-    base = config.example_toml().replace('gate_algorithm = "llr"', 'gate_algorithm = "visual_blend"')
+    base = config.example_toml().replace('gate_algorithm = "auto"', 'gate_algorithm = "visual_blend"')
+    assert 'gate_algorithm = "visual_blend"' in base
     with pytest.raises(config.ConfigError, match="snapshots.gate_algorithm is 'visual_blend'.*enabled = true"):
         config.parse(tomllib.loads(base), tmp_path)
     variant = config.example_toml().replace('algorithm = "cooccurrence"', 'algorithm = "visual"')
