@@ -315,30 +315,39 @@ def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
 
 
 def with_intervals(rows: pa.Table, ranks: dict[str, np.ndarray], session: np.ndarray, served: str) -> pa.Table:
+    """``rows`` with :data:`INTERVALS`, from each transition's rank (0: absent) and session number, per algorithm."""
+    n = int(session.max()) + 1 if session.size else 0
+    gains = {name: np.bincount(session, weights=_reciprocal(rank), minlength=n) for name, rank in ranks.items()}
+    return with_session_intervals(rows, gains, np.bincount(session, minlength=n), served)
+
+
+def with_session_intervals(rows: pa.Table, gains: dict[str, np.ndarray], sizes: np.ndarray, served: str) -> pa.Table:
     """``rows`` with :data:`INTERVALS`: each algorithm's MRR@20 less the served one's, and its bootstrap interval.
 
-    The served algorithm is :func:`engine.publish.gate.served_algorithm` of
-    these rows and ``served`` (the configured one, or ``auto``). The test
-    sessions are resampled with replacement :data:`RESAMPLES` times (seeded):
-    in each resample, every algorithm's MRR@20 over the drawn sessions'
-    transitions less the served one's, the same draws for all (a paired
-    bootstrap); the interval holds the middle :data:`LEVEL` of those
-    differences. An algorithm the served one is compared with itself gets 0.
+    ``gains`` holds, per algorithm, each test session's sum of 1/rank within
+    the top 20 (``sql/session_gains.sql``), and ``sizes`` each session's
+    number of transitions, the sessions in the same order for all. The
+    served algorithm is :func:`engine.publish.gate.served_algorithm` of these
+    rows and ``served`` (the configured one, or ``auto``). The test sessions
+    are resampled with replacement :data:`RESAMPLES` times (seeded): in each
+    resample, every algorithm's MRR@20 over the drawn sessions' transitions
+    less the served one's, the same draws for all (a paired bootstrap); the
+    interval holds the middle :data:`LEVEL` of those differences. The served
+    algorithm compared with itself gets 0.
     """
     scored = {row["algorithm"]: row for row in rows.to_pylist()}
     against = gate.served_algorithm(scored, served)
     n = rows.num_rows
     columns = {
-        "compared_with": pa.array([against if against in ranks else None] * n, pa.string()),
+        "compared_with": pa.array([against if against in gains else None] * n, pa.string()),
         "mrr_at_20_diff": pa.array([None] * n, pa.float64()),
         "mrr_at_20_diff_low": pa.array([None] * n, pa.float64()),
         "mrr_at_20_diff_high": pa.array([None] * n, pa.float64()),
     }
-    if against in ranks and session.size:
+    sizes = np.asarray(sizes, np.float64)
+    if against in gains and sizes.size:
         names = rows.column("algorithm").to_pylist()
-        gains = np.stack([_reciprocal(ranks[name]) - _reciprocal(ranks[against]) for name in names])
-        per_session = np.stack([np.bincount(session, weights=gain) for gain in gains])
-        sizes = np.bincount(session).astype(np.float64)
+        per_session = np.stack([np.asarray(gains[name]) - np.asarray(gains[against]) for name in names])
         drawn = _resampled(per_session, sizes)
         low, high = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=1)
         columns["mrr_at_20_diff"] = pa.array(per_session.sum(axis=1) / sizes.sum())

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 import pyarrow as pa
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, SparkSession
@@ -53,7 +54,7 @@ from engine.build import (
 )
 from engine.config import Config, ConfigError
 from engine.ingest import catalogue, events, exposures, files, locations
-from engine.pipeline import state
+from engine.pipeline import evaluation, state
 from engine.publish import gate, locks, spark_output, warehouse
 from engine.spark import transpile
 
@@ -440,11 +441,13 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     run.view("test_items", tables=tested, view=HOLDOUT + "test_items", cache=True)
     holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
     run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
-    # The bootstrap intervals of a DuckDB build's rows are NumPy's: a Spark build's rows have none.
-    scores = run.sql("evaluation", tables=holdout)
+    # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
+    scores = run.sql("evaluation", tables=holdout).toArrow()
+    gains = run.sql("session_gains", tables=holdout).toArrow()
+    scored = evaluation.with_session_intervals(scores, *_session_gains(gains), config.snapshots.gate_algorithm)
     run.step(
         "evaluation",
-        lambda: scores.select(
+        lambda: _from_driver(run.spark, scored).select(
             F.lit(build_id).alias("build_id"),
             F.lit(split).cast("timestamp_ntz").alias("cutoff"),
             F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp_ntz").alias("evaluated_at"),
@@ -452,6 +455,19 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
             "*",
         ),
     )
+
+
+def _session_gains(rows: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``sql/session_gains.sql``'s rows as :func:`engine.pipeline.evaluation.with_session_intervals` takes them.
+
+    Every algorithm has a row for every test session (``sql/transition_ranks.sql``
+    crosses them), in the same order.
+    """
+    algorithm = rows.column("algorithm").to_numpy(zero_copy_only=False)
+    gain = rows.column("gain").to_numpy()
+    gains = {str(name): gain[algorithm == name] for name in dict.fromkeys(algorithm)}
+    first = algorithm == algorithm[0] if algorithm.size else np.zeros(0, bool)
+    return gains, rows.column("transitions").to_numpy()[first]
 
 
 def _build_record(run: _Run, config: Config, started: dt.datetime, newest: dt.datetime | None) -> DataFrame:
