@@ -364,15 +364,29 @@ def _reciprocal(rank: np.ndarray) -> np.ndarray:
 
 
 def _resampled(per_session: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Each algorithm's (rows of ``per_session``) mean difference in each bootstrap resample of the sessions."""
+    """Each algorithm's (rows of ``per_session``) mean difference in each bootstrap resample of the sessions.
+
+    A resample is drawn as how many times it takes each session, so its sums
+    are one matrix product over the sessions, not a gather of every draw
+    (``docs/benchmarks.md`` has the figures).
+    """
     rng = np.random.default_rng(SEED)
     n_sessions = sizes.size
-    chunk = max(1, min(RESAMPLES, 4_000_000 // (n_sessions * len(per_session))))
+    totals = np.vstack([per_session, sizes]).T.copy()  # one row per session: its gains, then its transitions
+    chunk = max(1, min(RESAMPLES, _DRAWN_AT_ONCE // n_sessions))
     drawn = []
     for done in range(0, RESAMPLES, chunk):
-        picks = rng.integers(0, n_sessions, size=(min(chunk, RESAMPLES - done), n_sessions))
-        drawn.append(per_session[:, picks].sum(axis=2) / sizes[picks].sum(axis=1))
+        count = min(chunk, RESAMPLES - done)
+        picks = rng.integers(0, n_sessions, size=(count, n_sessions), dtype=np.int32)
+        picks += np.arange(0, count * n_sessions, n_sessions, dtype=np.int32)[:, None]
+        taken = np.bincount(picks.ravel(), minlength=count * n_sessions).reshape(count, n_sessions)
+        summed = taken.astype(np.float64) @ totals
+        drawn.append((summed[:, :-1] / summed[:, -1:]).T)
     return np.concatenate(drawn, axis=1)
+
+
+_DRAWN_AT_ONCE = 1 << 22
+"""How many session draws one step of :func:`_resampled` holds (int32, so at most 2**31)."""
 
 
 def scores_by_sql(
