@@ -48,12 +48,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Literal, Protocol
 
 import duckdb
 import pyarrow as pa
+from msgspec.structs import asdict
 
 from engine import sqlfiles
 from engine.config import Config

@@ -1,25 +1,44 @@
 """The ``etalage.toml`` configuration: where events come from, how they map, and the algorithm knobs.
 
-Every key, its default and its meaning live here and in
-docs/configuration.md (a test keeps the two in step). Unknown keys are an
-error rather than a silent default, because a typo in a cron job's config
-would otherwise change recommendations without anyone noticing.
+Each table is a msgspec Struct that declares its keys' types, bounds and
+defaults once; msgspec reads the TOML into them and :func:`_refusal` words its
+errors from the same declarations, so a check cannot drift from its message.
+Unknown keys are an error rather than a silent default, because a typo in a
+cron job's config would otherwise change recommendations without anyone
+noticing. What one key cannot say alone (how keys combine, which URI schemes
+etalage reads) is checked by hand in :func:`_check` and :func:`_location`.
+docs/configuration.md documents every key (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 from urllib.parse import unquote
 
-import models
-from engine.ingest.locations import REMOTE_SCHEMES, Location
+import msgspec
+from msgspec import Meta, Struct, field
+from msgspec import inspect as schema
+from msgspec.structs import asdict, force_setattr, replace
 
-DIVOLTE_MAPPING: dict[str, str] = {
+from engine.ingest.locations import REMOTE_SCHEMES, Location
+from models import Encoder, Metric
+
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Positive = Annotated[int, Meta(ge=1)]
+Count = Annotated[int, Meta(ge=0)]
+"""An integer where 0 means none (or no limit)."""
+Seconds = Annotated[float, Meta(gt=0)]
+
+MappedColumn = Literal[
+    "ts", "party_id", "session_id", "event_type", "product_id", "tenant", "is_duplicate", "is_corrupt"
+]  # fmt: skip
+"""The ``events`` columns a mapping gives an expression for: the keys of ``[events.mapping]``."""
+DIVOLTE_MAPPING: dict[MappedColumn, str] = {
     "ts": '"timestamp"',
     "party_id": "partyId",
     "session_id": "sessionId",
@@ -36,13 +55,16 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or names something that does not exist."""
 
 
-@dataclass(frozen=True)
-class EventSources:
-    """Where the clickstream lives and how its columns become the ``events`` table."""
+class EventSources(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the clickstream lives and how its columns become the ``events`` table.
 
-    avro: tuple[str, ...] = ()
-    parquet: tuple[str, ...] = ()
-    mapping: dict[str, str] = field(default_factory=lambda: dict(DIVOLTE_MAPPING))
+    :func:`parse` resolves the globs (paths or URIs) and lays the config's
+    mapping over :data:`DIVOLTE_MAPPING`, so every column has an expression.
+    """
+
+    avro: tuple[NonEmpty, ...] = ()
+    parquet: tuple[NonEmpty, ...] = ()
+    mapping: dict[MappedColumn, NonEmpty] = field(default_factory=lambda: dict(DIVOLTE_MAPPING))
 
 
 MAX_SR_WINDOW = 10
@@ -58,21 +80,20 @@ def sr_scale(window: int) -> int:
     return math.lcm(*range(1, window + 1))
 
 
-@dataclass(frozen=True)
-class Algorithms:
+class Algorithms(Struct, frozen=True, forbid_unknown_fields=True):
     """Parameters shared by the item-item algorithms."""
 
-    top_n: int = 20
-    min_support: int = 2
-    max_session_items: int = 200
-    max_views_per_minute: int = 30
-    look_back_days: int = 0
-    event_types: tuple[str, ...] = ("pageView", "addToCart")
-    sr_window: int = 5
+    top_n: Positive = 20
+    min_support: Positive = 2
+    max_session_items: Count = 200
+    max_views_per_minute: Count = 30
+    look_back_days: Count = 0
+    event_types: Annotated[tuple[NonEmpty, ...], Meta(min_length=1)] = ("pageView", "addToCart")
+    sr_window: Annotated[int, Meta(ge=1, le=MAX_SR_WINDOW)] = 5
 
     def parameters(self) -> dict[str, Any]:
         """The values bound to the ``$name`` parameters of ``sql/`` files (and the scales ``sr_window`` gives)."""
-        values = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        values = {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(self).items()}
         return {**values, "sr_scale": sr_scale(self.sr_window), "blend_scale": sr_scale(self.sr_window + 1)}
 
 
@@ -86,11 +107,10 @@ TUNING_GRID: dict[str, tuple[int, ...]] = {
 """``etalage tune``'s default grid; each key is an ``[algorithms]`` parameter."""
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class Evaluation(Struct, frozen=True, forbid_unknown_fields=True):
     """The time split of each build's evaluation: recommendations from before the cut-off, tested after it."""
 
-    test_days: int = 7
+    test_days: Count = 7
     cutoff: datetime | None = None
 
     @property
@@ -99,8 +119,7 @@ class Evaluation:
         return self.cutoff is not None or self.test_days > 0
 
 
-@dataclass(frozen=True)
-class Visual:
+class Visual(Struct, frozen=True, forbid_unknown_fields=True):
     """The visual recommender: which encoder makes the image vectors, and how the Annoy forest is built and searched.
 
     Off unless ``enabled``: encoding a catalogue's photos costs minutes on a
@@ -112,32 +131,22 @@ class Visual:
     """
 
     enabled: bool = False
-    encoder: str = "efficientnet-lite0"
-    model: str | None = None
-    pretrained: str | None = None
+    encoder: Encoder = "efficientnet-lite0"
+    model: NonEmpty | None = None
+    pretrained: NonEmpty | None = None
     checkpoint: Path | None = None
     cache: Path | None = None
-    batch_size: int = 32
-    metric: str = "angular"
-    n_trees: int = 50
-    search_k: int = -1
-    dims: int = 128
-    candidates: int = 100
-    neighbours: int = 32
-    min_sessions: int = 5
+    batch_size: Positive = 32
+    metric: Metric = "angular"
+    n_trees: Positive = 50
+    search_k: Annotated[int, Meta(ge=-1)] = -1
+    dims: Count = 128
+    candidates: Positive = 100
+    neighbours: Count = 32
+    min_sessions: Count = 5
 
 
-@dataclass(frozen=True)
-class Snapshots:
-    """Where builds publish the snapshots the server reads, how many to keep, and the evaluation gate."""
-
-    root: Path = Path("snapshots")
-    keep: int = 5
-    gate_algorithm: str = "auto"
-    max_mrr_drop: float = 0.05
-
-
-CLICK_ALGORITHMS = (
+ClickAlgorithm = Literal[
     "cooccurrence",
     "jaccard",
     "llr",
@@ -147,79 +156,117 @@ CLICK_ALGORITHMS = (
     "sequential_rules_both",
     "transitions",
     "transitions_both",
-)
+]
+VisualAlgorithm = Literal["visual", "visual_blend"]
+Algorithm = Literal[ClickAlgorithm, VisualAlgorithm]
+CLICK_ALGORITHMS: tuple[ClickAlgorithm, ...] = get_args(ClickAlgorithm)
 """Algorithms every build computes from the clickstream."""
-VISUAL_ALGORITHMS = ("visual", "visual_blend")
+VISUAL_ALGORITHMS: tuple[VisualAlgorithm, ...] = get_args(VisualAlgorithm)
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
-ALGORITHMS = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
+ALGORITHMS: tuple[Algorithm, ...] = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
 """Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
 AUTO = "auto"
 """``snapshots.gate_algorithm``'s default: each build serves (and gates on) the algorithm its evaluation scores best."""
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One arm of the experiment: which algorithm answers, and which one fills in when it has no list."""
+class Snapshots(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where builds publish the snapshots the server reads, how many to keep, and the evaluation gate."""
 
-    name: str
-    algorithm: str
-    weight: float = 1.0
-    fallback: str | None = "popular"
+    root: Path = Path("snapshots")
+    keep: Positive = 5
+    gate_algorithm: Literal["auto", Algorithm] = AUTO
+    max_mrr_drop: Annotated[float, Meta(ge=0, le=1)] = 0.05
 
 
-@dataclass(frozen=True)
-class Experiment:
+class Variant(Struct, frozen=True, forbid_unknown_fields=True):
+    """One arm of the experiment: which algorithm answers, and which one fills in when it has no list.
+
+    The config writes no fallback as ``""`` (TOML has no null); the variant holds it as None.
+    """
+
+    name: NonEmpty
+    algorithm: Algorithm
+    weight: Annotated[float, Meta(gt=0)] = 1.0
+    fallback: Literal[Algorithm, ""] | None = "popular"
+
+    def __post_init__(self) -> None:
+        if self.fallback == "":
+            force_setattr(self, "fallback", None)
+
+
+class Experiment(Struct, frozen=True, forbid_unknown_fields=True):
     """The A/B test the gateway runs; visitors are hashed into variants the way PlanOut does.
 
     ``salt`` defaults to ``name``: renaming an experiment reshuffles its
     visitors, editing another part of the config does not.
     """
 
-    name: str = "recommendations"
-    salt: str | None = None
-    variants: tuple[Variant, ...] = (Variant("llr", "llr"),)
+    name: NonEmpty = "recommendations"
+    salt: NonEmpty | None = None
+    variants: Annotated[tuple[Variant, ...], Meta(min_length=1)] = (Variant("llr", "llr"),)
 
     @property
     def experiment_salt(self) -> str:
         return self.salt or self.name
 
 
-@dataclass(frozen=True)
-class Serving:
-    """``etalage serve``: where it listens, how often it looks for a new snapshot, where exposures go."""
+class Serving(Struct, frozen=True, forbid_unknown_fields=True):
+    """``etalage serve``: where it listens, how often it looks for a new snapshot, where exposures go.
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 2
-    reload_seconds: float = 1.0
-    exposures: Location = Path("exposures")
-    flush_seconds: float = 5.0
-    max_limit: int = 100
-    max_upload_bytes: int = 10_000_000
-    max_upload_pixels: int = 40_000_000
-    decode_seconds: float = 5.0
-    verify_seconds: float = 300.0
-    max_header_bytes: int = 16_384
+    ``exposures`` is a folder path or a URI; :func:`parse` makes a path absolute.
+    """
+
+    host: NonEmpty = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Meta(ge=1, le=10_000)] = 2
+    reload_seconds: Seconds = 1.0
+    exposures: NonEmpty = "exposures"
+    flush_seconds: Seconds = 5.0
+    max_limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    max_upload_bytes: Annotated[int, Meta(ge=1, le=1 << 30)] = 10_000_000
+    max_upload_pixels: Annotated[int, Meta(ge=1, le=89_478_485)] = 40_000_000  # Pillow's own bomb limit
+    decode_seconds: Seconds = 5.0
+    verify_seconds: Seconds = 300.0
+    max_header_bytes: Annotated[int, Meta(ge=1, le=1 << 20)] = 16_384
 
 
-@dataclass(frozen=True)
-class Config:
-    """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
+class _Tables(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The tables a :class:`Config` keeps as the file declares them (paths and globs resolved)."""
 
-    warehouse: Path
-    catalogue: Location
-    events: EventSources
+    events: EventSources = EventSources()
     algorithms: Algorithms = Algorithms()
     evaluation: Evaluation = Evaluation()
     visual: Visual = Visual()
     snapshots: Snapshots = Snapshots()
     serving: Serving = Serving()
     experiment: Experiment = Experiment()
+
+
+class _Warehouse(Struct, frozen=True, forbid_unknown_fields=True):
+    path: Path = Path("warehouse.duckdb")
+
+
+class _Catalogue(Struct, frozen=True, forbid_unknown_fields=True):
+    path: NonEmpty
+
+
+class _File(_Tables, kw_only=True):
+    """An ``etalage.toml`` as written: the :class:`Config` tables, and the tables that each hold one path."""
+
+    warehouse: _Warehouse = _Warehouse()
+    catalogue: _Catalogue
+
+
+class Config(_Tables, kw_only=True):
+    """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
+
+    warehouse: Path
+    catalogue: Location
     source: Path | None = None
 
 
 def load(path: Path) -> Config:
-    """Read and check ``path``; raise :class:`ConfigError` with the offending key on any problem."""
+    """Read and check ``path``; raise :class:`ConfigError` naming the file and the offending key on any problem."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -228,66 +275,68 @@ def load(path: Path) -> Config:
     except tomllib.TOMLDecodeError as error:
         msg = f"{path} is not valid TOML: {error}"
         raise ConfigError(msg) from None
-    return parse(raw, base=path.parent, source=path)
+    try:
+        return parse(raw, base=path.parent, source=path)
+    except ConfigError as error:
+        msg = f"{path}: {error}"
+        raise ConfigError(msg) from None
 
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
-    """Build a :class:`Config` from already-parsed TOML, resolving paths against ``base``."""
-    _known(
-        raw,
-        {
-            "warehouse",
-            "catalogue",
-            "events",
-            "algorithms",
-            "evaluation",
-            "visual",
-            "snapshots",
-            "serving",
-            "experiment",
-        },
-        "",
-    )
-    warehouse = _table(raw, "warehouse", {"path"})
-    catalogue = _table(raw, "catalogue", {"path"})
-    events = _table(raw, "events", {"avro", "parquet", "mapping"})
-    algorithms = _table(raw, "algorithms", {f.name for f in fields(Algorithms)})
-    evaluation = _table(raw, "evaluation", {f.name for f in fields(Evaluation)})
-    visual = _table(raw, "visual", {f.name for f in fields(Visual)})
-    snapshots = _table(raw, "snapshots", {f.name for f in fields(Snapshots)})
-    serving = _table(raw, "serving", {f.name for f in fields(Serving)})
-    experiment = _table(raw, "experiment", {f.name for f in fields(Experiment)})
+    """The config a TOML document declares, its relative paths resolved against ``base``.
 
-    mapping = dict(DIVOLTE_MAPPING)
-    overrides = events.get("mapping", {})
-    _known(overrides, set(DIVOLTE_MAPPING), "events.mapping.")
-    for key, expression in overrides.items():
-        if not isinstance(expression, str) or not expression.strip():
-            msg = f"events.mapping.{key} must be a non-empty SQL expression"
-            raise ConfigError(msg)
-    mapping.update(overrides)
-
-    sources = EventSources(
-        avro=tuple(_globs(events, "avro", base)),
-        parquet=tuple(_globs(events, "parquet", base)),
-        mapping=mapping,
-    )
-    if not sources.avro and not sources.parquet:
-        msg = "events: give at least one glob under `avro` or `parquet`"
-        raise ConfigError(msg)
-
+    Raises:
+        ConfigError: a key is unknown, missing or out of its declared range, or keys disagree.
+    """
+    raw = _with_cutoff(raw)
+    try:
+        read = msgspec.convert(raw, _File, dec_hook=_path)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_refusal(str(error), raw)) from None
+    events, visual = read.events, read.visual
+    tables = {name: getattr(read, name) for name in _Tables.__struct_fields__}
     config = Config(
-        warehouse=base / str(warehouse.get("path", "warehouse.duckdb")),
-        catalogue=_location(_required(catalogue, "catalogue", "path"), base, "catalogue.path"),
-        events=sources,
-        algorithms=_algorithms(algorithms),
-        evaluation=_evaluation(evaluation),
-        visual=_visual(visual, base),
-        snapshots=_snapshots(snapshots, base),
-        serving=_serving(serving, base),
-        experiment=_experiment(experiment),
+        **{
+            **tables,
+            "events": replace(
+                events,
+                avro=_globs(events.avro, base, "events.avro"),
+                parquet=_globs(events.parquet, base, "events.parquet"),
+                mapping={**DIVOLTE_MAPPING, **events.mapping},
+            ),
+            "visual": replace(
+                visual,
+                checkpoint=visual.checkpoint and base / visual.checkpoint,
+                cache=visual.cache and base / visual.cache,
+            ),
+            "snapshots": replace(read.snapshots, root=base / read.snapshots.root),
+            "serving": replace(
+                read.serving, exposures=str(_location(read.serving.exposures, base, "serving.exposures"))
+            ),
+        },
+        warehouse=base / read.warehouse.path,
+        catalogue=_location(read.catalogue.path, base, "catalogue.path"),
         source=source,
     )
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    """The checks across keys, which no one key's declaration can make."""
+    if not config.events.avro and not config.events.parquet:
+        msg = "events: give at least one glob under `avro` or `parquet`"
+        raise ConfigError(msg)
+    visual = config.visual
+    if visual.dims and visual.metric == "dot":
+        msg = 'visual.dims (search in principal components) needs metric = "angular" or "euclidean"'
+        raise ConfigError(msg)
+    if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
+        msg = 'visual.model, visual.pretrained and visual.checkpoint are for encoder = "open_clip"'
+        raise ConfigError(msg)
+    names = [variant.name for variant in config.experiment.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError("experiment.variants: two variants have the same name")
     _visual_algorithms_enabled(config)
     if config.snapshots.gate_algorithm == AUTO and not config.evaluation.enabled:
         msg = (
@@ -295,7 +344,6 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
             "is 0 and no evaluation.cutoff is set: hold some days out, or name the algorithm to serve"
         )
         raise ConfigError(msg)
-    return config
 
 
 def _visual_algorithms_enabled(config: Config) -> None:
@@ -317,205 +365,125 @@ def _visual_algorithms_enabled(config: Config) -> None:
             raise ConfigError(msg)
 
 
-def _algorithms(raw: dict[str, Any]) -> Algorithms:
-    values: dict[str, Any] = {}
-    for f in fields(Algorithms):
-        if f.name not in raw:
-            continue
-        value = raw[f.name]
-        if f.name == "event_types":
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-                msg = "algorithms.event_types must be a non-empty list of event type names"
-                raise ConfigError(msg)
-            value = tuple(value)
-        elif not isinstance(value, int) or isinstance(value, bool) or value < _MINIMUM[f.name]:
-            msg = f"algorithms.{f.name} must be an integer >= {_MINIMUM[f.name]}, not {value!r}"
-            raise ConfigError(msg)
-        elif f.name == "sr_window" and value > MAX_SR_WINDOW:
-            msg = f"algorithms.sr_window must be an integer from 1 to {MAX_SR_WINDOW} (steps ahead), not {value!r}"
-            raise ConfigError(msg)
-        values[f.name] = value
-    return Algorithms(**values)
+def _with_cutoff(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``evaluation.cutoff`` as a naive datetime where it reads as one.
+
+    msgspec takes only RFC 3339 timestamps, but the cutoff may be a TOML date
+    or an ISO 8601 string such as ``2026-11-01T06:00``. A value that does not
+    read as one is left for msgspec to refuse, naming the key.
+    """
+    evaluation = raw.get("evaluation")
+    cutoff = evaluation.get("cutoff") if isinstance(evaluation, dict) else None
+    if not isinstance(cutoff, (str, date)):
+        return raw
+    try:
+        cutoff = datetime.fromisoformat(str(cutoff)).replace(tzinfo=None)
+    except ValueError:
+        return raw
+    return {**raw, "evaluation": {**evaluation, "cutoff": cutoff}}
 
 
-def _evaluation(raw: dict[str, Any]) -> Evaluation:
-    test_days = raw.get("test_days", Evaluation.test_days)
-    if not isinstance(test_days, int) or isinstance(test_days, bool) or test_days < 0:
-        msg = f"evaluation.test_days must be an integer >= 0, not {test_days!r}"
-        raise ConfigError(msg)
-    cutoff = raw.get("cutoff")
-    if cutoff is not None:
-        try:
-            cutoff = datetime.fromisoformat(str(cutoff)).replace(tzinfo=None)
-        except ValueError:
-            msg = f"evaluation.cutoff must be a date or timestamp like 2026-11-01 or 2026-11-01T06:00, not {cutoff!r}"
-            raise ConfigError(msg) from None
-    return Evaluation(test_days=test_days, cutoff=cutoff)
+def _path(kind: type, value: Any) -> Any:
+    """Decode a :class:`~pathlib.Path`, the one declared type msgspec does not read itself (resolved by :func:`parse`)."""
+    if kind is Path and isinstance(value, str) and value:
+        return Path(value)
+    raise ValueError
 
 
-def _snapshots(raw: dict[str, Any], base: Path) -> Snapshots:
-    keep = raw.get("keep", Snapshots.keep)
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        msg = f"snapshots.keep must be an integer >= 1, not {keep!r}"
-        raise ConfigError(msg)
-    algorithm = raw.get("gate_algorithm", Snapshots.gate_algorithm)
-    if algorithm not in (AUTO, *ALGORITHMS):
-        msg = f"snapshots.gate_algorithm must be {AUTO!r} or one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
-        raise ConfigError(msg)
-    drop = raw.get("max_mrr_drop", Snapshots.max_mrr_drop)
-    if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1:
-        msg = f"snapshots.max_mrr_drop must be a fraction between 0 and 1, not {drop!r}"
-        raise ConfigError(msg)
-    root = raw.get("root", str(Snapshots.root))
-    if not isinstance(root, str) or not root:
-        msg = "snapshots.root must be a folder path"
-        raise ConfigError(msg)
-    return Snapshots(root=base / root, keep=keep, gate_algorithm=algorithm, max_mrr_drop=float(drop))
+_ERROR = re.compile(r"(?P<what>.*?)(?: - at `(?P<key>key` in `)?\$(?P<where>[^`]*)`)?", re.S)
+"""msgspec's ``ValidationError`` text: what is wrong, and where (``$.visual.n_trees``; a key of a table: ``key` in `$...``)."""
 
 
-_SERVING_INTEGERS = {
-    "port": 65535,
-    "workers": 10_000,
-    "max_limit": 10_000,
-    "max_upload_bytes": 1 << 30,
-    "max_upload_pixels": 89_478_485,
-    "max_header_bytes": 1 << 20,
-}  # Pillow refuses more pixels than this as a possible bomb anyway
-"""The integer keys of ``[serving]`` and the largest value each takes."""
+def _refusal(error: str, raw: dict[str, Any]) -> str:
+    """msgspec's error about ``raw`` as the config's message: the key, what it takes (from its declaration), what it has."""
+    found = _ERROR.fullmatch(error)
+    assert found is not None  # the pattern matches any text
+    steps: list[str | int] = []
+    kind, value = schema.type_info(_File), raw
+    declared: tuple[str, ...] = ()
+    for name, index in re.findall(r"\.(\w+)|\[(\d+|\.\.\.)\]", found["where"] or ""):
+        step = name or (int(index) if index.isdigit() else _bad_entry(value, kind))
+        steps.append(step)
+        if isinstance(kind, schema.StructType):  # msgspec's inspect sorts a Literal's values: keep the declared order
+            declared = _literal_values(get_type_hints(kind.cls)[step])
+        kind, value = _inside(kind, step), value[step]
+    if found["key"] or found["what"].startswith("Object contains unknown field"):
+        known = [f.encode_name for f in kind.fields] if isinstance(kind, schema.StructType) else kind.key_type.values
+        unknown = sorted(set(value) - set(known))[0]
+        return f"unknown config key {_key([*steps, unknown])} (known: {', '.join(sorted(known))})"
+    if missing := re.match(r"Object missing required field `(.*)`", found["what"]):
+        steps.append(missing[1])
+        kind = _inside(kind, missing[1])
+        while isinstance(kind, schema.StructType):  # a missing table: name the key it needs
+            name = next(f.encode_name for f in kind.fields if f.required)
+            steps.append(name)
+            kind = _inside(kind, name)
+        return f"{_key(steps)} is required"
+    return f"{_key(steps)} must be {_expected(kind, declared)}, not {value!r}"
 
 
-def _serving(raw: dict[str, Any], base: Path) -> Serving:
-    values: dict[str, Any] = {"exposures": base / Serving.exposures}
-    for f in fields(Serving):
-        if f.name not in raw:
-            continue
-        value = raw[f.name]
-        if f.name == "host" and not (isinstance(value, str) and value):
-            raise ConfigError("serving.host must be a host name or address")
-        if f.name == "exposures":
-            if not (isinstance(value, str) and value):
-                raise ConfigError("serving.exposures must be a folder path or URI")
-            value = _location(value, base, "serving.exposures")
-        if f.name in _SERVING_INTEGERS and not (
-            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _SERVING_INTEGERS[f.name]
-        ):
-            raise ConfigError(f"serving.{f.name} must be a positive integer, not {value!r}")
-        if f.name.endswith("_seconds") and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        ):
-            raise ConfigError(f"serving.{f.name} must be a positive number of seconds, not {value!r}")
-        values[f.name] = float(value) if f.name.endswith("_seconds") else value
-    return Serving(**values)
+def _literal_values(hint: Any) -> tuple[str, ...]:
+    """The values of the Literals in a type hint, in the order they are declared."""
+    return tuple(value for arg in get_args(hint) for value in ((arg,) if isinstance(arg, str) else _literal_values(arg)))
 
 
-def _experiment(raw: dict[str, Any]) -> Experiment:
-    name = raw.get("name", Experiment.name)
-    salt = raw.get("salt")
-    for key, value in (("name", name), ("salt", salt)):
-        if value is not None and not (isinstance(value, str) and value):
-            raise ConfigError(f"experiment.{key} must be a non-empty string")
-    if "variants" not in raw:
-        return Experiment(name=name, salt=salt)
-    variants = raw["variants"]
-    if not isinstance(variants, list) or not variants:
-        raise ConfigError("experiment.variants must be a non-empty list of [[experiment.variants]] tables")
-    parsed = []
-    for index, variant in enumerate(variants):
-        where = f"experiment.variants[{index}]"
-        if not isinstance(variant, dict):
-            raise ConfigError(f"{where} must be a table")
-        _known(variant, {f.name for f in fields(Variant)}, f"{where}.")
-        label = variant.get("name")
-        if not (isinstance(label, str) and label):
-            raise ConfigError(f"{where}.name is required")
-        for key in ("algorithm", "fallback"):
-            value = variant.get(key, "popular" if key == "fallback" else None)
-            if key == "fallback" and value == "":
-                continue
-            if value not in ALGORITHMS:
-                raise ConfigError(f"{where}.{key} must be one of {', '.join(ALGORITHMS)}, not {value!r}")
-        weight = variant.get("weight", 1.0)
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
-            raise ConfigError(f"{where}.weight must be a positive number, not {weight!r}")
-        parsed.append(Variant(label, variant["algorithm"], float(weight), variant.get("fallback", "popular") or None))
-    if len({v.name for v in parsed}) != len(parsed):
-        raise ConfigError("experiment.variants: two variants have the same name")
-    return Experiment(name=name, salt=salt, variants=tuple(parsed))
+def _bad_entry(table: dict[str, Any], kind: schema.DictType) -> str:
+    """The key of ``table`` whose value msgspec refused: its error says ``[...]`` (the table's values are strings)."""
+    assert isinstance(kind.value_type, schema.StrType)
+    least = kind.value_type.min_length or 0
+    return next(key for key, value in table.items() if not (isinstance(value, str) and len(value) >= least))
 
 
-_MINIMUM = {
-    "top_n": 1,
-    "min_support": 1,
-    "max_session_items": 0,
-    "max_views_per_minute": 0,
-    "look_back_days": 0,
-    "sr_window": 1,
-}
+def _inside(kind: schema.Type, step: str | int) -> schema.Type:
+    """The declared type of key or item ``step`` of a table or list declared as ``kind``."""
+    if isinstance(kind, schema.StructType):
+        return next(f.type for f in kind.fields if f.encode_name == step)
+    if isinstance(kind, schema.DictType):
+        return kind.value_type
+    assert isinstance(kind, (schema.VarTupleType, schema.ListType))
+    return kind.item_type
 
 
-def _visual(raw: dict[str, Any], base: Path) -> Visual:
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "enabled":
-            if not isinstance(value, bool):
-                msg = f"visual.enabled must be true or false, not {value!r}"
-                raise ConfigError(msg)
-        elif key in ("encoder", "metric"):
-            choices = models.ENCODERS if key == "encoder" else models.METRICS
-            if value not in choices:
-                msg = f"visual.{key} must be one of {', '.join(choices)}, not {value!r}"
-                raise ConfigError(msg)
-        elif key in ("model", "pretrained", "checkpoint", "cache"):
-            if not isinstance(value, str) or not value.strip():
-                msg = f"visual.{key} must be a non-empty string"
-                raise ConfigError(msg)
-            value = base / value if key in ("checkpoint", "cache") else value
-        else:
-            least = _VISUAL_MINIMUM[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                msg = f"visual.{key} must be an integer >= {least}, not {value!r}"
-                raise ConfigError(msg)
-        values[key] = value
-    visual = Visual(**values)
-    if visual.dims and visual.metric == "dot":
-        msg = 'visual.dims (search in principal components) needs metric = "angular" or "euclidean"'
-        raise ConfigError(msg)
-    if visual.encoder != "open_clip" and (visual.model or visual.pretrained or visual.checkpoint):
-        msg = 'visual.model, visual.pretrained and visual.checkpoint are for encoder = "open_clip"'
-        raise ConfigError(msg)
-    return visual
+def _key(steps: list[str | int]) -> str:
+    """``["experiment", "variants", 0, "name"]`` as the config's docs write it: ``experiment.variants[0].name``."""
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in steps).lstrip(".")
 
 
-_VISUAL_MINIMUM = {
-    "batch_size": 1,
-    "n_trees": 1,
-    "search_k": -1,
-    "dims": 0,
-    "candidates": 1,
-    "neighbours": 0,
-    "min_sessions": 0,
-}
+def _expected(kind: schema.Type, declared: tuple[str, ...] = ()) -> str:
+    """What a key declared as ``kind`` takes, in words (``declared``: its Literal's values in order)."""
+    if isinstance(kind, schema.UnionType):  # TOML has no null: None is only the default
+        return " or ".join(_expected(k, declared) for k in kind.types if not isinstance(k, schema.NoneType))
+    if isinstance(kind, schema.BoolType):
+        return "true or false"
+    if isinstance(kind, (schema.IntType, schema.FloatType)):
+        noun = "an integer" if isinstance(kind, schema.IntType) else "a number"
+        if kind.ge is not None and kind.le is not None:
+            return f"{noun} from {kind.ge} to {kind.le}"
+        bounds = [f"{sign} {bound}" for sign, bound in ((">=", kind.ge), (">", kind.gt), ("<=", kind.le)) if bound is not None]
+        return " ".join([noun, *bounds])
+    if isinstance(kind, schema.StrType):
+        return "a non-empty string" if kind.min_length else "a string"
+    if isinstance(kind, schema.LiteralType):
+        return "one of " + ", ".join(value or '""' for value in declared or kind.values)
+    if isinstance(kind, schema.DateTimeType):
+        return "a date or timestamp like 2026-11-01 or 2026-11-01T06:00"
+    if isinstance(kind, schema.CustomType):
+        return "a non-empty string (a path)"
+    if isinstance(kind, (schema.VarTupleType, schema.ListType)):
+        return f"{'a non-empty list' if kind.min_length else 'a list'}, each {_expected(kind.item_type)}"
+    return "a table"
 
 
-def _globs(events: dict[str, Any], key: str, base: Path) -> list[str]:
-    value = events.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        msg = f"events.{key} must be a glob or a list of globs"
-        raise ConfigError(msg)
-    return [str(_location(pattern, base, f"events.{key}")) for pattern in value]
+def _globs(patterns: tuple[str, ...], base: Path, key: str) -> tuple[str, ...]:
+    return tuple(str(_location(pattern, base, key)) for pattern in patterns)
 
 
-def _location(value: Any, base: Path, key: str) -> Location:
+def _location(value: str, base: Path, key: str) -> Location:
     """A path (relative to ``base``) or URI from the config: ``file://`` becomes a path, a remote URI stays as written.
 
     Raises:
-        ConfigError: the value is not a string, or its scheme is none etalage reads.
+        ConfigError: its scheme is none etalage reads.
     """
-    if not isinstance(value, str) or not value:
-        msg = f"{key} must be a path or URI"
-        raise ConfigError(msg)
     if "://" not in value:
         return base / value
     scheme, rest = value.split("://", 1)
@@ -528,29 +496,6 @@ def _location(value: Any, base: Path, key: str) -> Location:
         )
         raise ConfigError(msg)
     return value
-
-
-def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
-    value = raw.get(name, {})
-    if not isinstance(value, dict):
-        msg = f"[{name}] must be a table"
-        raise ConfigError(msg)
-    _known(value, allowed, f"{name}.")
-    return value
-
-
-def _known(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        msg = f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})"
-        raise ConfigError(msg)
-
-
-def _required(raw: dict[str, Any], table: str, key: str) -> Any:
-    if key not in raw:
-        msg = f"{table}.{key} is required"
-        raise ConfigError(msg)
-    return raw[key]
 
 
 def example_toml(source: str = "avro", visual: bool = False) -> str:

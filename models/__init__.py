@@ -7,10 +7,14 @@ do not import torch until an encoder is used. This file imports nothing heavy, s
 config can name the choices without loading either.
 """
 
-ENCODERS = ("efficientnet-lite0", "open_clip")
+from typing import Literal, get_args
+
+Encoder = Literal["efficientnet-lite0", "open_clip"]
+ENCODERS: tuple[Encoder, ...] = get_args(Encoder)
 """The encoders ``models.encoder.open_encoder`` (and the config's ``visual.encoder``) accept."""
 
-METRICS = ("angular", "euclidean", "dot")
+Metric = Literal["angular", "euclidean", "dot"]
+METRICS: tuple[Metric, ...] = get_args(Metric)
 """Annoy's metrics: ``angular`` is cosine distance (blind to a vector's length), ``euclidean`` the talk's."""
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")

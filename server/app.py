@@ -99,7 +99,7 @@ def create_app(config: config_module.Config) -> Litestar:
     """The app for ``config``: serves ``config.snapshots.root``'s live snapshot and its experiment."""
     live = LiveSnapshot(config.snapshots.root)
     lookup = Lookup(live)
-    exposures = ExposureLog(config.serving.exposures)
+    exposures = ExposureLog(Path(config.serving.exposures))
     experiment = config.experiment
     max_limit = config.serving.max_limit
     Limit = limit_type(max_limit)

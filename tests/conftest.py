@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from msgspec.structs import replace
 
 from engine import config
 from engine.example import generator
@@ -154,8 +154,8 @@ avro = ["events/avro/**/*.avro"]
 def shop_config(shop: Path, folder: Path, **changes) -> config.Config:
     """The shop's config with its warehouse and snapshots moved into ``folder``, so the shared shop stays read-only."""
     cfg = config.load(shop / "etalage.toml")
-    snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
-    return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
+    snapshots = replace(cfg.snapshots, root=folder / "snapshots")
+    return replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots, **changes)
 
 
 def copy_built(shop: Path, folder: Path) -> Path:

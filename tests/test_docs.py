@@ -8,7 +8,6 @@ help and the example configuration in the docs are written by cog from the code
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import fields
 
 from engine import build, cli, config, sqlfiles
 from engine.pipeline import state
@@ -92,7 +92,7 @@ def test_every_config_key_is_documented_and_every_documented_key_exists():
         ("experiment", config.Experiment),
         ("experiment.variants[]", config.Variant),
     ):
-        keys |= {f"{table}.{f.name}" for f in dataclasses.fields(kind)}
+        keys |= {f"{table}.{f.name}" for f in fields(kind)}
     text = page("configuration.md")
     keys_table = text.split("| column |", 1)[0]
     documented = set(re.findall(r"^\| `([\w.<>\[\]]+)` \| [^|]* \| ", keys_table, flags=re.M))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 
 import pyarrow as pa
 import pytest
+from msgspec.structs import replace
 
 from engine import build, config
 from engine.publish import warehouse
@@ -72,8 +72,8 @@ def itemitem(request, tmp_path_factory):
     )
     cfg = config.load(path)
     if source == "parquet":
-        cfg = dataclasses.replace(
-            cfg, events=dataclasses.replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),))
+        cfg = replace(
+            cfg, events=replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),))
         )
     result = build.build(cfg, pairs=pairs)
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:

@@ -11,7 +11,6 @@ at any of its steps and run again must too.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -19,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from msgspec.structs import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -142,25 +142,25 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
     first = shop_with(source, tmp_path / "shop", files[:60], catalogue)
     build.build(first)
-    rules = dataclasses.replace(first, algorithms=dataclasses.replace(first.algorithms, max_session_items=5))
+    rules = replace(first, algorithms=replace(first.algorithms, max_session_items=5))
     result = build.build(rules, force=True)  # fewer products per session score lower: past the gate
     assert result.counting == "recount"
     assert result.counting_reason.startswith("algorithms.max_session_items changed from 200 to 5 since build")
     scratch = shop_with(source, tmp_path / "scratch", files[:60], catalogue)
-    scratch = dataclasses.replace(scratch, algorithms=rules.algorithms)
+    scratch = replace(scratch, algorithms=rules.algorithms)
     build.build(scratch)
     assert_same(contents(rules), contents(scratch))
     mapping = {**rules.events.mapping, "tenant": "upper(" + rules.events.mapping["tenant"] + ")"}
-    remapped = dataclasses.replace(rules, events=dataclasses.replace(rules.events, mapping=mapping))
+    remapped = replace(rules, events=replace(rules.events, mapping=mapping))
     result = build.build(remapped, force=True)
     assert (result.counting, result.counting_reason[:23]) == ("full", "events.mapping changed ")
     assert result.files == {"avro": 60}  # every file ingested again
     # The sequential rules' reach changes what the stored follow counts mean.
-    reach = dataclasses.replace(remapped, algorithms=dataclasses.replace(remapped.algorithms, sr_window=2))
+    reach = replace(remapped, algorithms=replace(remapped.algorithms, sr_window=2))
     result = build.build(reach, force=True)
     assert result.counting == "recount"
     assert result.counting_reason.startswith("algorithms.sr_window changed from 5 to 2 since build")
-    scratch = dataclasses.replace(scratch, algorithms=reach.algorithms, events=reach.events)
+    scratch = replace(scratch, algorithms=reach.algorithms, events=reach.events)
     build.build(scratch, full=True, force=True)  # another tenant mapping and reach: past the gate
     assert_same(contents(reach), contents(scratch))
 

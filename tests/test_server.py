@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import random
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
+from msgspec.structs import replace
 
 from engine import config
 from engine.config import Experiment, Variant
@@ -221,7 +221,7 @@ def test_health_readiness_metrics_and_openapi(shop, client):
 
 
 def test_without_a_snapshot_the_server_is_up_but_not_ready(shop, tmp_path):
-    empty = dataclasses.replace(shop, snapshots=dataclasses.replace(shop.snapshots, root=tmp_path / "none"))
+    empty = replace(shop, snapshots=replace(shop.snapshots, root=tmp_path / "none"))
     with TestClient(create_app(empty)) as client:
         assert client.get("/health").status_code == 200
         response = client.get("/ready")
@@ -327,7 +327,7 @@ def test_a_catalogue_id_outside_the_patterns_is_refused_like_any_other(shop, tmp
     # The catalogue is not held to the URL patterns; the server still is, and answers 400, not the list.
     root = tmp_path / "snapshots"
     snapshot.publish(root, snapshot.stage(root, "odd", tiny_tables(product="a.b c"), {}))
-    odd = dataclasses.replace(shop, snapshots=dataclasses.replace(shop.snapshots, root=root))
+    odd = replace(shop, snapshots=replace(shop.snapshots, root=root))
     with TestClient(create_app(odd)) as client:
         response = client.get(f"/v1/nl/products/{quote('a.b c')}/recommendations")
         assert response.status_code == 400 and "product_id must be" in response.json()["detail"]

@@ -7,7 +7,6 @@ queue that fills up: each is logged, counted, and survived.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from litestar import get
 from litestar.testing import TestClient
+from msgspec.structs import replace
 from prometheus_client import REGISTRY
 
 from engine import config
@@ -46,8 +46,8 @@ def logged(caplog) -> pytest.LogCaptureFixture:
 
 def settings(shop: config.Config, root: Path | None = None, **serving) -> config.Config:
     """The shop's config with ``serving`` changed, and its snapshots under ``root`` if given."""
-    snapshots = dataclasses.replace(shop.snapshots, root=root) if root else shop.snapshots
-    return dataclasses.replace(shop, snapshots=snapshots, serving=dataclasses.replace(shop.serving, **serving))
+    snapshots = replace(shop.snapshots, root=root) if root else shop.snapshots
+    return replace(shop, snapshots=snapshots, serving=replace(shop.serving, **serving))
 
 
 def published(root: Path, *build_ids: str) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from engine import build
 from engine.config import CLICK_ALGORITHMS
@@ -15,9 +15,9 @@ from tests.conftest import shop_config
 
 def built(shop: Path, target: Path, *, source: str, pairs: str) -> Path:
     cfg = shop_config(shop, target)
-    events = dataclasses.replace(cfg.events, avro=(), parquet=())
-    events = dataclasses.replace(events, **{source: (str(shop / "events" / source / "**" / f"*.{source}"),)})
-    cfg = dataclasses.replace(cfg, events=events)
+    events = replace(cfg.events, avro=(), parquet=())
+    events = replace(events, **{source: (str(shop / "events" / source / "**" / f"*.{source}"),)})
+    cfg = replace(cfg, events=events)
     build.build(cfg, pairs=pairs)
     return cfg.warehouse
 

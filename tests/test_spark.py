@@ -13,7 +13,6 @@ Skipped, saying why, where pyspark or Java is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from msgspec.structs import replace
 
 pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]' (the test extra has it)")
 if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
@@ -57,7 +57,7 @@ def spark():
 def duck(small_shop, tmp_path_factory) -> Path:
     """The small shop's DuckDB warehouse (the default Numba kernel path)."""
     cfg = config.load(small_shop / "etalage.toml")
-    cfg = dataclasses.replace(cfg, warehouse=tmp_path_factory.mktemp("duck") / "warehouse.duckdb")
+    cfg = replace(cfg, warehouse=tmp_path_factory.mktemp("duck") / "warehouse.duckdb")
     build.build(cfg)
     return cfg.warehouse
 
@@ -459,8 +459,8 @@ def test_an_output_folder_that_is_not_a_spark_build_is_never_replaced(tmp_path, 
 
 def spark_config(small_shop: Path, folder: Path) -> config.Config:
     cfg = config.load(small_shop / "etalage.toml")
-    snapshots = dataclasses.replace(cfg.snapshots, root=folder / "snapshots")
-    return dataclasses.replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots)
+    snapshots = replace(cfg.snapshots, root=folder / "snapshots")
+    return replace(cfg, warehouse=folder / "warehouse.duckdb", snapshots=snapshots)
 
 
 @pytest.mark.slow

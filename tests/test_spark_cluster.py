@@ -10,7 +10,6 @@ Skipped, saying why, where pyspark or Java is missing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from msgspec.structs import replace
 
 pyspark = pytest.importorskip(
     "pyspark", reason="pyspark is not installed: pip install -e '.[spark]' (the test extra has it)"
@@ -116,10 +116,10 @@ def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(c
     assert f"took in build {build_id}" in published.stderr
 
     duck = config.load(parquet_shop)
-    duck = dataclasses.replace(
+    duck = replace(
         duck,
         warehouse=tmp_path / "duck" / "warehouse.duckdb",
-        snapshots=dataclasses.replace(duck.snapshots, root=tmp_path / "duck" / "snapshots"),
+        snapshots=replace(duck.snapshots, root=tmp_path / "duck" / "snapshots"),
     )
     build.build(duck)
     with warehouse.connect(duck.warehouse, read_only=True) as connection:

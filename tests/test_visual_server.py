@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pyarrow as pa
@@ -10,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
 from PIL import Image
+from msgspec.structs import replace
 
 from engine import config
 from engine.publish import snapshot
@@ -23,8 +23,8 @@ from tests.conftest import tenant_products
 def shop(visual_shop, tmp_path_factory) -> config.Config:
     """The shared visual shop, with exposures written elsewhere (the shop itself stays as built)."""
     cfg = config.load(visual_shop / "etalage.toml")
-    serving = dataclasses.replace(cfg.serving, exposures=tmp_path_factory.mktemp("exposures"))
-    return dataclasses.replace(cfg, serving=serving)
+    serving = replace(cfg.serving, exposures=tmp_path_factory.mktemp("exposures"))
+    return replace(cfg, serving=serving)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_postscript_and_pdf_uploads_are_refused_before_any_decoder_runs(client, 
 
 
 def test_a_picture_that_takes_too_long_to_decode_gets_413_and_the_worker_goes_on(shop):
-    slow = dataclasses.replace(shop, serving=dataclasses.replace(shop.serving, decode_seconds=0.05))
+    slow = replace(shop, serving=replace(shop.serving, decode_seconds=0.05))
     big = png(Image.new("RGB", (6000, 6000), "white"))  # 36 million pixels, under the limit, a small file
     with TestClient(create_app(slow)) as client:
         assert client.post("/v1/nl/images/similar", content=png(Image.new("RGB", (8, 8)))).status_code == 200
@@ -160,7 +160,7 @@ def test_too_many_waiting_searches_get_503_at_once(client, monkeypatch):
 
 
 def test_an_upload_over_the_byte_limit_is_refused(shop):
-    small = dataclasses.replace(shop, serving=dataclasses.replace(shop.serving, max_upload_bytes=10_000))
+    small = replace(shop, serving=replace(shop.serving, max_upload_bytes=10_000))
     with TestClient(create_app(small)) as client:
         answer = client.post("/v1/nl/images/similar", content=b"\x89PNG" + bytes(20_000))
         assert answer.status_code == 413

@@ -24,12 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import asdict
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from msgspec.structs import asdict
 
 from engine import sqlfiles
 from engine.config import AUTO, Algorithms, Config, ConfigError

@@ -9,12 +9,12 @@ rule, window and sequential-rule reach) share one counting: only the ranking dif
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 from typing import Callable, Iterable
 
 import pyarrow as pa
+from msgspec.structs import replace
 
 from engine.config import TUNING_GRID, Algorithms, Config
 from engine.pipeline import evaluation
@@ -24,7 +24,7 @@ from engine.publish import warehouse
 def trials(base: Algorithms, grid: dict[str, Iterable[int]]) -> list[Algorithms]:
     """Every combination of the grid's values, the other parameters as in ``base``."""
     keys = list(grid)
-    return [dataclasses.replace(base, **dict(zip(keys, values))) for values in itertools.product(*grid.values())]
+    return [replace(base, **dict(zip(keys, values))) for values in itertools.product(*grid.values())]
 
 
 def tune(

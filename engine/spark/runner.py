@@ -31,12 +31,12 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
+from msgspec.structs import asdict
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F

@@ -49,13 +49,13 @@ ITEM_STAGE = (
 
 def run_spark(folder: Path, master: str) -> dict:
     """One Spark build of the shop in this process; the JVM start is timed on its own."""
-    import dataclasses
+    from msgspec.structs import replace
 
     from engine import config
     from engine.spark import runner
 
     cfg = config.load(folder / "etalage.toml")
-    cfg = dataclasses.replace(cfg, evaluation=config.Evaluation(test_days=10))
+    cfg = replace(cfg, evaluation=config.Evaluation(test_days=10))
     begin = time.perf_counter()
     spark = runner.session(master)
     started = time.perf_counter() - begin
