@@ -63,6 +63,7 @@ TENANTS: dict[str, tuple[float, float]] = {
     "be": (0.70, 0.25),
     "de": (0.50, 0.15),
 }
+# fmt: off
 _BRAND_HEADS = ["Nord", "Vel", "Mar", "Stra", "Lin", "Ko", "Bel", "Ar", "Zee", "Hol", "Dun", "Ev", "Sol", "Tess", "Wil",
                 "Ro", "Fen", "Gra", "Lu", "Ost", "Pel", "Quin", "Ris", "Sa", "Tor", "Ul", "Vin", "Wes", "Yd", "Bram",
                 "Cor", "Dal", "Em", "Fal", "Gil", "Hav", "Isel", "Jor", "Kes", "Lom"]
@@ -72,11 +73,16 @@ _BRAND_TAILS = ["vik", "ena", "ello", "ada", "ora", "sen", "ijn", "ard", "ino", 
                 "holm", "lund", "hoff", "kamp", "heim", "ville"]
 _DEVICES = [
     # viewport w, h, screen w, h, UA name, family, vendor, type, version, device, os family, os version, os vendor
-    (390, 664, 390, 844, "Mobile Safari", "Mobile Safari", "Apple Inc.", "Mobile Browser", "17.4", "Smartphone", "iOS", "17.4", "Apple Inc."),
-    (412, 780, 412, 915, "Chrome Mobile", "Chrome Mobile", "Google Inc.", "Mobile Browser", "124.0", "Smartphone", "Android", "14", "Google, Inc."),
-    (1536, 730, 1536, 864, "Chrome", "Chrome", "Google Inc.", "Browser", "124.0", "Personal computer", "Windows", "10", "Microsoft Corporation."),
-    (1440, 789, 1440, 900, "Firefox", "Firefox", "Mozilla Foundation", "Browser", "125.0", "Personal computer", "OS X", "14.4", "Apple Computer, Inc."),
+    (390, 664, 390, 844, "Mobile Safari", "Mobile Safari", "Apple Inc.", "Mobile Browser", "17.4",
+     "Smartphone", "iOS", "17.4", "Apple Inc."),
+    (412, 780, 412, 915, "Chrome Mobile", "Chrome Mobile", "Google Inc.", "Mobile Browser", "124.0",
+     "Smartphone", "Android", "14", "Google, Inc."),
+    (1536, 730, 1536, 864, "Chrome", "Chrome", "Google Inc.", "Browser", "124.0",
+     "Personal computer", "Windows", "10", "Microsoft Corporation."),
+    (1440, 789, 1440, 900, "Firefox", "Firefox", "Mozilla Foundation", "Browser", "125.0",
+     "Personal computer", "OS X", "14.4", "Apple Computer, Inc."),
 ]
+# fmt: on
 
 SESSION_LOOK = 0.65
 """Chance that a product event stays inside the session's look."""

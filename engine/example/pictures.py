@@ -32,6 +32,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 """Fashion-MNIST's labels 0 to 9."""
 
+# fmt: off
 CATEGORY_CLASS: dict[str, int] = {
     "dress": 3, "jeans": 1, "shirt": 6, "t-shirt": 0, "sweater": 2, "jacket": 4, "coat": 4,
     "trousers": 1, "sneakers": 7, "boots": 9, "sandals": 5, "bag": 8,
@@ -44,6 +45,7 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "pink": (236, 130, 170), "brown": (112, 70, 40), "yellow": (236, 200, 40), "purple": (112, 52, 140),
 }
 """The catalogue's colour names as RGB."""
+# fmt: on
 
 SIZE = 112
 """Side of the written PNGs in pixels (Fashion-MNIST's 28 upscaled four times)."""
