@@ -274,7 +274,9 @@ def build(
         if full:
             raise click.UsageError("--full goes with --engine duckdb (a Spark build always counts everything)")
         if chart:
-            raise click.UsageError("--chart goes with --engine duckdb (etalage evaluate --chart draws a published build)")
+            raise click.UsageError(
+                "--chart goes with --engine duckdb (etalage evaluate --chart draws a published build)"
+            )
         _build_spark(config, master, output, build_id)
         return
     if master or output or build_id:

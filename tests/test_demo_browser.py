@@ -20,7 +20,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (CHROMIUM and DRIVER), reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"
+        not (CHROMIUM and DRIVER),
+        reason="headless Chromium is not installed (apt-get install chromium chromium-driver)",
     ),
 ]
 

@@ -183,7 +183,17 @@ def test_the_docs_site_builds_offline_with_every_link_and_anchor(tmp_path):
     pytest.importorskip("material", reason="mkdocs-material is not installed: pip install -e '.[docs]'")
     site = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(site),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

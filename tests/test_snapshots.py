@@ -288,7 +288,9 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     assert live_folder(shop) == live
     assert {p.name: sha256(p) for p in live.iterdir()} == checksums
     snapshot.verify(live)
-    if point != "before-switch":  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
+    if (
+        point != "before-switch"
+    ):  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
         assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
     with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0

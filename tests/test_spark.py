@@ -489,12 +489,9 @@ def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] == published.rows["itemitem"]
         assert connection.execute("SELECT build_id FROM builds").fetchall() == [(result.build_id,)]
-        assert (
-            connection.execute(
-                "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
-            ).fetchone()[0]
-            == len(config.CLICK_ALGORITHMS)
-        )
+        assert connection.execute(
+            "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
+        ).fetchone()[0] == len(config.CLICK_ALGORITHMS)
     # The same output again is refused (its snapshot is there: a rollback makes it live), and nothing changes.
     with pytest.raises(spark_output.OutputRefused, match="is published already"):
         spark_output.publish(cfg, str(output))

@@ -380,7 +380,9 @@ def write_shop(
     if "avro" in formats:
         for begin, end in _runs(hour):
             folder = _utc(hour[begin] * 3600).strftime("%Y/%m/%d/%H")
-            divolte.write_avro(shop.events.take(order[begin:end]), directory / "events" / "avro" / folder / "divolte-tracking-0.avro")
+            divolte.write_avro(
+                shop.events.take(order[begin:end]), directory / "events" / "avro" / folder / "divolte-tracking-0.avro"
+            )
             written += end - begin
             progress(written)
     if "parquet" in formats:

@@ -146,7 +146,9 @@ def stage(
     staging.mkdir(parents=True)
     with _removed_on_error(staging), writing(staging):
         with concurrent.futures.ThreadPoolExecutor(len(tables) or 1) as pool:
-            written = [pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()]
+            written = [
+                pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()
+            ]
             files = dict(future.result() for future in written)
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
