@@ -37,7 +37,7 @@ def sections(text: str, level: int = 2) -> dict[str, str]:
     for line in text.split("\n"):
         if line.startswith("```"):
             fence = not fence
-        match = None if fence else re.match(r"^(#{1,%d}) (.*)$" % level, line)
+        match = None if fence else re.match(rf"^(#{{1,{level}}}) (.*)$", line)
         if match:
             if heading is not None:
                 found[heading] = "\n".join(body).strip("\n")

@@ -24,9 +24,9 @@ Everything is vectorised with NumPy and Arrow, so 20M events take seconds.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -229,8 +229,7 @@ def _events(spec: ShopSpec, products: _Products, rng: np.random.Generator) -> pa
         sessions = max(1, round(total_sessions * traffic))
         parts.append(_tenant_events(spec, products, tenant, sessions, first_session, rng))
         first_session += sessions
-    events = pa.concat_tables(parts)
-    return events
+    return pa.concat_tables(parts)
 
 
 def _tenant_events(
@@ -394,10 +393,10 @@ def write_shop(
 
 
 def _utc(seconds: np.integer) -> dt.datetime:
-    return dt.datetime.fromtimestamp(int(seconds), dt.timezone.utc)
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC)
 
 
 def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
     """(begin, end) of each run of equal values in a sorted array."""
     starts = np.flatnonzero(np.diff(keys, prepend=keys[0] - 1, append=keys[-1] + 1))
-    return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))

@@ -19,9 +19,9 @@ images changes nothing else the generator makes.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -170,7 +170,7 @@ def draw(category: str, rng: np.random.Generator) -> Image.Image:
     scale = SIZE / 28.0
     canvas = Image.new("L", (SIZE, SIZE), 0)
     pen = ImageDraw.Draw(canvas)
-    j = lambda spread: float(rng.uniform(-spread, spread))  # noqa: E731: a jitter, used a lot below
+    j = lambda spread: float(rng.uniform(-spread, spread))  # noqa: E731 - a jitter, used a lot below
     for polygon in _SHAPES.get(category, _SHAPES["t-shirt"])(j):
         pen.polygon([(x * scale, y * scale) for x, y in polygon], fill=int(rng.integers(170, 256)))
     texture = rng.normal(0, 18, (SIZE, SIZE))

@@ -35,9 +35,10 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -158,7 +159,7 @@ def stage(
         manifest = {
             "format": FORMAT,
             "build_id": build_id,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **manifest,
             "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
             "files": files,
