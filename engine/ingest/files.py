@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import fastavro
 import fastavro.read
@@ -209,7 +210,9 @@ def _avro_columns(path: str) -> dict[str, str]:
             if head[:4] != MAGIC:
                 msg = f"{path}: not a readable Avro container file (it does not start with Avro's magic bytes)"
                 raise IngestError(msg)
-            header = fastavro.schemaless_reader(io.BytesIO(head), fastavro.read.HEADER_SCHEMA, None)
+            header = cast(
+                dict[str, Any], fastavro.schemaless_reader(io.BytesIO(head), fastavro.read.HEADER_SCHEMA, None)
+            )
             stream.seek(-len(header["sync"]), io.SEEK_END)
             tail = stream.read()
     except (locations.Unreachable, FileNotFoundError, IngestError):
