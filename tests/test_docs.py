@@ -140,7 +140,10 @@ def test_the_readmes_second_command_is_what_ci_runs():
     blocks = re.findall(r"```sh\n(.*?)\n```", sections(README)["Two commands"], flags=re.S)
     assert blocks[:2] == [
         "python3 -m venv .venv && .venv/bin/pip install -e '.[visual]' && .venv/bin/etalage demo",
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
+        (
+            "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/ruff check . && .venv/bin/ruff format --check . "
+            "&& .venv/bin/mypy && .venv/bin/pytest"
+        ),
     ]
     assert (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1] == blocks[1]
 
