@@ -47,10 +47,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager, Literal, Protocol
+from typing import Literal, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -81,13 +81,13 @@ PUBLISHED_TABLES = (
 class Reporter(Protocol):
     """Where a build tells what it is doing: the CLI prints it, tests ignore it."""
 
-    def step(self, name: str) -> ContextManager[dict]:
+    def step(self, name: str) -> AbstractContextManager[dict]:
         """Wraps one step; the step may put ``rows`` into the yielded dict."""
 
-    def files(self, total: int) -> ContextManager[Callable[[str], None]]:
+    def files(self, total: int) -> AbstractContextManager[Callable[[str], None]]:
         """Wraps the file check; yields a function called once per file checked."""
 
-    def bar(self, description: str) -> ContextManager[Callable[..., None]]:
+    def bar(self, description: str) -> AbstractContextManager[Callable[..., None]]:
         """Wraps a long step; yields a function called with (done, total) as it goes, and a new description when its phase changes."""
 
 
@@ -148,7 +148,7 @@ def build(
 
 
 def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: bool, reporter: Reporter) -> BuildResult:
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     found = files.find(config.events)
     result = BuildResult(new_build_id(started), str(config.warehouse), {}, [])
     store = Store(config.warehouse)
@@ -492,7 +492,7 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
     return {
         "build_id": result.build_id,
         "started_at": started.replace(tzinfo=None),
-        "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
         "config_path": str(config.source) if config.source else None,
         "parameters": json.dumps(asdict(config.algorithms)),
         "event_files": sum(result.files.values()),
@@ -504,7 +504,7 @@ def record_values(config: Config, result: BuildResult, started: dt.datetime) -> 
 
 def checked_files(config: Config, target: str, reporter: Reporter) -> tuple[BuildResult, files.EventFiles, dt.datetime]:
     """The Spark engine's first step: its id, and every event file found and checked (nothing read yet)."""
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     every = files.find(config.events)
     found = files.prune(every, files.window_floor(every, config.algorithms, config.evaluation))
     with reporter.files(len(found)) as advance:

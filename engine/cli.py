@@ -22,9 +22,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 import duckdb
@@ -274,7 +275,9 @@ def build(
         if full:
             raise click.UsageError("--full goes with --engine duckdb (a Spark build always counts everything)")
         if chart:
-            raise click.UsageError("--chart goes with --engine duckdb (etalage evaluate --chart draws a published build)")
+            raise click.UsageError(
+                "--chart goes with --engine duckdb (etalage evaluate --chart draws a published build)"
+            )
         _build_spark(config, master, output, build_id)
         return
     if master or output or build_id:

@@ -17,7 +17,7 @@ import re
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_type_hints
+from typing import Annotated, Any, Final, Literal, get_args, get_type_hints
 from urllib.parse import unquote
 
 import msgspec
@@ -165,7 +165,7 @@ VISUAL_ALGORITHMS: tuple[VisualAlgorithm, ...] = get_args(VisualAlgorithm)
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
 ALGORITHMS: tuple[Algorithm, ...] = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
 """Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
-AUTO = "auto"
+AUTO: Final = "auto"
 """``snapshots.gate_algorithm``'s default: each build serves (and gates on) the algorithm its evaluation scores best."""
 
 
@@ -250,14 +250,14 @@ class _Catalogue(Struct, frozen=True, forbid_unknown_fields=True):
     path: NonEmpty
 
 
-class _File(_Tables, kw_only=True):
+class _File(_Tables, frozen=True, kw_only=True):
     """An ``etalage.toml`` as written: the :class:`Config` tables, and the tables that each hold one path."""
 
     warehouse: _Warehouse = _Warehouse()
     catalogue: _Catalogue
 
 
-class Config(_Tables, kw_only=True):
+class Config(_Tables, frozen=True, kw_only=True):
     """A whole ``etalage.toml``; relative paths are already resolved against its folder."""
 
     warehouse: Path
@@ -373,7 +373,9 @@ def _with_cutoff(raw: dict[str, Any]) -> dict[str, Any]:
     read as one is left for msgspec to refuse, naming the key.
     """
     evaluation = raw.get("evaluation")
-    cutoff = evaluation.get("cutoff") if isinstance(evaluation, dict) else None
+    if not isinstance(evaluation, dict):
+        return raw
+    cutoff = evaluation.get("cutoff")
     if not isinstance(cutoff, (str, date)):
         return raw
     try:
@@ -424,7 +426,9 @@ def _refusal(error: str, raw: dict[str, Any]) -> str:
 
 def _literal_values(hint: Any) -> tuple[str, ...]:
     """The values of the Literals in a type hint, in the order they are declared."""
-    return tuple(value for arg in get_args(hint) for value in ((arg,) if isinstance(arg, str) else _literal_values(arg)))
+    return tuple(
+        value for arg in get_args(hint) for value in ((arg,) if isinstance(arg, str) else _literal_values(arg))
+    )
 
 
 def _bad_entry(table: dict[str, Any], kind: schema.DictType) -> str:
@@ -459,7 +463,9 @@ def _expected(kind: schema.Type, declared: tuple[str, ...] = ()) -> str:
         noun = "an integer" if isinstance(kind, schema.IntType) else "a number"
         if kind.ge is not None and kind.le is not None:
             return f"{noun} from {kind.ge} to {kind.le}"
-        bounds = [f"{sign} {bound}" for sign, bound in ((">=", kind.ge), (">", kind.gt), ("<=", kind.le)) if bound is not None]
+        bounds = [
+            f"{sign} {bound}" for sign, bound in ((">=", kind.ge), (">", kind.gt), ("<=", kind.le)) if bound is not None
+        ]
         return " ".join([noun, *bounds])
     if isinstance(kind, schema.StrType):
         return "a non-empty string" if kind.min_length else "a string"

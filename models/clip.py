@@ -26,8 +26,8 @@ model's own size, mean, deviation and filter from open_clip.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -140,7 +140,7 @@ class OpenClipEncoder(TorchEncoder):
                 model, pretrained=weights, device=self.device, weights_only=True
             )
             self.tokenizer = open_clip.get_tokenizer(model)
-        except Exception as error:  # open_clip raises RuntimeError, FileNotFoundError, KeyError... for bad files
+        except Exception as error:  # noqa: BLE001 - open_clip raises RuntimeError, FileNotFoundError, KeyError... for bad files
             msg = f"open_clip could not load {model} from {weights or model}: {error}; {_HOW}"
             raise EncoderError(msg) from None
         self.network = network.eval()

@@ -19,10 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 import numpy as np
@@ -109,7 +109,7 @@ def cached(
         msg = f"{TABLE} holds vectors of length {int(lengths[lengths != dim][0])} for model {model_id!r}, which makes {dim}"
         raise ValueError(msg)
     matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    return dict(zip(found.column("image_sha256").to_pylist(), matrix))
+    return dict(zip(found.column("image_sha256").to_pylist(), matrix, strict=True))
 
 
 def store(connection: duckdb.DuckDBPyConnection, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
@@ -128,9 +128,7 @@ def store(connection: duckdb.DuckDBPyConnection, model_id: str, hashes: Sequence
             "vector": pa.ListArray.from_arrays(
                 pa.array(np.arange(0, values.size + 1, values.shape[1], dtype=np.int32)), pa.array(values.ravel())
             ),
-            "encoded_at": pa.array(
-                [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)] * len(hashes), pa.timestamp("us")
-            ),
+            "encoded_at": pa.array([dt.datetime.now(dt.UTC).replace(tzinfo=None)] * len(hashes), pa.timestamp("us")),
         }
     )
     connection.register("new_embeddings", rows)
@@ -188,7 +186,7 @@ def vectors_for(
     stats.cached = len(found)
 
     missing: dict[str, Path] = {}
-    for image, digest in zip(images, hashes):
+    for image, digest in zip(images, hashes, strict=True):
         if digest is not None and digest not in found and digest not in missing:
             missing[digest] = Path(image)
     new = _encode(connection, encoder, missing, batch_size, progress, skip_unreadable, stats)
@@ -230,7 +228,7 @@ def _encode(
     try:
         with closing(encoder.encode_batches(paths, batch_size=batch_size)) as batches:
             for batch in batches:
-                new = {digests[index]: vector for index, vector in zip(batch.indices, batch.vectors)}
+                new = {digests[index]: vector for index, vector in zip(batch.indices, batch.vectors, strict=True)}
                 out.update(new)
                 pending.update(new)
                 if batch.errors and not skip_unreadable:

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models import ENCODERS, IMAGE_FORMATS
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 """A path to an image file, the file's bytes, or an already opened PIL image."""
 
 Progress = Callable[[int, int], None]

@@ -22,8 +22,8 @@ GIL, so the server's threads search in parallel as they do in Annoy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numba
 import numpy as np

@@ -42,10 +42,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +54,6 @@ from annoy import AnnoyIndex
 
 from models import METRICS, graph
 from models.reduce import Projection, fit, unit
-
 
 ITEMS_FILE = "visual-items.arrow"
 MANIFEST_FILE = "visual.json"
@@ -339,10 +338,8 @@ class VisualIndex:
             return []
         full = np.asarray(self.vectors[self._first_row[tenant] + ids], dtype=np.float32)
         query = np.asarray(query, dtype=np.float32)
-        if self.metric == "angular":
-            scores = full @ unit(query)  # stored vectors are unit length
-        else:
-            scores = 1.0 / (1.0 + np.linalg.norm(full - query, axis=1))
+        # stored vectors are unit length
+        scores = full @ unit(query) if self.metric == "angular" else 1.0 / (1.0 + np.linalg.norm(full - query, axis=1))
         order = np.lexsort((ids, -scores))
         products = self._products[tenant]
         return [Neighbour(products[ids[i]], float(scores[i])) for i in order]
@@ -350,7 +347,7 @@ class VisualIndex:
     def _neighbours(self, tenant: str, ids: list[int], distances: list[float], exclude: int | None) -> list[Neighbour]:
         products = self._products[tenant]
         scores = similarity(self.metric, np.array(distances))
-        return [Neighbour(products[i], float(s)) for i, s in zip(ids, scores) if i != exclude]
+        return [Neighbour(products[i], float(s)) for i, s in zip(ids, scores, strict=True) if i != exclude]
 
 
 def build(
@@ -505,7 +502,7 @@ def itemitem_rows(
     queries = [(tenant, product) for tenant in index.tenants for product in sorted(index.products(tenant))]
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
         answers = pool.map(lambda query: index.similar(*query, top_n, search_k), queries)
-        for done, ((tenant, product), neighbours) in enumerate(zip(queries, answers), start=1):
+        for done, ((tenant, product), neighbours) in enumerate(zip(queries, answers, strict=True), start=1):
             columns["tenant"] += [tenant] * len(neighbours)
             columns["product_id"] += [product] * len(neighbours)
             columns["rank"] += range(1, len(neighbours) + 1)

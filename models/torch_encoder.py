@@ -36,10 +36,11 @@ from __future__ import annotations
 import functools
 import io
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -415,7 +416,7 @@ class TorchEncoder:
         groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
         errors: list[tuple[int, ImageError]] = []
         jpeg_indices = work.indices[len(work.squares) :]
-        for index, data, image in zip(jpeg_indices, work.jpegs, _decode_jpegs(work.jpegs, device)):
+        for index, data, image in zip(jpeg_indices, work.jpegs, _decode_jpegs(work.jpegs, device), strict=True):
             if image is None:  # no nvJPEG, or it refused this one: the CPU decodes it, this picture alone
                 try:
                     image = pixels(load_image(data.numpy().tobytes(), labels(index))).to(device)

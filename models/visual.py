@@ -10,9 +10,9 @@ blend is ``sql/visual_blend.sql``, run once ``itemitem`` holds the ``llr`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import pyarrow as pa

@@ -48,7 +48,7 @@ def weighted_choice(
     """PlanOut's ``WeightedChoice``: the first choice whose cumulative weight reaches a uniform draw."""
     cumulative = list(itertools.accumulate(weights))
     stop = cumulative[-1] * uniform(experiment_salt, parameter_salt, unit)
-    for choice, bound in zip(choices, cumulative):
+    for choice, bound in zip(choices, cumulative, strict=True):
         if stop <= bound:
             return choice
     return choices[-1]  # unreachable: stop <= total
@@ -70,7 +70,7 @@ def assign(experiment: Experiment, visitor: str) -> Variant:
     prefix, cumulative = _plan(experiment)
     draw = (int.from_bytes(hashlib.sha1(prefix + visitor.encode("utf-8")).digest()[:8], "big") >> 4) / LONG_SCALE
     stop = cumulative[-1] * draw
-    for variant, bound in zip(experiment.variants, cumulative):
+    for variant, bound in zip(experiment.variants, cumulative, strict=True):
         if stop <= bound:
             return variant
     return experiment.variants[-1]  # unreachable: stop <= total

@@ -111,7 +111,7 @@ class LiveSnapshot:
         """Open, verify and serve ``folder``; on failure remember why and keep what is served."""
         try:
             loaded = ServedSnapshot(folder, previous=self.current)
-        except Exception as error:  # noqa: BLE001 - whatever is wrong with it, keep serving the one we have
+        except Exception as error:  # whatever is wrong with it, keep serving the one we have
             self.failed[folder.name] = str(error)
             metrics.RELOAD_FAILURES.inc()
             unforeseen = not isinstance(error, (snapshot.SnapshotInvalid, OSError))

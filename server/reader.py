@@ -183,7 +183,7 @@ def _product_rows(products: pa.Table) -> dict[tuple[str, str], int]:
     rows: dict[tuple[str, str], int] = {}
     for start in range(0, products.num_rows, CHUNK):
         part = products.slice(start, CHUNK)
-        keys = zip(part.column("tenant").to_pylist(), part.column("product_id").to_pylist())
-        rows.update(zip(keys, range(start, start + part.num_rows)))
+        keys = zip(part.column("tenant").to_pylist(), part.column("product_id").to_pylist(), strict=True)
+        rows.update(zip(keys, range(start, start + part.num_rows), strict=True))
         time.sleep(0)
     return rows

@@ -24,8 +24,9 @@ more than a square photo; a request waits for it at most
 import asyncio
 import io
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post

@@ -64,7 +64,7 @@ def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
     """The product ids a catalogue sells in ``tenant``."""
     return {
         p
-        for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist())
+        for t, p in zip(catalogue.column("tenant").to_pylist(), catalogue.column("product_id").to_pylist(), strict=True)
         if t == tenant
     }
 

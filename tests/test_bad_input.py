@@ -36,13 +36,13 @@ def built_parquet(tmp_path_factory) -> Path:
     return tiny_shop(tmp_path_factory.mktemp("parquet-shop"), "parquet")
 
 
-@pytest.fixture()
+@pytest.fixture
 def shop(built_avro, tmp_path) -> Path:
     """A copy of the tiny shop, built once from its Avro events, for this test alone."""
     return copy_built(built_avro, tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def parquet_shop(built_parquet, tmp_path) -> Path:
     """The same tiny shop, built once from its Parquet copy of the events."""
     return copy_built(built_parquet, tmp_path)

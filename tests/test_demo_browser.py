@@ -20,7 +20,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (CHROMIUM and DRIVER), reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"
+        not (CHROMIUM and DRIVER),
+        reason="headless Chromium is not installed (apt-get install chromium chromium-driver)",
     ),
 ]
 
@@ -98,13 +99,17 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
             shutil.copy(screenshot, Path(os.environ["ETALAGE_DEMO_SCREENSHOT"]))
 
         # Finding by photo: upload a product's own picture; it comes back first.
-        image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist()))[chosen]
+        image = dict(
+            zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist(), strict=True)
+        )[chosen]
         browser.find_element(By.ID, "upload").send_keys(str(shop / image))
         wait.until(lambda d: "your photo" in d.find_element(By.ID, "looks-note").text)
         first = browser.find_element(By.CSS_SELECTOR, "#looks .product").get_attribute("data-id")
         same = {
             p
-            for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
+            for p, i in zip(
+                catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist(), strict=True
+            )
             if (shop / i).read_bytes() == (shop / image).read_bytes()
         }
         assert first in same

@@ -41,7 +41,8 @@ def fill(folder: Path) -> Path:
             while True:
                 handle.write(bytes(1 << 20))
         except OSError as error:
-            assert error.errno == errno.ENOSPC
+            if error.errno != errno.ENOSPC:  # only a full disk is what the test wants
+                raise
         with contextlib.suppress(OSError):
             while True:
                 handle.write(bytes(4096))  # the last pages

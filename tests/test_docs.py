@@ -37,7 +37,7 @@ def sections(text: str, level: int = 2) -> dict[str, str]:
     for line in text.split("\n"):
         if line.startswith("```"):
             fence = not fence
-        match = None if fence else re.match(r"^(#{1,%d}) (.*)$" % level, line)
+        match = None if fence else re.match(rf"^(#{{1,{level}}}) (.*)$", line)
         if match:
             if heading is not None:
                 found[heading] = "\n".join(body).strip("\n")
@@ -140,7 +140,10 @@ def test_the_readmes_second_command_is_what_ci_runs():
     blocks = re.findall(r"```sh\n(.*?)\n```", sections(README)["Two commands"], flags=re.S)
     assert blocks[:2] == [
         "python3 -m venv .venv && .venv/bin/pip install -e '.[visual]' && .venv/bin/etalage demo",
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
+        (
+            "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/ruff check . && .venv/bin/ruff format --check . "
+            "&& .venv/bin/mypy && .venv/bin/pytest"
+        ),
     ]
     assert (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1] == blocks[1]
 
@@ -183,7 +186,17 @@ def test_the_docs_site_builds_offline_with_every_link_and_anchor(tmp_path):
     pytest.importorskip("material", reason="mkdocs-material is not installed: pip install -e '.[docs]'")
     site = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(site),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -83,9 +83,11 @@ def test_pipelined_vectors_are_the_plain_paths(shop_pictures, plain, fast):
     files = list(shop_pictures.values())
     reference = plain.reference_vectors(files)
     exact = plain.encode_images(files, batch_size=5)  # float32: only the input path differs
-    assert cosines(exact, reference).min() > 0.9999, dict(zip(shop_pictures, cosines(exact, reference)))
+    assert cosines(exact, reference).min() > 0.9999, dict(zip(shop_pictures, cosines(exact, reference), strict=True))
     vectors = fast.encode_images(files, batch_size=5)
-    assert cosines(vectors, reference).min() >= BOUND, dict(zip(shop_pictures, cosines(vectors, reference)))
+    assert cosines(vectors, reference).min() >= BOUND, dict(
+        zip(shop_pictures, cosines(vectors, reference), strict=True)
+    )
     in_process = np.concatenate([batch.vectors for batch in fast.encode_batches(files, batch_size=5, workers=0)])
     np.testing.assert_allclose(in_process, vectors, rtol=1e-5, atol=1e-5)
 
@@ -131,14 +133,14 @@ def test_an_unreadable_picture_is_named_and_the_rest_of_its_batch_encoded(shop_p
     for on_device in (False, True):
         (batch,) = fast.encode_batches(files, batch_size=6, decode_on_device=on_device)
         assert sorted(batch.indices.tolist()) == [0, 2, 4] and batch.done == 6
-        found = dict(zip(batch.indices.tolist(), batch.vectors))
+        found = dict(zip(batch.indices.tolist(), batch.vectors, strict=True))
         assert cosines(np.array([found[0], found[2], found[4]]), reference).min() >= BOUND
         messages = sorted(str(error) for error in batch.errors)
         assert len(messages) == 3
         assert "gone.jpg: image file does not exist" in messages[0]
         assert "notes.jpg: cannot be read as an image" in messages[1]
         assert "truncated.jpg: cannot be read as an image" in messages[2]
-    with pytest.raises(ImageError, match="truncated.jpg: cannot be read"):
+    with pytest.raises(ImageError, match=r"truncated\.jpg: cannot be read"):
         fast.encode_images(files, batch_size=6)
 
 

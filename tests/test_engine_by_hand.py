@@ -36,8 +36,7 @@ PAIRS = {("A", "B"): 3, ("A", "C"): 2, ("B", "C"): 2, ("A", "D"): 1, ("B", "D"):
 def hand_events():
     rows = []
     for session, products in SESSIONS.items():
-        for letter in products:
-            rows.append({"session": session, "product": ITEMS[letter]})
+        rows.extend({"session": session, "product": ITEMS[letter]} for letter in products)
         rows.append({"session": session, "product": ITEMS[products[0]]})  # a repeat view counts once
         rows.append({"session": session, "product": None})  # a category page has no product
     rows.append({"session": "s5", "product": ITEMS["A"], "duplicate": True})  # dropped: would make s5 = A D
@@ -72,15 +71,13 @@ def itemitem(request, tmp_path_factory):
     )
     cfg = config.load(path)
     if source == "parquet":
-        cfg = replace(
-            cfg, events=replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),))
-        )
+        cfg = replace(cfg, events=replace(cfg.events, avro=(), parquet=(str(folder / "events/parquet/*.parquet"),)))
     result = build.build(cfg, pairs=pairs)
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         rows = connection.execute("SELECT * FROM itemitem").fetchall()
         columns = [d[0] for d in connection.description]
         counts = dict(connection.execute("SELECT product_id, sessions FROM item_counts WHERE tenant = 'nl'").fetchall())
-    return result, [dict(zip(columns, row)) for row in rows], counts
+    return result, [dict(zip(columns, row, strict=True)) for row in rows], counts
 
 
 def lists(rows, algorithm, tenant="nl"):
@@ -136,7 +133,7 @@ def test_llr(itemitem):
         for name, row in related:
             assert row["distance_score"] == pytest.approx(hand_llr(product, name), rel=1e-9, abs=1e-12)
     # A-B (3 of 4 sessions each) is more surprising than A-D (1 session, D is rare).
-    assert [name for name, _ in got["A"]][0] == "B"
+    assert next(name for name, _ in got["A"]) == "B"
 
 
 def test_popular_baseline(itemitem):

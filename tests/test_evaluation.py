@@ -55,7 +55,7 @@ def evaluated(request, tmp_path_factory):
         leftovers = connection.execute(
             "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'holdout'"
         ).fetchone()[0]
-    return {row[names.index("algorithm")]: dict(zip(names, row)) for row in rows}, full, leftovers
+    return {row[names.index("algorithm")]: dict(zip(names, row, strict=True)) for row in rows}, full, leftovers
 
 
 def test_cooccurrence_scores(evaluated):
@@ -174,7 +174,7 @@ def test_the_bootstrap_resamples_sessions_in_pairs():
     assert by_name["cooccurrence"]["mrr_at_20_diff_low"] == by_name["cooccurrence"]["mrr_at_20_diff_high"] == 0
     sure = by_name["transitions"]
     assert sure["mrr_at_20_diff_low"] < sure["mrr_at_20_diff"] < sure["mrr_at_20_diff_high"]  # 1 - a coin's mean
-    assert 0.4 < sure["mrr_at_20_diff_low"] and sure["mrr_at_20_diff_high"] < 0.6
+    assert sure["mrr_at_20_diff_low"] > 0.4 and sure["mrr_at_20_diff_high"] < 0.6
     assert evaluation.with_intervals(rows, ranks, session, "llr").equals(scored)  # seeded
     auto = evaluation.with_intervals(rows, ranks, session, "auto").to_pylist()
     assert {row["compared_with"] for row in auto} == {"transitions"}

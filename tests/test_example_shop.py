@@ -55,7 +55,7 @@ def test_clickstream_structure(shop):
 
     # Visitors come back: some parties have several sessions.
     party_sessions = {}
-    for party, session in zip(events["partyId"], events["sessionId"]):
+    for party, session in zip(events["partyId"], events["sessionId"], strict=True):
         party_sessions.setdefault(party, set()).add(session)
     assert sum(len(s) > 1 for s in party_sessions.values()) > 0.3 * len(party_sessions)
 

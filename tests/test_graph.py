@@ -19,7 +19,9 @@ def exact_neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / truth.shape[1] for f, t in zip(found, truth)]))
+    return float(
+        np.mean([len(set(f.tolist()) & set(t.tolist())) / truth.shape[1] for f, t in zip(found, truth, strict=True)])
+    )
 
 
 def clustered(rows: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
@@ -136,7 +138,7 @@ def test_the_graph_is_saved_memory_mapped_and_answers_alike(tmp_path):
     assert index.itemitem_rows(loaded, 5).equals(index.itemitem_rows(built, 5))
     loaded.unload()
     (tmp_path / "visual-graph.npy").unlink()
-    with pytest.raises(index.NotIndexed, match="visual-graph.npy is missing"):
+    with pytest.raises(index.NotIndexed, match=r"visual-graph\.npy is missing"):
         index.VisualIndex.load(tmp_path)
 
 

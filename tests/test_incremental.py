@@ -18,12 +18,12 @@ import shutil
 import signal
 import subprocess
 import sys
-from msgspec.structs import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from msgspec.structs import replace
 
 from engine import build, config
 from engine.example import generator
@@ -110,7 +110,7 @@ def arrivals(files: list[Path], rng: random.Random) -> list[list[Path]]:
     late = rng.sample(files[: len(files) // 2], 3)
     on_time = [f for f in files if f not in late]
     cuts = sorted(rng.sample(range(1, len(on_time)), 4))
-    chunks = [on_time[a:b] for a, b in zip([0, *cuts], [*cuts, len(on_time)])]
+    chunks = [on_time[a:b] for a, b in zip([0, *cuts], [*cuts, len(on_time)], strict=True)]
     for number, path in enumerate(late):
         chunks[2 + number % 3].append(path)
     return chunks

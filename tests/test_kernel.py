@@ -51,7 +51,7 @@ def random_events(seed: int, shapes=(("lone", 1, 3), ("pair", 2, 6), ("shop", 40
             size = int(rng.integers(1, 13))
             chosen = rng.choice(products, size=size, p=weights / weights.sum())
             seconds = np.cumsum(rng.integers(0, 3, size=size))  # 0: the same second as the event before
-            for product, second in zip(chosen, seconds):
+            for product, second in zip(chosen, seconds, strict=True):
                 rows["ts"].append(start + dt.timedelta(minutes=s, seconds=int(second)))
                 rows["tenant"].append(tenant)
                 rows["session_id"].append(f"{tenant}-{s}")
@@ -185,7 +185,7 @@ def test_the_transpose_is_the_same_for_any_split():
     first = pairs.transpose(basket_ptr, basket_items, 30, 1)
     for shares in (2, 3, 7, 64):  # 64 shares for 50 sessions: some are empty
         again = pairs.transpose(basket_ptr, basket_items, 30, shares)
-        for mine, theirs in zip(again[:3], first[:3]):
+        for mine, theirs in zip(again[:3], first[:3], strict=True):
             assert np.array_equal(mine, theirs)
         assert again[3] == first[3]
     # Each product's sessions, in session order, the sum of their sizes, and no repeats.
@@ -206,7 +206,7 @@ def test_counts_are_the_pairs_of_the_baskets_and_a_sliced_list_array_counts_the_
     whole = pairs.count(pa.array(BASKETS, pa.list_(pa.int32())), np.ones(4, np.int32), 3)
     rows = {
         a: dict(zip(whole.related[whole.start[a] : whole.start[a] + whole.length[a]].tolist(),
-                    whole.count[whole.start[a] : whole.start[a] + whole.length[a]].tolist()))
+                    whole.count[whole.start[a] : whole.start[a] + whole.length[a]].tolist(), strict=True))
         for a in range(3)
     }  # fmt: skip
     assert rows == {0: {1: 3, 2: 1}, 1: {0: 3, 2: 1}, 2: {0: 1, 1: 1}}
@@ -215,6 +215,7 @@ def test_counts_are_the_pairs_of_the_baskets_and_a_sliced_list_array_counts_the_
     for mine, theirs in zip(
         (sliced.start, sliced.length, sliced.related, sliced.count),
         (whole.start, whole.length, whole.related, whole.count),
+        strict=True,
     ):
         assert np.array_equal(mine, theirs)
 
@@ -222,7 +223,7 @@ def test_counts_are_the_pairs_of_the_baskets_and_a_sliced_list_array_counts_the_
 def as_dict(rows: pairs.PairRows) -> dict[int, dict[int, int]]:
     return {
         a: dict(zip(rows.related[rows.start[a] : rows.start[a] + rows.length[a]].tolist(),
-                    rows.count[rows.start[a] : rows.start[a] + rows.length[a]].tolist()))
+                    rows.count[rows.start[a] : rows.start[a] + rows.length[a]].tolist(), strict=True))
         for a in range(rows.start.size) if rows.length[a]
     }  # fmt: skip
 

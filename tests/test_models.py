@@ -113,7 +113,7 @@ def test_unreadable_images_are_named(tmp_path):
     ):
         with pytest.raises(ImageError, match=f"{name}.*{says}"):
             load_image(tmp_path / name)
-    with pytest.raises(ImageError, match="upload.*cannot be read"):
+    with pytest.raises(ImageError, match=r"upload.*cannot be read"):
         load_image(b"\x89PNG\r\n\x1a\n garbage", name="upload")
 
 
@@ -157,7 +157,7 @@ def write_images(folder: Path, names: dict[str, str]) -> list[Path]:
     """Write a drawn garment per file name (the value names the category; a same value gives different drawings)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, (name, category) in enumerate(names.items()):
+    for name, category in names.items():
         mask = pictures.draw(category, np.random.default_rng(hash(name) % 2**32))
         pictures.tint(mask, (40, 96, 200)).save(folder / name)
         paths.append(folder / name)
@@ -220,7 +220,7 @@ def test_a_stored_vector_of_the_wrong_length_is_an_error(counting, tmp_path):
     connection = duckdb.connect()
     paths = write_images(tmp_path, {"a.png": "dress"})
     embeddings.store(connection, counting.model_id, [embeddings.file_sha256(paths[0])], np.ones((1, 3), np.float32))
-    with pytest.raises(ValueError, match="vectors of length 3 .* which makes 1280"):
+    with pytest.raises(ValueError, match=r"vectors of length 3 .* which makes 1280"):
         embeddings.vectors_for(connection, counting, paths)
 
 
@@ -229,9 +229,9 @@ def test_unreadable_images_stop_the_encoding_or_are_skipped(counting, tmp_path):
     paths = write_images(tmp_path, {"a.png": "dress", "b.png": "bag"})
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     files = [paths[0], tmp_path / "broken.png", tmp_path / "gone.png", paths[1]]
-    with pytest.raises(ImageError, match="gone.png: image file does not exist"):
+    with pytest.raises(ImageError, match=r"gone\.png: image file does not exist"):
         embeddings.vectors_for(connection, counting, files)
-    with pytest.raises(ImageError, match="broken.png: cannot be read"):
+    with pytest.raises(ImageError, match=r"broken\.png: cannot be read"):
         embeddings.vectors_for(connection, counting, [paths[0], tmp_path / "broken.png", paths[1]], batch_size=1)
     # The batch encoded before the failure is in the cache: the next run does not encode it again.
     assert connection.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 1
@@ -272,7 +272,7 @@ def test_annoy_finds_what_brute_force_finds(metric):
     exact = np.argsort(-score, axis=1)[:, :10]
     queries = range(0, 2_000, 10)
     found = [{int(n.product_id) for n in built.similar("nl", f"{q:05d}", 10, search_k=2_000)} for q in queries]
-    recall = np.mean([len(f & set(exact[q].tolist())) / 10 for f, q in zip(found, queries)])
+    recall = np.mean([len(f & set(exact[q].tolist())) / 10 for f, q in zip(found, queries, strict=True)])
     assert recall >= 0.9, recall
     # Scores are higher-is-closer and match the metric's own value for the best neighbour.
     first = built.similar("nl", "00000", 3, search_k=2_000)
@@ -414,7 +414,7 @@ def test_loading_an_incomplete_index_names_the_missing_file(tmp_path):
     built = index.build(keys([("nl", "a"), ("be", "a")]), np.eye(2, 4, dtype=np.float32), model_id="test", n_trees=1)
     built.save(tmp_path)
     (tmp_path / "visual-be.ann").unlink()
-    with pytest.raises(index.NotIndexed, match="visual-be.ann is missing"):
+    with pytest.raises(index.NotIndexed, match=r"visual-be\.ann is missing"):
         index.VisualIndex.load(tmp_path)
     with pytest.raises(index.NotIndexed, match="holds no visual index"):
         index.VisualIndex.load(tmp_path / "elsewhere")
@@ -477,11 +477,11 @@ def test_clip_without_weights_says_how_to_provide_them(tmp_path, monkeypatch):
     _needs_open_clip()
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(EncoderError, match="not in the local caches.*visual.checkpoint"):
+    with pytest.raises(EncoderError, match=r"not in the local caches.*visual\.checkpoint"):
         open_encoder("open_clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k")
-    with pytest.raises(EncoderError, match="has no weights: set visual.pretrained"):
+    with pytest.raises(EncoderError, match=r"has no weights: set visual\.pretrained"):
         open_encoder("open_clip", model="ViT-B-32")
-    with pytest.raises(EncoderError, match="checkpoint .*nothing.bin does not exist"):
+    with pytest.raises(EncoderError, match=r"checkpoint .*nothing\.bin does not exist"):
         open_encoder("open_clip", model="ViT-B-32", checkpoint=tmp_path / "nothing.bin")
     with pytest.raises(EncoderError, match="no model 'ViT-Q-99'"):
         open_encoder("open_clip", model="ViT-Q-99", pretrained="x")

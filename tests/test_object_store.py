@@ -50,7 +50,7 @@ def store() -> Store:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     try:
         server.start()
-    except Exception as error:  # werkzeug or a port problem: the store cannot run here
+    except Exception as error:  # noqa: BLE001 - werkzeug or a port problem: the store cannot run here
         pytest.skip(f"the local object store (moto) did not start: {type(error).__name__}: {error}")
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -312,7 +312,7 @@ def test_a_truncated_object_is_named_by_its_ends_alone(store, live_shop, shop):
 
 
 def test_duckdb_refuses_the_schemes_it_cannot_read_by_name():
-    with duckdb.connect() as connection, pytest.raises(locations.Unreachable, match="gs://shop/e.parquet: DuckDB"):
+    with duckdb.connect() as connection, pytest.raises(locations.Unreachable, match=r"gs://shop/e\.parquet: DuckDB"):
         locations.let_duckdb_read(connection, [Path("local.parquet"), "gs://shop/e.parquet"])
 
 
@@ -353,7 +353,7 @@ def test_file_uris_are_paths_and_remote_ones_stay_as_written(tmp_path):
 
 def test_pictures_need_a_local_catalogue(tmp_path):
     raw = {"catalogue": {"path": "s3://shop/catalogue.parquet"}, "events": {"avro": ["e/*.avro"]}}
-    with pytest.raises(config.ConfigError, match="catalogue.path must be local, not s3://shop/catalogue.parquet"):
+    with pytest.raises(config.ConfigError, match=r"catalogue\.path must be local, not s3://shop/catalogue\.parquet"):
         config.parse({**raw, "visual": {"enabled": True}}, base=tmp_path)
 
 

@@ -91,7 +91,7 @@ def test_changing_other_config_never_reshuffles_visitors():
     )
     assert [assignment.assign(edited, v).name for v in visitors] == before
     renamed = Experiment("homepage-2", variants=running.variants)
-    moved = sum(a != b for a, b in zip(before, (assignment.assign(renamed, v).name for v in visitors)))
+    moved = sum(a != b for a, b in zip(before, (assignment.assign(renamed, v).name for v in visitors), strict=True))
     assert 800 < moved < 1200  # a new experiment reshuffles about half
 
 
@@ -238,7 +238,7 @@ def test_exposures_are_flushed_as_whole_parquet_files(shop, client, tmp_path):
         client.get(f"/v1/{tenant}/products/{product}/gateway", params={"visitor": f"0:exp{i}"})
     written = log.flush()
     assert written is not None and set(Path(shop.serving.exposures).rglob("*.parquet")) - before == {written}
-    assert not [p for p in Path(shop.serving.exposures).rglob(".*")]
+    assert not list(Path(shop.serving.exposures).rglob(".*"))
     rows = pq.read_table(written).to_pylist()
     assert [r["visitor"] for r in rows] == ["0:exp0", "0:exp1", "0:exp2"]
     assert all(r["tenant"] == tenant and r["product_id"] == product and r["shown"] for r in rows)

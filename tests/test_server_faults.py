@@ -35,7 +35,7 @@ def shop(built_small_shop, tmp_path_factory) -> config.Config:
     return config.load(copy_built(built_small_shop, tmp_path_factory.mktemp("faults")) / "etalage.toml")
 
 
-@pytest.fixture()
+@pytest.fixture
 def logged(caplog) -> pytest.LogCaptureFixture:
     """``caplog``, fed by etalage's loggers directly: Litestar's logging config replaces the root logger's handlers."""
     logger = logging.getLogger("etalage")

@@ -30,7 +30,7 @@ from tests.conftest import copy_built, divolte_events, run_cli, running_server
 pytestmark = pytest.mark.slow  # real `etalage serve` worker processes, builds and switches under load
 
 
-@pytest.fixture()
+@pytest.fixture
 def shop(built_small_shop, tmp_path) -> Path:
     """A built copy of the small shop whose server reloads and flushes quickly; returns its config path."""
     path = copy_built(built_small_shop, tmp_path) / "etalage.toml"
@@ -156,7 +156,7 @@ def test_exposures_come_back_as_click_through_per_variant(shop):
 
     # The first ten visitors view the first product they were shown, a minute later.
     clicked = visitors[:10]
-    soon = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(minutes=1)
+    soon = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=1)
     events = divolte_events(
         [
             {"tenant": tenant, "session": visitor.removeprefix("0:"), "product": shown[visitor][1], "ts": soon}

@@ -27,7 +27,7 @@ def set_config(config: Path, old: str, new: str) -> None:
     config.write_text(text.replace(old, new))
 
 
-@pytest.fixture()
+@pytest.fixture
 def shop(built_small_shop, tmp_path) -> Path:
     """A copy of the small shop, built once (so a snapshot is live), keeping 2 snapshots; returns its config."""
     config = copy_built(built_small_shop, tmp_path) / "etalage.toml"
@@ -73,7 +73,7 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     assert served.column_names == ["rank", "distance_score", "item_json"]
     assert served.drop_columns(["item_json"]).equals(expected.select(["rank", "distance_score"]))
     for row, json_row in zip(
-        expected.slice(0, 5000).to_pylist(), served.column("item_json").slice(0, 5000).to_pylist()
+        expected.slice(0, 5000).to_pylist(), served.column("item_json").slice(0, 5000).to_pylist(), strict=True
     ):
         assert json_row.endswith(",")
         assert json.loads(json_row[:-1]) == {
@@ -155,12 +155,12 @@ def test_the_verifier_refuses_a_flipped_byte_a_missing_file_and_a_missing_marker
     data = bytearray((flipped / "itemitem.arrow").read_bytes())
     data[len(data) // 2] ^= 0x01
     (flipped / "itemitem.arrow").write_bytes(bytes(data))
-    with pytest.raises(snapshot.SnapshotInvalid, match="itemitem.arrow: sha256 differs"):
+    with pytest.raises(snapshot.SnapshotInvalid, match=r"itemitem\.arrow: sha256 differs"):
         snapshot.verify(flipped)
 
     missing = broken("missing")
     (missing / "products.arrow").unlink()
-    with pytest.raises(snapshot.SnapshotInvalid, match="products.arrow: missing"):
+    with pytest.raises(snapshot.SnapshotInvalid, match=r"products\.arrow: missing"):
         snapshot.verify(missing)
 
     unfinished = broken("unfinished")
@@ -288,7 +288,9 @@ def test_sigkill_at_any_point_leaves_the_live_snapshot_intact(shop, point):
     assert live_folder(shop) == live
     assert {p.name: sha256(p) for p in live.iterdir()} == checksums
     snapshot.verify(live)
-    if point != "before-switch":  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
+    if (
+        point != "before-switch"
+    ):  # by then the warehouse has been replaced whole (docs/operations.md: what a build guarantees)
         assert sha256(shop.parent / "warehouse.duckdb") == warehouse_before
     with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] > 0
@@ -363,10 +365,10 @@ def test_a_snapshots_folders_are_checksummed_too(tmp_path):
     snapshot.verify(staged.path)
     forest = staged.path / "visual" / "forest-nl.ann"
     forest.write_bytes(forest.read_bytes()[:-1] + b"\x01")
-    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: sha256 differs"):
+    with pytest.raises(snapshot.SnapshotInvalid, match=r"forest-nl\.ann: sha256 differs"):
         snapshot.verify(staged.path)
     forest.unlink()
-    with pytest.raises(snapshot.SnapshotInvalid, match="forest-nl.ann: missing"):
+    with pytest.raises(snapshot.SnapshotInvalid, match=r"forest-nl\.ann: missing"):
         snapshot.verify(staged.path)
     manifest = json.loads((staged.path / "manifest.json").read_text())
     del manifest["files"]["visual/forest-nl.ann"]

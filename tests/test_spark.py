@@ -31,11 +31,11 @@ pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e 
 if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
     pytest.skip("no Java on this machine: the Spark engine needs Java 17 or newer", allow_module_level=True)
 
-import engine  # noqa: E402
-from engine import build, config, sqlfiles  # noqa: E402
-from engine.publish import snapshot, spark_output, warehouse  # noqa: E402
-from engine.spark import runner, transpile  # noqa: E402
-from tests.conftest import divolte_events, write_shop_folder  # noqa: E402
+import engine
+from engine import build, config, sqlfiles
+from engine.publish import snapshot, spark_output, warehouse
+from engine.spark import runner, transpile
+from tests.conftest import divolte_events, write_shop_folder
 
 ULPS = 8
 """LLR tolerance in ulp of N ln N: each of the ten xLogX terms may be 1 ulp off; 2 ulp were seen on the small shop."""
@@ -149,7 +149,7 @@ def assert_same_lists(ours: list[tuple], theirs: list[tuple], tolerance: dict[st
         a, b = sorted(sides["ours"]), sorted(sides["theirs"])
         assert [r for r, _, _ in a] == [r for r, _, _ in b] == list(range(1, len(a) + 1)), (tenant, product)
         tol = tolerance[tenant]
-        for (rank, mine, s1), (_, other, s2) in zip(a, b):
+        for (rank, mine, s1), (_, other, s2) in zip(a, b, strict=True):
             assert abs(s1 - s2) <= tol, (tenant, product, rank, s1, s2)
             worst[tenant] = max(worst[tenant], abs(s1 - s2) / (tol / ULPS))
             if mine != other:
@@ -178,7 +178,7 @@ def test_evaluation_and_builds_agree(duck, on_spark):
         "mrr_at_20_diff_low",
         "mrr_at_20_diff_high",
     )
-    columns = ", ".join(("algorithm", "cutoff", "sessions", "pairs", "compared_with") + scores)
+    columns = ", ".join(("algorithm", "cutoff", "sessions", "pairs", "compared_with", *scores))
     with warehouse.connect(duck, read_only=True) as connection:
         ours = rows(connection, f"SELECT {columns} FROM evaluation ORDER BY algorithm")
         theirs = rows(connection, f"SELECT {columns} FROM {parquet(output, 'evaluation')} ORDER BY algorithm")
@@ -188,7 +188,7 @@ def test_evaluation_and_builds_agree(duck, on_spark):
         )
         assert rows(connection, f"SELECT build_id FROM {parquet(output, 'builds')}") == [(result.build_id,)]
     assert len(ours) == len(theirs) == len(config.CLICK_ALGORITHMS)
-    for mine, other in zip(ours, theirs):
+    for mine, other in zip(ours, theirs, strict=True):
         assert mine[:5] == other[:5]
         # Averages summed in another order: equal to about 1e-15, not bit for bit. The bootstrap draws the
         # same sessions on both engines, so the intervals agree as closely.
@@ -312,7 +312,7 @@ def same_input(duck, spark, tmp_path_factory):
 
     yield connection, make, values
     connection.close()
-    for step in made + ["mapped_events", "products", "exposures", "ingested_files"]:
+    for step in [*made, "mapped_events", "products", "exposures", "ingested_files"]:
         spark.catalog.dropTempView(step)
 
 
@@ -365,10 +365,10 @@ def assert_same_rows(name: str, ours: list[tuple], theirs: list[tuple], toleranc
             assert_same_lists(*lists, tolerance=tolerance)
         return
     key = lambda row: tuple((v is None, round(v, 9) if isinstance(v, float) else v) for v in row)  # noqa: E731
-    for mine, other in zip(sorted(ours, key=key), sorted(theirs, key=key)):
+    for mine, other in zip(sorted(ours, key=key), sorted(theirs, key=key), strict=True):
         assert len(mine) == len(other) and all(
             math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) if isinstance(a, float) else a == b
-            for a, b in zip(mine, other)
+            for a, b in zip(mine, other, strict=True)
         ), (name, mine, other)
 
 
@@ -438,7 +438,9 @@ def test_a_mapping_spark_cannot_run_names_its_key_and_writes_nothing(tmp_path, s
     events = divolte_events([{"session": 1, "product": "1"}, {"session": 1, "product": "2"}])
     config_path = write_shop_folder(tmp_path, events, {"nl": ["1", "2"]})
     config_path.write_text(config_path.read_text() + '[events.mapping]\nparty_id = "no_such_function(partyId)"\n')
-    with pytest.raises(config.ConfigError, match="events.mapping.party_id fails on the avro files: 'no_such_function"):
+    with pytest.raises(
+        config.ConfigError, match=r"events\.mapping\.party_id fails on the avro files: 'no_such_function"
+    ):
         runner.build(config.load(config_path), tmp_path / "out", spark=spark)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.building").exists()
 
@@ -489,12 +491,9 @@ def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck
     with warehouse.connect(cfg.warehouse, read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] == published.rows["itemitem"]
         assert connection.execute("SELECT build_id FROM builds").fetchall() == [(result.build_id,)]
-        assert (
-            connection.execute(
-                "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
-            ).fetchone()[0]
-            == len(config.CLICK_ALGORITHMS)
-        )
+        assert connection.execute(
+            "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
+        ).fetchone()[0] == len(config.CLICK_ALGORITHMS)
     # The same output again is refused (its snapshot is there: a rollback makes it live), and nothing changes.
     with pytest.raises(spark_output.OutputRefused, match="is published already"):
         spark_output.publish(cfg, str(output))

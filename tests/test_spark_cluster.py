@@ -18,8 +18,8 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from msgspec.structs import replace
@@ -100,8 +100,20 @@ def parquet_shop(small_shop, tmp_path_factory) -> Path:
 def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(cluster, parquet_shop, tmp_path):
     output = tmp_path / "spark-output"
     built = subprocess.run(
-        [sys.executable, "-m", "engine", "build", "--engine", "spark", "--master", cluster]
-        + ["--config", str(parquet_shop), "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "build",
+            "--engine",
+            "spark",
+            "--master",
+            cluster,
+            "--config",
+            str(parquet_shop),
+            "--output",
+            str(output),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -140,8 +152,20 @@ def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(c
 
 def test_avro_on_a_cluster_without_spark_avro_is_refused_at_start(cluster, small_shop, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "engine", "build", "--engine", "spark", "--master", cluster]
-        + ["--config", str(small_shop / "etalage.toml"), "--output", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "build",
+            "--engine",
+            "spark",
+            "--master",
+            cluster,
+            "--config",
+            str(small_shop / "etalage.toml"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -18,7 +18,6 @@ from engine.spark import transpile
 from engine.udfs.llr import llr
 from tests.conftest import run_cli
 
-
 SPARK_FILES = [name for name in sqlfiles.names() if name not in transpile.DUCKDB_ONLY]
 
 
@@ -36,7 +35,7 @@ def test_every_file_transpiles_with_its_parameters_as_spark_markers(name):
 
 @pytest.mark.parametrize("name", SPARK_FILES)
 def test_binding_leaves_no_marker_and_names_a_missing_parameter(name):
-    values = {p: 1 for p in sqlfiles.parameters(name)}
+    values = dict.fromkeys(sqlfiles.parameters(name), 1)
     bound = transpile.spark_sql(name, values)
     assert not re.search(r":[a-z_]+\b", re.sub(r"/\*.*?\*/", "", bound))
     if values:

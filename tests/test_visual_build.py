@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.compute  # pa.compute
 import pyarrow.parquet as pq
 import pytest
 
@@ -219,7 +219,7 @@ def test_a_damaged_index_file_fails_verification(visual_shop, tmp_path):
 def test_a_visual_algorithm_needs_the_visual_stage(tmp_path):
     base = config.example_toml().replace('gate_algorithm = "auto"', 'gate_algorithm = "visual_blend"')
     assert 'gate_algorithm = "visual_blend"' in base
-    with pytest.raises(config.ConfigError, match="snapshots.gate_algorithm is 'visual_blend'.*enabled = true"):
+    with pytest.raises(config.ConfigError, match=r"snapshots\.gate_algorithm is 'visual_blend'.*enabled = true"):
         config.parse(tomllib.loads(base), tmp_path)
     variant = config.example_toml().replace('algorithm = "cooccurrence"', 'algorithm = "visual"')
     with pytest.raises(config.ConfigError, match=r"experiment.variants\[1\].algorithm is 'visual'"):
@@ -257,7 +257,9 @@ def test_a_tenant_without_pictures_gets_404s_not_500s(visual_shop, tmp_path):
     catalogue = pq.read_table(cfg.catalogue)
     keep = [
         None if tenant == "de" else image
-        for tenant, image in zip(catalogue.column("tenant").to_pylist(), catalogue.column("image").to_pylist())
+        for tenant, image in zip(
+            catalogue.column("tenant").to_pylist(), catalogue.column("image").to_pylist(), strict=True
+        )
     ]
     pq.write_table(
         catalogue.set_column(catalogue.column_names.index("image"), "image", pa.array(keep, pa.string())), cfg.catalogue

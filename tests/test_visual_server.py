@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
-from PIL import Image
 from msgspec.structs import replace
+from PIL import Image
 
 from engine import config
 from engine.publish import snapshot
@@ -62,7 +62,7 @@ def test_visually_similar_answers_from_the_index_within_the_tenant(client, shop,
 def test_an_uploaded_photo_finds_its_own_product_first(client, shop, catalogue):
     tenant, product, image = next(
         (t, p, i)
-        for t, p, i in zip(*(catalogue.column(c).to_pylist() for c in ("tenant", "product_id", "image")))
+        for t, p, i in zip(*(catalogue.column(c).to_pylist() for c in ("tenant", "product_id", "image")), strict=True)
         if t == "de"
     )
     photo = (shop.catalogue.parent / image).read_bytes()
@@ -74,7 +74,7 @@ def test_an_uploaded_photo_finds_its_own_product_first(client, shop, catalogue):
     assert first["score"] == pytest.approx(1.0, abs=1e-4)
     twins = {
         p
-        for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist())
+        for p, i in zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist(), strict=True)
         if (shop.catalogue.parent / i).read_bytes() == photo
     }  # products sharing the very same picture
     assert first["product_id"] in twins and product in twins
@@ -202,7 +202,7 @@ def test_the_catalogue_pages_through_one_tenant_and_links_each_picture(client, s
     assert item["title"] and item["image_url"] == f"/v1/nl/products/{item['product_id']}/image"
     picture = client.get(item["image_url"])
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
-    image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist()))[
+    image = dict(zip(catalogue.column("product_id").to_pylist(), catalogue.column("image").to_pylist(), strict=True))[
         item["product_id"]
     ]
     assert picture.content == (shop.catalogue.parent / image).read_bytes()

@@ -24,9 +24,9 @@ Everything is vectorised with NumPy and Arrow, so 20M events take seconds.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,7 @@ TENANTS: dict[str, tuple[float, float]] = {
     "be": (0.70, 0.25),
     "de": (0.50, 0.15),
 }
+# fmt: off
 _BRAND_HEADS = ["Nord", "Vel", "Mar", "Stra", "Lin", "Ko", "Bel", "Ar", "Zee", "Hol", "Dun", "Ev", "Sol", "Tess", "Wil",
                 "Ro", "Fen", "Gra", "Lu", "Ost", "Pel", "Quin", "Ris", "Sa", "Tor", "Ul", "Vin", "Wes", "Yd", "Bram",
                 "Cor", "Dal", "Em", "Fal", "Gil", "Hav", "Isel", "Jor", "Kes", "Lom"]
@@ -72,11 +73,16 @@ _BRAND_TAILS = ["vik", "ena", "ello", "ada", "ora", "sen", "ijn", "ard", "ino", 
                 "holm", "lund", "hoff", "kamp", "heim", "ville"]
 _DEVICES = [
     # viewport w, h, screen w, h, UA name, family, vendor, type, version, device, os family, os version, os vendor
-    (390, 664, 390, 844, "Mobile Safari", "Mobile Safari", "Apple Inc.", "Mobile Browser", "17.4", "Smartphone", "iOS", "17.4", "Apple Inc."),
-    (412, 780, 412, 915, "Chrome Mobile", "Chrome Mobile", "Google Inc.", "Mobile Browser", "124.0", "Smartphone", "Android", "14", "Google, Inc."),
-    (1536, 730, 1536, 864, "Chrome", "Chrome", "Google Inc.", "Browser", "124.0", "Personal computer", "Windows", "10", "Microsoft Corporation."),
-    (1440, 789, 1440, 900, "Firefox", "Firefox", "Mozilla Foundation", "Browser", "125.0", "Personal computer", "OS X", "14.4", "Apple Computer, Inc."),
+    (390, 664, 390, 844, "Mobile Safari", "Mobile Safari", "Apple Inc.", "Mobile Browser", "17.4",
+     "Smartphone", "iOS", "17.4", "Apple Inc."),
+    (412, 780, 412, 915, "Chrome Mobile", "Chrome Mobile", "Google Inc.", "Mobile Browser", "124.0",
+     "Smartphone", "Android", "14", "Google, Inc."),
+    (1536, 730, 1536, 864, "Chrome", "Chrome", "Google Inc.", "Browser", "124.0",
+     "Personal computer", "Windows", "10", "Microsoft Corporation."),
+    (1440, 789, 1440, 900, "Firefox", "Firefox", "Mozilla Foundation", "Browser", "125.0",
+     "Personal computer", "OS X", "14.4", "Apple Computer, Inc."),
 ]
+# fmt: on
 
 SESSION_LOOK = 0.65
 """Chance that a product event stays inside the session's look."""
@@ -223,8 +229,7 @@ def _events(spec: ShopSpec, products: _Products, rng: np.random.Generator) -> pa
         sessions = max(1, round(total_sessions * traffic))
         parts.append(_tenant_events(spec, products, tenant, sessions, first_session, rng))
         first_session += sessions
-    events = pa.concat_tables(parts)
-    return events
+    return pa.concat_tables(parts)
 
 
 def _tenant_events(
@@ -374,7 +379,9 @@ def write_shop(
     if "avro" in formats:
         for begin, end in _runs(hour):
             folder = _utc(hour[begin] * 3600).strftime("%Y/%m/%d/%H")
-            divolte.write_avro(shop.events.take(order[begin:end]), directory / "events" / "avro" / folder / "divolte-tracking-0.avro")
+            divolte.write_avro(
+                shop.events.take(order[begin:end]), directory / "events" / "avro" / folder / "divolte-tracking-0.avro"
+            )
             written += end - begin
             progress(written)
     if "parquet" in formats:
@@ -386,10 +393,10 @@ def write_shop(
 
 
 def _utc(seconds: np.integer) -> dt.datetime:
-    return dt.datetime.fromtimestamp(int(seconds), dt.timezone.utc)
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC)
 
 
 def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
     """(begin, end) of each run of equal values in a sorted array."""
     starts = np.flatnonzero(np.diff(keys, prepend=keys[0] - 1, append=keys[-1] + 1))
-    return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))

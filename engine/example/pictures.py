@@ -19,9 +19,9 @@ images changes nothing else the generator makes.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -29,9 +29,21 @@ from PIL import Image, ImageDraw, ImageFilter
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the files."""
 
-FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+FASHION_CLASSES = (
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 """Fashion-MNIST's labels 0 to 9."""
 
+# fmt: off
 CATEGORY_CLASS: dict[str, int] = {
     "dress": 3, "jeans": 1, "shirt": 6, "t-shirt": 0, "sweater": 2, "jacket": 4, "coat": 4,
     "trousers": 1, "sneakers": 7, "boots": 9, "sandals": 5, "bag": 8,
@@ -44,6 +56,7 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "pink": (236, 130, 170), "brown": (112, 70, 40), "yellow": (236, 200, 40), "purple": (112, 52, 140),
 }
 """The catalogue's colour names as RGB."""
+# fmt: on
 
 SIZE = 112
 """Side of the written PNGs in pixels (Fashion-MNIST's 28 upscaled four times)."""
@@ -67,11 +80,16 @@ class ImagePlan:
 
 def fashion_mnist_installed(folder: Path = FASHION_MNIST) -> bool:
     """True when the four Fashion-MNIST files are there."""
-    return all((folder / f"{split}-{kind}-idx{dims}-ubyte.gz").is_file()
-               for split in ("train", "t10k") for kind, dims in (("images", 3), ("labels", 1)))
+    return all(
+        (folder / f"{split}-{kind}-idx{dims}-ubyte.gz").is_file()
+        for split in ("train", "t10k")
+        for kind, dims in (("images", 3), ("labels", 1))
+    )
 
 
-def load_fashion_mnist(folder: Path = FASHION_MNIST, *, labels_only: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+def load_fashion_mnist(
+    folder: Path = FASHION_MNIST, *, labels_only: bool = False
+) -> tuple[np.ndarray | None, np.ndarray]:
     """Fashion-MNIST's 70,000 images (uint8, n x 28 x 28; train then test) and their labels.
 
     Raises:
@@ -152,7 +170,7 @@ def draw(category: str, rng: np.random.Generator) -> Image.Image:
     scale = SIZE / 28.0
     canvas = Image.new("L", (SIZE, SIZE), 0)
     pen = ImageDraw.Draw(canvas)
-    j = lambda spread: float(rng.uniform(-spread, spread))  # noqa: E731: a jitter, used a lot below
+    j = lambda spread: float(rng.uniform(-spread, spread))  # noqa: E731 - a jitter, used a lot below
     for polygon in _SHAPES.get(category, _SHAPES["t-shirt"])(j):
         pen.polygon([(x * scale, y * scale) for x, y in polygon], fill=int(rng.integers(170, 256)))
     texture = rng.normal(0, 18, (SIZE, SIZE))
@@ -169,14 +187,22 @@ def _top(j: Jitter, sleeve: float, length: float, width: float) -> list[list[tup
     w, bottom, s = width + j(1), length + j(1.5), sleeve + j(1)
     body = [(14 - w, 5), (14 + w, 5), (14 + w, bottom), (14 - w, bottom)]
     reach = 2 + s * 0.35  # sleeves hang out and down from the shoulder
-    left = [(14 - w, 5), (14 - w - 1.5, 5.5), (14 - w - reach, 5 + s), (14 - w - reach + 3 + j(0.5), 6 + s), (14 - w, 10)]
+    left = [
+        (14 - w, 5),
+        (14 - w - 1.5, 5.5),
+        (14 - w - reach, 5 + s),
+        (14 - w - reach + 3 + j(0.5), 6 + s),
+        (14 - w, 10),
+    ]
     right = [(28 - x, y) for x, y in left]
     return [body, left, right]
 
 
 def _trousers(j: Jitter) -> list[list[tuple[float, float]]]:
     gap, flare = 0.6 + j(0.4), j(1.2)
-    return [[(8 + j(0.5), 3), (20 + j(0.5), 3), (20 + flare, 26), (14 + gap, 26), (14, 9), (14 - gap, 26), (8 - flare, 26)]]
+    return [
+        [(8 + j(0.5), 3), (20 + j(0.5), 3), (20 + flare, 26), (14 + gap, 26), (14, 9), (14 - gap, 26), (8 - flare, 26)]
+    ]
 
 
 def _dress(j: Jitter, length: float) -> list[list[tuple[float, float]]]:
@@ -204,27 +230,43 @@ def _sandal(j: Jitter) -> list[list[tuple[float, float]]]:
 def _bag(j: Jitter) -> list[list[tuple[float, float]]]:
     w, top = 9 + j(2), 11 + j(2)
     body = [(14 - w, top), (14 + w, top), (14 + w + j(1), 25), (14 - w - j(1), 25)]
-    handle = [(10, top), (11.5, top - 6 + j(1)), (16.5, top - 6 + j(1)), (18, top), (16.5, top), (15.5, top - 4), (12.5, top - 4), (11.5, top)]
+    handle = [
+        (10, top),
+        (11.5, top - 6 + j(1)),
+        (16.5, top - 6 + j(1)),
+        (18, top),
+        (16.5, top),
+        (15.5, top - 4),
+        (12.5, top - 4),
+        (11.5, top),
+    ]
     return [body, handle]
 
 
 def _scarf(j: Jitter) -> list[list[tuple[float, float]]]:
     w, tilt = 2.5 + j(0.8), j(5)
     band = [(14 - w + tilt, 2), (14 + w + tilt, 2), (14 + w - tilt, 26), (14 - w - tilt, 26)]
-    fringe = [[(14 - w - tilt + k, 26), (14 - w - tilt + k + 0.6, 26), (14 - w - tilt + k + 0.3, 27.5)] for k in np.arange(0, 2 * w, 1.2)]
+    fringe = [
+        [(14 - w - tilt + k, 26), (14 - w - tilt + k + 0.6, 26), (14 - w - tilt + k + 0.3, 27.5)]
+        for k in np.arange(0, 2 * w, 1.2)
+    ]
     return [band, *fringe]
 
 
 def _hat(j: Jitter) -> list[list[tuple[float, float]]]:
     brim, crown, height = 11 + j(2), 6 + j(1.5), 8 + j(2)
-    return [[(14 - brim, 19), (14 + brim, 19), (14 + brim - 2, 21), (14 - brim + 2, 21)],
-            [(14 - crown, 19), (14 - crown + 1, 19 - height), (14 + crown - 1, 19 - height), (14 + crown, 19)]]
+    return [
+        [(14 - brim, 19), (14 + brim, 19), (14 + brim - 2, 21), (14 - brim + 2, 21)],
+        [(14 - crown, 19), (14 - crown + 1, 19 - height), (14 + crown - 1, 19 - height), (14 + crown, 19)],
+    ]
 
 
 def _swimwear(j: Jitter) -> list[list[tuple[float, float]]]:
     cup, gap = 3.5 + j(0.8), 0.8 + j(0.4)
-    top = [[(14 - gap - 2 * cup, 12), (14 - gap, 12), (14 - gap - cup, 6 + j(1))],
-           [(14 + gap, 12), (14 + gap + 2 * cup, 12), (14 + gap + cup, 6 + j(1))]]
+    top = [
+        [(14 - gap - 2 * cup, 12), (14 - gap, 12), (14 - gap - cup, 6 + j(1))],
+        [(14 + gap, 12), (14 + gap + 2 * cup, 12), (14 + gap + cup, 6 + j(1))],
+    ]
     bottom = [(8 + j(1), 16), (20 + j(1), 16), (16, 23 + j(1)), (12, 23 + j(1))]
     return [*top, bottom]
 

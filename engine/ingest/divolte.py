@@ -79,7 +79,7 @@ def write_avro(events: pa.Table, path: Path) -> None:
     for name in ("timestamp", "clientTimestamp"):
         columns[name] = events.column(name).cast(pa.int64()).to_pylist()
     names = list(columns)
-    records = (dict(zip(names, values)) for values in zip(*columns.values()))
+    records = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         fastavro.writer(out, fastavro.parse_schema(DEFAULT_EVENT_RECORD), records, codec="deflate")

@@ -46,7 +46,7 @@ def checked(folder: locations.Location) -> list[str]:
     """The finished exposure files under ``folder``, each one's footer checked (in parallel) for the exposure schema."""
     paths = files(folder)
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
-        for path, schema in zip(paths, pool.map(_schema, paths)):
+        for path, schema in zip(paths, pool.map(_schema, paths), strict=True):
             if not SCHEMA.equals(schema):
                 msg = f"{path}: not an exposure file (schema {schema.to_string(show_schema_metadata=False)!r})"
                 raise IngestError(msg)

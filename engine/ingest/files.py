@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import fastavro
 import fastavro.read
@@ -178,7 +179,7 @@ def check(files: EventFiles, mapping: dict[str, str], progress: Callable[[str], 
         for fmt, paths in files.by_format().items():
             reader = _avro_columns if fmt == "avro" else parquet_columns
             reference: tuple[str, dict[str, str]] | None = None
-            for path, columns in zip(paths, pool.map(reader, paths)):
+            for path, columns in zip(paths, pool.map(reader, paths), strict=True):
                 missing = sorted(required - set(columns))
                 if missing:
                     users = sorted(key for key, cols in needed.items() if missing[0] in cols)
@@ -209,7 +210,9 @@ def _avro_columns(path: str) -> dict[str, str]:
             if head[:4] != MAGIC:
                 msg = f"{path}: not a readable Avro container file (it does not start with Avro's magic bytes)"
                 raise IngestError(msg)
-            header = fastavro.schemaless_reader(io.BytesIO(head), fastavro.read.HEADER_SCHEMA, None)
+            header = cast(
+                dict[str, Any], fastavro.schemaless_reader(io.BytesIO(head), fastavro.read.HEADER_SCHEMA, None)
+            )
             stream.seek(-len(header["sync"]), io.SEEK_END)
             tail = stream.read()
     except (locations.Unreachable, FileNotFoundError, IngestError):
@@ -221,7 +224,7 @@ def _avro_columns(path: str) -> dict[str, str]:
             else f"{path}: Avro header longer than the {FINGERPRINT_BYTES:,} bytes etalage reads"
         )
         raise IngestError(msg) from None
-    except Exception as error:  # fastavro raises many types for a damaged header
+    except Exception as error:  # noqa: BLE001 - fastavro raises many types for a damaged header
         msg = f"{path}: not a readable Avro container file ({type(error).__name__}: {error})"
         raise IngestError(msg) from None
     if tail != header["sync"]:
@@ -249,7 +252,7 @@ def parquet_columns(path: locations.Location) -> dict[str, str]:
             schema = pq.read_schema(stream)
     except (locations.Unreachable, FileNotFoundError):
         raise
-    except Exception as error:  # pyarrow raises ArrowInvalid/OSError for damaged files
+    except Exception as error:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError for damaged files
         msg = f"{path}: not a readable Parquet file ({error})"
         raise IngestError(msg) from None
     return {field.name.lower(): str(field.type) for field in schema}

@@ -104,7 +104,9 @@ def entries(files: EventFiles, counts: list[dict], folder: Path, build_id: str) 
     by_file = {row["filename"]: row for row in counts}
     every = [path for paths in files.by_format().values() for path in paths]
     with ThreadPoolExecutor(CHECK_THREADS) as pool:  # two ranged reads each, a round trip apiece on a store
-        prints = dict(zip(every, pool.map(lambda path: fingerprint(path, files.listing[path].size), every)))
+        prints = dict(
+            zip(every, pool.map(lambda path: fingerprint(path, files.listing[path].size), every), strict=True)
+        )
     rows = []
     for fmt, paths in files.by_format().items():
         for path in paths:

@@ -246,4 +246,4 @@ def _hidden(path: str) -> bool:
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     """A listing's time as the ledger keeps it: naive UTC."""
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib as mpl
 
-matplotlib.use("Agg")  # files only; no display is needed or assumed
+mpl.use("Agg")  # files only; no display is needed or assumed
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from engine.publish import warehouse  # noqa: E402
+from engine.publish import warehouse
 
 METRICS = ("mrr", "mrr_at_5", "mrr_at_10", "mrr_at_20", "hit_rate_at_20")
 

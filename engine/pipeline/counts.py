@@ -130,7 +130,7 @@ class Counts:
             .group_by("tenant")
             .aggregate([("sign", "sum")])
         )
-        for tenant, change in zip(by_tenant["tenant"].to_pylist(), by_tenant["sign_sum"].to_pylist()):
+        for tenant, change in zip(by_tenant["tenant"].to_pylist(), by_tenant["sign_sum"].to_pylist(), strict=True):
             tenant_sessions[tenant] = tenant_sessions.get(tenant, 0) + change
         if (sessions < 0).any() or any(n < 0 for n in tenant_sessions.values()):
             msg = "counted changes take more sessions away than were counted: the stored counts do not match the events"

@@ -234,8 +234,7 @@ def _related(lists: cooccurrence.Lists, number: int) -> np.ndarray:
             members = lists.by_order[start:end]
             outside = int(np.isin(members, leaders, invert=True).sum())
             named.append(np.tile(leaders[:top_n], outside))  # a product outside the leaders gets the first top_n
-            for leader in leaders:
-                named.append(leaders[leaders != leader][:top_n])  # a leader gets the others
+            named.extend(leaders[leaders != leader][:top_n] for leader in leaders)  # a leader gets the others
         return np.concatenate(named) if named else np.empty(0, np.int32)
     listed = cooccurrence.list_index(number)
     keep = np.arange(lists.related.shape[2]) < lists.length[listed][:, None]

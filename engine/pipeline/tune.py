@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 from msgspec.structs import replace
@@ -24,7 +24,7 @@ from engine.publish import warehouse
 def trials(base: Algorithms, grid: dict[str, Iterable[int]]) -> list[Algorithms]:
     """Every combination of the grid's values, the other parameters as in ``base``."""
     keys = list(grid)
-    return [replace(base, **dict(zip(keys, values))) for values in itertools.product(*grid.values())]
+    return [replace(base, **dict(zip(keys, values, strict=True))) for values in itertools.product(*grid.values())]
 
 
 def tune(
@@ -33,7 +33,7 @@ def tune(
     progress: Callable[[int, Algorithms], None] = lambda done, trial: None,
 ) -> tuple[str, pa.Table]:
     """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
-    tune_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    tune_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
     settings = trials(config.algorithms, grid or TUNING_GRID)
     counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
     for number, algorithms in enumerate(settings, start=1):

@@ -24,9 +24,9 @@ busy cores, 53 ms of CPU per picture instead of 29).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import pyarrow as pa

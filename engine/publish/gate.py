@@ -11,6 +11,7 @@ and refuses a drop of more than ``max_mrr_drop`` (a fraction).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from engine.config import ALGORITHMS, AUTO
 from engine.publish.snapshot import UNSCORED, Snapshot
@@ -69,7 +70,7 @@ def decide(
 ) -> Decision:
     """Compare this build's ``algorithm`` in ``scores`` (from its evaluation) with what the live snapshot serves."""
     score = (scores or {}).get(algorithm, {}).get(METRIC)
-    facts = {"algorithm": algorithm, "score": score, "max_drop": max_drop}
+    facts: dict[str, Any] = {"algorithm": algorithm, "score": score, "max_drop": max_drop}
     if live is None:
         return Decision(True, "first", "no snapshot is live yet", **facts)
     was = live.served_algorithm

@@ -35,9 +35,10 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -146,7 +147,9 @@ def stage(
     staging.mkdir(parents=True)
     with _removed_on_error(staging), writing(staging):
         with concurrent.futures.ThreadPoolExecutor(len(tables) or 1) as pool:
-            written = [pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()]
+            written = [
+                pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()
+            ]
             files = dict(future.result() for future in written)
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
@@ -156,7 +159,7 @@ def stage(
         manifest = {
             "format": FORMAT,
             "build_id": build_id,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **manifest,
             "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
             "files": files,

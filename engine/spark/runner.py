@@ -30,9 +30,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +58,7 @@ from engine.pipeline import evaluation, state
 from engine.publish import gate, locks, spark_output, warehouse
 from engine.spark import transpile
 
-OUTPUT_TABLES = PUBLISHED_TABLES + ("evaluation", "builds")
+OUTPUT_TABLES = (*PUBLISHED_TABLES, "evaluation", "builds")
 """The Parquet folders a Spark build writes under its output directory."""
 
 STAGE = (
@@ -107,7 +107,7 @@ def session(master: str | None = None) -> SparkSession:
             builder = builder.config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
         try:
             active = builder.getOrCreate()
-        except Exception as error:  # pyspark reports a JVM that failed to start in several ways
+        except Exception as error:  # noqa: BLE001 - pyspark reports a JVM that failed to start in several ways
             msg = f"Spark did not start ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
             raise SparkUnavailable(msg) from None
         active.sparkContext.setLogLevel("ERROR")  # etalage reports its own steps; Spark's WARN lines are noise here
@@ -183,7 +183,7 @@ def _reads_avro(spark: SparkSession) -> bool:
     sources = spark.sparkContext._jvm.org.apache.spark.sql.execution.datasources.DataSource
     try:
         sources.lookupDataSource("avro", spark._jsparkSession.sessionState().conf())
-    except Exception:  # py4j raises Spark's AnalysisException: "Failed to find data source: avro"
+    except Exception:  # noqa: BLE001 - py4j raises Spark's AnalysisException: "Failed to find data source: avro"
         return False
     return True
 
@@ -450,7 +450,7 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
         lambda: _from_driver(run.spark, scored).select(
             F.lit(build_id).alias("build_id"),
             F.lit(split).cast("timestamp_ntz").alias("cutoff"),
-            F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp_ntz").alias("evaluated_at"),
+            F.lit(dt.datetime.now(dt.UTC).replace(tzinfo=None)).cast("timestamp_ntz").alias("evaluated_at"),
             F.lit(json.dumps(asdict(config.algorithms))).alias("parameters"),
             "*",
         ),

@@ -29,8 +29,9 @@ by formatting values into SQL text.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from functools import cache
-from typing import Any, Mapping
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -61,7 +62,7 @@ INCREMENTAL = (
     "test_transitions",
 )
 DUCKDB_ONLY: dict[str, str] = {
-    **{name: "the incremental counting of a DuckDB build; a Spark build counts everything" for name in INCREMENTAL},
+    **dict.fromkeys(INCREMENTAL, "the incremental counting of a DuckDB build; a Spark build counts everything"),
     "stored_rows": "the warehouse's views over its store; Spark writes its tables as Parquet folders",
     "snapshot_itemitem": "writes a snapshot file, and only a DuckDB build publishes snapshots",
     "snapshot_lists": "writes a snapshot file, and only a DuckDB build publishes snapshots",
@@ -131,7 +132,7 @@ def _literal(value: Any) -> exp.Expression:
     """A Spark literal for a parameter value; timestamps are wall-clock (TIMESTAMP_NTZ), like DuckDB's TIMESTAMP."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return exp.cast(exp.convert(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP_NTZ", dialect="spark"))
     if isinstance(value, tuple):
         value = list(value)

@@ -146,7 +146,7 @@ def top_lists(
             parts.append(
                 _top_followers(*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads)
             )
-    related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts))
+    related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
     tenants = _tenant_blocks(items.tenant.take(by_order))
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
     return Lists(related, cooccurrence, score, length, by_order, tenants, leaders)
@@ -167,7 +167,7 @@ def _tenant_blocks(tenant: pa.Array) -> list[tuple[int, int]]:
     if not names.size:
         return []
     starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True])
-    return list(zip(starts[:-1].tolist(), starts[1:].tolist()))
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
 
 
 def _leaders(tenants: list[tuple[int, int]], by_order: np.ndarray, sessions: np.ndarray, top_n: int) -> np.ndarray:

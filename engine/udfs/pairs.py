@@ -74,7 +74,7 @@ class PairRows:
             related, count = self.related[: self.pairs], self.count[: self.pairs]
         else:
             related, count = _packed(self.start, self.length, self.related, self.count, packed)
-        for name, array in zip(ARRAYS, (packed, self.length, related, count)):
+        for name, array in zip(ARRAYS, (packed, self.length, related, count), strict=True):
             np.save(folder / f"{name}.npy", array)
 
     @classmethod

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # etalage_steps.py beside it, wherever the DAGs folder is
-import etalage_steps as steps  # noqa: E402
-from airflow.exceptions import AirflowException, AirflowFailException  # noqa: E402
-from airflow.providers.standard.operators.python import PythonOperator  # noqa: E402
-from airflow.providers.standard.sensors.python import PythonSensor  # noqa: E402
-from airflow.sdk import DAG  # noqa: E402
+import etalage_steps as steps
+from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.sensors.python import PythonSensor
+from airflow.sdk import DAG
 
 SHOP = steps.Shop(
     config=Path("/srv/etalage/etalage.toml"),
@@ -43,7 +43,7 @@ def _build(ti) -> None:
 with DAG(
     "etalage",
     schedule="@hourly",
-    start_date=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 3, "retry_delay": dt.timedelta(minutes=2)},

@@ -36,7 +36,7 @@ class Shop:
 
 def new_build_id(when: dt.datetime | None = None) -> str:
     """An id in etalage's own form (it sorts in time), made before the build so the sensor can wait for it."""
-    when = when or dt.datetime.now(dt.timezone.utc)
+    when = when or dt.datetime.now(dt.UTC)
     return f"{when:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
 
 

@@ -47,8 +47,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing it
 
-from engine.example import pictures  # noqa: E402
-from models.efficientnet import EfficientNetLite0  # noqa: E402
+from engine.example import pictures
+from models.efficientnet import EfficientNetLite0
 
 SIZE = (600, 800)
 COLOURS = list(pictures.COLOUR_RGB.values())
@@ -231,7 +231,7 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     report: dict = {
         "bench": "encode",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": {
             "cores": cores,
             "cpu": cpu_model(),

@@ -69,7 +69,7 @@ def prepare(folder: Path) -> Path:
         generator.write_shop(generator.generate(spec), folder, ("parquet",))
         config_path.write_text(config.example_toml("parquet"))
     cfg = config.load(config_path)
-    while len([p for p in cfg.snapshots.root.glob("2*")]) < 2:
+    while len(list(cfg.snapshots.root.glob("2*"))) < 2:
         subprocess.run(
             [sys.executable, "-m", "engine", "build", "--force", "--config", str(config_path)],
             check=True,
@@ -141,7 +141,7 @@ def main() -> None:
         scripts = [Path(scratch) / f"{name}.lua" for name in ("health", "recommendations", "gateway")]
         recommendations, gateway = product_paths(config_path)
         # The same Lua request() for the hello-world run, so that wrk spends the same on every run.
-        for script, paths in zip(scripts, (["/health"] * len(recommendations), recommendations, gateway)):
+        for script, paths in zip(scripts, (["/health"] * len(recommendations), recommendations, gateway), strict=True):
             script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
         with running_server(config_path, workers=args.workers) as (base, _):
             drive(wrk, base, 3, counts[0], scripts[0])  # warm-up
@@ -175,7 +175,7 @@ def main() -> None:
     )
     for connections, runs in rounds.items():
         for n, figures in enumerate(runs, 1):
-            for name, run in zip(names, figures):
+            for name, run in zip(names, figures, strict=True):
                 ratio = f"{run['rps'] / figures[0]['rps']:>7.2f}x" if name != names[0] else ""
                 print(
                     f"{f'{connections}, {n}: {name}':<40}{run['rps']:>12,.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}"

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_build  # noqa: E402  (the shops and the DuckDB build measurement)
+import bench_build  # the shops and the DuckDB build measurement
 
 ROOT = bench_build.ROOT
 ITEM_STAGE = (

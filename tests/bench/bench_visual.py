@@ -32,9 +32,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.example import pictures  # noqa: E402
-from models import index  # noqa: E402
-from models.reduce import fit, unit  # noqa: E402
+from engine.example import pictures
+from models import index
+from models.reduce import fit, unit
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "bench-data"
 ROWS = 180_000
@@ -162,7 +162,7 @@ def reduced_bound(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, dims
     projection = fit(full, dims, 42)
     reduced, asked = projection(full), projection(unit(queries))
     hits = []
-    for query, wanted, vector in zip(asked, truth.tolist(), unit(queries)):
+    for query, wanted, vector in zip(asked, truth.tolist(), unit(queries), strict=True):
         nearest = np.argpartition(((reduced - query) ** 2).sum(axis=1), candidates)[:candidates]
         top = nearest[np.argsort(-(full[nearest] @ vector))[:10]]
         hits.append(len(set(top.tolist()) & set(wanted)) / 10)
@@ -228,7 +228,7 @@ def annoy(forests: tuple = FORESTS, search: tuple[int, ...] = SEARCH_K, candidat
                         [int(n.product_id) for n in loaded.nearest("nl", q, 10, search_k=search_k)] for q in queries
                     ]
                     seconds = min(seconds, time.perf_counter() - begin)
-                recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist())])
+                recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist(), strict=True)])
                 print(
                     f"| {n_trees} | {dims or DIM} | {neighbours or '-'} | {build_seconds:.1f} | {megabytes:,.0f} | {search_k} | {recall:.3f} | "
                     f"{QUERIES / seconds:,.0f} | {1000 * seconds / QUERIES:.2f} |",
