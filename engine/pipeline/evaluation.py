@@ -207,6 +207,8 @@ def _kernel_scores(
         if not related.size or not item.size:
             continue  # sql/evaluation.sql has a row only for an algorithm with lists, and only with transitions
         rank = ranks[algorithm] = found[number]
+        listed = np.bincount(related, minlength=len(items))  # how often each item is recommended
+        shown = np.flatnonzero(listed)
         rows.append(
             {
                 "algorithm": algorithm,
@@ -215,8 +217,8 @@ def _kernel_scores(
                 "pairs": int(rank.size),
                 **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
                 **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
-                "coverage": np.unique(related).size / catalogue,
-                "popularity_bias": math.fsum(np.log1p(items.sessions[related])) / related.size,
+                "coverage": shown.size / catalogue,
+                "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / related.size,
             }
         )
     return pa.Table.from_pylist(rows, schema=_SCHEMA), ranks
