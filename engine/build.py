@@ -238,18 +238,14 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 rows = itemitem.with_visual(
                     connection, rows, result.visual.rows, itemitem.item_counts(counted), parameters
                 )
-            held["itemitem"] = rows
+            held["itemitem"] = rows = itemitem.typed(rows)
             result.rows["itemitem"] = rows.num_rows
             return rows.num_rows
 
         timed("lists", lists)
         itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
 
-        def write() -> None:
-            held["plain"] = held["itemitem"].cast(itemitem.SCHEMA)  # the text once, for the store and the snapshot
-            itemitem.write(held["plain"], itemitem_file)
-
-        timed("itemitem", write)
+        timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
         if config.evaluation.enabled:
             _evaluate(connection, config, counted, pairs, result, timed)
         result.ingest = _ingest_rows(ingested)
@@ -279,8 +275,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged = {}
-        rows, plain = held.pop("itemitem"), held.pop("plain")
-        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows, plain)))
+        rows = held.pop("itemitem")
+        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows)))
         named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
     store.collect(named)
@@ -435,13 +431,8 @@ def _stage(
     result: BuildResult,
     scores: dict | None,
     rows: pa.Table,
-    plain: pa.Table,
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows.
-
-    ``plain`` holds the same rows with ``itemitem``'s types; ``rows`` may hold
-    the text as dictionaries, which the JSON is rendered from.
-    """
+    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows."""
     manifest = {
         "parameters": {
             "algorithms": asdict(config.algorithms),
@@ -456,10 +447,9 @@ def _stage(
     return served.stage(
         config.snapshots.root,
         result.build_id,
-        plain,
+        rows,
         connection.table("products").to_arrow_table(),
         manifest,
-        related=rows.column("related_product_id"),
         folders={visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None,
     )
 

@@ -96,6 +96,25 @@ def item_counts(counts: Counts) -> pa.Table:
     )
 
 
+def typed(rows: pa.Table) -> pa.Table:
+    """``rows`` with :data:`SCHEMA`'s columns and types, a column held as a dictionary of its type left one (no copy)."""
+    kept = [
+        field.with_type(rows.schema.field(field.name).type)
+        if pa.types.is_dictionary(rows.schema.field(field.name).type)
+        and rows.schema.field(field.name).type.value_type == field.type
+        else field
+        for field in SCHEMA
+    ]
+    return rows.select(SCHEMA.names).cast(pa.schema(kept))
+
+
 def write(rows: pa.Table, target: Path) -> None:
-    """Write the rows (with :data:`SCHEMA`'s types) to the store as one Parquet file, in their order."""
-    pq.write_table(rows, target, row_group_size=cooccurrence.BATCH_ROWS, compression="snappy")
+    """Write :func:`typed` rows to the store as one Parquet file of :data:`SCHEMA`, in their order.
+
+    Text held as dictionaries is made plain one row group at a time, so the
+    whole table is never in memory twice (a kernel's dictionaries hold every
+    product, which Parquet would otherwise write again in each row group).
+    """
+    with pq.ParquetWriter(target, SCHEMA, compression="snappy") as writer:
+        for batch in rows.to_batches(max_chunksize=cooccurrence.BATCH_ROWS):
+            writer.write_batch(batch.cast(SCHEMA))

@@ -21,19 +21,16 @@ def stage(
     products: pa.Table,
     manifest: dict,
     *,
-    related: pa.ChunkedArray | None = None,
     folders: dict[str, Path] | None = None,
 ) -> snapshot.Snapshot:
     """Stage a snapshot (not yet live) of ``itemitem``'s ``rows`` (in its order) and the catalogue.
 
-    ``related`` is the rows' ``related_product_id`` when the caller has it
-    as a dictionary (the JSON is then rendered once per product); ``folders``
-    go into the snapshot whole (the visual index).
+    The rows' text may be dictionaries (a DuckDB build's are): each related
+    product's JSON is then rendered once. ``folders`` go into the snapshot
+    whole (the visual index).
     """
     tables = {
-        "itemitem": lambda: item_json.reader(
-            rows.select(["rank", "distance_score"]), related if related is not None else rows["related_product_id"]
-        ),
+        "itemitem": lambda: item_json.reader(rows.select(["rank", "distance_score"]), rows["related_product_id"]),
         "lists": lambda: list_index.positions(rows, products).to_reader(1 << 17),
         "products": lambda: products.to_reader(1 << 17),
     }
