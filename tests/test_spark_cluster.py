@@ -97,29 +97,22 @@ def parquet_shop(small_shop, tmp_path_factory) -> Path:
     return folder / "etalage.toml"
 
 
-def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(cluster, parquet_shop, tmp_path):
-    output = tmp_path / "spark-output"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "build",
-            "--engine",
-            "spark",
-            "--master",
-            cluster,
-            "--config",
-            str(parquet_shop),
-            "--output",
-            str(output),
-        ],
+def spark_build(cluster: str, config_path: Path, output: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``etalage build --engine spark`` on the cluster, as a user runs it (its executors use this Python)."""
+    command = ["build", "--engine", "spark", "--master", cluster, "--config", str(config_path), "--output", str(output)]
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *command],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
         check=False,
     )
+
+
+def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(cluster, parquet_shop, tmp_path):
+    output = tmp_path / "spark-output"
+    built = spark_build(cluster, parquet_shop, output, timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
     assert f"on Spark ({cluster})" in built.stderr
     published = run_cli("publish", "--from", str(output), "--config", str(parquet_shop))
@@ -151,27 +144,7 @@ def test_a_build_on_a_standalone_cluster_publishes_and_serves_the_duckdb_lists(c
 
 
 def test_avro_on_a_cluster_without_spark_avro_is_refused_at_start(cluster, small_shop, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "build",
-            "--engine",
-            "spark",
-            "--master",
-            cluster,
-            "--config",
-            str(small_shop / "etalage.toml"),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
-        check=False,
-    )
+    result = spark_build(cluster, small_shop / "etalage.toml", tmp_path / "out", timeout=600)
     assert result.returncode == 3, result.stderr[-2000:]
     assert f"events.avro on a cluster ({cluster}) needs Spark's Avro reader" in result.stderr
     assert not (tmp_path / "out").exists()

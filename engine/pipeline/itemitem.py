@@ -98,14 +98,12 @@ def item_counts(counts: Counts) -> pa.Table:
 
 def typed(rows: pa.Table) -> pa.Table:
     """``rows`` with :data:`SCHEMA`'s columns and types, a column held as a dictionary of its type left one (no copy)."""
-    kept = [
-        field.with_type(rows.schema.field(field.name).type)
-        if pa.types.is_dictionary(rows.schema.field(field.name).type)
-        and rows.schema.field(field.name).type.value_type == field.type
-        else field
-        for field in SCHEMA
-    ]
-    return rows.select(SCHEMA.names).cast(pa.schema(kept))
+
+    def kept(field: pa.Field) -> pa.Field:
+        held = rows.schema.field(field.name).type
+        return field.with_type(held) if pa.types.is_dictionary(held) and held.value_type == field.type else field
+
+    return rows.select(SCHEMA.names).cast(pa.schema([kept(field) for field in SCHEMA]))
 
 
 def write(rows: pa.Table, target: Path) -> None:
