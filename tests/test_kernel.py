@@ -23,6 +23,7 @@ from unittest import mock
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from engine import sqlfiles
@@ -148,6 +149,35 @@ def test_kernel_rows_are_the_sql_rows_in_their_order(seed, given):
     assert tenants == {"pair", "shop"}  # a tenant of one product has nothing to recommend, not even popular
     listed = {row[1] for row in expected}
     assert listed == set(cooccurrence.ALGORITHMS)
+
+
+def test_the_stored_file_holds_the_rows_in_their_order(tmp_path, monkeypatch):
+    """The kernel's dictionaries cut down per row group, a mix of dictionaries, or plain text: the same rows come back."""
+    events = random_events(5)
+    given = algorithms(5, 1)
+    with warehouse.connect() as connection:
+        rows = itemitem.typed(itemitem.kernel_rows(counted(connection, Counts.none(), None, events, given), given))
+    plain = rows.cast(itemitem.SCHEMA)
+    assert pa.types.is_dictionary(rows.schema.field("related_product_id").type)
+    remapped = pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(pa.array(range(3), pa.int32()), pa.array(["x", "y", "z"]))]
+        + [chunk.dictionary_decode().dictionary_encode() for chunk in rows.column("product_id").chunks]
+    )  # chunks whose dictionaries differ
+    mixed = pa.concat_tables([plain.slice(0, 3), plain]).set_column(2, "product_id", remapped)
+    monkeypatch.setattr(itemitem, "ROW_GROUP", 37)
+    renamed = plain.slice(0, 3).set_column(2, "product_id", pa.array(["x", "y", "z"]))
+    cases = ((rows, plain), (mixed, pa.concat_tables([renamed, plain])), (plain, plain), (plain[:0], plain[:0]))
+    for table, expected in cases:
+        itemitem.write(table, tmp_path / "itemitem.parquet")
+        stored = pq.ParquetFile(tmp_path / "itemitem.parquet")
+        assert stored.read().equals(expected)
+        assert stored.schema_arrow == itemitem.SCHEMA
+        if table.num_rows:
+            group = stored.metadata.row_group(1)
+            assert group.num_rows == 37
+            columns = [group.column(i) for i in range(group.num_columns)]
+            with_statistics = {column.path_in_schema for column in columns if column.is_stats_set}
+            assert with_statistics == set(itemitem.SORT_KEYS)
 
 
 @pytest.mark.parametrize("shapes", [(("small", 2, 4),), (("small", 5, 40),)])

@@ -523,6 +523,25 @@ def test_item_json_renders_the_json_of_the_sql_definition():
     assert [json.loads(text[:-1]) for text in rendered] == [json.loads(text[:-1]) for text in by_sql]
 
 
+def test_item_json_reads_related_ids_held_any_way():
+    """Plain text, chunks sharing one dictionary (a kernel's rows) or chunks with dictionaries of their own: the same JSON."""
+    ids = pa.array(["7", "8", 'say "hi"', "9", "7", "8"])
+    rows = pa.table({"rank": pa.array(range(1, 7), pa.int32()), "distance_score": pa.array([0.5] * 6)})
+    rows = pa.Table.from_batches(rows.to_batches(max_chunksize=2))
+    shared = pa.array(["9", "8", "7", 'say "hi"'])
+    held = {
+        "plain": pa.chunked_array([ids.slice(0, 2), ids.slice(2)]),
+        "shared": pa.chunked_array(
+            [pa.DictionaryArray.from_arrays(pa.array(i, pa.int32()), shared) for i in ([2, 1], [3, 0], [2, 1])]
+        ),
+        "own": pa.chunked_array([ids.slice(0, 3).dictionary_encode(), ids.slice(3).dictionary_encode()]),
+    }
+    expected = item_json.rendered(ids, rows["rank"].combine_chunks(), rows["distance_score"].combine_chunks())
+    for name, related in held.items():
+        rendered = item_json.reader(rows, related).read_all().column("item_json").combine_chunks()
+        assert rendered.equals(expected), name
+
+
 def test_list_index_gives_the_rows_of_the_sql_definition(tmp_path):
     """engine/publish/list_index.py gives sql/snapshot_lists.sql's rows, products without lists and algorithms included."""
     rows = pa.table(

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine import sqlfiles
@@ -39,6 +40,10 @@ SCHEMA = pa.schema(
 )
 """``itemitem``'s columns and their types (the kernel writes the text columns as dictionaries of them)."""
 
+ROW_GROUP = 1 << 20
+"""Rows per row group of the store's ``itemitem`` file."""
+SORT_KEYS = ("tenant", "algorithm", "product_id")
+"""``itemitem``'s order (then ``rank``): the columns whose row-group statistics prune a query."""
 Timed = Callable[[str, Callable[[], None]], None]
 """Runs one named step (the build uses it to time and report steps)."""
 SQL_STEPS = ("session_steps", "pair_counts", "ranked_pairs", "ranked_steps", "popular")
@@ -109,10 +114,41 @@ def typed(rows: pa.Table) -> pa.Table:
 def write(rows: pa.Table, target: Path) -> None:
     """Write :func:`typed` rows to the store as one Parquet file of :data:`SCHEMA`, in their order.
 
-    Text held as dictionaries is made plain one row group at a time, so the
-    whole table is never in memory twice (a kernel's dictionaries hold every
-    product, which Parquet would otherwise write again in each row group).
+    Text held as dictionaries is written as dictionaries, each row group's
+    cut down to the values the group uses: a kernel's dictionaries hold every
+    product, which Parquet would otherwise write whole in every row group,
+    and making the text plain first means Parquet hashes every string again.
+    Row groups carry statistics for the sort keys only, which is what lets a
+    query for one product skip the rest.
     """
-    with pq.ParquetWriter(target, SCHEMA, compression="snappy") as writer:
-        for batch in rows.to_batches(max_chunksize=cooccurrence.BATCH_ROWS):
-            writer.write_batch(batch.cast(SCHEMA))
+    stored = pa.schema([_stored_field(rows.schema.field(field.name), field) for field in SCHEMA])
+    with pq.ParquetWriter(
+        target, stored, compression="snappy", write_statistics=list(SORT_KEYS), store_schema=False
+    ) as writer:
+        for start in range(0, rows.num_rows, ROW_GROUP):
+            writer.write_table(_compact(rows.slice(start, ROW_GROUP), stored), row_group_size=ROW_GROUP)
+
+
+def _stored_field(held: pa.Field, field: pa.Field) -> pa.Field:
+    """How the store's file holds a :data:`SCHEMA` field: text held as a dictionary stays one, all else plain."""
+    if pa.types.is_dictionary(held.type) and field.type == pa.string():
+        return field.with_type(pa.dictionary(pa.int32(), pa.string()))
+    return field
+
+
+def _compact(rows: pa.Table, stored: pa.Schema) -> pa.Table:
+    """``rows`` as ``stored`` holds them, each text dictionary cut down to the values these rows use."""
+
+    def compact(column: pa.ChunkedArray, field: pa.Field) -> pa.Array:
+        if not pa.types.is_dictionary(field.type):
+            return column.cast(field.type).combine_chunks()
+        array = column.combine_chunks()
+        if array.null_count:
+            return pc.dictionary_encode(array.cast(pa.string()))
+        indices = array.indices.to_numpy(zero_copy_only=False)
+        used = np.zeros(len(array.dictionary), bool)
+        used[indices] = True
+        renumbered = (np.cumsum(used) - 1).astype(np.int32)
+        return pa.DictionaryArray.from_arrays(renumbered[indices], array.dictionary.filter(used))
+
+    return pa.table([compact(rows.column(field.name), field) for field in stored], schema=stored)

@@ -31,7 +31,7 @@ def reader(rows: pa.Table, related: pa.ChunkedArray) -> pa.RecordBatchReader:
     target = rows.schema.append(pa.field("item_json", pa.string()))
     if not pa.types.is_dictionary(related.type):
         related = pc.dictionary_encode(related)
-    related = related.unify_dictionaries()
+    related = _one_dictionary(related)
     prefixes = _prefixes(related.chunk(0).dictionary) if related.num_chunks else None
 
     def batches():
@@ -43,6 +43,14 @@ def reader(rows: pa.Table, related: pa.ChunkedArray) -> pa.RecordBatchReader:
             yield pa.RecordBatch.from_arrays([*batch.columns, json_rows], schema=target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
+
+
+def _one_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``column`` with one dictionary for all its chunks: as it is when they share one (a kernel's do), else unified."""
+    first = column.chunk(0).dictionary if column.num_chunks else None
+    if all(chunk.dictionary.equals(first) for chunk in column.chunks):
+        return column
+    return column.unify_dictionaries()
 
 
 def rendered(related: pa.Array, rank: pa.Array, score: pa.Array) -> pa.StringArray:
