@@ -246,8 +246,10 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
 
         timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
+        training = None
         if config.evaluation.enabled:
-            _evaluate(connection, config, counted, pairs, result, timed)
+            kept = earlier.training if earlier and result.counting == "incremental" else None
+            training = _evaluate(connection, config, counted, kept, pairs, result, timed)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
             connection,
@@ -259,6 +261,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             counts=counted,
             catalogue={key: held["catalogue"][key] for key in ("path", "rows", "checksum")},
             itemitem_file=store.relative(itemitem_file),
+            training=training,
         )
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
@@ -350,24 +353,44 @@ def _evaluate(
     connection: duckdb.DuckDBPyConnection,
     config: Config,
     counted: counting.Counts,
+    kept: state.Training | None,
     pairs: str,
     result: BuildResult,
     timed,
-) -> None:
-    """Score this build's algorithms on the evaluation split into ``evaluation``."""
+) -> state.Training | None:
+    """Score this build's algorithms on the evaluation split into ``evaluation``; return the training counts to keep.
+
+    The training counts are the last build's (``kept``) changed by delta
+    when this build counts incrementally, else ``counted`` less the test
+    period's sessions. The SQL path counts its own and keeps none.
+    """
     split = evaluation.cutoff(connection, config)
     served = config.snapshots.gate_algorithm
     visual_rows = result.visual.rows if result.visual else None
     prefixed = lambda name, step: timed(f"evaluation {name}", lambda: step() and None)  # noqa: E731
+    training = None
     if pairs == "sql":
         rows = evaluation.scores_by_sql(
             connection, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
         )
     else:
-        rows = evaluation.scores(
-            connection, counted, config.algorithms, split, prefixed, visual_rows, config.visual.min_sessions, served
-        )
+        held = {}
+
+        def train() -> None:
+            if kept is None:
+                held["trained"] = evaluation.training(connection, counted, config.algorithms, split)
+            else:
+                held["trained"] = evaluation.training_by_delta(connection, kept, config.algorithms, split)
+
+        prefixed("training counts", train)
+        trained, deltas = held["trained"]
+        rows = evaluation.scored(
+            connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
+            config.visual.min_sessions, served,
+        )  # fmt: skip
+        training = state.Training(split, sessions.newest(connection, until=split), trained.stored(deltas))
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
+    return training
 
 
 def _catalogue(

@@ -11,6 +11,7 @@ at any of its steps and run again must too.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -163,6 +164,37 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     scratch = replace(scratch, algorithms=reach.algorithms, events=reach.events)
     build.build(scratch, full=True, force=True)  # another tenant mapping and reach: past the gate
     assert_same(contents(reach), contents(scratch))
+
+
+@pytest.mark.slow
+def test_the_training_counts_follow_the_cut_off_wherever_it_moves(hours, tmp_path):
+    """The evaluation's training counts, kept and changed by delta, equal counting again as its cut-off moves.
+
+    Later, earlier (before every event: nothing to train on), then fixed by
+    the config, with a look-back window that moves with the training's
+    newest event.
+    """
+    source, files = hours
+    catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
+    first = shop_with(source, tmp_path / "shop", files[:40], catalogue, look_back_days=2)
+    build.build(first)
+    with warehouse.connect(first.warehouse, read_only=True) as connection:
+        newest = connection.execute("SELECT max(ts) FROM events").fetchone()[0]
+    for step, (seen, evaluated) in enumerate(
+        [
+            (60, {"test_days": 3}),
+            (70, {"test_days": 1, "cutoff": newest - dt.timedelta(hours=6)}),
+            (90, {"test_days": 1}),
+        ]
+    ):
+        configs = []
+        for folder in ("shop", f"scratch-{step}"):
+            shop = shop_with(source, tmp_path / folder, files[:seen], catalogue, look_back_days=2)
+            configs.append(replace(shop, evaluation=replace(shop.evaluation, **evaluated)))
+        incremental, scratch = configs
+        assert build.build(incremental, force=True).counting == "incremental"  # a cut-off moved back may score worse
+        build.build(scratch)
+        assert_same(contents(incremental), contents(scratch))
 
 
 @pytest.mark.slow

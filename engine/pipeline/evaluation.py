@@ -107,6 +107,50 @@ def training(
     return counts.with_changes(connection, algorithms.sr_window)
 
 
+def training_by_delta(
+    connection: duckdb.DuckDBPyConnection, kept: state.Training, algorithms: Algorithms, split: dt.datetime
+) -> tuple[Counts, dict[str, PairRows]]:
+    """The counts of the events before ``split``: ``kept`` (the last build's) plus what changed since, and the deltas.
+
+    For an incremental build, after its counting, whose temporary tables
+    (``changed_sessions``, ``stored_events``, ``arrived_events``,
+    ``previous_products``) say what arrived and what the catalogue changed:
+    the sessions of ``sql/training_changes.sql`` are read as the last
+    evaluation counted them and as this one does, so an hourly build's
+    evaluation counts an hour of sessions, not the whole test period.
+    """
+    newest = sessions.newest(connection, until=split)
+    look_back = algorithms.look_back_days
+    was, now = sessions.window_start(kept.newest, look_back), sessions.window_start(newest, look_back)
+    window = (min(was, now), max(was, now)) if was is not None and now is not None else (None, None)
+    values = {
+        "split_from": min(kept.cutoff, split),
+        "split_to": max(kept.cutoff, split),
+        "window_from": window[0],
+        "window_to": window[1],
+    }
+    sqlfiles.create_table(connection, "training_changes", values, temporary=True)
+    sqlfiles.create_table(
+        connection,
+        "changed_events",
+        table="training_events",
+        temporary=True,
+        reading={"changed_sessions": "training_changes"},
+    )
+    sqlfiles.create_table(
+        connection, "events_before", table="training_events_before", temporary=True,
+        reading={"changed_events": "training_events"},
+    )  # fmt: skip
+    sessions.count_changes(
+        connection,
+        before=sessions.Counting(
+            "training_events_before", "previous_products", sessions.parameters(algorithms, kept.cutoff, kept.newest)
+        ),
+        after=sessions.Counting("training_events", "products", sessions.parameters(algorithms, split, newest)),
+    )
+    return kept.counts.with_changes(connection, algorithms.sr_window)
+
+
 def training_from_scratch(
     connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime
 ) -> tuple[Counts, dict[str, PairRows]]:

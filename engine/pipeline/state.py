@@ -1,5 +1,10 @@
 """What one build leaves for the next: the ledger, the event batches, the counts, and how they were counted.
 
+With the evaluation on, it also leaves the evaluation's training counts (the
+counts of the events before its cut-off) and the cut-off they were counted
+to, so that the next build's evaluation changes them by delta too
+(``engine.pipeline.evaluation.training_by_delta``).
+
 All of it lives in the warehouse (small tables) and its store (large files,
 ``engine.publish.store``). A build reads it from the previous warehouse,
 which it has attached read-only as ``previous``, and writes the new state
@@ -38,9 +43,22 @@ TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "kept_f
 BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
 KEPT_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("rows", pa.int64()), ("checksum", pa.string())])
 """``kept_files``: the store files the counts and the catalogue are kept in (parts ``<matrix>_base``, ``<matrix>_delta``, ``catalogue``)."""
+TRAINING = "training_"
+"""The prefix of the training counts' tables and ``kept_files`` parts (``training_items``, ``training_pairs_base``, ...)."""
+TRAINING_TABLES = ("training", "training_items", "training_tenant_sessions")
+"""The training counts' tables: optional (a build without the evaluation keeps none)."""
 STORE_FILES = pa.schema([("build_id", pa.string()), ("path", pa.string())])
 KEEP_BUILDS = 3
 """Store files stay while one of this many latest warehouses names them (analysts may hold an older one open)."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """The evaluation's training counts: the counts of the events before ``cutoff``."""
+
+    cutoff: dt.datetime
+    newest: dt.datetime | None  # the newest event before the cut-off, where the training's look-back window ends
+    counts: Counts
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,7 @@ class State:
     batches: list[str]
     counts: Counts
     catalogue: dict | None  # the kept catalogue: its store path and the sha256 of the file it copies
+    training: Training | None  # None: the last build kept no training counts
 
 
 def counted_with(config: Config) -> dict[str, Any]:
@@ -92,19 +111,16 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
     ).fetchone()
     if last is None:
         return None
-    items = connection.execute(f"SELECT item, tenant, product_id, sessions FROM {database}.items ORDER BY item")
-    table = items.to_arrow_table()
     kept = {
         row[0]: row[1:]
         for row in connection.execute(f"SELECT part, path, checksum FROM {database}.kept_files").fetchall()
     }
     parts = {part: path for part, (path, _) in kept.items()}
-    counts = Counts(
-        items=table.select(ITEMS.names).cast(ITEMS),
-        sessions=table.column("sessions").to_numpy().astype(np.int64),
-        tenant_sessions=dict(connection.execute(f"SELECT tenant, sessions FROM {database}.tenant_sessions").fetchall()),
-        kept={name: _kept(store, parts, name) for name in MATRICES},
-    )
+    training = None
+    if set(TRAINING_TABLES) <= present:
+        split = connection.execute(f"SELECT cutoff, newest_event FROM {database}.training").fetchone()
+        if split is not None:
+            training = Training(split[0], split[1], _counts(connection, database, store, parts, TRAINING))
     return State(
         build_id=last[0],
         counted_with=json.loads(last[1]),
@@ -113,8 +129,24 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         batches=[
             row[0] for row in connection.execute(f"SELECT path FROM {database}.event_batches ORDER BY path").fetchall()
         ],
-        counts=counts,
+        counts=_counts(connection, database, store, parts),
         catalogue={"path": kept["catalogue"][0], "checksum": kept["catalogue"][1]} if "catalogue" in kept else None,
+        training=training,
+    )
+
+
+def _counts(
+    connection: duckdb.DuckDBPyConnection, database: str, store: Store, parts: dict[str, str], prefix: str = ""
+) -> Counts:
+    """The counts kept under ``prefix``: its ``items`` and ``tenant_sessions`` tables, its matrices' ``kept_files`` parts."""
+    items = connection.execute(f"SELECT item, tenant, product_id, sessions FROM {database}.{prefix}items ORDER BY item")
+    table = items.to_arrow_table()
+    tenants = connection.execute(f"SELECT tenant, sessions FROM {database}.{prefix}tenant_sessions").fetchall()
+    return Counts(
+        items=table.select(ITEMS.names).cast(ITEMS),
+        sessions=table.column("sessions").to_numpy().astype(np.int64),
+        tenant_sessions=dict(tenants),
+        kept={name: _kept(store, parts, f"{prefix}{name}") for name in MATRICES},
     )
 
 
@@ -158,20 +190,26 @@ def write(
     counts: Counts,
     catalogue: dict,
     itemitem_file: str,
+    training: Training | None = None,
 ) -> Counts:
     """Write the new state's tables into the warehouse being built; return ``counts`` with its files saved.
 
     ``carried``: the previous warehouse's ledger, batches and store files go
     on (not for a full build). ``batch`` is this build's event batch (path,
     events), if it ingested any file; ``catalogue`` the kept catalogue (its
-    store path, checksum and rows). Pair counts are saved to the store only
-    when they changed.
+    store path, checksum and rows); ``training`` the evaluation's training
+    counts, if it kept them. Pair counts are saved to the store only when
+    they changed.
     """
     counts = counts.saved(store, build_id)
+    kept = {"": counts}
+    if training is not None:
+        kept[TRAINING] = training.counts.saved(store, f"{build_id}-training")
     parts = [
-        {"part": f"{name}_{part}", "path": path, "rows": rows.pairs, "checksum": None}
-        for name, kept in counts.kept.items()
-        for part, rows, path in (("base", kept.base, kept.base_file), ("delta", kept.delta, kept.delta_file))
+        {"part": f"{prefix}{name}_{part}", "path": path, "rows": rows.pairs, "checksum": None}
+        for prefix, each in kept.items()
+        for name, matrix in each.kept.items()
+        for part, rows, path in (("base", matrix.base, matrix.base_file), ("delta", matrix.delta, matrix.delta_file))
         if path is not None
     ] + [{"part": "catalogue", **catalogue}]
     batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]
@@ -201,21 +239,32 @@ def write(
         "WHERE path NOT IN (SELECT path FROM store_files WHERE build_id = $build_id)",
         {"build_id": build_id},
     )
-    tables = {
-        "items": counts.items.append_column("sessions", pa.array(counts.sessions, pa.int64())),
-        "tenant_sessions": pa.table(
-            {
-                "tenant": pa.array(sorted(counts.tenant_sessions), pa.string()),
-                "sessions": pa.array([counts.tenant_sessions[t] for t in sorted(counts.tenant_sessions)], pa.int64()),
-            }
-        ),
-        "kept_files": pa.Table.from_pylist(parts, schema=KEPT_FILES),
-    }
+    tables = {f"{prefix}{name}": rows for prefix, each in kept.items() for name, rows in _count_tables(each).items()}
+    tables["kept_files"] = pa.Table.from_pylist(parts, schema=KEPT_FILES)
+    if training is not None:
+        tables["training"] = pa.table(
+            {"cutoff": [training.cutoff], "newest_event": [training.newest]},
+            schema=pa.schema([("cutoff", pa.timestamp("us")), ("newest_event", pa.timestamp("us"))]),
+        )
     for name, rows in tables.items():
         connection.register("new_rows", rows)
         connection.execute(f"CREATE TABLE {name} AS FROM new_rows")
         connection.unregister("new_rows")
     return counts
+
+
+def _count_tables(counts: Counts) -> dict[str, pa.Table]:
+    """The ``items`` and ``tenant_sessions`` tables of ``counts``."""
+    tenants = sorted(counts.tenant_sessions)
+    return {
+        "items": counts.items.append_column("sessions", pa.array(counts.sessions, pa.int64())),
+        "tenant_sessions": pa.table(
+            {
+                "tenant": pa.array(tenants, pa.string()),
+                "sessions": pa.array([counts.tenant_sessions[t] for t in tenants], pa.int64()),
+            }
+        ),
+    }
 
 
 def named_files(connection: duckdb.DuckDBPyConnection) -> set[str]:

@@ -59,6 +59,7 @@ INCREMENTAL = (
     "kept_item_counts",
     "holdout_sessions",
     "holdout_events",
+    "training_changes",
     "test_transitions",
 )
 DUCKDB_ONLY: dict[str, str] = {
