@@ -44,6 +44,7 @@ ROW_GROUP = 1 << 20
 """Rows per row group of the store's ``itemitem`` file."""
 SORT_KEYS = ("tenant", "algorithm", "product_id")
 """``itemitem``'s order (then ``rank``): the columns whose row-group statistics prune a query."""
+
 Timed = Callable[[str, Callable[[], None]], None]
 """Runs one named step (the build uses it to time and report steps)."""
 SQL_STEPS = ("session_steps", "pair_counts", "ranked_pairs", "ranked_steps", "popular")
