@@ -19,10 +19,11 @@ import io
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -32,6 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from click.decorators import FC
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -69,6 +71,17 @@ class BadInput(click.ClickException):
 
 
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=Path("etalage.toml"),
+    show_default=True,
+    help="The shop's configuration: events, catalogue, warehouse, snapshots (see docs/configuration.md).",
+)
+"""The ``--config`` option every command that reads a shop takes."""
 
 
 class ConsoleReporter:
@@ -139,6 +152,17 @@ def main() -> None:
     """etalage: item-to-item recommendations from a shop's clickstream, in DuckDB."""
 
 
+def shop_option(field: str, least: int | None, meaning: str) -> Callable[[FC], FC]:
+    """``etalage generate``'s option for one :class:`generator.ShopSpec` field, whose default it shows."""
+    return click.option(
+        f"--{field}",
+        type=int if least is None else click.IntRange(least),
+        default=getattr(generator.ShopSpec, field),
+        show_default=True,
+        help=meaning,
+    )
+
+
 @main.command()
 @click.option(
     "--out",
@@ -148,17 +172,11 @@ def main() -> None:
     show_default=True,
     help="Folder to write the shop into (catalogue, events, etalage.toml).",
 )
-@click.option("--products", type=click.IntRange(10), default=generator.ShopSpec.products, show_default=True)
-@click.option("--brands", type=click.IntRange(1), default=generator.ShopSpec.brands, show_default=True)
-@click.option(
-    "--events",
-    type=click.IntRange(100),
-    default=generator.ShopSpec.events,
-    show_default=True,
-    help="About this many events (sessions are whole, so the count varies a little).",
-)
-@click.option("--days", type=click.IntRange(1), default=generator.ShopSpec.days, show_default=True)
-@click.option("--seed", type=int, default=generator.ShopSpec.seed, show_default=True)
+@shop_option("products", 10, "Products in the catalogue (each tenant sells a share of them).")
+@shop_option("brands", 1, "Brands the products are spread over.")
+@shop_option("events", 100, "About this many events (sessions are whole, so the count varies a little).")
+@shop_option("days", 1, "Days of clickstream, one event file per day and format.")
+@shop_option("seed", None, "Random seed: the same seed and options write the same shop.")
 @click.option(
     "--format",
     "formats",
@@ -207,9 +225,7 @@ def _generate(
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option(
     "--pairs",
     type=click.Choice(["kernel", "sql"]),
@@ -342,9 +358,7 @@ def _build_spark(
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option("--from", "source", required=True, help="A Spark build's output folder (or Hadoop URI DuckDB can read).")
 @click.option("--force", is_flag=True, help="Publish even if the evaluation gate would refuse the build.")
 def publish(config_path: Path, source: str, force: bool) -> None:
@@ -392,7 +406,13 @@ def _summary(result: build_module.BuildResult, begin: float) -> None:
 
 @main.command("transpile")
 @click.argument("names", nargs=-1)
-@click.option("--dialect", type=click.Choice(["spark"]), default="spark", show_default=True)
+@click.option(
+    "--dialect",
+    type=click.Choice(["spark"]),
+    default="spark",
+    show_default=True,
+    help="The SQL dialect to translate the pipeline's queries into.",
+)
 @click.option(
     "--output",
     "directory",
@@ -430,9 +450,7 @@ def transpile_command(names: tuple[str, ...], dialect: str, directory: Path | No
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option("--verify", "check", is_flag=True, help="Also verify every file of every snapshot against its manifest.")
 def snapshots(config_path: Path, check: bool) -> None:
     """List the published snapshots, newest first, with their scores; `*` marks the live one.
@@ -492,9 +510,7 @@ def _live_or_problem(root: Path) -> tuple[snapshot.Snapshot | None, str | None]:
 
 @main.command()
 @click.argument("build_id", required=False)
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 def rollback(build_id: str | None, config_path: Path) -> None:
     """Make an earlier snapshot live: BUILD_ID, or the newest one before the live one that verifies.
 
@@ -513,9 +529,7 @@ def rollback(build_id: str | None, config_path: Path) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option(
     "--warehouse",
     "warehouse_path",
@@ -524,7 +538,12 @@ def rollback(build_id: str | None, config_path: Path) -> None:
     help="Query this warehouse file instead of the config's.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="How to write the result: a table for reading, or a file format.",
 )
 @click.option(
     "--output",
@@ -621,9 +640,7 @@ def _cell(value: object) -> str:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option("--show", is_flag=True, help="Only print the scores recorded so far; compute nothing.")
 @click.option("--all", "every_build", is_flag=True, help="Print every evaluation, not just the latest.")
 @click.option(
@@ -690,19 +707,23 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def grid_option(key: str, meaning: str) -> Callable[[FC], FC]:
+    """``etalage tune``'s option for one ``algorithms`` key: the values to try, comma-separated."""
+    return click.option(
+        f"--{key.replace('_', '-')}",
+        default=",".join(map(str, config_module.TUNING_GRID[key])),
+        show_default=True,
+        help=f"Values of algorithms.{key} to try, comma-separated ({meaning}).",
+    )
+
+
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
-@click.option("--min-support", default=",".join(map(str, config_module.TUNING_GRID["min_support"])), show_default=True)
-@click.option(
-    "--max-session-items", default=",".join(map(str, config_module.TUNING_GRID["max_session_items"])), show_default=True
-)
-@click.option("--top-n", default=",".join(map(str, config_module.TUNING_GRID["top_n"])), show_default=True)
-@click.option(
-    "--look-back-days", default=",".join(map(str, config_module.TUNING_GRID["look_back_days"])), show_default=True
-)
-@click.option("--sr-window", default=",".join(map(str, config_module.TUNING_GRID["sr_window"])), show_default=True)
+@config_option
+@grid_option("min_support", "fewest sessions a pair must share")
+@grid_option("max_session_items", "sessions with more distinct products are dropped as bots; 0: no cap")
+@grid_option("top_n", "recommendations kept per product")
+@grid_option("look_back_days", "days of events before the newest that count; 0: all")
+@grid_option("sr_window", "steps the sequential rules look ahead")
 def tune(
     config_path: Path, min_support: str, max_session_items: str, top_n: str, look_back_days: str, sr_window: str
 ) -> None:
@@ -736,7 +757,14 @@ def tune(
 
 
 @main.command()
-@click.option("--out", "directory", type=click.Path(path_type=Path), default=Path("example"), show_default=True)
+@click.option(
+    "--out",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("example"),
+    show_default=True,
+    help="The example shop's folder: generated there unless it already holds an etalage.toml.",
+)
 @click.option(
     "--serve/--no-serve",
     "then_serve",
@@ -747,6 +775,9 @@ def tune(
 def demo(directory: Path, then_serve: bool) -> None:
     """Generate the example shop (unless it is there), build it, show some recommendations, and serve them."""
     config_path = directory / "etalage.toml"
+    if then_serve:  # before minutes of building: the port may be taken by the last demo, still running
+        serving = _load(config_path).serving if config_path.exists() else config_module.Serving()
+        _check_port(serving.host, serving.port, config_path)
     if not config_path.exists():
         _generate(generator.ShopSpec(), directory, visual=True)
     config = _load(config_path)
@@ -781,9 +812,7 @@ def demo(directory: Path, then_serve: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("etalage.toml"), show_default=True
-)
+@config_option
 @click.option("--host", default=None, help="Listen here instead of serving.host.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen here instead of serving.port.")
 @click.option(
@@ -813,6 +842,7 @@ def _serve(
         )
         sys.exit(EXIT_BAD_INPUT)
     host, port = host or config.serving.host, config.serving.port if port is None else port
+    _check_port(host, port, config.source)
     live, problem = _live_or_problem(config.snapshots.root)
     if problem:  # each worker falls back the same way (server.live)
         fallback = snapshot.newest_valid(config.snapshots.root)
@@ -849,8 +879,27 @@ def _serve(
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
+def _check_port(host: str, port: int, config_path: Path | None) -> None:
+    """Refuse to start when ``host:port`` cannot be listened on, with the ways out, before anything is done."""
+    try:
+        with socket.create_server((host, port)):  # SO_REUSEADDR, as uvicorn: a port in TIME_WAIT is free
+            pass
+    except OSError as error:
+        where = f"serving.port in {config_path}" if config_path else "serving.port"
+        raise BadInput(
+            f"cannot listen on {host}:{port}: {error.strerror or error} (is another `etalage serve` or demo running? "
+            f"stop it, or set {where}, or pass `etalage serve --port`)"
+        ) from None
+
+
 @main.command("example-warehouse")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("warehouse.duckdb.example"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("warehouse.duckdb.example"),
+    show_default=True,
+    help="Where to write the warehouse file (replaced if it exists).",
+)
 def example_warehouse(out: Path) -> None:
     """Rebuild the bundled example warehouse from a freshly generated example shop."""
     with tempfile.TemporaryDirectory(prefix="etalage-example-") as folder:

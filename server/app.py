@@ -29,13 +29,12 @@ from urllib.parse import unquote_plus
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import ValidationException
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import config as config_module
-from server import assignment, catalogue_routes, metrics, session_routes, visual_routes
+from server import api_docs, assignment, catalogue_routes, metrics, session_routes, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
@@ -223,6 +222,7 @@ def create_app(config: config_module.Config) -> Litestar:
             ready,
             prometheus,
             demo_page,
+            api_docs.static_files,
             *catalogue_routes.handlers(lookup, config),
             *session_routes.handlers(lookup, config),
             *visual_routes.handlers(lookup, config),
@@ -230,12 +230,7 @@ def create_app(config: config_module.Config) -> Litestar:
         middleware=[_measured],
         lifespan=[lifespan],
         exception_handlers={500: _internal_error},
-        openapi_config=OpenAPIConfig(
-            title="etalage",
-            version="1",
-            path="/schema",
-            description="Item-to-item recommendations from read-only snapshots.",
-        ),
+        openapi_config=api_docs.openapi,
     )
     app.state.live = live
     app.state.exposures = exposures

@@ -62,6 +62,11 @@ def handlers(lookup: Lookup, config: Config) -> list:
         total, rows = served.catalogue_page(tenant, offset, limit)
         return CataloguePage(tenant, served.build_id, total, offset, [_product(tenant, row) for row in rows])
 
+    @get("/v1/{tenant:str}/products/{product_id:str}", summary="One catalogue entry")
+    async def entry(tenant: FromPath[str], product_id: FromPath[str]) -> Product:
+        """The product as the catalogue pages show it: title, brand, category, colour, price, picture URL."""
+        return _product(tenant, lookup.product(tenant, product_id).product(tenant, product_id))
+
     @get("/v1/{tenant:str}/products/{product_id:str}/image", summary="A product's picture", media_type="image/*")
     async def picture(tenant: FromPath[str], product_id: FromPath[str]) -> File:
         """The picture file the catalogue names for this product."""
@@ -73,7 +78,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
             raise NotFoundException(f"product {product_id!r} of tenant {tenant!r} has no picture")
         return File(path=Path(path), media_type=kind, content_disposition_type="inline")
 
-    return [catalogue, picture]
+    return [catalogue, entry, picture]
 
 
 def _product(tenant: str, row: dict) -> Product:

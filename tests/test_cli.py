@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
+import click
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -204,3 +206,30 @@ def test_demo_runs_the_whole_example(tmp_path):
     assert "Top 5 per algorithm" in result.stdout
     for algorithm in ("cooccurrence", "jaccard", "llr", "popular"):
         assert algorithm in result.stdout
+
+
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_a_taken_port_is_refused_before_anything_is_built(tmp_path, command):
+    shop = tmp_path / "example"
+    shop.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        (shop / "etalage.toml").write_text(config.example_toml().replace("port = 8000", f"port = {port}"))
+        arguments = ["--out", str(shop)] if command == "demo" else ["--config", str(shop / "etalage.toml")]
+        result = run_cli(command, *arguments)
+    assert result.returncode == 3, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"set serving.port in {shop / 'etalage.toml'}" in result.stderr
+    assert sorted(p.name for p in shop.iterdir()) == ["etalage.toml"]  # nothing generated, built or published
+
+
+def test_every_option_of_every_command_says_what_it_is_for():
+    from engine import cli
+
+    undescribed = [
+        f"etalage {name} {option.opts[0]}"
+        for name, command in cli.main.commands.items()
+        for option in command.params
+        if isinstance(option, click.Option) and not option.help
+    ]
+    assert undescribed == []

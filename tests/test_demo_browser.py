@@ -7,9 +7,11 @@ when it runs as root); without them the test is skipped and says so. Set
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from urllib.request import urlopen
 
 import pyarrow.parquet as pq
 import pytest
@@ -41,6 +43,7 @@ def browser():
         "--disable-background-networking",
         "--disable-extensions",
         "--no-first-run",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # offline: no CDN can answer for a page
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
@@ -93,10 +96,25 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
                 "return [...document.querySelectorAll('#looks img')].every(i => i.complete && i.naturalWidth > 0)"
             )
         )
+        titles = dict(
+            zip(catalogue.column("product_id").to_pylist(), catalogue.column("title").to_pylist(), strict=True)
+        )
+        captions = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#looks .product span")]
+        assert captions == [f"{rank}. {titles[p]}" for rank, p in enumerate(looks, 1)]  # titles, not ids
         screenshot = tmp_path / "demo-page.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
         if os.environ.get("ETALAGE_DEMO_SCREENSHOT"):
             shutil.copy(screenshot, Path(os.environ["ETALAGE_DEMO_SCREENSHOT"]))
+
+        # A look-alike clicked becomes the chosen product, under its title.
+        browser.find_elements(By.CSS_SELECTOR, "#looks .product")[1].click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#chosen strong").text == titles[looks[1]])
+        wait.until(
+            lambda d: (
+                looks[1]
+                not in [e.get_attribute("data-id") for e in d.find_elements(By.CSS_SELECTOR, "#looks .product")]
+            )
+        )
 
         # Finding by photo: upload a product's own picture; it comes back first.
         image = dict(
@@ -113,3 +131,19 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
             if (shop / i).read_bytes() == (shop / image).read_bytes()
         }
         assert first in same
+
+
+def test_the_api_docs_page_shows_every_route_without_the_internet(visual_shop, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shop = tmp_path / "shop"
+    shutil.copytree(visual_shop, shop, symlinks=True)
+    with running_server(shop / "etalage.toml", workers=1) as (base, _):
+        schema = json.loads(urlopen(f"{base}/schema/openapi.json", timeout=30).read())
+        browser.get(f"{base}/schema/swagger")
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+        shown = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert shown == set(schema["paths"])
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(url.startswith(base) for url in loaded), loaded

@@ -8,6 +8,7 @@ help and the example configuration in the docs are written by cog from the code
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -123,6 +124,33 @@ def test_the_analysts_first_five_queries_run_on_the_example_warehouse():
     with warehouse.connect(example, read_only=True) as connection:
         for query in queries:
             assert connection.execute(query).fetchall(), query
+
+
+def test_the_products_the_docs_name_are_the_example_shops_with_its_lists():
+    """Every product a documented URL or answer names is in the example shop, and a documented list is its list."""
+    text = "\n".join([README, *(path.read_text() for path in DOCS.glob("*.md"))])
+    named = set(re.findall(r"/v1/(\w+)/products/(\d+)", text))
+    answers = [
+        (match.group(1), json.loads(match.group(2).replace("\n", "")))
+        for match in re.finditer(r"^\$ curl '[^']*/v1/(\w+)/products/\d+/[^']*'\n(\{.*?\})\n```", text, re.M | re.S)
+    ]
+    assert named and answers
+    with warehouse.connect(ROOT / "warehouse.duckdb.example", read_only=True) as connection:
+        catalogue = set(connection.execute("SELECT tenant, product_id FROM products").fetchall())
+        assert named <= catalogue
+        for tenant, answer in answers:
+            assert {(tenant, item["product_id"]) for item in answer["items"]} <= catalogue
+            listed = connection.execute(
+                "SELECT related_product_id, rank, distance_score FROM itemitem "
+                "WHERE tenant = $tenant AND algorithm = $algorithm AND product_id = $product ORDER BY rank LIMIT $n",
+                {
+                    "tenant": tenant,
+                    "algorithm": answer["algorithm"],
+                    "product": answer["product_id"],
+                    "n": len(answer["items"]),
+                },
+            ).fetchall()
+            assert [(i["product_id"], i["rank"], i["score"]) for i in answer["items"]] == listed
 
 
 def test_the_readme_is_a_short_front_door_whose_sections_are_the_docs_own():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -204,6 +205,10 @@ def test_health_readiness_metrics_and_openapi(shop, client):
     assert "etalage_request_seconds_bucket" in text
     assert f'etalage_snapshot_info{{build_id="{ready["snapshot"]}",pid="{os.getpid()}"}} 1.0' in text
     assert "etalage_snapshot_age_seconds" in text
+    swagger = client.get("/schema/swagger").text
+    assert "cdn" not in swagger.lower()  # the UI comes from the package: the page works offline
+    for url in re.findall(r"""(?:src|href)=["'](/[^"']+)""", swagger):
+        assert client.get(url).status_code == 200 and len(client.get(url).content) > 500, url
     schema = client.get("/schema/openapi.json").json()
     for route, answer in (("recommendations", "Recommendations"), ("gateway", "GatewayAnswer")):
         documented = schema["paths"][f"/v1/{{tenant}}/products/{{product_id}}/{route}"]["get"]

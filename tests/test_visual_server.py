@@ -180,6 +180,9 @@ def test_an_upload_over_the_byte_limit_is_refused(shop):
         ("/v1/nl/search?q=red+summer+dress", 404, "text search needs a CLIP model"),
         ("/v1/nl/search?q=", 400, "q"),
         ("/v1/nl/products/nope/image", 404, "not in tenant 'nl''s catalogue"),
+        ("/v1/nl/products/nope", 404, "not in tenant 'nl''s catalogue"),
+        ("/v1/xx/products/PRODUCT", 404, "unknown tenant 'xx'"),
+        ("/v1/nl/products/a%20b", 400, "product_id must be"),
         ("/v1/nl/products?offset=-1", 400, "offset"),
         ("/v1/NL/products", 400, "tenant must be"),
     ],
@@ -207,6 +210,8 @@ def test_the_catalogue_pages_through_one_tenant_and_links_each_picture(client, s
     ]
     assert picture.content == (shop.catalogue.parent / image).read_bytes()
     assert client.get("/v1/nl/products", params={"offset": 10_000}).json()["items"] == []
+    for entry in first["items"][:5]:  # one entry by id is what the page shows
+        assert client.get(f"/v1/nl/products/{entry['product_id']}").json() == entry
 
 
 def test_the_gateway_can_serve_the_blend(client, shop):
