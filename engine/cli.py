@@ -43,6 +43,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from engine import config as config_module
 from engine import sqlfiles
@@ -70,7 +71,8 @@ class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
-out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160, soft_wrap=True)
+"""Standard output: as wide as the terminal (or ``COLUMNS``); 160 columns into a pipe or a file."""
 
 
 config_option = click.option(
@@ -617,26 +619,40 @@ def _print(result: pa.Table, fmt: str, sink: BinaryIO, max_rows: int) -> None:
     elif fmt == "json":
         sink.write(json.dumps(result.to_pylist(), default=str, indent=1).encode() + b"\n")
     else:
-        table = Table(*result.column_names)
-        for row in result.slice(0, max_rows).to_pylist():
-            table.add_row(*(_cell(value) for value in row.values()))
+        rows = result.slice(0, max_rows).to_pylist()
         if sink is sys.stdout.buffer:
-            out.print(table)
+            out.print(_table(result.column_names, rows, out.width))
         else:
             text = io.TextIOWrapper(sink, encoding="utf-8", write_through=True)
-            Console(file=text, width=200).print(table)
+            Console(file=text, width=200).print(_table(result.column_names, rows, 200))
             text.detach()  # the sink stays open for the caller
         if result.num_rows > max_rows:
             err.print(f"showing {max_rows:,} of {result.num_rows:,} rows (--max-rows)")
     sink.flush()
 
 
-def _cell(value: object) -> str:
+def _table(names: list[str], rows: list[dict], width: int) -> Table:
+    """A table of the rows; where it would not fit ``width`` unwrapped, one ``name  value`` block per row instead."""
+    table = Table(*names)
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row.values()))
+    if Console(width=1 << 16).measure(table).maximum <= width:
+        return table
+    records = Table.grid(padding=(0, 2))
+    records.add_column(justify="right", style="bold", no_wrap=True)
+    records.add_column(overflow="fold")
+    for number, row in enumerate(rows, 1):
+        records.add_row(Text(f"row {number}", style="dim"), "")
+        for name, value in row.items():
+            records.add_row(name, _cell(value))
+    return records
+
+
+def _cell(value: object) -> Text:
+    """A value as text (never read as markup: a ``[`` in the data stays as it is)."""
     if value is None:
-        return "[dim]NULL[/]"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+        return Text("NULL", style="dim")
+    return Text(f"{value:.6g}" if isinstance(value, float) else str(value))
 
 
 @main.command()

@@ -233,3 +233,16 @@ def test_every_option_of_every_command_says_what_it_is_for():
         if isinstance(option, click.Option) and not option.help
     ]
     assert undescribed == []
+
+
+def test_a_table_too_wide_for_the_terminal_is_printed_row_by_row(built_shop):
+    wide = run_cli("evaluate", "--show", "--config", str(built_shop / "etalage.toml"), environment={"COLUMNS": "200"})
+    narrow = run_cli("evaluate", "--show", "--config", str(built_shop / "etalage.toml"), environment={"COLUMNS": "80"})
+    assert wide.returncode == narrow.returncode == 0, narrow.stderr
+    assert "┃ algorithm" in wide.stdout and "┃" not in narrow.stdout
+    assert max(map(len, narrow.stdout.splitlines())) <= 80
+    lines = [line.strip() for line in narrow.stdout.splitlines() if line.strip() and "row " not in line]
+    cells = [line.split(None, 1) for line in lines]
+    shown = [dict(cells[i : i + 10]) for i in range(0, len(cells), 10)]
+    assert [s["algorithm"] for s in shown] == sorted(config.CLICK_ALGORITHMS)  # every value whole
+    assert all(s["diff_95"].startswith("[") for s in shown)  # brackets in the data are not read as markup
