@@ -39,7 +39,7 @@ from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
 from server.live import LiveSnapshot, NoSnapshot
-from server.lookup import Lookup, Unavailable, limit_type
+from server.lookup import Lookup, Unavailable, errors, limit_type
 from server.reader import Recommendation
 
 log = logging.getLogger("etalage.server")
@@ -106,7 +106,7 @@ def create_app(config: config_module.Config) -> Litestar:
     @get(
         "/v1/{tenant:str}/products/{product_id:str}/recommendations",
         summary="Top N for a product",
-        responses={200: ResponseSpec(Recommendations, description="The list, best first")},
+        responses={200: ResponseSpec(Recommendations, description="The list, best first"), **errors(404, 503)},
     )
     async def recommendations(
         tenant: FromPath[str],
@@ -127,7 +127,10 @@ def create_app(config: config_module.Config) -> Litestar:
     @get(
         "/v1/{tenant:str}/products/{product_id:str}/gateway",
         summary="Recommendations for a visitor, by experiment variant",
-        responses={200: ResponseSpec(GatewayAnswer, description="The variant's list, and who answered")},
+        responses={
+            200: ResponseSpec(GatewayAnswer, description="The variant's list, and who answered"),
+            **errors(404, 503),
+        },
     )
     async def gateway(
         tenant: FromPath[str],
@@ -172,7 +175,7 @@ def create_app(config: config_module.Config) -> Litestar:
         """The process is up (it may not have a snapshot yet: see /ready)."""
         return Health("ok")
 
-    @get("/ready", summary="Readiness: a snapshot is loaded")
+    @get("/ready", summary="Readiness: a snapshot is loaded", responses=errors(503))
     async def ready() -> Readiness:
         """200 with the served snapshot once one is loaded, 503 before."""
         try:

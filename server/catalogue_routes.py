@@ -20,7 +20,7 @@ from litestar.response import File
 
 from engine.config import Config
 from engine.ingest import locations
-from server.lookup import Lookup, limit_type
+from server.lookup import Lookup, errors, limit_type
 
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 """What the image endpoint will send: a catalogue entry naming any other file gets a 404, not its bytes."""
@@ -51,7 +51,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
     base = None if locations.is_remote(config.catalogue) else config.catalogue.parent  # pictures lie beside a local one
     PageSize = limit_type(config.serving.max_limit, "products per page")
 
-    @get("/v1/{tenant:str}/products", summary="The tenant's catalogue, page by page")
+    @get("/v1/{tenant:str}/products", summary="The tenant's catalogue, page by page", responses=errors(404, 503))
     async def catalogue(
         tenant: FromPath[str],
         limit: PageSize = 24,
@@ -62,12 +62,17 @@ def handlers(lookup: Lookup, config: Config) -> list:
         total, rows = served.catalogue_page(tenant, offset, limit)
         return CataloguePage(tenant, served.build_id, total, offset, [_product(tenant, row) for row in rows])
 
-    @get("/v1/{tenant:str}/products/{product_id:str}", summary="One catalogue entry")
+    @get("/v1/{tenant:str}/products/{product_id:str}", summary="One catalogue entry", responses=errors(404, 503))
     async def entry(tenant: FromPath[str], product_id: FromPath[str]) -> Product:
         """The product as the catalogue pages show it: title, brand, category, colour, price, picture URL."""
         return _product(tenant, lookup.product(tenant, product_id).product(tenant, product_id))
 
-    @get("/v1/{tenant:str}/products/{product_id:str}/image", summary="A product's picture", media_type="image/*")
+    @get(
+        "/v1/{tenant:str}/products/{product_id:str}/image",
+        summary="A product's picture",
+        media_type="image/*",
+        responses=errors(404, 503),
+    )
     async def picture(tenant: FromPath[str], product_id: FromPath[str]) -> File:
         """The picture file the catalogue names for this product."""
         served = lookup.product(tenant, product_id)

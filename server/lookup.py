@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import msgspec
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from server.live import LiveSnapshot, NoSnapshot
@@ -24,6 +26,28 @@ PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def limit_type(max_limit: int, what: str = "how many products") -> Any:
     """The ``limit`` query parameter's type for routes that answer a list: 1 to ``max_limit`` (``serving.max_limit``)."""
     return Annotated[int, Parameter(ge=1, le=max_limit, description=f"{what}, 1 to {max_limit}")]
+
+
+class Problem(msgspec.Struct):
+    """Every error's JSON body (Litestar's): the status again and what was wrong; a 400 lists the bad values in ``extra``."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, Any]] | None = None
+
+
+ERRORS = {
+    404: "An unknown tenant, or a product its catalogue lacks (the detail says which)",
+    413: "The upload is larger than the server takes, in bytes or pixels, or too slow to decode",
+    422: "The upload is not a whole JPEG, PNG, WebP or GIF picture",
+    503: "Nothing to answer from yet: no snapshot published (or no visual index, or no encoder)",
+}
+"""The error answers beyond 400 (which Litestar documents by itself), as the API docs describe them."""
+
+
+def errors(*codes: int) -> dict[int, ResponseSpec]:
+    """A route's ``responses`` for the error ``codes`` it can answer, so the OpenAPI document lists them."""
+    return {code: ResponseSpec(Problem, description=ERRORS[code], generate_examples=False) for code in codes}
 
 
 class Unavailable(HTTPException):

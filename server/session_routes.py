@@ -23,7 +23,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, Parameter
 
 from engine.config import Config
-from server.lookup import PRODUCT_ID, Lookup, limit_type
+from server.lookup import PRODUCT_ID, Lookup, errors, limit_type
 from server.reader import Recommendation, ServedSnapshot
 
 MAX_PRODUCTS = 50
@@ -49,7 +49,11 @@ def handlers(lookup: Lookup, config: Config) -> list:
     """The route handler, bound to one app's snapshot lookup and list limit."""
     Limit = limit_type(config.serving.max_limit)
 
-    @get("/v1/{tenant:str}/sessions/recommendations", summary="Recommendations for a visit so far")
+    @get(
+        "/v1/{tenant:str}/sessions/recommendations",
+        summary="Recommendations for a visit so far",
+        responses=errors(404, 503),
+    )
     async def session_recommendations(
         tenant: FromPath[str],
         products: Annotated[

@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.config import Config, Visual
 from models import IMAGE_FORMATS
-from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, limit_type
+from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, errors, limit_type
 from server.reader import Recommendation, ServedSnapshot
 
 MAX_WAITING = 4
@@ -141,7 +141,11 @@ def handlers(lookup: Lookup, config: Config) -> list:
     serving = config.serving
     Limit = limit_type(serving.max_limit)
 
-    @get("/v1/{tenant:str}/products/{product_id:str}/visually-similar", summary="Products that look like this one")
+    @get(
+        "/v1/{tenant:str}/products/{product_id:str}/visually-similar",
+        summary="Products that look like this one",
+        responses=errors(404, 503),
+    )
     async def visually_similar(tenant: FromPath[str], product_id: FromPath[str], limit: Limit = 10) -> LookAlikes:
         """The tenant's products whose pictures are nearest to this product's, by the snapshot's Annoy index."""
         served = lookup.product(tenant, product_id)
@@ -156,6 +160,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
         summary="Products that look like an uploaded photo",
         status_code=200,
         request_max_body_size=serving.max_upload_bytes,
+        responses=errors(404, 413, 422, 503),
     )
     async def similar_to_upload(tenant: FromPath[str], request: Request, limit: Limit = 10) -> LookAlikes:
         """Send the photo's bytes as the request body (JPEG, PNG, WebP or GIF; any content type).
@@ -171,7 +176,11 @@ def handlers(lookup: Lookup, config: Config) -> list:
         vector = await encoder.images(image, index.model_id)
         return _answer(tenant, "upload", served, index.nearest(tenant, vector, limit))
 
-    @get("/v1/{tenant:str}/search", summary="Products whose pictures match a text (CLIP models only)")
+    @get(
+        "/v1/{tenant:str}/search",
+        summary="Products whose pictures match a text (CLIP models only)",
+        responses=errors(404, 503),
+    )
     async def search(
         tenant: FromPath[str],
         q: Annotated[str, Parameter(min_length=1, max_length=200, description="what to look for")],

@@ -21,6 +21,7 @@ from engine.config import Experiment, Variant
 from engine.publish import snapshot, warehouse
 from server import assignment
 from server.app import GatewayAnswer, Recommendations, create_app
+from server.lookup import Problem
 from server.reader import Recommendation, ServedSnapshot
 from tests.conftest import copy_built, tiny_tables
 
@@ -223,6 +224,38 @@ def test_health_readiness_metrics_and_openapi(shop, client):
         "snapshot",
         "items",
     }
+
+
+def test_the_openapi_document_lists_each_routes_error_answers_as_they_are_sent(shop, client):
+    schema = client.get("/schema/openapi.json").json()
+    documented = {
+        (method.upper(), path): set(operation["responses"])
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    lookups = {"200", "400", "404", "503"}
+    assert documented == {
+        ("GET", "/health"): {"200"},
+        ("GET", "/ready"): {"200", "503"},
+        ("GET", "/v1/{tenant}/products/{product_id}/recommendations"): lookups,
+        ("GET", "/v1/{tenant}/products/{product_id}/gateway"): lookups,
+        ("GET", "/v1/{tenant}/products"): lookups,
+        ("GET", "/v1/{tenant}/products/{product_id}"): lookups,
+        ("GET", "/v1/{tenant}/products/{product_id}/image"): lookups,
+        ("GET", "/v1/{tenant}/sessions/recommendations"): lookups,
+        ("GET", "/v1/{tenant}/products/{product_id}/visually-similar"): lookups,
+        ("POST", "/v1/{tenant}/images/similar"): lookups | {"413", "422"},
+        ("GET", "/v1/{tenant}/search"): lookups,
+    }
+    assert set(schema["components"]["schemas"]["Problem"]["required"]) == {"status_code", "detail"}
+    answer = client.get("/v1/nl/products/0000000/recommendations")
+    problem = msgspec.json.decode(answer.content, type=Problem)  # the body is what the document says
+    assert problem.status_code == answer.status_code == 404 and "0000000" in problem.detail
+    with TestClient(
+        create_app(replace(shop, snapshots=replace(shop.snapshots, root=shop.warehouse.parent / "none")))
+    ) as empty:
+        answer = empty.get("/v1/nl/products/1/gateway", params={"visitor": "v"})
+        assert msgspec.json.decode(answer.content, type=Problem).status_code == answer.status_code == 503
 
 
 def test_without_a_snapshot_the_server_is_up_but_not_ready(shop, tmp_path):
