@@ -1,4 +1,4 @@
-"""Benchmark: the recommendations and gateway endpoints under load, against a hello-world handler of the same server.
+"""Benchmark: the recommendations, gateway and visit endpoints under load, against a hello-world handler of the same server.
 
 Run it from the repository root (it is not collected by pytest)::
 
@@ -18,17 +18,19 @@ connections, in one run:
 3. ``/v1/{tenant}/products/{id}/gateway?visitor=...`` for the same products
    and 5,000 visitors: assignment, the variant's list, and an exposure queued
    for the flush loop, which writes Parquet files meanwhile;
+4. ``/v1/{tenant}/sessions/recommendations?products=...`` for visits of five
+   of those products (each of one tenant): five lists blended by recency;
 
 then, at 32 connections (or the first count given), the recommendations
 again while the live snapshot is switched away and back mid-run (``etalage
 rollback``), counting failed and non-2xx responses.
 
-Runs 1 to 3 alternate ``--rounds`` times (default 3), so that a burst of
+Runs 1 to 4 alternate ``--rounds`` times (default 3), so that a burst of
 noise from other work on the machine hits all of them, and each ratio is the
 median of the rounds' ratios. It prints requests/s and p50/p99 latency for
 each run, and the ratios to the hello-world rate (targets: >= 0.8; p99 under
-5 ms for recommendations and under 10 ms for the gateway; zero failures
-during the swap).
+5 ms for recommendations and under 10 ms for the gateway and the visit at 8
+connections; zero failures during the swap).
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ def prepare(folder: Path) -> Path:
     return config_path
 
 
-def product_paths(config_path: Path, count: int = 5_000) -> tuple[list[str], list[str]]:
-    """Recommendations and gateway paths for ``count`` random products with an llr list (a visitor each)."""
+def product_paths(config_path: Path, count: int = 5_000) -> tuple[list[str], list[str], list[str]]:
+    """Recommendations, gateway and visit paths for ``count`` random products with an llr list (a visitor each).
+
+    Each visit is the product and four more of its tenant's, drawn alike.
+    """
     from engine import config
     from engine.publish import warehouse
 
@@ -94,7 +99,16 @@ def product_paths(config_path: Path, count: int = 5_000) -> tuple[list[str], lis
         f"/v1/{tenant}/products/{product}/gateway?visitor=0:bench-{n}&limit=5"
         for n, (tenant, product) in enumerate(chosen)
     ]
-    return recommendations, gateway
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, product in rows:
+        by_tenant.setdefault(tenant, []).append(product)
+    draw = random.Random(2)
+    visits = [
+        f"/v1/{tenant}/sessions/recommendations?products={','.join([*draw.sample(by_tenant[tenant], 4), product])}"
+        "&limit=10"
+        for tenant, product in chosen
+    ]
+    return recommendations, gateway, visits
 
 
 LUA = """
@@ -127,7 +141,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", default="8,32,64", help="comma-separated numbers of connections")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating hello-world, recommendations and gateway runs"
+        "--rounds", type=int, default=3, help="alternating hello-world, recommendations, gateway and visit runs"
     )
     args = parser.parse_args()
     counts = [int(c) for c in args.connections.split(",")]
@@ -136,12 +150,13 @@ def main() -> None:
     folder = ROOT / "bench-data" / "serve-1M"
     print("preparing the shop and two snapshots (cached in bench-data/serve-1M) ...", flush=True)
     config_path = prepare(folder)
-    names = ("hello-world (/health)", "recommendations", "gateway")
+    names = ("hello-world (/health)", "recommendations", "gateway", "visit (sessions)")
     with tempfile.TemporaryDirectory() as scratch:
-        scripts = [Path(scratch) / f"{name}.lua" for name in ("health", "recommendations", "gateway")]
-        recommendations, gateway = product_paths(config_path)
+        scripts = [Path(scratch) / f"{name}.lua" for name in ("health", "recommendations", "gateway", "visit")]
+        recommendations, gateway, visits = product_paths(config_path)
         # The same Lua request() for the hello-world run, so that wrk spends the same on every run.
-        for script, paths in zip(scripts, (["/health"] * len(recommendations), recommendations, gateway), strict=True):
+        runs = (["/health"] * len(recommendations), recommendations, gateway, visits)
+        for script, paths in zip(scripts, runs, strict=True):
             script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
         with running_server(config_path, workers=args.workers) as (base, _):
             drive(wrk, base, 3, counts[0], scripts[0])  # warm-up
