@@ -5,7 +5,9 @@ last) answers from the live snapshot alone: each known product's list of the
 served algorithm (the snapshot's ``served_algorithm``), weighted by how
 recently it was viewed (the last product 1, the one before 1/2, then 1/3,
 ...) and by each item's place in that list (1/rank), summed per item; the
-products of the visit are left out, ties go to the lower product id. The
+products of the visit are left out; scores are compared as
+``engine.visit_order.blend_key`` gives them, ties going to the lower product
+id. The evaluation scores this list at every test step (``visit_blend``). The
 literature calls this a recency-weighted blend of item-item lists; it needs
 nothing but the lists the product pages already use.
 
@@ -23,6 +25,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, Parameter
 
 from engine.config import Config
+from engine.visit_order import blend_key
 from server.lookup import PRODUCT_ID, Lookup, errors, limit_type
 from server.reader import Recommendation, ServedSnapshot
 
@@ -96,7 +99,7 @@ def blend(served: ServedSnapshot, tenant: str, viewed: list[str], limit: int) ->
     if fallback_used:
         algorithm = POPULAR
         scores = _popular(served, tenant, set(recency))
-    best = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:limit]
+    best = sorted(scores.items(), key=lambda pair: (-blend_key(pair[1]), pair[0]))[:limit]
     items = [Recommendation(product_id, rank, score) for rank, (product_id, score) in enumerate(best, start=1)]
     return SessionRecommendations(
         tenant, algorithm, served.build_id, len(known), len(viewed) - len(known), fallback_used, items

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import config
+from engine.pipeline import evaluation
 from engine.publish import warehouse
 from tests.conftest import copy_built, run_cli, sha256
 
@@ -42,7 +43,7 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     with warehouse.connect(built_shop / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM builds").fetchone()[0] == 3
         scored = connection.execute("SELECT count(DISTINCT build_id), count(*) FROM evaluation").fetchone()
-        assert scored == (3, 3 * len(config.CLICK_ALGORITHMS))
+        assert scored == (3, 3 * len(evaluation.SCORED))
     chart = built_shop / "warehouse.duckdb.evaluation.png"
     assert "evaluation chart" in result.stderr
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,8 +65,8 @@ def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
             "SELECT count(DISTINCT round(mrr_at_20, 12)) FROM evaluation WHERE build_id = (SELECT max(build_id) FROM builds) GROUP BY algorithm"
         ).fetchall()
         served = connection.execute("SELECT served_algorithm FROM builds ORDER BY finished_at DESC").fetchone()[0]
-    assert rows[0] == before + len(config.CLICK_ALGORITHMS)
-    assert same == [(1,)] * len(config.CLICK_ALGORITHMS)
+    assert rows[0] == before + len(evaluation.SCORED)
+    assert same == [(1,)] * len(evaluation.SCORED)
     shown = run_cli("evaluate", "--config", str(built_shop / "etalage.toml"), "--show")
     other = next(a for a in ("jaccard", "popular") if a != served)  # named once: the latest scores only
     assert shown.returncode == 0 and shown.stdout.count(other) == 1 and "diff_95" in shown.stdout
@@ -244,5 +245,5 @@ def test_a_table_too_wide_for_the_terminal_is_printed_row_by_row(built_shop):
     lines = [line.strip() for line in narrow.stdout.splitlines() if line.strip() and "row " not in line]
     cells = [line.split(None, 1) for line in lines]
     shown = [dict(cells[i : i + 10]) for i in range(0, len(cells), 10)]
-    assert [s["algorithm"] for s in shown] == sorted(config.CLICK_ALGORITHMS)  # every value whole
+    assert [s["algorithm"] for s in shown] == sorted(evaluation.SCORED)  # every value whole
     assert all(s["diff_95"].startswith("[") for s in shown)  # brackets in the data are not read as markup

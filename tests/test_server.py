@@ -16,8 +16,9 @@ import pytest
 from litestar.testing import TestClient
 from msgspec.structs import replace
 
-from engine import config
+from engine import config, sqlfiles
 from engine.config import Experiment, Variant
+from engine.pipeline import evaluation
 from engine.publish import snapshot, warehouse
 from server import assignment
 from server.app import GatewayAnswer, Recommendations, create_app
@@ -370,3 +371,43 @@ def test_a_catalogue_id_outside_the_patterns_is_refused_like_any_other(shop, tmp
         response = client.get(f"/v1/nl/products/{quote('a.b c')}/recommendations")
         assert response.status_code == 400 and "product_id must be" in response.json()["detail"]
         assert client.get("/v1/nl/products/2/recommendations").json()["items"] == []
+
+
+def test_the_evaluations_visit_lists_are_what_the_session_route_answers(shop, client):
+    """``sql/visit_lists.sql`` (which the evaluation scores) over the published lists, against the real route."""
+    served = client.get("/ready").json()
+    with warehouse.connect(shop.warehouse, read_only=True) as connection:
+        algorithm = connection.execute(
+            "SELECT served_algorithm FROM builds WHERE build_id = $b", {"b": served["snapshot"]}
+        ).fetchone()[0]
+        listed = [
+            p
+            for (p,) in connection.execute(
+                "SELECT DISTINCT product_id FROM itemitem WHERE tenant = 'nl' AND algorithm = $a ORDER BY 1",
+                {"a": algorithm},
+            ).fetchall()
+        ]
+        draw = random.Random(5)
+        visits = [draw.sample(listed, draw.randint(2, 7)) for _ in range(25)]
+        test_items = pa.table(
+            {
+                "tenant": ["nl"] * sum(map(len, visits)),
+                "session_id": [f"s{n}" for n, visit in enumerate(visits) for _ in visit],
+                "product_id": [p for visit in visits for p in visit],
+                "position": [i for visit in visits for i in range(1, len(visit) + 1)],
+            }
+        )
+        connection.register("visits", test_items)
+        values = {"algorithm": algorithm, "top_n": shop.algorithms.top_n, "name": evaluation.VISIT}
+        rows = sqlfiles.query(connection, "visit_lists", values, reading={"test_items": "visits"}).fetchall()
+    lists: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    for _, _, session, position, related, rank, _ in rows:
+        lists.setdefault((session, position), []).append((rank, related))
+    assert len(lists) == sum(len(visit) - 1 for visit in visits)  # every step with a next product has a list
+    for (session, position), entries in lists.items():
+        visit = visits[int(session[1:])][:position]
+        answer = client.get(
+            "/v1/nl/sessions/recommendations", params={"products": ",".join(visit), "limit": shop.algorithms.top_n}
+        ).json()
+        assert answer["algorithm"] == algorithm
+        assert [item["product_id"] for item in answer["items"]] == [related for _, related in sorted(entries)]

@@ -23,6 +23,7 @@ from engine import config
 from engine.ingest import divolte
 from engine.ingest import exposures as exposure_log
 from engine.publish import warehouse
+from engine.visit_order import blend_key
 from server import assignment
 from server.reader import ServedSnapshot
 from tests.conftest import copy_built, divolte_events, run_cli, running_server
@@ -302,7 +303,7 @@ def test_a_visit_gets_the_served_lists_blended_by_recency(shop):
         for related, rank in lists[product]:
             if related not in visit:
                 blended[related] = blended.get(related, 0.0) + 1 / (age * rank)
-    best = sorted(blended.items(), key=lambda pair: (-pair[1], pair[0]))[:8]
+    best = sorted(blended.items(), key=lambda pair: (-blend_key(pair[1]), pair[0]))[:8]
     with running_server(shop, workers=1) as (base, _):
         route = f"{base}/v1/{tenant}/sessions/recommendations"
         status, body = fetch(f"{route}?products={','.join([*visit, 'no-such-product'])}&limit=8")

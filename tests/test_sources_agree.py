@@ -9,6 +9,7 @@ from msgspec.structs import replace
 
 from engine import build
 from engine.config import CLICK_ALGORITHMS
+from engine.pipeline import evaluation
 from engine.publish import warehouse
 from tests.conftest import shop_config
 
@@ -61,3 +62,21 @@ def test_every_algorithm_is_present_with_full_lists(warehouses):
     with warehouse.connect(warehouses["avro", "kernel"], read_only=True) as connection:
         rows = dict(connection.execute("SELECT algorithm, max(rank) FROM itemitem GROUP BY algorithm").fetchall())
     assert rows == dict.fromkeys(CLICK_ALGORITHMS, 20)
+
+
+@pytest.mark.slow
+def test_kernel_and_sql_score_alike_on_the_example_shop(warehouses):
+    """Every evaluation row, the session route's blend (``sql/visit_lists.sql`` and its kernel) included."""
+    scored = {}
+    for pairs in ("kernel", "sql"):
+        with warehouse.connect(warehouses["avro", pairs], read_only=True) as connection:
+            rows = connection.table("evaluation").to_arrow_table().to_pylist()
+        scored[pairs] = {row["algorithm"]: row for row in rows}
+    kernel, sql = scored["kernel"], scored["sql"]
+    assert set(kernel) == set(sql) == set(evaluation.SCORED)
+    assert kernel[evaluation.VISIT]["pairs"] > 5_000
+    for algorithm, row in kernel.items():
+        for column in ("sessions", "pairs", "compared_with"):
+            assert sql[algorithm][column] == row[column], (algorithm, column)
+        for column in evaluation.COLUMNS[4:] + list(evaluation.INTERVALS[1:]):
+            assert sql[algorithm][column] == pytest.approx(row[column], rel=1e-12, abs=1e-15), (algorithm, column)

@@ -33,6 +33,7 @@ if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
 
 import engine
 from engine import build, config, sqlfiles
+from engine.pipeline import evaluation
 from engine.publish import snapshot, spark_output, warehouse
 from engine.spark import runner, transpile
 from tests.conftest import divolte_events, write_shop_folder
@@ -187,7 +188,7 @@ def test_evaluation_and_builds_agree(duck, on_spark):
             connection, f"SELECT {build_columns} FROM {parquet(output, 'builds')}"
         )
         assert rows(connection, f"SELECT build_id FROM {parquet(output, 'builds')}") == [(result.build_id,)]
-    assert len(ours) == len(theirs) == len(config.CLICK_ALGORITHMS)
+    assert len(ours) == len(theirs) == len(evaluation.SCORED)
     for mine, other in zip(ours, theirs, strict=True):
         assert mine[:5] == other[:5]
         # Averages summed in another order: equal to about 1e-15, not bit for bit. The bootstrap draws the
@@ -219,6 +220,8 @@ ORDER = (
     "test_items",
     "transition_ranks",
     "session_gains",
+    "visit_lists",
+    "visit_ranks",
     "evaluation",
     "build_record",
 )
@@ -287,6 +290,8 @@ def same_input(duck, spark, tmp_path_factory):
         "itemitem_rows": 5,
         "served_algorithm": "llr",
         "min_sessions": 5,
+        "algorithm": "llr",
+        "name": evaluation.VISIT,
     }
     made: list[str] = []
 
@@ -493,7 +498,7 @@ def test_a_published_spark_build_serves_the_duckdb_builds_lists(small_shop, duck
         assert connection.execute("SELECT build_id FROM builds").fetchall() == [(result.build_id,)]
         assert connection.execute(
             "SELECT count(*) FROM evaluation WHERE build_id = $b", {"b": result.build_id}
-        ).fetchone()[0] == len(config.CLICK_ALGORITHMS)
+        ).fetchone()[0] == len(evaluation.SCORED)
     # The same output again is refused (its snapshot is there: a rollback makes it live), and nothing changes.
     with pytest.raises(spark_output.OutputRefused, match="is published already"):
         spark_output.publish(cfg, str(output))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import config as config_module
+from engine.pipeline import evaluation
 from engine.publish import warehouse
 from tests.conftest import copy_shop, run_cli
 from tests.test_docs import documented_tables
@@ -45,7 +45,7 @@ def test_tune_records_every_trial_and_keeps_the_rest(small_shop, tmp_path):
         best = connection.execute("SELECT min_support FROM tuning ORDER BY mrr_at_20 DESC LIMIT 1").fetchone()[0]
         assert connection.execute("SELECT count(*) FROM itemitem").fetchone()[0] == before
     assert columns == documented_tables()["tuning"]
-    algorithms = len(config_module.CLICK_ALGORITHMS)
+    algorithms = len(evaluation.SCORED)
     assert trials == [(1, 1, algorithms), (2, 2, algorithms)]  # two settings, every algorithm each
     assert f"min_support={best}" in result.stdout
 

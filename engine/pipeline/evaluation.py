@@ -17,6 +17,11 @@ carries, against the algorithm the build serves (``compared_with``), the
 difference and its paired bootstrap interval (:func:`with_intervals`): test
 sessions resampled with replacement, the same resamples for every
 algorithm, so the gate and the tuner can tell a real gain from luck.
+
+The session route is scored too, as the row :data:`VISIT`: at each test step
+the served algorithm's training lists of the session so far, blended as the
+route blends them (``sql/visit_lists.sql``; :mod:`engine.udfs.visits` on the
+kernel path), and the next product's rank in that list.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ import pyarrow.compute as pc
 from msgspec.structs import asdict
 
 from engine import sqlfiles
-from engine.config import AUTO, Algorithms, Config, ConfigError
+from engine.config import AUTO, CLICK_ALGORITHMS, Algorithms, Config, ConfigError
 from engine.pipeline import itemitem, sessions, state
 from engine.pipeline.counts import Counts
 from engine.publish import gate, warehouse
 from engine.publish.store import Store
-from engine.udfs import cooccurrence
+from engine.udfs import cooccurrence, visits
 from engine.udfs.pairs import PairRows
 
 CUTS = (5, 10, 20)
@@ -57,6 +62,10 @@ LEVEL = 0.95
 """The bootstrap interval's confidence level."""
 SEED = 17
 """The resamples' seed: the same data always gives the same interval."""
+VISIT = "visit_blend"
+"""The row that scores the session route: at each test step, the served algorithm's lists blended over the visit so far."""
+SCORED = (*CLICK_ALGORITHMS, VISIT)
+"""The evaluation's rows without the visual stage: each click algorithm's lists, then the session route's blend."""
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
@@ -219,13 +228,20 @@ def scored(
         finally:
             connection.unregister("items")
         rows, ranks = _kernel_scores(held["items"], held["lists"], steps, connection)
+        looks = None
         if visual_rows is not None:
-            looks, looked = _scored_by_sql(
+            looks, scored_looks, looked = _scored_by_sql(
                 connection, held["items"], held["lists"], visual_rows, algorithms, min_sessions
             )
-            rows = pa.concat_tables([rows, looks.select(COLUMNS).cast(rows.schema)])
+            rows = pa.concat_tables([rows, scored_looks.select(COLUMNS).cast(rows.schema)])
             ranks |= looked
         session = _session_numbers(steps["tenant"], steps["session_id"])
+        against = gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, served)
+        if against in ranks:
+            visit, ranks[VISIT] = _visit_scores(
+                held["items"], held["lists"], steps, session, against, looks, connection
+            )
+            rows = pa.concat_tables([rows, visit])
         held["rows"] = with_intervals(rows.sort_by("algorithm"), ranks, session, served)
 
     timed("training lists", rank)
@@ -244,7 +260,7 @@ def _kernel_scores(
     for block, (start, end) in enumerate(lists.tenants):
         tenant_of[lists.by_order[start:end]] = block
     found = cooccurrence.ranks(lists, item, next_item, tenant_of)
-    catalogue = connection.execute("SELECT count(*) FROM products").fetchone()[0]
+    catalogue = _catalogue_size(connection)
     rows, ranks = [], {}
     for number, algorithm in enumerate(cooccurrence.ALGORITHMS):
         related = _related(lists, number)
@@ -266,6 +282,12 @@ def _kernel_scores(
             }
         )
     return pa.Table.from_pylist(rows, schema=_SCHEMA), ranks
+
+
+def _catalogue_size(connection: duckdb.DuckDBPyConnection) -> int:
+    """How many products the catalogue has (over all tenants): what coverage is a share of."""
+    (size,) = connection.execute("SELECT count(*) FROM products").fetchone() or (0,)
+    return int(size)
 
 
 def _related(lists: cooccurrence.Lists, number: int) -> np.ndarray:
@@ -300,6 +322,96 @@ def _share(rank: np.ndarray, cut: int) -> float:
     return float(((rank > 0) & (rank <= cut)).sum()) / rank.size if rank.size else 0.0
 
 
+def _visit_scores(
+    items: cooccurrence.Items,
+    lists: cooccurrence.Lists,
+    steps: dict,
+    session: np.ndarray,
+    served: str,
+    looks: pa.Table | None,
+    connection: duckdb.DuckDBPyConnection,
+) -> tuple[pa.Table, np.ndarray]:
+    """:data:`VISIT`'s row of scores and its ranks of the test transitions: ``sql/visit_lists.sql`` by the kernel.
+
+    Coverage and popularity bias are those of the lists shown at the test
+    steps (each step's list counted once), as the SQL reads them.
+    """
+    by_order = lists.by_order
+    order = np.full(len(items), np.iinfo(np.int64).max, np.int64)
+    order[by_order] = np.arange(by_order.size)
+    names = pa.array([items.tenant[int(by_order[first])].as_py() for first, _ in lists.tenants], pa.string())
+    block = pc.index_in(pa.array(steps["tenant"], pa.string()), value_set=names)
+    leaders = np.vstack([lists.leaders, np.full((1, lists.leaders.shape[1]), -1, np.int32)])  # last: no tenant
+    block = block.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int32)
+    starts = np.r_[np.flatnonzero(np.r_[True, session[1:] != session[:-1]]), session.size] if session.size else [0]
+    rank, shown = visits.visit_lists(
+        _served_lists(items, lists, served, looks),
+        order,
+        np.asarray(steps["item"], np.int64),
+        np.asarray(steps["next_item"], np.int64),
+        np.asarray(starts, np.int64),
+        block,
+        leaders,
+    )
+    first = np.asarray(steps["first_step"], bool)
+    related = shown[shown >= 0]
+    listed = np.bincount(related, minlength=len(items))
+    named = np.flatnonzero(listed)
+    catalogue = _catalogue_size(connection)
+    row = {
+        "algorithm": VISIT,
+        "sessions": int(first.sum()),
+        "mrr": _mean(rank[first], None),
+        "pairs": int(rank.size),
+        **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
+        **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
+        "coverage": named.size / catalogue,
+        "popularity_bias": math.fsum(listed[named] * np.log1p(items.sessions[named])) / max(related.size, 1),
+    }
+    return pa.Table.from_pylist([row], schema=_SCHEMA), rank.astype(np.int64)
+
+
+def _served_lists(
+    items: cooccurrence.Items, lists: cooccurrence.Lists, served: str, looks: pa.Table | None
+) -> np.ndarray:
+    """Each item's training list of ``served`` as item numbers, int32 (item, rank), -1 past its end."""
+    top_n = lists.related.shape[2]
+    if served in cooccurrence.ALGORITHMS and served != "popular":
+        listed = cooccurrence.list_index(cooccurrence.ALGORITHMS.index(served))
+        return np.where(np.arange(top_n) < lists.length[listed][:, None], lists.related[listed], -1).astype(np.int32)
+    related = np.full((len(items), top_n), -1, np.int32)
+    if served == "popular":  # the tenant's leaders, each leader's without itself (sql/popular.sql)
+        for block, (start, end) in enumerate(lists.tenants):
+            leaders = lists.leaders[block][lists.leaders[block] >= 0]
+            if leaders.size < 2:
+                continue
+            related[lists.by_order[start:end], : min(top_n, leaders.size)] = leaders[:top_n]
+            for leader in leaders:
+                others = leaders[leaders != leader][:top_n]
+                related[leader] = -1
+                related[leader, : others.size] = others
+        return related
+    # A visual algorithm: its look-alike rows, joined to the item numbers.
+    numbers = pa.table({"tenant": items.tenant, "product_id": items.product_id, "item": np.arange(len(items))})
+    rows = looks.filter(pc.equal(looks.column("algorithm").cast(pa.string()), served)).select(
+        ["tenant", "product_id", "related_product_id", "rank"]
+    )
+    rows = pa.table(
+        {
+            name: rows.column(name).cast(pa.string()) if name != "rank" else rows.column(name)
+            for name in rows.column_names
+        }
+    )
+    joined = rows.join(numbers, ["tenant", "product_id"]).join(
+        numbers.rename_columns(["tenant", "related_product_id", "related"]), ["tenant", "related_product_id"]
+    )
+    item = joined.column("item").to_numpy()
+    rank = joined.column("rank").to_numpy().astype(np.int64)
+    keep = rank <= top_n
+    related[item[keep], rank[keep] - 1] = joined.column("related").to_numpy()[keep]
+    return related
+
+
 def _scored_by_sql(
     connection: duckdb.DuckDBPyConnection,
     items: cooccurrence.Items,
@@ -307,8 +419,11 @@ def _scored_by_sql(
     visual_rows: pa.Table,
     algorithms: Algorithms,
     min_sessions: int,
-) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """``visual`` and the blend, scored by ``sql/evaluation.sql`` over the training's llr lists and the look-alikes."""
+) -> tuple[pa.Table, pa.Table, dict[str, np.ndarray]]:
+    """``visual`` and the blend, scored by ``sql/evaluation.sql`` over the training's llr lists and the look-alikes.
+
+    Returns their training lists (``itemitem`` rows), their rows of scores and their ranks of the test transitions.
+    """
     trained = cooccurrence.rows_table(items, lists)
     llr = trained.filter(pc.equal(trained.column("algorithm").cast(pa.string()), "llr"))
     live = np.flatnonzero(items.sessions > 0)
@@ -323,7 +438,7 @@ def _scored_by_sql(
     blended = itemitem.with_visual(connection, llr, visual_rows, counted, parameters)
     looks = blended.filter(pc.is_in(blended.column("algorithm"), pa.array(["visual", "visual_blend"])))
     rows, ranks, _ = _evaluated(connection, looks)
-    return rows, ranks
+    return looks, rows, ranks
 
 
 def _evaluated(
@@ -350,6 +465,28 @@ def _evaluated(
     first = names == names[0] if names.size else np.zeros(0, bool)
     session = _session_numbers(ranked["tenant"][first], ranked["session_id"][first])
     return rows, ranks, session
+
+
+def _visit_by_sql(
+    connection: duckdb.DuckDBPyConnection, trained: pa.Table, served: str, top_n: int
+) -> tuple[pa.Table, np.ndarray]:
+    """:data:`VISIT`'s row and ranks: ``sql/visit_lists.sql`` over the ``trained`` lists, scored by ``sql/evaluation.sql``."""
+    connection.register("trained_rows", trained)
+    values = {"algorithm": served, "top_n": top_n, "name": VISIT}
+    try:
+        sqlfiles.create_table(connection, "visit_lists", values, temporary=True, reading={"itemitem": "trained_rows"})
+        sqlfiles.create_table(connection, "visit_ranks", values, temporary=True)
+        rows = sqlfiles.query(
+            connection, "evaluation", reading={"itemitem": "visit_lists", "transition_ranks": "visit_ranks"}
+        ).to_arrow_table()
+        rank = connection.execute(
+            "SELECT coalesce(rank, 0) AS rank FROM visit_ranks ORDER BY tenant, session_id, position"
+        ).fetchnumpy()["rank"]
+    finally:
+        connection.unregister("trained_rows")
+        connection.execute("DROP TABLE IF EXISTS visit_ranks")
+        connection.execute("DROP TABLE IF EXISTS visit_lists")
+    return rows, np.asarray(rank, np.int64)
 
 
 def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
@@ -459,7 +596,12 @@ def scores_by_sql(
 
     def score() -> None:
         test_items(connection, algorithms, split)
-        held["scores"] = with_intervals(*_evaluated(connection, held["rows"]), served)
+        rows, ranks, session = _evaluated(connection, held["rows"])
+        against = gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, served)
+        if against in ranks:
+            visit, ranks[VISIT] = _visit_by_sql(connection, held["rows"], against, algorithms.top_n)
+            rows = pa.concat_tables([rows, visit.cast(rows.schema)]).sort_by("algorithm")
+        held["scores"] = with_intervals(rows, ranks, session, served)
 
     try:
         timed("training lists", train)

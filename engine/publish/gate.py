@@ -60,7 +60,7 @@ def served_algorithm(scores: dict[str, dict] | None, configured: str) -> str:
     scored = [
         (-row[METRIC], ALGORITHMS.index(name), name)
         for name, row in (scores or {}).items()
-        if row.get(METRIC) is not None
+        if name in ALGORITHMS and row.get(METRIC) is not None  # not the session route's row: it serves no list
     ]
     return min(scored)[2] if scored else UNSCORED
 

@@ -444,7 +444,24 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
     scores = run.sql("evaluation", tables=holdout).toArrow()
     gains = run.sql("session_gains", tables=holdout).toArrow()
-    scored = evaluation.with_session_intervals(scores, *_session_gains(gains), config.snapshots.gate_algorithm)
+    served = gate.served_algorithm(
+        {row["algorithm"]: row for row in scores.to_pylist()}, config.snapshots.gate_algorithm
+    )
+    if served in scores.column("algorithm").to_pylist():  # the session route's lists, scored alike
+        visit = {"algorithm": served, "top_n": config.algorithms.top_n, "name": evaluation.VISIT}
+        run.view("visit_lists", visit, tables=holdout, view=HOLDOUT + "visit_lists", cache=True)
+        run.view(
+            "visit_ranks",
+            visit,
+            tables={**holdout, "visit_lists": HOLDOUT + "visit_lists"},
+            view=HOLDOUT + "visit_ranks",
+        )
+        visited = {**holdout, "itemitem": HOLDOUT + "visit_lists", "transition_ranks": HOLDOUT + "visit_ranks"}
+        scores = pa.concat_tables([scores, run.sql("evaluation", tables=visited).toArrow().cast(scores.schema)])
+        gains = pa.concat_tables([gains, run.sql("session_gains", tables=visited).toArrow().cast(gains.schema)])
+    scored = evaluation.with_session_intervals(
+        scores.sort_by("algorithm"), *_session_gains(gains), config.snapshots.gate_algorithm
+    )
     run.step(
         "evaluation",
         lambda: _from_driver(run.spark, scored).select(
