@@ -109,6 +109,17 @@ def test_clicking_a_product_shows_looks_like_this_and_viewed_together(visual_sho
         # A look-alike clicked becomes the chosen product, under its title.
         browser.find_elements(By.CSS_SELECTOR, "#looks .product")[1].click()
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#chosen strong").text == titles[looks[1]])
+
+        # Two products clicked: the visit's list, as the visit route answers it.
+        visit = [chosen, looks[1]]
+        wait.until(lambda d: d.find_element(By.ID, "visit").get_attribute("data-products") == ",".join(visit))
+        shown = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, "#visit .product")]
+        answer = json.loads(
+            urlopen(f"{base}/v1/nl/sessions/recommendations?limit=8&products={','.join(visit)}", timeout=30).read()
+        )
+        assert shown == [item["product_id"] for item in answer["items"]] and len(shown) == 8
+        assert not set(shown) & set(visit) and set(shown) <= nl
+        assert "products clicked so far" in browser.find_element(By.ID, "visit-note").text
         wait.until(
             lambda d: (
                 looks[1]
