@@ -9,7 +9,8 @@ tenant's most-viewed products. Scores are compared as
 :func:`engine.visit_order.blend_key` gives them, ties going to the lower
 product: the same order in the server, this kernel and the SQL.
 
-Sessions are dealt to the cores; each step sorts its few candidates.
+Sessions are dealt to the cores; each core adds scores up in a dense array
+over the items and keeps the best ``top_n`` of a step in a small sorted buffer.
 """
 
 from __future__ import annotations
@@ -44,77 +45,82 @@ def visit_lists(
     Returns:
         int32 ranks, one per step, and int32 (step, top_n) lists, -1 past each one's end.
     """
-    return _visit_lists(related, order, item, next_item, starts, block, leaders)
+    return _visit_lists(related, order, item, next_item, starts, block, leaders, numba.get_num_threads())
 
 
 @numba.njit(cache=True, parallel=True)
-def _visit_lists(related, order, item, next_item, starts, block, leaders):
-    top_n = related.shape[1]
-    steps = item.size
-    ranks = np.zeros(steps, np.int32)
-    shown = np.full((steps, top_n), -1, np.int32)
-    for session in numba.prange(starts.size - 1):
-        first, end = starts[session], starts[session + 1]
-        for t in range(first, end):
-            viewed = np.sort(item[first : t + 1])
-            # Every (candidate, share) the visit's lists give, the most recent product first, each list in rank order.
-            candidate = np.empty((t + 1 - first) * top_n, np.int64)
-            share = np.empty(candidate.size, np.float64)
-            n = 0
-            for j in range(t, first - 1, -1):
-                product = item[j]
-                if product < 0:
-                    continue
-                age = t - j + 1
-                for slot in range(top_n):
-                    c = related[product, slot]
-                    if c < 0:
-                        break
-                    at = np.searchsorted(viewed, c)
-                    if at < viewed.size and viewed[at] == c:
+def _visit_lists(related, order, item, next_item, starts, block, leaders, threads):
+    n_items, top_n = related.shape
+    sessions = starts.size - 1
+    ranks = np.zeros(item.size, np.int32)
+    shown = np.full((item.size, top_n), -1, np.int32)
+    shares = max(1, min(sessions, threads))
+    for share in numba.prange(shares):
+        # Dense per share: each candidate's score so far, and the session that last viewed each item.
+        score = np.zeros(n_items, np.float64)
+        seen = np.full(n_items, -1, np.int64)
+        touched = np.empty(n_items, np.int64)
+        best = np.empty(top_n, np.int64)
+        best_key = np.empty(top_n, np.int64)
+        for session in range(share, sessions, shares):
+            first, end = starts[session], starts[session + 1]
+            for t in range(first, end):
+                if item[t] >= 0:
+                    seen[item[t]] = session
+                # The most recent product first, each list in rank order: the server's order of addition.
+                m = 0
+                for j in range(t, first - 1, -1):
+                    product = item[j]
+                    if product < 0:
                         continue
-                    candidate[n] = c
-                    share[n] = 1.0 / (age * (slot + 1))
-                    n += 1
-            if n == 0:
-                _fallback(leaders[block[t]], viewed, next_item[t], top_n, ranks, shown, t)
-                continue
-            by_item = np.argsort(candidate[:n], kind="mergesort")  # stable: each item's shares in the order added
-            unique = np.empty(n, np.int64)
-            key = np.empty(n, np.int64)
-            m = -1
-            total = 0.0
-            for k in range(n):
-                c = candidate[by_item[k]]
-                if m < 0 or unique[m] != c:
-                    if m >= 0:
-                        key[m] = math.floor(total * KEY_SCALE + 0.5)
-                    m += 1
-                    unique[m] = c
-                    total = 0.0
-                total += share[by_item[k]]
-            key[m] = math.floor(total * KEY_SCALE + 0.5)
-            m += 1
-            by_order = np.argsort(order[unique[:m]], kind="mergesort")
-            best = by_order[np.argsort(-key[:m][by_order], kind="mergesort")]
-            for r in range(min(top_n, m)):
-                chosen = unique[best[r]]
-                shown[t, r] = chosen
-                if chosen == next_item[t]:
-                    ranks[t] = r + 1
+                    for slot in range(top_n):
+                        c = related[product, slot]
+                        if c < 0:
+                            break
+                        if seen[c] == session:
+                            continue
+                        if score[c] == 0.0:
+                            touched[m] = c
+                            m += 1
+                        score[c] += 1.0 / ((t - j + 1) * (slot + 1))
+                if m == 0:
+                    _fallback(leaders[block[t]], seen, session, next_item[t], top_n, ranks, shown, t)
+                    continue
+                filled = 0
+                for k in range(m):
+                    c = touched[k]
+                    key = math.floor(score[c] * KEY_SCALE + 0.5)
+                    score[c] = 0.0
+                    if filled == top_n and not _ahead(key, c, best_key[top_n - 1], best[top_n - 1], order):
+                        continue
+                    at = filled if filled < top_n else top_n - 1
+                    while at > 0 and _ahead(key, c, best_key[at - 1], best[at - 1], order):
+                        best[at], best_key[at] = best[at - 1], best_key[at - 1]
+                        at -= 1
+                    best[at], best_key[at] = c, key
+                    filled = min(filled + 1, top_n)
+                for r in range(filled):
+                    shown[t, r] = best[r]
+                    if best[r] == next_item[t]:
+                        ranks[t] = r + 1
     return ranks, shown
 
 
 @numba.njit(cache=True, inline="always")
-def _fallback(leaders, viewed, next_item, top_n, ranks, shown, t):
+def _ahead(key_a, item_a, key_b, item_b, order):
+    """Does (key_a, item_a) come before (key_b, item_b)? The higher key first, then the lower product."""
+    return key_a > key_b or (key_a == key_b and order[item_a] < order[item_b])
+
+
+@numba.njit(cache=True, inline="always")
+def _fallback(leaders, seen, session, next_item, top_n, ranks, shown, t):
     """The tenant's most-viewed items, the visit's own left out: the list of a visit without any."""
     r = 0
     for slot in range(leaders.size):
         leader = leaders[slot]
         if leader < 0 or r == top_n:
             break
-        at = np.searchsorted(viewed, leader)
-        if at < viewed.size and viewed[at] == leader:
+        if seen[leader] == session:
             continue
         shown[t, r] = leader
         r += 1
