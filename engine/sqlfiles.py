@@ -77,6 +77,13 @@ def query(
     return connection.execute(_read_from(name, reading), _bound(name, values or {}))
 
 
+def scalar(result: duckdb.DuckDBPyConnection) -> Any:
+    """The first value of a result's first row, where a row must be there (``count(*)``, ``max(...)``, a known key)."""
+    row = result.fetchone()
+    assert row is not None, "the query returned no row"
+    return row[0]
+
+
 def _read_from(name: str, reading: Mapping[str, str] | None) -> str:
     """The file's SQL, with the plain table names in ``reading`` replaced (each keeps its old name as its alias)."""
     if not reading:
@@ -94,7 +101,7 @@ def _read_from(name: str, reading: Mapping[str, str] | None) -> str:
 
 
 @cache
-def _parsed(name: str) -> exp.Expression:
+def _parsed(name: str) -> exp.Expr:
     return sqlglot.parse_one(text(name), read="duckdb")
 
 
@@ -129,7 +136,7 @@ def literal(value: Any) -> str:
     return _literal(value).sql(dialect="duckdb")
 
 
-def _literal(value: Any) -> exp.Expression:
+def _literal(value: Any) -> exp.Expr:
     if isinstance(value, dt.datetime):
         return exp.cast(exp.convert(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
     return exp.convert(list(value) if isinstance(value, tuple) else value)

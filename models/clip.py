@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -176,7 +177,9 @@ def _input_spec(cfg: dict, model: str) -> InputSpec:
     if height != width:
         msg = f"open_clip model {model} takes {width} x {height} pictures; only square inputs are supported"
         raise EncoderError(msg)
-    interpolation = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"  # open_clip's own default
+    interpolation: Literal["bicubic", "bilinear"] = (
+        "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
+    )  # open_clip's own default
     return InputSpec(int(height), tuple(cfg["mean"]), tuple(cfg["std"]), interpolation)
 
 

@@ -112,7 +112,9 @@ def _fold_batch_norms(network: torch.nn.Module) -> None:
     disappears, which matters on a 2-core CPU.
     """
     pairs = [(network, "_conv_stem", "_bn0"), (network, "_conv_head", "_bn1")]
-    for block in network._blocks:
+    blocks = network._blocks
+    assert isinstance(blocks, torch.nn.ModuleList)  # EfficientNet-Lite's MBConv blocks
+    for block in blocks:
         if hasattr(block, "_expand_conv"):
             pairs.append((block, "_expand_conv", "_bn0"))
         pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]

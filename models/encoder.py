@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -82,8 +82,13 @@ class Encoder(Protocol):
         """One row of ``dim`` float32 values per image, in the order given; the first unreadable image raises ImageError."""
         ...
 
-    def encode_batches(self, images: Sequence[ImageSource], batch_size: int = 32) -> Iterator[EncodedBatch]:
-        """The vectors batch by batch, in order, with each batch's unreadable pictures named rather than raised."""
+    def encode_batches(
+        self, images: Sequence[ImageSource], batch_size: int = 32
+    ) -> Generator[EncodedBatch, None, None]:
+        """The vectors batch by batch, in order, with each batch's unreadable pictures named rather than raised.
+
+        A generator, so that a caller that stops early can close it (``contextlib.closing``).
+        """
         ...
 
 

@@ -95,7 +95,7 @@ def _reverse(graph: np.ndarray, width: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _distance(vectors: np.ndarray, item: int, query: np.ndarray) -> float:
+def _distance(vectors: np.ndarray, item: int, query: np.ndarray) -> np.float32:
     total = np.float32(0.0)
     for d in range(query.size):
         difference = vectors[item, d] - query[d]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +338,7 @@ class TorchEncoder:
         *,
         workers: int | None = None,
         decode_on_device: bool | None = None,
-    ) -> Iterator[EncodedBatch]:
+    ) -> Generator[EncodedBatch, None, None]:
         """Encode ``images`` batch by batch, in order, while the next batches are read and decoded.
 
         Args:

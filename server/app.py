@@ -39,7 +39,7 @@ from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
 from server.live import LiveSnapshot, NoSnapshot
-from server.lookup import Lookup, Unavailable, errors, limit_type
+from server.lookup import Lookup, Unavailable, errors, limit_parameter
 from server.reader import Recommendation
 
 log = logging.getLogger("etalage.server")
@@ -101,7 +101,7 @@ def create_app(config: config_module.Config) -> Litestar:
     exposures = ExposureLog(Path(config.serving.exposures))
     experiment = config.experiment
     max_limit = config.serving.max_limit
-    Limit = limit_type(max_limit)
+    limit_bounds = limit_parameter(max_limit)
 
     @get(
         "/v1/{tenant:str}/products/{product_id:str}/recommendations",
@@ -111,7 +111,7 @@ def create_app(config: config_module.Config) -> Litestar:
     async def recommendations(
         tenant: FromPath[str],
         product_id: FromPath[str],
-        limit: Limit = DEFAULT_LIMIT,
+        limit: Annotated[int, limit_bounds] = DEFAULT_LIMIT,
         algorithm: Annotated[
             str | None,
             Parameter(
@@ -136,7 +136,7 @@ def create_app(config: config_module.Config) -> Litestar:
         tenant: FromPath[str],
         product_id: FromPath[str],
         visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")],
-        limit: Limit = DEFAULT_LIMIT,
+        limit: Annotated[int, limit_bounds] = DEFAULT_LIMIT,
     ) -> ASGIApp:
         """Assign the visitor to a variant of the running experiment (PlanOut hashing) and answer from it.
 

@@ -19,8 +19,7 @@ from litestar.params import FromPath, Parameter
 from litestar.response import File
 
 from engine.config import Config
-from engine.ingest import locations
-from server.lookup import Lookup, errors, limit_type
+from server.lookup import Lookup, errors, limit_parameter
 
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 """What the image endpoint will send: a catalogue entry naming any other file gets a 404, not its bytes."""
@@ -48,13 +47,13 @@ class CataloguePage(msgspec.Struct):
 
 def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and catalogue folder."""
-    base = None if locations.is_remote(config.catalogue) else config.catalogue.parent  # pictures lie beside a local one
-    PageSize = limit_type(config.serving.max_limit, "products per page")
+    base = config.catalogue.parent if isinstance(config.catalogue, Path) else None  # pictures lie beside a local one
+    page_size = limit_parameter(config.serving.max_limit, "products per page")
 
     @get("/v1/{tenant:str}/products", summary="The tenant's catalogue, page by page", responses=errors(404, 503))
     async def catalogue(
         tenant: FromPath[str],
-        limit: PageSize = 24,
+        limit: Annotated[int, page_size] = 24,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="products to skip")] = 0,
     ) -> CataloguePage:
         """Products in catalogue order, with the URL of each one's picture."""

@@ -253,6 +253,7 @@ def _table_line_by_line(records: list[bytes]) -> pa.Table:
     """
     rows = []
     for record in records:
+        row: _Record | _Head
         try:
             row = msgspec.json.decode(record, type=_Record)
             shown = [item["product_id"] for item in msgspec.json.decode(row.shown)]

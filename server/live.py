@@ -62,7 +62,7 @@ class LiveSnapshot:
             self._problem = problem
             target = None if problem else self._target()
             fresh = target is not None and target not in self.failed and not self._serves(target)
-            if fresh and self._load(self.root / target):
+            if fresh and target is not None and self._load(self.root / target):  # (the check again narrows the type)
                 return True
             if self.current is None:
                 missing = f"{self.root / snapshot.CURRENT} does not exist"

@@ -9,12 +9,12 @@ dictionaries, never pasted into a query.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import Parameter, ParameterKwarg
 
 from server.live import LiveSnapshot, NoSnapshot
 from server.reader import ServedSnapshot
@@ -23,9 +23,12 @@ TENANT = re.compile(r"[a-z]{2,8}")
 PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def limit_type(max_limit: int, what: str = "how many products") -> Any:
-    """The ``limit`` query parameter's type for routes that answer a list: 1 to ``max_limit`` (``serving.max_limit``)."""
-    return Annotated[int, Parameter(ge=1, le=max_limit, description=f"{what}, 1 to {max_limit}")]
+def limit_parameter(max_limit: int, what: str = "how many products") -> ParameterKwarg:
+    """The ``limit`` query parameter of routes that answer a list, 1 to ``max_limit`` (``serving.max_limit``).
+
+    Routes write ``Annotated[int, limit_parameter(...)]``: a type built at runtime is no type mypy can check.
+    """
+    return Parameter(ge=1, le=max_limit, description=f"{what}, 1 to {max_limit}")
 
 
 class Problem(msgspec.Struct):

@@ -77,6 +77,8 @@ class ServedSnapshot:
             for block, algorithm in enumerate(pc.unique(lists.column("algorithm")).to_pylist())
         }
         self.algorithms = frozenset(self._blocks)
+        self._product_rows: dict[tuple[str, str], int]
+        self._tenant_rows: dict[str, list[int]]
         if previous is not None and _catalogue_sha256(previous) == _catalogue_sha256(self):
             self._product_rows, self._tenant_rows = previous._product_rows, previous._tenant_rows
         else:

@@ -26,7 +26,7 @@ from litestar.params import FromPath, Parameter
 
 from engine.config import Config
 from engine.visit_order import blend_key
-from server.lookup import PRODUCT_ID, Lookup, errors, limit_type
+from server.lookup import PRODUCT_ID, Lookup, errors, limit_parameter
 from server.reader import Recommendation, ServedSnapshot
 
 MAX_PRODUCTS = 50
@@ -50,7 +50,7 @@ class SessionRecommendations(msgspec.Struct):
 
 def handlers(lookup: Lookup, config: Config) -> list:
     """The route handler, bound to one app's snapshot lookup and list limit."""
-    Limit = limit_type(config.serving.max_limit)
+    limit_bounds = limit_parameter(config.serving.max_limit)
 
     @get(
         "/v1/{tenant:str}/sessions/recommendations",
@@ -65,7 +65,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
                 description=f"the visit's product ids, comma-separated, most recent last (at most {MAX_PRODUCTS})"
             ),
         ] = "",
-        limit: Limit = 10,
+        limit: Annotated[int, limit_bounds] = 10,
     ) -> SessionRecommendations:
         """The served algorithm's lists of the visit's products, blended by recency and rank."""
         viewed = products.split(",") if products else []

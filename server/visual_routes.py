@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.config import Config, Visual
 from models import IMAGE_FORMATS
-from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, errors, limit_type
+from server.lookup import Lookup, TooLarge, Unavailable, Unprocessable, errors, limit_parameter
 from server.reader import Recommendation, ServedSnapshot
 
 MAX_WAITING = 4
@@ -139,14 +139,16 @@ def handlers(lookup: Lookup, config: Config) -> list:
     """The route handlers, bound to one app's snapshot lookup and settings."""
     encoder = QueryEncoder(config.visual, config.serving.decode_seconds)
     serving = config.serving
-    Limit = limit_type(serving.max_limit)
+    limit_bounds = limit_parameter(serving.max_limit)
 
     @get(
         "/v1/{tenant:str}/products/{product_id:str}/visually-similar",
         summary="Products that look like this one",
         responses=errors(404, 503),
     )
-    async def visually_similar(tenant: FromPath[str], product_id: FromPath[str], limit: Limit = 10) -> LookAlikes:
+    async def visually_similar(
+        tenant: FromPath[str], product_id: FromPath[str], limit: Annotated[int, limit_bounds] = 10
+    ) -> LookAlikes:
         """The tenant's products whose pictures are nearest to this product's, by the snapshot's Annoy index."""
         served = lookup.product(tenant, product_id)
         index = _index(served, tenant)
@@ -162,7 +164,9 @@ def handlers(lookup: Lookup, config: Config) -> list:
         request_max_body_size=serving.max_upload_bytes,
         responses=errors(404, 413, 422, 503),
     )
-    async def similar_to_upload(tenant: FromPath[str], request: Request, limit: Limit = 10) -> LookAlikes:
+    async def similar_to_upload(
+        tenant: FromPath[str], request: Request, limit: Annotated[int, limit_bounds] = 10
+    ) -> LookAlikes:
         """Send the photo's bytes as the request body (JPEG, PNG, WebP or GIF; any content type).
 
         413 when the body is over ``serving.max_upload_bytes``, the picture
@@ -184,7 +188,7 @@ def handlers(lookup: Lookup, config: Config) -> list:
     async def search(
         tenant: FromPath[str],
         q: Annotated[str, Parameter(min_length=1, max_length=200, description="what to look for")],
-        limit: Limit = 10,
+        limit: Annotated[int, limit_bounds] = 10,
     ) -> LookAlikes:
         """Text to picture search, e.g. "red summer dress": needs ``visual.encoder = "open_clip"``."""
         served = lookup.tenant(tenant)
@@ -216,6 +220,7 @@ def _index(served: ServedSnapshot, tenant: str) -> Any:
 
 def _answer(tenant: str, query: str, served: ServedSnapshot, neighbours: list) -> LookAlikes:
     items = [Recommendation(n.product_id, rank, n.score) for rank, n in enumerate(neighbours, start=1)]
+    assert served.visual is not None  # the route's _index refused a snapshot without one
     return LookAlikes(tenant, query, served.visual.model_id, served.build_id, items)
 
 

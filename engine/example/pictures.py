@@ -144,6 +144,7 @@ def write(plan: ImagePlan, directory: Path, progress: Callable[[int], None] = la
     photos = load_fashion_mnist()[0] if (plan.photo >= 0).any() else None
     for i, product_id in enumerate(plan.product_ids):
         if plan.photo[i] >= 0:
+            assert photos is not None  # loaded above when any product has a photo
             mask = Image.fromarray(photos[plan.photo[i]]).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
         else:
             mask = draw(str(plan.categories[i]), np.random.default_rng(int(plan.seeds[i])))
@@ -245,7 +246,7 @@ def _bag(j: Jitter) -> list[list[tuple[float, float]]]:
 
 def _scarf(j: Jitter) -> list[list[tuple[float, float]]]:
     w, tilt = 2.5 + j(0.8), j(5)
-    band = [(14 - w + tilt, 2), (14 + w + tilt, 2), (14 + w - tilt, 26), (14 - w - tilt, 26)]
+    band: list[tuple[float, float]] = [(14 - w + tilt, 2), (14 + w + tilt, 2), (14 + w - tilt, 26), (14 - w - tilt, 26)]
     fringe = [
         [(14 - w - tilt + k, 26), (14 - w - tilt + k + 0.6, 26), (14 - w - tilt + k + 0.3, 27.5)]
         for k in np.arange(0, 2 * w, 1.2)

@@ -70,6 +70,7 @@ def write_batch(
         ]
         relation = _source(connection, fmt, list(paths)).select(", ".join(columns))
         mapped = relation if mapped is None else mapped.union(relation)
+    assert mapped is not None, "write_batch needs at least one file"
     mapped.create_view("mapped_events")
     try:
         counts = sqlfiles.query(connection, "file_counts").to_arrow_table().to_pylist()

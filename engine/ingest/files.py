@@ -114,8 +114,9 @@ def window_floor(found: EventFiles, algorithms: Algorithms, evaluation: Evaluati
     the windows of the published and the evaluated lists both begin after
     those, less ``look_back_days``.
     """
-    spans = [_partition(path) for paths in found.by_format().values() for path in paths]
-    if not algorithms.look_back_days or not spans or None in spans:
+    partitions = [_partition(path) for paths in found.by_format().values() for path in paths]
+    spans = [span for span in partitions if span is not None]
+    if not algorithms.look_back_days or not spans or len(spans) < len(partitions):
         return None
     newest = max(start for start, _ in spans)
     earliest = newest
@@ -134,7 +135,7 @@ def prune(files: EventFiles, floor: dt.datetime | None) -> EventFiles:
         return files
 
     def kept(paths: Iterable[str]) -> tuple[str, ...]:
-        return tuple(path for path in paths if _partition(path)[1] > floor)
+        return tuple(path for path in paths if (span := _partition(path)) is None or span[1] > floor)
 
     return EventFiles(avro=kept(files.avro), parquet=kept(files.parquet), listing=files.listing)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 from urllib.parse import urlsplit
 
 import duckdb
@@ -57,7 +57,7 @@ class FileInfo:
     modified: dt.datetime
 
 
-def is_remote(location: Location) -> bool:
+def is_remote(location: Location) -> TypeGuard[str]:
     """Whether ``location`` is a remote URI (the config has already turned ``file://`` URIs into paths)."""
     return isinstance(location, str) and "://" in location
 

@@ -72,8 +72,8 @@ class Kept:
                 folder = store.new("pairs", f"{name}-{part}")
                 rows.save(folder)
                 file = store.relative(folder)
-            files[f"{part}_file"] = file if rows.pairs else None
-        return replace(self, **files)
+            files[part] = file if rows.pairs else None
+        return replace(self, base_file=files["base"], delta_file=files["delta"])
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ look-alikes and their cold-start blend with the ``llr`` lists
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def sql_rows(connection: duckdb.DuckDBPyConnection, parameters: dict, timed: Tim
     Its steps are temporary tables, ``item_counts`` among them.
     """
     for name in ("item_counts", "tenant_sessions", *SQL_STEPS):
-        timed(name, lambda name=name: sqlfiles.create_table(connection, name, parameters, temporary=True))
+        timed(name, functools.partial(sqlfiles.create_table, connection, name, parameters, temporary=True))
     return sqlfiles.query(connection, "itemitem").to_arrow_table()
 
 

@@ -40,7 +40,7 @@ def parameters(algorithms: Algorithms, until: dt.datetime | None, newest: dt.dat
 
 def newest(connection: duckdb.DuckDBPyConnection, until: dt.datetime | None = None) -> dt.datetime | None:
     """The newest event before ``until`` (of all events when None), where the look-back window ends."""
-    return sqlfiles.query(connection, "newest_event", {"until": until}).fetchone()[0]
+    return sqlfiles.scalar(sqlfiles.query(connection, "newest_event", {"until": until}))
 
 
 def window_start(newest_event: dt.datetime | None, look_back_days: int) -> dt.datetime | None:

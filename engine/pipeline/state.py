@@ -94,7 +94,7 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
 
     None if it keeps no state (a first build, or a warehouse from an older etalage).
     """
-    name = database or connection.execute("SELECT current_database()").fetchone()[0]
+    name = database or sqlfiles.scalar(connection.execute("SELECT current_database()"))
     present = {
         row[0]
         for row in connection.execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
 from msgspec.structs import replace
@@ -21,7 +21,7 @@ from engine.pipeline import evaluation
 from engine.publish import warehouse
 
 
-def trials(base: Algorithms, grid: dict[str, Iterable[int]]) -> list[Algorithms]:
+def trials(base: Algorithms, grid: Mapping[str, Iterable[int]]) -> list[Algorithms]:
     """Every combination of the grid's values, the other parameters as in ``base``."""
     keys = list(grid)
     return [replace(base, **dict(zip(keys, values, strict=True))) for values in itertools.product(*grid.values())]

@@ -101,9 +101,9 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
             )
             if not result.gate.publish:
                 raise gate.GateRefused(result.gate)
-            parameters = connection.execute(
-                "SELECT parameters FROM builds WHERE build_id = $id", {"id": build_id}
-            ).fetchone()[0]
+            parameters = sqlfiles.scalar(
+                connection.execute("SELECT parameters FROM builds WHERE build_id = $id", {"id": build_id})
+            )
             manifest = {
                 "parameters": {"algorithms": json.loads(parameters)},
                 "config": str(config.source) if config.source else None,
@@ -173,15 +173,16 @@ def _duckdb_type(kind: pa.DataType) -> str:
 
 def _append(connection: duckdb.DuckDBPyConnection, history: str, files: str, build_id: str) -> None:
     """Add the output's rows of ``history`` to the warehouse's history table, unless they are there already."""
-    present = connection.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND database_name = current_database()",
-        {"name": history},
-    ).fetchone()[0]
-    if (
-        present
-        and connection.execute(
+    present = sqlfiles.scalar(
+        connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND database_name = current_database()",
+            {"name": history},
+        )
+    )
+    if present and sqlfiles.scalar(
+        connection.execute(
             f"SELECT count(*) FROM {sqlfiles.identifier(history)} WHERE build_id = $id", {"id": build_id}
-        ).fetchone()[0]
+        )
     ):
         return  # published before (a rollback made another live): the history has it once
     connection.execute(

@@ -50,8 +50,11 @@ def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
 
 def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB connection with the Avro extension and etalage's UDFs loaded; no network access."""
-    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    connection = duckdb.connect(str(path), read_only=read_only, config=config)
+    connection = duckdb.connect(
+        str(path),
+        read_only=read_only,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
     connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
     load_extension(connection, "avro")
     udfs.register(connection)
@@ -215,7 +218,9 @@ def _replace_on_success(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         yield connection
-        if connection.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'").fetchone()[0]:
+        if sqlfiles.scalar(
+            connection.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'")
+        ):
             connection.execute("DETACH previous")
         connection.execute("CHECKPOINT")
         connection.close()
@@ -239,9 +244,11 @@ def _remove(path: Path) -> None:
 
 def append_history(connection: duckdb.DuckDBPyConnection, history: str, rows: str) -> None:
     """Add the rows of table ``rows`` to the history table ``history``, creating it on the first build."""
-    exists = connection.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}
-    ).fetchone()[0]
+    exists = sqlfiles.scalar(
+        connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND schema_name = 'main'", {"name": history}
+        )
+    )
     if exists:
         # A warehouse written by an older etalage may lack columns added since: add them (old rows get NULL).
         present = {row[0] for row in connection.execute(f"DESCRIBE {history}").fetchall()}

@@ -119,7 +119,7 @@ def column(expression_sql: str, sql_type: str, name: str) -> str:
     return exp.alias_(_portable(tree), name).sql(dialect="spark")
 
 
-def bind(tree: exp.Expression, values: Mapping[str, Any], where: str = "the query") -> exp.Expression:
+def bind(tree: exp.Expr, values: Mapping[str, Any], where: str = "the query") -> exp.Expr:
     """Replace every ``$name`` / ``:name`` marker in ``tree`` by a literal of ``values[name]``."""
     names = {node.name for node in tree.find_all(exp.Placeholder)}
     missing = sorted(names - set(values))
@@ -129,7 +129,7 @@ def bind(tree: exp.Expression, values: Mapping[str, Any], where: str = "the quer
     return tree.transform(lambda node: _literal(values[node.name]) if isinstance(node, exp.Placeholder) else node)
 
 
-def _literal(value: Any) -> exp.Expression:
+def _literal(value: Any) -> exp.Expr:
     """A Spark literal for a parameter value; timestamps are wall-clock (TIMESTAMP_NTZ), like DuckDB's TIMESTAMP."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
@@ -141,7 +141,7 @@ def _literal(value: Any) -> exp.Expression:
 
 
 @cache
-def _parse(name: str) -> exp.Expression:
+def _parse(name: str) -> exp.Expr:
     # One statement per file is the sql/ convention; a second one would be silently dropped by parse_one.
     statements = [s for s in sqlglot.parse(sqlfiles.text(name), read="duckdb") if s is not None]
     if len(statements) != 1:
@@ -150,7 +150,7 @@ def _parse(name: str) -> exp.Expression:
     return _portable(statements[0])
 
 
-def _portable(tree: exp.Expression) -> exp.Expression:
+def _portable(tree: exp.Expr) -> exp.Expr:
     """Apply :data:`REWRITES` (except table renames) to a parsed DuckDB tree; returns a new tree."""
 
     def rewrite(node: exp.Expression) -> exp.Expression:
@@ -204,7 +204,7 @@ def _operand(x: exp.Expression) -> exp.Expression:
     return x.copy() if isinstance(x, (exp.Column, exp.Paren)) else exp.paren(x.copy(), copy=False)
 
 
-def _rename(tree: exp.Expression, tables: Mapping[str, str]) -> exp.Expression:
+def _rename(tree: exp.Expr, tables: Mapping[str, str]) -> exp.Expr:
     def rename(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Table):
             qualified = f"{node.db}.{node.name}" if node.db else node.name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pyarrow as pa
-from duckdb import sqltypes
+from duckdb import func, sqltypes
 
 
 def _llr_vectorized(k11: pa.Array, k12: pa.Array, k21: pa.Array, k22: pa.Array) -> pa.Array:
@@ -27,6 +27,6 @@ def register(connection: duckdb.DuckDBPyConnection) -> None:
         _llr_vectorized,
         [sqltypes.BIGINT] * 4,
         sqltypes.DOUBLE,
-        type="arrow",
+        type=func.PythonUDFType.ARROW,
         side_effects=False,
     )

@@ -129,9 +129,17 @@ def top_lists(
     by_order = items.ordered()
     order = np.full(n, -1, dtype=np.int32)
     order[by_order] = np.arange(by_order.size, dtype=np.int32)
-    related, cooccurrence, score, length = _top_related(
-        *_arrays(counts["pairs"], n), items.sessions, items.tenant_sessions, order, min_support, top_n, threads
-    )
+    # Each kernel's arguments in one list: mypy rejects a positional argument after a starred list.
+    arguments = [
+        *_arrays(counts["pairs"], n),
+        items.sessions,
+        items.tenant_sessions,
+        order,
+        min_support,
+        top_n,
+        threads,
+    ]
+    related, cooccurrence, score, length = _top_related(*arguments)
     parts = [(related, cooccurrence, score, length)]
     scales = {name: following.scale for name, following in sequences.matrices(sr_window).items()}
     blend_scale = sr_scale(sr_window + 1)
@@ -140,12 +148,12 @@ def top_lists(
             follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
             follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
             weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads)
-            parts.append(_top_blended(*follows, *shared, items.sessions, order, *weights))
+            arguments = [*follows, *shared, items.sessions, order, *weights]
+            parts.append(_top_blended(*arguments))
         else:
             matrix = FOLLOWING[algorithm]
-            parts.append(
-                _top_followers(*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads)
-            )
+            arguments = [*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads]
+            parts.append(_top_followers(*arguments))
     related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
     tenants = _tenant_blocks(items.tenant.take(by_order))
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
