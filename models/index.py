@@ -39,6 +39,7 @@ fraction of the candidates: two more memory-mapped files,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -52,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annoy import AnnoyIndex
 
-from models import METRICS, graph
+from models import METRICS, Metric, graph
 from models.reduce import Projection, fit, unit
 
 ITEMS_FILE = "visual-items.arrow"
@@ -189,6 +190,7 @@ class VisualIndex:
         if self.projection is not None:
             ids = forest.get_nns_by_item(item, max(self.candidates, k + 1), search_k=self._search_k(search_k, k))
             ids = self._walked(tenant, ids, k, exclude=item)
+            assert self.vectors is not None  # a reduced search keeps the full vectors
             return self._reranked(tenant, ids, self.vectors[self._first_row[tenant] + item], item)[:k]
         ids, distances = forest.get_nns_by_item(
             item, k + 1, search_k=self._search_k(search_k, k + 1), include_distances=True
@@ -333,16 +335,17 @@ class VisualIndex:
 
     def _reranked(self, tenant: str, ids: list[int], query: np.ndarray, exclude: int | None) -> list[Neighbour]:
         """Candidates of a reduced search ordered by the exact metric on the full vectors (ties by item number)."""
-        ids = np.array([i for i in ids if i != exclude], dtype=np.int64)
-        if ids.size == 0:
+        rows = np.array([i for i in ids if i != exclude], dtype=np.int64)
+        if rows.size == 0:
             return []
-        full = np.asarray(self.vectors[self._first_row[tenant] + ids], dtype=np.float32)
+        assert self.vectors is not None  # a reduced search (the only one that reranks) keeps them
+        full = np.asarray(self.vectors[self._first_row[tenant] + rows], dtype=np.float32)
         query = np.asarray(query, dtype=np.float32)
         # stored vectors are unit length
         scores = full @ unit(query) if self.metric == "angular" else 1.0 / (1.0 + np.linalg.norm(full - query, axis=1))
-        order = np.lexsort((ids, -scores))
+        order = np.lexsort((rows, -scores))
         products = self._products[tenant]
-        return [Neighbour(products[ids[i]], float(scores[i])) for i in order]
+        return [Neighbour(products[rows[i]], float(scores[i])) for i in order]
 
     def _neighbours(self, tenant: str, ids: list[int], distances: list[float], exclude: int | None) -> list[Neighbour]:
         products = self._products[tenant]
@@ -453,7 +456,7 @@ def build(
         if walk:
             found = graph.build(
                 searched[rows],
-                lambda i, f=forest: f.get_nns_by_item(i, neighbours + 1, search_k=FIRST_GUESS_SEARCH_K),
+                functools.partial(_first_guess, forest, neighbours + 1),
                 neighbours,
                 progress=None if progress is None else _share(progress, int(rows[0]), rows.size, keys.num_rows),
             )
@@ -501,7 +504,7 @@ def itemitem_rows(
     }
     queries = [(tenant, product) for tenant in index.tenants for product in sorted(index.products(tenant))]
     with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        answers = pool.map(lambda query: index.similar(*query, top_n, search_k), queries)
+        answers = pool.map(lambda query: index.similar(query[0], query[1], top_n, search_k), queries)
         for done, ((tenant, product), neighbours) in enumerate(zip(queries, answers, strict=True), start=1):
             columns["tenant"] += [tenant] * len(neighbours)
             columns["product_id"] += [product] * len(neighbours)
@@ -546,7 +549,12 @@ def _forest_file(tenant: str) -> str:
     return f"visual-{tenant}.ann"
 
 
-def _forest_shape(manifest: dict) -> tuple[int, str]:
+def _first_guess(forest: AnnoyIndex, n: int, item: int) -> list[int]:
+    """An item's ``n`` nearest by the forest, where the graph's search starts."""
+    return forest.get_nns_by_item(item, n, search_k=FIRST_GUESS_SEARCH_K)
+
+
+def _forest_shape(manifest: dict) -> tuple[int, Metric]:
     """The dimension and metric of the saved forests: reduced ones are Euclidean over ``dims`` components."""
     if manifest.get("dims"):
         return manifest["dims"], "euclidean"
