@@ -92,6 +92,7 @@ def compute(
     if catalogue.column("image").null_count == catalogue.num_rows:
         msg = f"[visual] is enabled but no product in {config.catalogue} names a picture in its `image` column"
         raise VisualUnavailable(msg)
+    assert isinstance(config.catalogue, Path), "the config refuses [visual] with a remote catalogue"
     cache = cache_path(config)
     try:
         with duckdb.connect(str(cache)) as vectors:
