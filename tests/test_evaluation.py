@@ -213,3 +213,36 @@ def test_the_bot_rules_drop_the_same_sessions_from_training_and_test(tmp_path):
         scored = connection.execute("SELECT DISTINCT sessions, pairs FROM evaluation").fetchall()
     assert sessions[products[0]] == 2 + 1  # long, n1 and t1 (the published lists count the test days too)
     assert scored == [(2, 1 + 9)]  # t1 and t-long; t-fast is not a test session
+
+
+def test_a_visual_served_algorithm_gives_the_visit_its_look_alike_lists():
+    """The visit kernel's lists for ``visual_blend``: the look-alike rows joined to the item numbers, ranks kept."""
+    from engine.udfs import cooccurrence
+
+    items = cooccurrence.Items(
+        tenant=pa.array(["nl", "nl", "nl", "be"]),
+        product_id=pa.array(["a", "b", "c", "a"]),
+        sessions=np.array([3, 2, 1, 4]),
+        tenant_sessions=np.array([5, 5, 5, 4]),
+    )
+    shape = (len(cooccurrence.ALGORITHMS) - 1, len(items), 2)  # no click lists: only their length matters here
+    lists = cooccurrence.Lists(
+        related=np.full(shape, -1, np.int32),
+        cooccurrence=np.zeros(shape, np.int32),
+        score=np.zeros(shape),
+        length=np.zeros(shape[:2], np.int32),
+        by_order=np.array([3, 0, 1, 2]),
+        tenants=[(0, 1), (1, 4)],
+        leaders=np.full((2, 3), -1, np.int32),
+    )
+    looks = pa.table(
+        {
+            "tenant": pa.array(["nl", "nl", "nl", "be", "nl"]).dictionary_encode(),
+            "algorithm": ["visual_blend", "visual_blend", "visual_blend", "visual_blend", "visual"],
+            "product_id": ["a", "a", "b", "a", "c"],
+            "related_product_id": ["c", "b", "a", "a", "a"],
+            "rank": pa.array([1, 2, 1, 3, 1], pa.int32()),
+        }
+    )
+    related = evaluation._served_lists(items, lists, "visual_blend", looks)
+    assert related.tolist() == [[2, 1], [0, -1], [-1, -1], [-1, -1]]  # be's rank 3 is past top_n

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -72,7 +73,9 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
     """The configured cut-off, or ``test_days`` before the newest event."""
     if config.evaluation.cutoff:
         return config.evaluation.cutoff
-    return sessions.newest(connection) - dt.timedelta(days=config.evaluation.test_days)
+    newest = sessions.newest(connection)
+    assert newest is not None, "the evaluation holds out days of events, and there are none"
+    return newest - dt.timedelta(days=config.evaluation.test_days)
 
 
 def test_items(connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime) -> None:
@@ -208,7 +211,7 @@ def scored(
     served: str = AUTO,
 ) -> pa.Table:
     """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions."""
-    held = {}
+    held: dict[str, Any] = {}
 
     def rank() -> None:
         held["items"] = trained.item_table()
@@ -392,6 +395,7 @@ def _served_lists(
                 related[leader, : others.size] = others
         return related
     # A visual algorithm: its look-alike rows, joined to the item numbers.
+    assert looks is not None, "a visual algorithm is served only where its lists were scored"
     numbers = pa.table({"tenant": items.tenant, "product_id": items.product_id, "item": np.arange(len(items))})
     rows = looks.filter(pc.equal(looks.column("algorithm").cast(pa.string()), served)).select(
         ["tenant", "product_id", "related_product_id", "rank"]
@@ -650,7 +654,7 @@ def rescore(config: Config) -> None:
     with warehouse.amend(config.warehouse) as connection:
         current = state.load(connection, store, database=None)
         how, why = state.how_to_count(config, current, full=False)
-        if how != "incremental":
+        if current is None or how != "incremental":
             msg = f"the warehouse's counts do not fit this config ({why}); run `etalage build` first"
             raise ConfigError(msg)
         split = cutoff(connection, config)
