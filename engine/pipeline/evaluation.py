@@ -239,7 +239,7 @@ def scored(
             rows = pa.concat_tables([rows, scored_looks.select(COLUMNS).cast(rows.schema)])
             ranks |= looked
         session = _session_numbers(steps["tenant"], steps["session_id"])
-        against = gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, served)
+        against = served_by(rows, served)
         if against in ranks:
             visit, ranks[VISIT] = _visit_scores(
                 held["items"], held["lists"], steps, session, against, looks, connection
@@ -266,25 +266,32 @@ def _kernel_scores(
     catalogue = _catalogue_size(connection)
     rows, ranks = [], {}
     for number, algorithm in enumerate(cooccurrence.ALGORITHMS):
-        related = _related(lists, number)
+        lists_of = _item_lists(lists, number)
+        related = lists_of[lists_of >= 0]
         if not related.size or not item.size:
             continue  # sql/evaluation.sql has a row only for an algorithm with lists, and only with transitions
         rank = ranks[algorithm] = found[number]
-        listed = np.bincount(related, minlength=len(items))  # how often each item is recommended
-        shown = np.flatnonzero(listed)
-        rows.append(
-            {
-                "algorithm": algorithm,
-                "sessions": int(first.sum()),
-                "mrr": _mean(rank[first], None),
-                "pairs": int(rank.size),
-                **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
-                **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
-                "coverage": shown.size / catalogue,
-                "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / related.size,
-            }
-        )
+        rows.append(_scores_row(algorithm, rank, first, related, items, catalogue))
     return pa.Table.from_pylist(rows, schema=_SCHEMA), ranks
+
+
+def _scores_row(
+    algorithm: str, rank: np.ndarray, first: np.ndarray, related: np.ndarray, items: cooccurrence.Items, catalogue: int
+) -> dict[str, Any]:
+    """One row of ``sql/evaluation.sql``: from each transition's ``rank`` (0: absent), which are ``first`` steps,
+    and ``related``, every entry of the lists the algorithm shows."""
+    listed = np.bincount(related, minlength=len(items))  # how often each item is recommended
+    shown = np.flatnonzero(listed)
+    return {
+        "algorithm": algorithm,
+        "sessions": int(first.sum()),
+        "mrr": _mean(rank[first], None),
+        "pairs": int(rank.size),
+        **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
+        **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
+        "coverage": shown.size / catalogue,
+        "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / max(related.size, 1),
+    }
 
 
 def _catalogue_size(connection: duckdb.DuckDBPyConnection) -> int:
@@ -293,23 +300,27 @@ def _catalogue_size(connection: duckdb.DuckDBPyConnection) -> int:
     return int(size)
 
 
-def _related(lists: cooccurrence.Lists, number: int) -> np.ndarray:
-    """Every entry of every list of algorithm ``number``: the items recommended, as often as they are."""
-    if number == cooccurrence.POPULAR:
-        named = []
-        top_n = lists.related.shape[2]
-        for block, (start, end) in enumerate(lists.tenants):
-            leaders = lists.leaders[block][lists.leaders[block] >= 0]
-            if len(leaders) < 2:
-                continue
-            members = lists.by_order[start:end]
-            outside = int(np.isin(members, leaders, invert=True).sum())
-            named.append(np.tile(leaders[:top_n], outside))  # a product outside the leaders gets the first top_n
-            named.extend(leaders[leaders != leader][:top_n] for leader in leaders)  # a leader gets the others
-        return np.concatenate(named) if named else np.empty(0, np.int32)
-    listed = cooccurrence.list_index(number)
-    keep = np.arange(lists.related.shape[2]) < lists.length[listed][:, None]
-    return lists.related[listed][keep]
+def _item_lists(lists: cooccurrence.Lists, number: int) -> np.ndarray:
+    """Each item's list of kernel algorithm ``number`` as item numbers, int32 (item, rank), -1 past its end.
+
+    ``popular``'s come from the tenant's leaders: each leader gets the others,
+    every other product the first ``top_n`` (``sql/popular.sql``).
+    """
+    top_n = lists.related.shape[2]
+    if number != cooccurrence.POPULAR:
+        listed = cooccurrence.list_index(number)
+        return np.where(np.arange(top_n) < lists.length[listed][:, None], lists.related[listed], -1).astype(np.int32)
+    related = np.full(lists.related.shape[1:], -1, np.int32)
+    for block, (start, end) in enumerate(lists.tenants):
+        leaders = lists.leaders[block][lists.leaders[block] >= 0]
+        if leaders.size < 2:
+            continue
+        related[lists.by_order[start:end], : min(top_n, leaders.size)] = leaders[:top_n]
+        for leader in leaders:
+            others = leaders[leaders != leader][:top_n]
+            related[leader] = -1
+            related[leader, : others.size] = others
+    return related
 
 
 def _mean(rank: np.ndarray, cut: int | None) -> float:
@@ -357,20 +368,7 @@ def _visit_scores(
         leaders,
     )
     first = np.asarray(steps["first_step"], bool)
-    related = shown[shown >= 0]
-    listed = np.bincount(related, minlength=len(items))
-    named = np.flatnonzero(listed)
-    catalogue = _catalogue_size(connection)
-    row = {
-        "algorithm": VISIT,
-        "sessions": int(first.sum()),
-        "mrr": _mean(rank[first], None),
-        "pairs": int(rank.size),
-        **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
-        **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
-        "coverage": named.size / catalogue,
-        "popularity_bias": math.fsum(listed[named] * np.log1p(items.sessions[named])) / max(related.size, 1),
-    }
+    row = _scores_row(VISIT, rank, first, shown[shown >= 0], items, _catalogue_size(connection))
     return pa.Table.from_pylist([row], schema=_SCHEMA), rank.astype(np.int64)
 
 
@@ -378,23 +376,11 @@ def _served_lists(
     items: cooccurrence.Items, lists: cooccurrence.Lists, served: str, looks: pa.Table | None
 ) -> np.ndarray:
     """Each item's training list of ``served`` as item numbers, int32 (item, rank), -1 past its end."""
-    top_n = lists.related.shape[2]
-    if served in cooccurrence.ALGORITHMS and served != "popular":
-        listed = cooccurrence.list_index(cooccurrence.ALGORITHMS.index(served))
-        return np.where(np.arange(top_n) < lists.length[listed][:, None], lists.related[listed], -1).astype(np.int32)
-    related = np.full((len(items), top_n), -1, np.int32)
-    if served == "popular":  # the tenant's leaders, each leader's without itself (sql/popular.sql)
-        for block, (start, end) in enumerate(lists.tenants):
-            leaders = lists.leaders[block][lists.leaders[block] >= 0]
-            if leaders.size < 2:
-                continue
-            related[lists.by_order[start:end], : min(top_n, leaders.size)] = leaders[:top_n]
-            for leader in leaders:
-                others = leaders[leaders != leader][:top_n]
-                related[leader] = -1
-                related[leader, : others.size] = others
-        return related
+    if served in cooccurrence.ALGORITHMS:
+        return _item_lists(lists, cooccurrence.ALGORITHMS.index(served))
     # A visual algorithm: its look-alike rows, joined to the item numbers.
+    top_n = lists.related.shape[2]
+    related = np.full((len(items), top_n), -1, np.int32)
     assert looks is not None, "a visual algorithm is served only where its lists were scored"
     numbers = pa.table({"tenant": items.tenant, "product_id": items.product_id, "item": np.arange(len(items))})
     rows = looks.filter(pc.equal(looks.column("algorithm").cast(pa.string()), served)).select(
@@ -500,6 +486,11 @@ def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
     return np.cumsum(starts, dtype=np.int64) - 1
 
 
+def served_by(rows: pa.Table, configured: str) -> str:
+    """The algorithm a build whose evaluation gave ``rows`` serves: :func:`engine.publish.gate.served_algorithm`."""
+    return gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, configured)
+
+
 def with_intervals(rows: pa.Table, ranks: dict[str, np.ndarray], session: np.ndarray, served: str) -> pa.Table:
     """``rows`` with :data:`INTERVALS`, from each transition's rank (0: absent) and session number, per algorithm."""
     n = int(session.max()) + 1 if session.size else 0
@@ -521,8 +512,7 @@ def with_session_intervals(rows: pa.Table, gains: dict[str, np.ndarray], sizes: 
     interval holds the middle :data:`LEVEL` of those differences. The served
     algorithm compared with itself gets 0.
     """
-    scored = {row["algorithm"]: row for row in rows.to_pylist()}
-    against = gate.served_algorithm(scored, served)
+    against = served_by(rows, served)
     n = rows.num_rows
     columns = {
         "compared_with": pa.array([against if against in gains else None] * n, pa.string()),
@@ -601,7 +591,7 @@ def scores_by_sql(
     def score() -> None:
         test_items(connection, algorithms, split)
         rows, ranks, session = _evaluated(connection, held["rows"])
-        against = gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, served)
+        against = served_by(rows, served)
         if against in ranks:
             visit, ranks[VISIT] = _visit_by_sql(connection, held["rows"], against, algorithms.top_n)
             rows = pa.concat_tables([rows, visit.cast(rows.schema)]).sort_by("algorithm")

@@ -444,9 +444,7 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
     scores = run.sql("evaluation", tables=holdout).toArrow()
     gains = run.sql("session_gains", tables=holdout).toArrow()
-    served = gate.served_algorithm(
-        {row["algorithm"]: row for row in scores.to_pylist()}, config.snapshots.gate_algorithm
-    )
+    served = evaluation.served_by(scores, config.snapshots.gate_algorithm)
     if served in scores.column("algorithm").to_pylist():  # the session route's lists, scored alike
         visit = {"algorithm": served, "top_n": config.algorithms.top_n, "name": evaluation.VISIT}
         run.view("visit_lists", visit, tables=holdout, view=HOLDOUT + "visit_lists", cache=True)
