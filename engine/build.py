@@ -216,9 +216,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 )
                 before = earlier.counts
             else:
+                before = counting.Counts.none(counting.matrices(algorithms.compute))
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
-                sessions.count_changes(connection, None, after)
-                before = counting.Counts.none()
+                sessions.count_changes(connection, None, after, steps=before.follows)
             changed, deltas = before.with_changes(connection, algorithms.sr_window)
             held["counted"] = changed.stored(deltas)
             return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
@@ -336,6 +336,7 @@ def _changed_sessions(
             "events_before", "previous_products", sessions.parameters(config.algorithms, None, earlier.newest)
         ),
         after=sessions.Counting("changed_events", "products", sessions.parameters(config.algorithms, None, newest)),
+        steps=earlier.counts.follows,
     )
 
 

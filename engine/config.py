@@ -80,9 +80,37 @@ def sr_scale(window: int) -> int:
     return math.lcm(*range(1, window + 1))
 
 
-class Algorithms(Struct, frozen=True, forbid_unknown_fields=True):
-    """Parameters shared by the item-item algorithms."""
+ClickAlgorithm = Literal[
+    "cooccurrence",
+    "jaccard",
+    "llr",
+    "popular",
+    "sequence_blend",
+    "sequential_rules",
+    "sequential_rules_both",
+    "transitions",
+    "transitions_both",
+]
+VisualAlgorithm = Literal["visual", "visual_blend"]
+Algorithm = Literal[ClickAlgorithm, VisualAlgorithm]
+CLICK_ALGORITHMS: tuple[ClickAlgorithm, ...] = get_args(ClickAlgorithm)
+"""Algorithms a build can compute from the clickstream (those ``algorithms.compute`` names; all by default)."""
+VISUAL_ALGORITHMS: tuple[VisualAlgorithm, ...] = get_args(VisualAlgorithm)
+"""Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
+ALGORITHMS: tuple[Algorithm, ...] = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
+"""Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
 
+
+class Algorithms(Struct, frozen=True, forbid_unknown_fields=True):
+    """Which click algorithms a build computes, and the parameters they share.
+
+    ``compute`` defaults to all of them, so that each build's evaluation
+    compares them all; naming fewer skips the counts, lists and snapshot rows
+    only the others need (a shop that serves ``llr`` alone builds several
+    times faster).
+    """
+
+    compute: Annotated[tuple[ClickAlgorithm, ...], Meta(min_length=1)] = CLICK_ALGORITHMS
     top_n: Positive = 20
     min_support: Positive = 2
     max_session_items: Count = 200
@@ -146,25 +174,6 @@ class Visual(Struct, frozen=True, forbid_unknown_fields=True):
     min_sessions: Count = 5
 
 
-ClickAlgorithm = Literal[
-    "cooccurrence",
-    "jaccard",
-    "llr",
-    "popular",
-    "sequence_blend",
-    "sequential_rules",
-    "sequential_rules_both",
-    "transitions",
-    "transitions_both",
-]
-VisualAlgorithm = Literal["visual", "visual_blend"]
-Algorithm = Literal[ClickAlgorithm, VisualAlgorithm]
-CLICK_ALGORITHMS: tuple[ClickAlgorithm, ...] = get_args(ClickAlgorithm)
-"""Algorithms every build computes from the clickstream."""
-VISUAL_ALGORITHMS: tuple[VisualAlgorithm, ...] = get_args(VisualAlgorithm)
-"""Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
-ALGORITHMS: tuple[Algorithm, ...] = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
-"""Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
 AUTO: Final = "auto"
 """``snapshots.gate_algorithm``'s default: each build serves (and gates on) the algorithm its evaluation scores best."""
 
@@ -337,7 +346,7 @@ def _check(config: Config) -> None:
     names = [variant.name for variant in config.experiment.variants]
     if len(set(names)) != len(names):
         raise ConfigError("experiment.variants: two variants have the same name")
-    _visual_algorithms_enabled(config)
+    _served_algorithms_computed(config)
     if config.snapshots.gate_algorithm == AUTO and not config.evaluation.enabled:
         msg = (
             'snapshots.gate_algorithm = "auto" serves the algorithm the evaluation scores best, but evaluation.test_days '
@@ -346,13 +355,21 @@ def _check(config: Config) -> None:
         raise ConfigError(msg)
 
 
-def _visual_algorithms_enabled(config: Config) -> None:
-    """Refuse a gate or variant on ``visual``/``visual_blend`` that builds do not compute, or pictures out of reach."""
+def _served_algorithms_computed(config: Config) -> None:
+    """Refuse a gate, variant or fallback on an algorithm that builds do not compute, or pictures out of reach."""
+    computed: set[str] = set(config.algorithms.compute)
+    if len(computed) != len(config.algorithms.compute):
+        raise ConfigError("algorithms.compute names an algorithm twice")
     if config.visual.enabled:
         if isinstance(config.catalogue, str):
             msg = f"[visual] reads pictures beside the catalogue: catalogue.path must be local, not {config.catalogue}"
             raise ConfigError(msg)
-        return
+        if "llr" not in computed:
+            msg = (
+                '[visual] blends the llr lists with the look-alikes (visual_blend): algorithms.compute must name "llr"'
+            )
+            raise ConfigError(msg)
+        computed |= set(VISUAL_ALGORITHMS)
     named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
     for index, variant in enumerate(config.experiment.variants):
         named += [
@@ -360,9 +377,13 @@ def _visual_algorithms_enabled(config: Config) -> None:
             (f"experiment.variants[{index}].fallback", variant.fallback),
         ]
     for key, algorithm in named:
+        if algorithm in (None, AUTO) or algorithm in computed:
+            continue
         if algorithm in VISUAL_ALGORITHMS:
             msg = f"{key} is {algorithm!r}, which builds compute only with `[visual] enabled = true`"
-            raise ConfigError(msg)
+        else:
+            msg = f"{key} is {algorithm!r}, which algorithms.compute does not name: builds do not compute it"
+        raise ConfigError(msg)
 
 
 def _with_cutoff(raw: dict[str, Any]) -> dict[str, Any]:
@@ -532,6 +553,8 @@ path = "catalogue.parquet"
 # the events table; see docs/configuration.md for the defaults.
 
 [algorithms]
+# The click algorithms each build computes: all by default, so that the evaluation
+# compares them. Naming fewer (say compute = ["llr", "popular"]) builds faster.
 top_n = 20
 min_support = 2
 # The bot rules, for training and test sessions alike: a session with more distinct

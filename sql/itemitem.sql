@@ -1,5 +1,6 @@
 -- itemitem: the recommendation table analysts and the server read, one row
--- per (tenant, algorithm, product, rank), with the evidence behind each score.
+-- per (tenant, algorithm, product, rank), with the evidence behind each score,
+-- for the algorithms that algorithms.compute names ($compute).
 --
 -- "Top 5 for a product", the talk's Cassandra query, is
 --   SELECT related_product_id, distance_score FROM itemitem
@@ -21,4 +22,5 @@ FROM (
     UNION ALL
     SELECT * FROM popular
 )
+WHERE list_contains($compute, algorithm)
 ORDER BY tenant, algorithm, product_id, rank

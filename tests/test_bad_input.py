@@ -210,6 +210,22 @@ def test_auto_gate_without_a_holdout(shop):
     assert built.returncode == 0, built.stderr
 
 
+def test_an_algorithm_served_but_not_computed(shop):
+    """What the gate or a variant serves, or falls back to, must be among the algorithms the builds compute."""
+    set_config(shop, "[algorithms]\n", '[algorithms]\ncompute = ["llr"]\n')
+    fails(shop, EXIT_BAD_INPUT, "experiment.variants[0].fallback is 'popular'", "algorithms.compute does not name")
+    set_config(shop, 'compute = ["llr"]', 'compute = ["llr", "llr"]')
+    fails(shop, EXIT_BAD_INPUT, "algorithms.compute names an algorithm twice")
+    set_config(shop, 'compute = ["llr", "llr"]', "compute = []")
+    fails(shop, EXIT_BAD_INPUT, "algorithms.compute")
+    set_config(shop, "compute = []", 'compute = ["jaccard", "popular"]')
+    fails(shop, EXIT_BAD_INPUT, "experiment.variants[0].algorithm is 'llr'", "algorithms.compute does not name")
+    set_config(shop, 'compute = ["jaccard", "popular"]', 'compute = ["llr", "popular"]')
+    built = run_cli("build", "--config", str(shop / "etalage.toml"))
+    assert built.returncode == 0, built.stderr
+    assert "algorithms.compute needs the counts ['pairs'], build" in built.stderr
+
+
 def test_missing_config_file(tmp_path):
     result = run_cli("build", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == EXIT_BAD_INPUT

@@ -166,6 +166,54 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     assert_same(contents(reach), contents(scratch))
 
 
+def test_a_build_of_fewer_algorithms_gives_exactly_their_rows_and_scores(hours, tmp_path):
+    """``algorithms.compute`` naming three: their rows, scores and lists as a build of all nine gives them, by delta too.
+
+    Only the counts those three rank by are kept; popular stays among them,
+    so the session route's fallback (and the visit_blend row) is the same.
+    """
+    source, files = hours
+    catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
+    fewer = ("llr", "popular", "transitions")
+    for step, seen in enumerate((files[:50], files[:80])):
+        every = shop_with(source, tmp_path / "every", seen, catalogue)
+        every = replace(every, snapshots=replace(every.snapshots, gate_algorithm="llr"))
+        some = shop_with(source, tmp_path / "some", seen, catalogue)
+        some = replace(
+            some,
+            algorithms=replace(some.algorithms, compute=fewer),
+            snapshots=replace(some.snapshots, gate_algorithm="llr"),
+            experiment=replace(some.experiment, variants=some.experiment.variants[:1]),
+        )
+        build.build(every)
+        assert build.build(some).counting == ("full" if step == 0 else "incremental")
+        whole, part = contents(every), contents(some)
+        assert part["itemitem"] == [row for row in whole["itemitem"] if row[1] in fewer]
+        scored = [(row[0], *row[2:]) for row in whole["evaluation"] if row[2] in (*fewer, "visit_blend")]
+        assert [(row[0], *row[2:]) for row in part["evaluation"]] == scored  # all but the parameters
+        assert [row[1] for row in scored] == [*fewer, "visit_blend"]
+        assert sorted(set(part["lists.arrow"].column("algorithm").to_pylist())) == list(fewer)
+        assert part["itemitem.arrow"].num_rows == len(part["itemitem"])
+        for table in ("item_counts", "tenant_sessions", "session_items"):
+            assert part[table] == whole[table], table
+        with warehouse.connect(some.warehouse, read_only=True) as connection:
+            (counted,) = connection.execute("SELECT counted_with FROM builds ORDER BY finished_at DESC").fetchone()
+            parts = {row[0] for row in connection.execute("SELECT part FROM kept_files").fetchall()}
+        assert json.loads(counted)["matrices"] == ["pairs", "next"]
+        assert {part.split("_")[0] for part in parts} <= {"pairs", "next", "training", "catalogue"}
+    by_sql = replace(some, warehouse=tmp_path / "sql" / "warehouse.duckdb")
+    by_sql = replace(by_sql, snapshots=replace(some.snapshots, root=tmp_path / "sql" / "snapshots"))
+    build.build(by_sql, pairs="sql")
+    readable = contents(by_sql)
+    assert readable["itemitem"] == part["itemitem"]
+    assert len(readable["evaluation"]) == len(part["evaluation"])
+    for by_sql_row, row in zip(readable["evaluation"], part["evaluation"], strict=True):
+        text, numbers = [v for v in row[2:] if isinstance(v, str)], [v for v in row[2:] if not isinstance(v, str)]
+        assert [v for v in by_sql_row[2:] if isinstance(v, str)] == text
+        numbers_by_sql = [v for v in by_sql_row[2:] if not isinstance(v, str)]
+        assert numbers_by_sql == pytest.approx(numbers, rel=1e-12, abs=1e-15)  # sums in another order
+
+
 @pytest.mark.slow
 def test_the_training_counts_follow_the_cut_off_wherever_it_moves(hours, tmp_path):
     """The evaluation's training counts, kept and changed by delta, equal counting again as its cut-off moves.

@@ -12,6 +12,10 @@ for each session as it was counted before and +1 as it counts now, and adds
 what those rows count to the stored counts. Counts are integers, so the
 result is exactly what counting everything again would give.
 
+A build keeps only the matrices that the algorithms it computes rank by
+(:func:`matrices` of ``algorithms.compute``): counts that keep no follow
+matrix never read the sessions' steps.
+
 Products are numbered once and for all (``items``), so stored pair counts
 keep their meaning as the catalogue grows. Each matrix is kept as a base
 and one delta since it (``engine.udfs.pairs.PairRows``, NumPy files in the
@@ -21,6 +25,7 @@ when it has grown to a share of the base's size.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -38,7 +43,13 @@ ITEMS = pa.schema([("item", pa.int32()), ("tenant", pa.string()), ("product_id",
 FOLD_SHARE = 0.1
 """The delta is folded into a new base once it holds this share of the base's pairs."""
 MATRICES = ("pairs", "next", "adjacent", "rules", "rules_both")
-"""The kept matrices: co-occurrence (``engine.udfs.pairs``) and the follow counts (``engine.udfs.sequences``)."""
+"""The matrices that can be kept: co-occurrence (``engine.udfs.pairs``) and the follow counts (``engine.udfs.sequences``)."""
+
+
+def matrices(algorithms: Iterable[str]) -> tuple[str, ...]:
+    """The matrices the kernels rank ``algorithms`` by (``engine.udfs.cooccurrence.READS``), in :data:`MATRICES` order."""
+    read = {matrix for algorithm in algorithms for matrix in cooccurrence.READS[algorithm]}
+    return tuple(name for name in MATRICES if name in read)
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,14 @@ class Counts:
     kept: dict[str, Kept]
 
     @classmethod
-    def none(cls) -> Counts:
-        """Nothing counted yet: a first build, or one that counts everything again."""
-        return cls(ITEMS.empty_table(), np.zeros(0, np.int64), {}, {name: Kept() for name in MATRICES})
+    def none(cls, kept: Iterable[str] = MATRICES) -> Counts:
+        """Nothing counted yet, keeping the matrices named ``kept``: a first build, or one that counts everything again."""
+        return cls(ITEMS.empty_table(), np.zeros(0, np.int64), {}, {name: Kept() for name in kept})
+
+    @property
+    def follows(self) -> bool:
+        """Whether these counts keep a follow matrix, which the sessions' steps (``counted_steps``) change."""
+        return any(name != "pairs" for name in self.kept)
 
     def rows(self, deltas: dict[str, PairRows] | None = None) -> dict[str, tuple[PairRows, ...]]:
         """Each matrix's stored counts, with a further delta where ``deltas`` has one: what the list kernels add up."""
@@ -116,7 +132,7 @@ class Counts:
             connection.unregister("items")
             connection.register("items", items)
             baskets = sqlfiles.query(connection, "baskets").to_arrow_table()
-            steps = sqlfiles.query(connection, "step_lists").to_arrow_table()
+            steps = sqlfiles.query(connection, "step_lists").to_arrow_table() if self.follows else None
         finally:
             connection.unregister("items")
         lists = baskets.column("items").combine_chunks()
@@ -135,11 +151,13 @@ class Counts:
         if (sessions < 0).any() or any(n < 0 for n in tenant_sessions.values()):
             msg = "counted changes take more sessions away than were counted: the stored counts do not match the events"
             raise RuntimeError(msg)
-        deltas = {"pairs": pairs.count(lists, signs, items.num_rows)}
-        step_lists = steps.column("items").combine_chunks()
-        step_signs = steps.column("sign").to_numpy().astype(np.int32)
-        for name, following in sequences.matrices(sr_window).items():
-            deltas[name] = sequences.count(step_lists, step_signs, items.num_rows, following)
+        deltas = {"pairs": pairs.count(lists, signs, items.num_rows)} if "pairs" in self.kept else {}
+        if steps is not None:
+            step_lists = steps.column("items").combine_chunks()
+            step_signs = steps.column("sign").to_numpy().astype(np.int32)
+            for name, following in sequences.matrices(sr_window).items():
+                if name in self.kept:
+                    deltas[name] = sequences.count(step_lists, step_signs, items.num_rows, following)
         tenant_sessions = {t: n for t, n in tenant_sessions.items() if n > 0}
         return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), deltas
 

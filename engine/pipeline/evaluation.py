@@ -40,7 +40,7 @@ from msgspec.structs import asdict
 from engine import sqlfiles
 from engine.config import AUTO, CLICK_ALGORITHMS, Algorithms, Config, ConfigError
 from engine.pipeline import itemitem, sessions, state
-from engine.pipeline.counts import Counts
+from engine.pipeline.counts import Counts, matrices
 from engine.publish import gate, warehouse
 from engine.publish.store import Store
 from engine.udfs import cooccurrence, visits
@@ -115,6 +115,7 @@ def training(
         connection,
         before=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, None, published_newest)),
         after=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, split, training_newest)),
+        steps=counts.follows,
     )
     return counts.with_changes(connection, algorithms.sr_window)
 
@@ -159,6 +160,7 @@ def training_by_delta(
             "training_events_before", "previous_products", sessions.parameters(algorithms, kept.cutoff, kept.newest)
         ),
         after=sessions.Counting("training_events", "products", sessions.parameters(algorithms, split, newest)),
+        steps=kept.counts.follows,
     )
     return kept.counts.with_changes(connection, algorithms.sr_window)
 
@@ -169,8 +171,9 @@ def training_from_scratch(
     """The counts of the events before ``split``, counted from nothing (``etalage tune``'s counting rules vary)."""
     newest = sessions.newest(connection, until=split)
     after = sessions.Counting("events", "products", sessions.parameters(algorithms, split, newest))
-    sessions.count_changes(connection, None, after)
-    return Counts.none().with_changes(connection, algorithms.sr_window)
+    counts = Counts.none(matrices(algorithms.compute))
+    sessions.count_changes(connection, None, after, steps=counts.follows)
+    return counts.with_changes(connection, algorithms.sr_window)
 
 
 def scores(
@@ -221,6 +224,7 @@ def scored(
             top_n=algorithms.top_n,
             min_support=algorithms.min_support,
             sr_window=algorithms.sr_window,
+            compute=algorithms.compute,
         )
 
     def score() -> None:
@@ -264,7 +268,8 @@ def _kernel_scores(
         tenant_of[lists.by_order[start:end]] = block
     found = cooccurrence.ranks(lists, item, next_item, tenant_of)
     catalogue = _catalogue_size(connection)
-    rows, ranks = [], {}
+    rows: list[dict[str, Any]] = []
+    ranks: dict[str, np.ndarray] = {}
     for number, algorithm in enumerate(cooccurrence.ALGORITHMS):
         lists_of = _item_lists(lists, number)
         related = lists_of[lists_of >= 0]

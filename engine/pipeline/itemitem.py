@@ -53,10 +53,15 @@ SQL_STEPS = ("session_steps", "pair_counts", "ranked_pairs", "ranked_steps", "po
 
 
 def kernel_rows(counts: Counts, algorithms: Algorithms) -> pa.Table:
-    """``itemitem``'s click-based rows (every algorithm but the visual ones), by the kernels, from the stored counts."""
+    """``itemitem``'s click-based rows (the algorithms ``algorithms.compute`` names), by the kernels, from the stored counts."""
     items = counts.item_table()
     lists = cooccurrence.top_lists(
-        items, counts.rows(), top_n=algorithms.top_n, min_support=algorithms.min_support, sr_window=algorithms.sr_window
+        items,
+        counts.rows(),
+        top_n=algorithms.top_n,
+        min_support=algorithms.min_support,
+        sr_window=algorithms.sr_window,
+        compute=algorithms.compute,
     )
     return cooccurrence.rows_table(items, lists)
 
@@ -68,7 +73,7 @@ def sql_rows(connection: duckdb.DuckDBPyConnection, parameters: dict, timed: Tim
     """
     for name in ("item_counts", "tenant_sessions", *SQL_STEPS):
         timed(name, functools.partial(sqlfiles.create_table, connection, name, parameters, temporary=True))
-    return sqlfiles.query(connection, "itemitem").to_arrow_table()
+    return sqlfiles.query(connection, "itemitem", parameters).to_arrow_table()
 
 
 def with_visual(

@@ -50,31 +50,37 @@ def window_start(newest_event: dt.datetime | None, look_back_days: int) -> dt.da
     return newest_event - dt.timedelta(days=look_back_days)
 
 
-def count_changes(connection: duckdb.DuckDBPyConnection, before: Counting | None, after: Counting) -> None:
+def count_changes(
+    connection: duckdb.DuckDBPyConnection, before: Counting | None, after: Counting, *, steps: bool = True
+) -> None:
     """Create the temporary tables ``counted_changes`` and ``counted_steps``: ``before``'s with sign -1, ``after``'s with +1.
 
     ``counted_changes`` holds the session items, ``counted_steps`` the
     sessions' steps (``sql/session_steps.sql``, read from the same session
-    items). ``before`` is None when nothing was counted before (a first
+    items; only with ``steps``, which counts that keep no follow matrix do
+    not read). ``before`` is None when nothing was counted before (a first
     build, or one that counts everything again).
     """
     for suffix, counting in (("after", after), ("before", before)):
-        items, steps = f"counted_{suffix}", f"steps_{suffix}"
+        items, ordered = f"counted_{suffix}", f"steps_{suffix}"
         if counting is None:
             connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {items} AS FROM counted_after LIMIT 0")
-            connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {steps} AS FROM steps_after LIMIT 0")
+            if steps:
+                connection.execute(f"CREATE OR REPLACE TEMPORARY TABLE {ordered} AS FROM steps_after LIMIT 0")
             continue
         reading = {"events": counting.events, "products": counting.products}
         sqlfiles.create_table(
             connection, "session_items", counting.parameters, table=items, temporary=True, reading=reading
         )
-        sqlfiles.create_table(
-            connection,
-            "session_steps",
-            counting.parameters,
-            table=steps,
-            temporary=True,
-            reading={**reading, "session_items": items},
-        )
+        if steps:
+            sqlfiles.create_table(
+                connection,
+                "session_steps",
+                counting.parameters,
+                table=ordered,
+                temporary=True,
+                reading={**reading, "session_items": items},
+            )
     sqlfiles.create_table(connection, "counted_changes", temporary=True)
-    sqlfiles.create_table(connection, "counted_steps", temporary=True)
+    if steps:
+        sqlfiles.create_table(connection, "counted_steps", temporary=True)

@@ -13,7 +13,7 @@ warehouse file makes the new state current. A build that dies leaves the old
 state as it was.
 
 How the counts were counted (``counted_with``: the mapping, the event types,
-the bot rule, the window) is part of the state: when the config changes any
+the bot rule, the window, the matrices the computed algorithms need) is part of the state: when the config changes any
 of it, the stored counts mean something else, and the build counts again
 from scratch, saying why.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ import pyarrow as pa
 from engine import sqlfiles
 from engine.config import Config
 from engine.ingest import ledger
-from engine.pipeline.counts import ITEMS, MATRICES, Counts, Kept
+from engine.pipeline.counts import ITEMS, MATRICES, Counts, Kept, matrices
 from engine.publish.store import Store
 from engine.udfs.pairs import PairRows
 
@@ -86,6 +87,7 @@ def counted_with(config: Config) -> dict[str, Any]:
         "max_views_per_minute": algorithms.max_views_per_minute,
         "look_back_days": algorithms.look_back_days,
         "sr_window": algorithms.sr_window,
+        "matrices": list(matrices(algorithms.compute)),
     }
 
 
@@ -116,29 +118,37 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         for row in connection.execute(f"SELECT part, path, checksum FROM {database}.kept_files").fetchall()
     }
     parts = {part: path for part, (path, _) in kept.items()}
+    counted = json.loads(last[1])
+    names = counted.get("matrices", MATRICES)  # before algorithms.compute, every build kept them all
     training = None
     if set(TRAINING_TABLES) <= present:
         split = connection.execute(f"SELECT cutoff, newest_event FROM {database}.training").fetchone()
         if split is not None:
-            training = Training(split[0], split[1], _counts(connection, database, store, parts, TRAINING))
+            training = Training(split[0], split[1], _counts(connection, database, store, parts, names, TRAINING))
     return State(
         build_id=last[0],
-        counted_with=json.loads(last[1]),
+        counted_with=counted,
         newest=last[2],
         ledger=ledger.listed(connection, f"{database}.ingested_files"),
         batches=[
             row[0] for row in connection.execute(f"SELECT path FROM {database}.event_batches ORDER BY path").fetchall()
         ],
-        counts=_counts(connection, database, store, parts),
+        counts=_counts(connection, database, store, parts, names),
         catalogue={"path": kept["catalogue"][0], "checksum": kept["catalogue"][1]} if "catalogue" in kept else None,
         training=training,
     )
 
 
 def _counts(
-    connection: duckdb.DuckDBPyConnection, database: str, store: Store, parts: dict[str, str], prefix: str = ""
+    connection: duckdb.DuckDBPyConnection,
+    database: str,
+    store: Store,
+    parts: dict[str, str],
+    names: Iterable[str],
+    prefix: str = "",
 ) -> Counts:
-    """The counts kept under ``prefix``: its ``items`` and ``tenant_sessions`` tables, its matrices' ``kept_files`` parts."""
+    """The counts kept under ``prefix``: its ``items`` and ``tenant_sessions`` tables, the ``kept_files`` parts of
+    the matrices ``names``."""
     items = connection.execute(f"SELECT item, tenant, product_id, sessions FROM {database}.{prefix}items ORDER BY item")
     table = items.to_arrow_table()
     tenants = connection.execute(f"SELECT tenant, sessions FROM {database}.{prefix}tenant_sessions").fetchall()
@@ -146,7 +156,7 @@ def _counts(
         items=table.select(ITEMS.names).cast(ITEMS),
         sessions=table.column("sessions").to_numpy().astype(np.int64),
         tenant_sessions=dict(tenants),
-        kept={name: _kept(store, parts, f"{prefix}{name}") for name in MATRICES},
+        kept={name: _kept(store, parts, f"{prefix}{name}") for name in names},
     )
 
 
@@ -176,6 +186,10 @@ def how_to_count(config: Config, state: State | None, full: bool) -> tuple[str, 
         if state.counted_with.get(key) != wanted[key]:
             was, now = state.counted_with.get(key), wanted[key]
             return "recount", f"algorithms.{key} changed from {was!r} to {now!r} since build {state.build_id}"
+    kept = state.counted_with.get("matrices", list(MATRICES))
+    if kept != wanted["matrices"]:
+        why = f"algorithms.compute needs the counts {wanted['matrices']}, build {state.build_id} kept {kept}"
+        return "recount", why
     return "incremental", None
 
 

@@ -20,7 +20,7 @@ rows come out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numba
@@ -28,22 +28,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.config import sr_scale
+from engine.config import CLICK_ALGORITHMS, sr_scale
 from engine.udfs import sequences
 from engine.udfs.llr import from_entropies, x_log_x_table
 from engine.udfs.pairs import PairRows, accumulate
 
-ALGORITHMS = (
-    "cooccurrence",
-    "jaccard",
-    "llr",
-    "popular",
-    "sequence_blend",
-    "sequential_rules",
-    "sequential_rules_both",
-    "transitions",
-    "transitions_both",
-)
+ALGORITHMS = CLICK_ALGORITHMS
 """The algorithms in row order, which is also their name order; the list arrays' first axis holds all but popular."""
 POPULAR = ALGORITHMS.index("popular")
 FOLLOWING = {
@@ -55,6 +45,15 @@ FOLLOWING = {
 """The sequence-aware algorithms and the follow matrix (``engine.udfs.sequences``) each ranks by."""
 BLEND = "sequence_blend"
 """``sequential_rules_both`` plus co-occurrence, each shared session weighing as a view one step beyond the window."""
+READS: dict[str, tuple[str, ...]] = {
+    "cooccurrence": ("pairs",),
+    "jaccard": ("pairs",),
+    "llr": ("pairs",),
+    "popular": (),
+    BLEND: ("pairs", FOLLOWING["sequential_rules_both"]),
+    **{algorithm: (matrix,) for algorithm, matrix in FOLLOWING.items()},
+}
+"""The matrices (``engine.pipeline.counts.MATRICES``) each algorithm is ranked by; popular needs only item counts."""
 COUNTED = np.array(
     [name in ("cooccurrence", "jaccard", "llr", "transitions", "transitions_both") for name in ALGORITHMS]
 )
@@ -111,9 +110,13 @@ def top_lists(
     top_n: int,
     min_support: int,
     sr_window: int,
+    compute: Collection[str] = ALGORITHMS,
     threads: int | None = None,
 ) -> Lists:
     """Each live item's top ``top_n`` related items by every algorithm but popular, and the popular leaders.
+
+    An algorithm not in ``compute`` gets no lists (and popular no leaders);
+    only the counts that those in ``compute`` read (:data:`READS`) are needed.
 
     Args:
         items: the item table with its current counts.
@@ -129,34 +132,50 @@ def top_lists(
     by_order = items.ordered()
     order = np.full(n, -1, dtype=np.int32)
     order[by_order] = np.arange(by_order.size, dtype=np.int32)
-    # Each kernel's arguments in one list: mypy rejects a positional argument after a starred list.
-    arguments = [
-        *_arrays(counts["pairs"], n),
-        items.sessions,
-        items.tenant_sessions,
-        order,
-        min_support,
-        top_n,
-        threads,
-    ]
-    related, cooccurrence, score, length = _top_related(*arguments)
-    parts = [(related, cooccurrence, score, length)]
+    # Zeroed arrays whose pages are touched only where an algorithm is computed: the others stay empty lists.
+    shape = (len(ALGORITHMS) - 1, n, top_n)
+    related, cooccurrence, score = np.zeros(shape, np.int32), np.zeros(shape, np.int32), np.zeros(shape, np.float64)
+    length = np.zeros(shape[:2], np.int32)
+
+    def into(first: int, count: int = 1) -> list[np.ndarray]:
+        """The kernels' output arguments: algorithms ``first`` to ``first + count`` of the list arrays."""
+        return [whole[first : first + count] for whole in (related, cooccurrence, score, length)]
+
+    if {"cooccurrence", "jaccard", "llr"} & set(compute):
+        # Each kernel's arguments in one list: mypy rejects a positional argument after a starred list.
+        arguments = [
+            *_arrays(counts["pairs"], n),
+            items.sessions,
+            items.tenant_sessions,
+            order,
+            min_support,
+            top_n,
+            threads,
+            *into(0, POPULAR),
+        ]
+        _top_related(*arguments)
     scales = {name: following.scale for name, following in sequences.matrices(sr_window).items()}
     blend_scale = sr_scale(sr_window + 1)
-    for algorithm in ALGORITHMS[POPULAR + 1 :]:
+    for number, algorithm in enumerate(ALGORITHMS[POPULAR + 1 :], start=POPULAR + 1):
+        if algorithm not in compute:
+            continue
         if algorithm == BLEND:
             follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
             follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
             weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads)
-            arguments = [*follows, *shared, items.sessions, order, *weights]
-            parts.append(_top_blended(*arguments))
+            arguments = [*follows, *shared, items.sessions, order, *weights, *into(list_index(number))]
+            _top_blended(*arguments)
         else:
             matrix = FOLLOWING[algorithm]
             arguments = [*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads]
-            parts.append(_top_followers(*arguments))
-    related, cooccurrence, score, length = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+            _top_followers(*arguments, *into(list_index(number)))
+    for number, algorithm in enumerate(ALGORITHMS[:POPULAR]):
+        if algorithm not in compute:
+            length[number] = 0  # computed with the others that share its counts, not wanted
     tenants = _tenant_blocks(items.tenant.take(by_order))
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
+    if "popular" not in compute:
+        leaders[:] = -1
     return Lists(related, cooccurrence, score, length, by_order, tenants, leaders)
 
 
@@ -227,13 +246,11 @@ def _top_related(
     start1, length1, related1, count1,
     start2, length2, related2, count2,
     sessions, tenant_sessions, order, min_support, top_n, threads,
+    related, cooccurrence, score, length,
 ):  # fmt: skip
+    """cooccurrence's, jaccard's and llr's lists, written into the last four arrays (``length`` zeroed; entries
+    past a list's length are never read)."""
     n_items = sessions.size
-    # Entries past a list's length are never read, so only the lengths start at zero.
-    related = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
-    cooccurrence = np.empty((POPULAR, n_items, top_n), dtype=np.int32)
-    score = np.empty((POPULAR, n_items, top_n), dtype=np.float64)
-    length = np.zeros((POPULAR, n_items), dtype=np.int32)
     # Every count in the LLR's 2x2 tables is at most the tenant's sessions, so its
     # xLogX terms are looked up, and each product's margin entropy is computed once.
     xlx = x_log_x_table(tenant_sessions.max() if n_items else 0)
@@ -284,7 +301,6 @@ def _top_related(
                 llr = from_entropies(margin[b], margin[a], matrix)
                 kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, llr, order)
             length[:, a] = kept
-    return related, cooccurrence, score, length
 
 
 @numba.njit(cache=True, parallel=True)
@@ -293,13 +309,11 @@ def _top_followers(
     start1, length1, related1, count1,
     start2, length2, related2, count2,
     sessions, order, scale, top_n, threads,
+    related, counted, score, length,
 ):  # fmt: skip
-    """One follow matrix's lists: each live item's ``top_n`` products by summed count / ``scale`` (``sql/ranked_steps.sql``)."""
+    """One follow matrix's lists: each live item's ``top_n`` products by summed count / ``scale``
+    (``sql/ranked_steps.sql``), written into the last four arrays as :func:`_top_related` does."""
     n_items = sessions.size
-    related = np.empty((1, n_items, top_n), dtype=np.int32)
-    counted = np.empty((1, n_items, top_n), dtype=np.int32)
-    score = np.empty((1, n_items, top_n), dtype=np.float64)
-    length = np.zeros((1, n_items), dtype=np.int32)
     n_chunks = max(1, min(n_items, threads))
     for chunk in numba.prange(n_chunks):
         accumulated = np.zeros(n_items, dtype=np.int32)
@@ -319,7 +333,6 @@ def _top_followers(
                 if c > 0:
                     kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
             length[0, a] = kept
-    return related, counted, score, length
 
 
 @numba.njit(cache=True, parallel=True)
@@ -331,15 +344,13 @@ def _top_blended(
     pair_start1, pair_length1, pair_related1, pair_count1,
     pair_start2, pair_length2, pair_related2, pair_count2,
     sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads,
+    related, counted, score, length,
 ):  # fmt: skip
     """``sequence_blend``'s lists: the ``rules_both`` counts times ``follow_weight`` plus, for pairs that share at
-    least ``min_support`` sessions, the sessions times ``pair_weight``, all over ``scale`` (``sql/ranked_steps.sql``).
+    least ``min_support`` sessions, the sessions times ``pair_weight``, all over ``scale`` (``sql/ranked_steps.sql``),
+    written into the last four arrays as :func:`_top_related` does (``counted`` zeroed: it has no count).
     """
     n_items = sessions.size
-    related = np.empty((1, n_items, top_n), dtype=np.int32)
-    counted = np.zeros((1, n_items, top_n), dtype=np.int32)
-    score = np.empty((1, n_items, top_n), dtype=np.float64)
-    length = np.zeros((1, n_items), dtype=np.int32)
     n_chunks = max(1, min(n_items, threads))
     for chunk in numba.prange(n_chunks):
         followed = np.zeros(n_items, dtype=np.int32)
@@ -376,7 +387,6 @@ def _top_blended(
                 if value > 0:
                     kept = _offer(related, counted, score, kept, 0, a, b, 0, value / float(scale), order)
             length[0, a] = kept
-    return related, counted, score, length
 
 
 def rows_table(items: Items, lists: Lists) -> pa.Table:

@@ -74,8 +74,23 @@ def generate(folder: Path, events: int) -> None:
     (folder / "last-hour").mkdir()
     pq.write_table(pa.concat_tables(hour), folder / "last-hour" / "events.parquet")
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
-    lean = config.example_toml("parquet").replace("test_days = 7", "test_days = 0")
-    (folder / "lean.toml").write_text(lean.replace('gate_algorithm = "auto"', 'gate_algorithm = "llr"'))
+    (folder / "lean.toml").write_text(lean_toml())
+
+
+def lean_toml() -> str:
+    """The example config at its leanest: the plain script's LLR lists alone, no evaluation, no fallback list."""
+    from engine import config
+
+    lean = config.example_toml("parquet")
+    for old, new in (
+        ("test_days = 7", "test_days = 0"),
+        ('gate_algorithm = "auto"', 'gate_algorithm = "llr"'),
+        ("top_n = 20", 'compute = ["llr"]\ntop_n = 20'),
+        ('fallback = "popular"', 'fallback = ""'),
+    ):
+        assert old in lean, old
+        lean = lean.replace(old, new)
+    return lean[: lean.rindex("[[experiment.variants]]")]  # the llr variant alone
 
 
 def timed(command: list[str], cwd: Path) -> dict:

@@ -91,12 +91,24 @@ def main() -> None:
     order = np.arange(n_items, dtype=np.int32)
     threads = cooccurrence.numba.get_num_threads()
 
+    def lists_of(algorithms_: int) -> list[np.ndarray]:
+        """Fresh output arrays for a ranking kernel of ``algorithms_`` algorithms."""
+        shape = (algorithms_, n_items, algorithms.top_n)
+        return [np.zeros(shape, np.int32), np.zeros(shape, np.int32), np.zeros(shape), np.zeros(shape[:2], np.int32)]
+
     seconds["pairs_count"], counted = best(options.rounds, lambda: pairs.count(lists, signs, n_items))
     arrays = cooccurrence._arrays((counted,), n_items)
     seconds["pairs_rank"], _ = best(
         options.rounds,
         lambda: cooccurrence._top_related(
-            *arrays, sessions_per_item, tenant_sessions, order, algorithms.min_support, algorithms.top_n, threads
+            *arrays,
+            sessions_per_item,
+            tenant_sessions,
+            order,
+            algorithms.min_support,
+            algorithms.top_n,
+            threads,
+            *lists_of(cooccurrence.POPULAR),
         ),
     )
     matrices = sequences.matrices(algorithms.sr_window)
@@ -109,7 +121,7 @@ def main() -> None:
         for name, following in matrices.items():
             cooccurrence._top_followers(
                 *cooccurrence._arrays((follows[name],), n_items), sessions_per_item, order, following.scale,
-                algorithms.top_n, threads,
+                algorithms.top_n, threads, *lists_of(1),
             )  # fmt: skip
 
     seconds["follows_rank"], _ = best(options.rounds, rank_follows)
