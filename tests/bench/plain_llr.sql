@@ -1,7 +1,7 @@
 -- The benchmark's baseline: the LLR top 20 of every product as one plain DuckDB
 -- script, the way an analyst would write it without etalage, from the same
--- Divolte Parquet files and catalogue, with the same rules as etalage's
--- default config (unflagged pageView and addToCart events of catalogue
+-- Divolte Parquet files and catalogue, with the same rules as the benchmark's
+-- lean etalage config (unflagged pageView and addToCart events of catalogue
 -- products, sessions of at most 50 products, pairs in at least 2 sessions).
 -- tests/bench/bench_build.py runs it with the events glob, the catalogue and
 -- the output path bound, and checks that its rows are etalage's `llr` rows.
