@@ -266,7 +266,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
-        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
+        result.served_algorithm = gate.served_algorithm(
+            scores, config.snapshots.gate_algorithm, config.algorithms.compute
+        )
         _record(connection, config, result, started, newest)
         result.gate = gate.decide(
             scores,

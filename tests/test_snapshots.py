@@ -347,6 +347,8 @@ def test_auto_breaks_ties_by_the_order_of_the_algorithms_and_serves_llr_when_not
     assert gate.served_algorithm(tied, "auto") == "cooccurrence"
     assert gate.served_algorithm(dict(reversed(tied.items())), "auto") == "cooccurrence"
     assert gate.served_algorithm({}, "auto") == gate.served_algorithm(None, "auto") == snapshot.UNSCORED
+    # A build that does not compute llr serves the first algorithm it computes, not a list it lacks.
+    assert gate.served_algorithm({}, "auto", ("transitions", "popular")) == "transitions"
 
 
 def test_a_snapshots_folders_are_checksummed_too(tmp_path):

@@ -10,10 +10,11 @@ and refuses a drop of more than ``max_mrr_drop`` (a fraction).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.config import ALGORITHMS, AUTO
+from engine.config import ALGORITHMS, AUTO, CLICK_ALGORITHMS
 from engine.publish.snapshot import UNSCORED, Snapshot
 
 METRIC = "mrr_at_20"
@@ -47,13 +48,16 @@ class GateRefused(RuntimeError):
         self.decision = decision
 
 
-def served_algorithm(scores: dict[str, dict] | None, configured: str) -> str:
+def served_algorithm(
+    scores: dict[str, dict] | None, configured: str, computed: Sequence[str] = CLICK_ALGORITHMS
+) -> str:
     """The algorithm a build serves: ``configured``, or for ``auto`` the best by :data:`METRIC` in ``scores``.
 
     Ties go to the algorithm named first in ``engine.config.ALGORITHMS``, so
     every build of the same data serves the same one; a build whose
-    evaluation scored nothing serves :data:`~engine.publish.snapshot.UNSCORED`
-    (its gate decision then says it was skipped).
+    evaluation scored nothing serves :data:`~engine.publish.snapshot.UNSCORED`,
+    or the first of the ``computed`` algorithms (``algorithms.compute``) when
+    it does not compute that one (its gate decision then says it was skipped).
     """
     if configured != AUTO:
         return configured
@@ -62,7 +66,9 @@ def served_algorithm(scores: dict[str, dict] | None, configured: str) -> str:
         for name, row in (scores or {}).items()
         if name in ALGORITHMS and row.get(METRIC) is not None  # not the session route's row: it serves no list
     ]
-    return min(scored)[2] if scored else UNSCORED
+    if scored:
+        return min(scored)[2]
+    return UNSCORED if UNSCORED in computed else computed[0]
 
 
 def decide(

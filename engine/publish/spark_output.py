@@ -95,7 +95,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
             result.rows = {"itemitem": rows.num_rows, "products": products.num_rows}
             evaluation = connection.execute("SELECT * FROM evaluation WHERE build_id = $id", {"id": build_id})
             scores = served.scores(evaluation.to_arrow_table().to_pylist(), build_id) or None
-            chosen = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
+            chosen = gate.served_algorithm(scores, config.snapshots.gate_algorithm, config.algorithms.compute)
             result.gate = gate.decide(
                 scores, snapshot.live(config.snapshots.root), chosen, config.snapshots.max_mrr_drop, force
             )

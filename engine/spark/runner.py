@@ -171,7 +171,9 @@ def build(
             _evaluate(run, config, result.build_id)
         scored = spark.table("evaluation").collect() if config.evaluation.enabled else []
         scores = {row["algorithm"]: row.asDict() for row in scored}
-        result.served_algorithm = gate.served_algorithm(scores, config.snapshots.gate_algorithm)
+        result.served_algorithm = gate.served_algorithm(
+            scores, config.snapshots.gate_algorithm, config.algorithms.compute
+        )
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started, newest))
         run.output.publish(result.build_id)
