@@ -53,7 +53,7 @@ def window_start(newest_event: dt.datetime | None, look_back_days: int) -> dt.da
 def count_changes(
     connection: duckdb.DuckDBPyConnection, before: Counting | None, after: Counting, *, steps: bool = True
 ) -> None:
-    """Create the temporary tables ``counted_changes`` and ``counted_steps``: ``before``'s with sign -1, ``after``'s with +1.
+    """Create the temporary views ``counted_changes`` and ``counted_steps``: ``before``'s with sign -1, ``after``'s with +1.
 
     ``counted_changes`` holds the session items, ``counted_steps`` the
     sessions' steps (``sql/session_steps.sql``, read from the same session
@@ -81,6 +81,7 @@ def count_changes(
                 temporary=True,
                 reading={**reading, "session_items": items},
             )
-    sqlfiles.create_table(connection, "counted_changes", temporary=True)
+    # Views: the signed rows are read once or twice, and a table would hold every counted row a second time.
+    sqlfiles.create_view(connection, "counted_changes", temporary=True)
     if steps:
-        sqlfiles.create_table(connection, "counted_steps", temporary=True)
+        sqlfiles.create_view(connection, "counted_steps", temporary=True)
