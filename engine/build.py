@@ -174,8 +174,10 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
     ):
         earlier = state.load(connection, store) if _attached(connection) else None
         result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
-        carried = result.counting != "full"
-        unread = ledger.new_files(found, earlier.ledger if carried else {}, store.folder)
+        kept = earlier if result.counting != "full" else None  # the state this build carries on from
+        incremental = kept if result.counting == "incremental" else None
+        carried = kept is not None
+        unread = ledger.new_files(found, kept.ledger if kept else {}, store.folder)
         new = files.prune(unread, files.window_floor(found, algorithms, config.evaluation))
         result.before_window = len(unread) - len(new)
         result.files = {fmt: len(paths) for fmt, paths in new.by_format().items()}
@@ -194,11 +196,11 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             timed("events", ingest)
             crashpoints.reach("ingested")
         ingested = ledger.entries(new, held["counts"], store.folder, result.build_id)
-        batches = (earlier.batches if carried else []) + ([held["batch"]["path"]] if "batch" in held else [])
+        batches = (kept.batches if kept else []) + ([held["batch"]["path"]] if "batch" in held else [])
         sqlfiles.create_view(connection, "stored_rows", {"files": store.paths(batches)}, view="events")
 
         def products() -> int:
-            held["catalogue"] = _catalogue(connection, config, store, earlier if carried else None, result.build_id)
+            held["catalogue"] = _catalogue(connection, config, store, kept, result.build_id)
             return held["catalogue"]["rows"]
 
         timed("products", products)
@@ -210,18 +212,20 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         crashpoints.reach("compute")
 
         def count() -> int:
-            if result.counting == "incremental":
+            if incremental is not None:
                 _changed_sessions(
-                    connection, store, earlier, newest, held.get("batch"), held["catalogue"]["changed"], config
+                    connection, store, incremental, newest, held.get("batch"), held["catalogue"]["changed"], config
                 )
-                before = earlier.counts
+                before = incremental.counts
             else:
                 before = counting.Counts.none(counting.matrices(algorithms.compute))
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
                 sessions.count_changes(connection, None, after, steps=before.follows)
             changed, deltas = before.with_changes(connection, algorithms.sr_window)
             held["counted"] = changed.stored(deltas)
-            return connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes").fetchone()[0]
+            return sqlfiles.scalar(
+                connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
+            )
 
         timed("counts", count)
         crashpoints.reach("counted")
@@ -248,8 +252,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
         training = None
         if config.evaluation.enabled:
-            kept = earlier.training if earlier and result.counting == "incremental" else None
-            training = _evaluate(connection, config, counted, kept, pairs, result, timed)
+            kept_training = incremental.training if incremental else None
+            training = _evaluate(connection, config, counted, kept_training, pairs, result, timed)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
             connection,
@@ -279,7 +283,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         )
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
-        staged = {}
+        staged: dict[str, snapshot.Snapshot] = {}
         rows = held.pop("itemitem")
         timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows)))
         named = state.named_files(connection)
@@ -296,7 +300,7 @@ def new_build_id(started: dt.datetime) -> str:
 
 def _attached(connection: duckdb.DuckDBPyConnection) -> bool:
     query = "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'"
-    return bool(connection.execute(query).fetchone()[0])
+    return bool(sqlfiles.scalar(connection.execute(query)))
 
 
 def _changed_sessions(
@@ -342,12 +346,14 @@ def _changed_sessions(
     )
 
 
-def _sql_rows(connection: duckdb.DuckDBPyConnection, config: Config, newest: dt.datetime | None, timed) -> pa.Table:
+def _sql_rows(
+    connection: duckdb.DuckDBPyConnection, config: Config, newest: dt.datetime | None, timed: itemitem.Timed
+) -> pa.Table:
     """The lists by the SQL path, from every session's items (counted again, in SQL)."""
     parameters = sessions.parameters(config.algorithms, None, newest)
     sqlfiles.create_table(connection, "session_items", parameters, temporary=True)
     try:
-        return itemitem.sql_rows(connection, parameters, lambda name, step: timed(name, lambda: step() and None))
+        return itemitem.sql_rows(connection, parameters, timed)
     finally:
         connection.execute("DROP TABLE session_items")
 
@@ -415,7 +421,7 @@ def _catalogue(
         target = store.new("catalogue", f"{build_id}.parquet")
         connection.table("products").write_parquet(str(target))
         path, changed = store.relative(target), True
-    rows = connection.execute("SELECT count(*) FROM products").fetchone()[0]
+    rows = sqlfiles.scalar(connection.execute("SELECT count(*) FROM products"))
     return {"path": path, "checksum": checksum, "rows": rows, "changed": changed}
 
 
@@ -468,7 +474,7 @@ def _stage(
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
         "served_algorithm": result.served_algorithm,
-        "gate": result.gate.record(),
+        "gate": result.gate.record() if result.gate else None,
     }
     return served.stage(
         config.snapshots.root,

@@ -14,11 +14,11 @@ from pathlib import Path
 import duckdb
 
 from engine import sqlfiles
-from engine.config import ConfigError
+from engine.config import ConfigError, MappedColumn
 from engine.ingest import locations
 from engine.ingest.files import EventFiles, IngestError
 
-STORED_COLUMNS: dict[str, str] = {
+STORED_COLUMNS: dict[MappedColumn, str] = {
     "ts": "TIMESTAMP",
     "tenant": "VARCHAR",
     "session_id": "VARCHAR",
@@ -27,7 +27,7 @@ STORED_COLUMNS: dict[str, str] = {
     "product_id": "VARCHAR",
 }
 """The ``events`` columns, each a mapped expression cast to its type: what session_items, test_items and click_through read."""
-FLAG_COLUMNS: dict[str, str] = {"is_duplicate": "BOOLEAN", "is_corrupt": "BOOLEAN"}
+FLAG_COLUMNS: dict[MappedColumn, str] = {"is_duplicate": "BOOLEAN", "is_corrupt": "BOOLEAN"}
 """Divolte's flags: events flagged either way are counted and dropped, never stored."""
 MAPPED_COLUMNS = STORED_COLUMNS | FLAG_COLUMNS
 """Every mapped column: the keys of ``[events.mapping]``."""
@@ -46,7 +46,7 @@ def _source(connection: duckdb.DuckDBPyConnection, fmt: str, paths: list[str]) -
 
 
 def write_batch(
-    connection: duckdb.DuckDBPyConnection, files: EventFiles, mapping: dict[str, str], target: Path
+    connection: duckdb.DuckDBPyConnection, files: EventFiles, mapping: dict[MappedColumn, str], target: Path
 ) -> list[dict]:
     """Map ``files``, write their unflagged events to the Parquet file ``target``; return what each file held.
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from engine.config import Algorithms, ConfigError, Evaluation, EventSources
+from engine.config import Algorithms, ConfigError, Evaluation, EventSources, MappedColumn
 from engine.ingest import locations
 
 FORMATS = ("avro", "parquet")
@@ -149,13 +149,13 @@ def _partition(path: str) -> tuple[dt.datetime, dt.datetime] | None:
     return start, start + dt.timedelta(hours=1 if match[2] else 24)
 
 
-def mapping_columns(mapping: dict[str, str]) -> dict[str, set[str]]:
+def mapping_columns(mapping: dict[MappedColumn, str]) -> dict[str, set[str]]:
     """For each mapped column, the source columns its expression reads (lower case).
 
     Raises:
         ConfigError: an expression is not valid SQL.
     """
-    needed = {}
+    needed: dict[str, set[str]] = {}
     for key, expression in mapping.items():
         try:
             tree = sqlglot.parse_one(expression, read="duckdb")
@@ -168,7 +168,9 @@ def mapping_columns(mapping: dict[str, str]) -> dict[str, set[str]]:
     return needed
 
 
-def check(files: EventFiles, mapping: dict[str, str], progress: Callable[[str], None] = lambda name: None) -> None:
+def check(
+    files: EventFiles, mapping: dict[MappedColumn, str], progress: Callable[[str], None] = lambda name: None
+) -> None:
     """Check every file's integrity and shape against the mapping, by its ends, several files at once.
 
     ``progress`` is called once per file checked. The first bad file in the
