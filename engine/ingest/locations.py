@@ -19,7 +19,7 @@ import functools
 import glob as local_glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +116,7 @@ def filesystem(location: Location) -> tuple[pafs.FileSystem, str]:
     return _filesystem(location), _inside(location)
 
 
-def let_duckdb_read(connection: duckdb.DuckDBPyConnection, locations: list[Location]) -> None:
+def let_duckdb_read(connection: duckdb.DuckDBPyConnection, locations: Sequence[Location]) -> None:
     """Make ``connection`` able to read ``locations``: httpfs and an S3 secret when one is on ``s3://``.
 
     The secret's values are bound parameters, never part of the SQL text.

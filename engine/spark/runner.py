@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +53,7 @@ from engine.build import (
     checked_files,
     record_values,
 )
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, MappedColumn
 from engine.ingest import catalogue, events, exposures, files, locations
 from engine.pipeline import evaluation, state
 from engine.publish import gate, locks, spark_output, warehouse
@@ -141,7 +142,7 @@ def build(
     spark = spark or session()
     result, found, started = checked_files(config, str(output), reporter)
     result.build_id = build_id or result.build_id
-    if found.avro and not _reads_avro(spark) and not spark.sparkContext.master.startswith("local"):
+    if found.avro and not _reads_avro(spark) and not (spark.sparkContext.master or "").startswith("local"):
         msg = (
             f"events.avro on a cluster ({spark.sparkContext.master}) needs Spark's Avro reader: "
             f"spark-submit --packages org.apache.spark:spark-avro_2.13:{spark.version} ... "
@@ -163,7 +164,7 @@ def build(
         run.step("products", lambda: _catalogue(spark, config.catalogue))
         run.step("exposures", lambda: _exposures(spark, config.serving.exposures))
         run.view("click_through")
-        newest = run.sql("newest_event", {"until": None}).first()[0]
+        newest = _value(run.sql("newest_event", {"until": None}))
         parameters = {**config.algorithms.parameters(), "until": None, "newest": newest}
         for name in STAGE:
             run.view(name, parameters)
@@ -180,9 +181,24 @@ def build(
     return result
 
 
+def _value(frame: DataFrame) -> Any:
+    """The first column of a one-row result (an aggregate's), None when it has no row."""
+    row = frame.first()
+    return row[0] if row is not None else None
+
+
+def _jvm(spark: SparkSession) -> Any:
+    """The session's JVM gateway, through which the build reaches Hadoop's file system and Spark's data sources."""
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        msg = "this Spark session has no JVM gateway (stopped, or not a classic session): a build needs a running one"
+        raise ConfigError(msg)
+    return jvm
+
+
 def _reads_avro(spark: SparkSession) -> bool:
     """Whether Spark finds its Avro data source (``--packages org.apache.spark:spark-avro_2.13:<version>``)."""
-    sources = spark.sparkContext._jvm.org.apache.spark.sql.execution.datasources.DataSource
+    sources = _jvm(spark).org.apache.spark.sql.execution.datasources.DataSource
     try:
         sources.lookupDataSource("avro", spark._jsparkSession.sessionState().conf())
     except Exception:  # noqa: BLE001 - py4j raises Spark's AnalysisException: "Failed to find data source: avro"
@@ -283,7 +299,7 @@ class _Output:
 
     def __init__(self, spark: SparkSession, target: str) -> None:
         self.spark = spark
-        jvm = spark.sparkContext._jvm
+        jvm = _jvm(spark)
         self.path = jvm.org.apache.hadoop.fs.Path
         self.target = self.path(target)
         self.building = self.path(target + ".building")
@@ -333,7 +349,9 @@ class _Output:
         self.fs.delete(self.previous, True)
 
 
-def _map_events(spark: SparkSession, found: files.EventFiles, mapping: dict[str, str], cleanup: ExitStack) -> DataFrame:
+def _map_events(
+    spark: SparkSession, found: files.EventFiles, mapping: dict[MappedColumn, str], cleanup: ExitStack
+) -> DataFrame:
     """``mapped_events`` (the view ``sql/events.sql`` and ``sql/file_counts.sql`` read), then ``events``."""
     mapped = None
     for fmt, paths in found.by_format().items():
@@ -349,6 +367,7 @@ def _map_events(spark: SparkSession, found: files.EventFiles, mapping: dict[str,
             columns.append(F.expr(column))
         relation = source.select(*columns)
         mapped = relation if mapped is None else mapped.unionByName(relation)
+    assert mapped is not None, "a Spark build maps at least one file"  # checked_files refuses none
     mapped.createOrReplaceTempView("mapped_events")
     cleanup.callback(spark.catalog.dropTempView, "mapped_events")
     return spark.sql(transpile.spark_sql("events", {}))
@@ -428,9 +447,9 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     if config.evaluation.cutoff:
         split = config.evaluation.cutoff
     else:
-        newest = run.spark.table("events").agg(F.max("ts")).first()[0]
+        newest = _value(run.spark.table("events").agg(F.max("ts")))
         split = newest - dt.timedelta(days=config.evaluation.test_days)
-    newest = run.sql("newest_event", {"until": split}).first()[0]
+    newest = _value(run.sql("newest_event", {"until": split}))
     parameters = {**config.algorithms.parameters(), "until": split, "newest": newest}
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
