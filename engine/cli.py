@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import click
 import duckdb
@@ -271,7 +271,7 @@ def _generate(
 )
 def build(
     config_path: Path,
-    pairs: str,
+    pairs: Literal["kernel", "sql"],
     force: bool,
     full: bool,
     engine: str,
@@ -305,7 +305,7 @@ def build(
 
 def _build(
     config: config_module.Config,
-    pairs: str = "kernel",
+    pairs: Literal["kernel", "sql"] = "kernel",
     force: bool = False,
     full: bool = False,
     chart: bool = False,
@@ -323,6 +323,7 @@ def _build(
     _summary(result, begin)
     chosen = "the best MRR@20 on the held-out days" if config.snapshots.gate_algorithm == "auto" else "configured"
     err.print(f"serves {result.served_algorithm} ({chosen})")
+    assert result.gate and result.snapshot, "a build that returns has passed the gate and published"
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
@@ -375,6 +376,7 @@ def publish(config_path: Path, source: str, force: bool) -> None:
     with _exits():
         result = spark_output.publish(config, source, force=force)
     err.print(f"took in build {result.build_id} from {source}: {result.rows['itemitem']:,} itemitem rows")
+    assert result.gate and result.snapshot, "a publish that returns has passed the gate and published"
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")
@@ -689,7 +691,9 @@ def evaluate(config_path: Path, show: bool, every_build: bool, chart_target: Pat
 
 def _evaluation(path: Path, every_build: bool = False) -> pa.Table:
     with warehouse.connect(path, read_only=True) as connection:
-        if not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluation'").fetchone()[0]:
+        if not sqlfiles.scalar(
+            connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluation'")
+        ):
             raise BadInput(f"{path} has no evaluation yet: set [evaluation] test_days (or cutoff) and build")
         present = {row[0] for row in connection.execute("DESCRIBE evaluation").fetchall()}
         # A warehouse last built by an older etalage has no intervals yet: its next build adds the columns.
@@ -802,6 +806,7 @@ def demo(directory: Path, then_serve: bool) -> None:
         product = connection.execute(
             "SELECT tenant, product_id, sessions FROM item_counts ORDER BY sessions DESC, product_id LIMIT 1"
         ).fetchone()
+        assert product is not None, "the example shop's build counts products"
         out.print(f"\nTop 5 per algorithm for product {product[1]} on tenant {product[0]} ({product[2]} sessions):")
         result = connection.execute(
             """
@@ -936,7 +941,7 @@ def _load(path: Path) -> config_module.Config:
 @contextmanager
 def _exits() -> Iterator[None]:
     """Turn the errors users can act on into a one-line message and a documented exit code."""
-    codes = {
+    codes: dict[type[Exception], int] = {
         config_module.ConfigError: EXIT_BAD_INPUT,
         files.IngestError: EXIT_BAD_INPUT,
         locations.Unreachable: EXIT_BAD_INPUT,

@@ -370,7 +370,7 @@ def _served_algorithms_computed(config: Config) -> None:
             )
             raise ConfigError(msg)
         computed |= set(VISUAL_ALGORITHMS)
-    named = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
+    named: list[tuple[str, str | None]] = [("snapshots.gate_algorithm", config.snapshots.gate_algorithm)]
     for index, variant in enumerate(config.experiment.variants):
         named += [
             (f"experiment.variants[{index}].algorithm", variant.algorithm),

@@ -29,7 +29,7 @@ def trials(base: Algorithms, grid: Mapping[str, Iterable[int]]) -> list[Algorith
 
 def tune(
     config: Config,
-    grid: dict[str, Iterable[int]] | None = None,
+    grid: Mapping[str, Iterable[int]] | None = None,
     progress: Callable[[int, Algorithms], None] = lambda done, trial: None,
 ) -> tuple[str, pa.Table]:
     """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
