@@ -28,10 +28,19 @@ from urllib.parse import unquote_plus
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.enums import ScopeType
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from engine import config as config_module
 from server import api_docs, assignment, catalogue_routes, metrics, session_routes, visual_routes
@@ -122,7 +131,9 @@ def create_app(config: config_module.Config) -> Litestar:
     ) -> ASGIApp:
         """One algorithm's list for a product on a tenant (country), best first: the talk's "top 5"."""
         served, algorithm, items = lookup.items_json(tenant, product_id, algorithm, limit)
-        return _Json(Recommendations(tenant, product_id, algorithm, served.build_id, msgspec.Raw(items)))
+        # The items are the declared list, already rendered as JSON: msgspec writes Raw bytes as they are.
+        rendered = msgspec.Raw(items)
+        return _Json(Recommendations(tenant, product_id, algorithm, served.build_id, rendered))  # type: ignore[arg-type]
 
     @get(
         "/v1/{tenant:str}/products/{product_id:str}/gateway",
@@ -149,10 +160,11 @@ def create_app(config: config_module.Config) -> Litestar:
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
         served = lookup.product(tenant, product_id)
         variant = assignment.assign(experiment, visitor)
-        algorithm, items = variant.algorithm, served.items_json(tenant, variant.algorithm, product_id, limit)
-        fallback_used = items == b"[]" and variant.fallback is not None
-        if fallback_used:
-            algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit)
+        algorithm: str = variant.algorithm
+        items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
+        fallback_used = items == b"[]" and bool(variant.fallback)
+        if variant.fallback and fallback_used:
+            algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit) or b"[]"
         exposure = exposures.append(
             visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, items
         )
@@ -166,7 +178,7 @@ def create_app(config: config_module.Config) -> Litestar:
             fallback_used,
             served.build_id,
             exposure,
-            msgspec.Raw(items),
+            msgspec.Raw(items),  # type: ignore[arg-type]  # the declared list, already rendered as JSON
         )
         return _Json(answer, ((VARIANT_KEY, variant.name.encode()),))
 
@@ -259,8 +271,7 @@ class _Json:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body)), *self.headers]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        await _answer(send, 200, headers, self.body)
 
 
 async def _every(name: str, seconds: float, work: Callable[[], object]) -> None:
@@ -293,7 +304,7 @@ def _measured(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: count and time every request by route template and variant."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         begin = time.perf_counter()
@@ -327,15 +338,26 @@ def _repeated(query: bytes) -> str | None:
     if len(set(names)) == len(names):
         return None
     seen: set[str] = set()
-    return next(name[:40] for name in names if name in seen or seen.add(name))
+    for name in names:
+        if name in seen:
+            return name[:40]
+        seen.add(name)
+    return None  # unreachable: some name was repeated
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
     """Answer with a JSON error shaped like Litestar's own, without entering the app."""
     body = msgspec.json.encode({"status_code": status, "detail": detail})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await _answer(send, status, headers, body)
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Send a whole answer: its start (status and headers), then its body."""
+    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+    whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(start)
+    await send(whole)
 
 
 def from_environment() -> Litestar:
