@@ -422,16 +422,23 @@ def _refusal(error: str, raw: dict[str, Any]) -> str:
     found = _ERROR.fullmatch(error)
     assert found is not None  # the pattern matches any text
     steps: list[str | int] = []
-    kind, value = schema.type_info(_File), raw
+    kind: schema.Type = schema.type_info(_File)
+    value: Any = raw
     declared: tuple[str, ...] = ()
     for name, index in re.findall(r"\.(\w+)|\[(\d+|\.\.\.)\]", found["where"] or ""):
         step = name or (int(index) if index.isdigit() else _bad_entry(value, kind))
         steps.append(step)
-        if isinstance(kind, schema.StructType):  # msgspec's inspect sorts a Literal's values: keep the declared order
-            declared = _literal_values(get_type_hints(kind.cls)[step])
+        if isinstance(kind, schema.StructType) and isinstance(step, str):
+            declared = _literal_values(
+                get_type_hints(kind.cls)[step]
+            )  # inspect sorts a Literal's values: keep the order
         kind, value = _inside(kind, step), value[step]
     if found["key"] or found["what"].startswith("Object contains unknown field"):
-        known = [f.encode_name for f in kind.fields] if isinstance(kind, schema.StructType) else kind.key_type.values
+        if isinstance(kind, schema.StructType):
+            known = [f.encode_name for f in kind.fields]
+        else:  # a table whose keys are declared as a Literal (events.mapping)
+            assert isinstance(kind, schema.DictType) and isinstance(kind.key_type, schema.LiteralType)
+            known = [str(key) for key in kind.key_type.values]
         unknown = sorted(set(value) - set(known))[0]
         return f"unknown config key {_key([*steps, unknown])} (known: {', '.join(sorted(known))})"
     if missing := re.match(r"Object missing required field `(.*)`", found["what"]):
@@ -452,9 +459,9 @@ def _literal_values(hint: Any) -> tuple[str, ...]:
     )
 
 
-def _bad_entry(table: dict[str, Any], kind: schema.DictType) -> str:
+def _bad_entry(table: dict[str, Any], kind: schema.Type) -> str:
     """The key of ``table`` whose value msgspec refused: its error says ``[...]`` (the table's values are strings)."""
-    assert isinstance(kind.value_type, schema.StrType)
+    assert isinstance(kind, schema.DictType) and isinstance(kind.value_type, schema.StrType)
     least = kind.value_type.min_length or 0
     return next(key for key, value in table.items() if not (isinstance(value, str) and len(value) >= least))
 
@@ -491,7 +498,7 @@ def _expected(kind: schema.Type, declared: tuple[str, ...] = ()) -> str:
     if isinstance(kind, schema.StrType):
         return "a non-empty string" if kind.min_length else "a string"
     if isinstance(kind, schema.LiteralType):
-        return "one of " + ", ".join(value or '""' for value in declared or kind.values)
+        return "one of " + ", ".join(str(value) or '""' for value in declared or kind.values)
     if isinstance(kind, schema.DateTimeType):
         return "a date or timestamp like 2026-11-01 or 2026-11-01T06:00"
     if isinstance(kind, schema.CustomType):
