@@ -429,9 +429,8 @@ def _refusal(error: str, raw: dict[str, Any]) -> str:
         step = name or (int(index) if index.isdigit() else _bad_entry(value, kind))
         steps.append(step)
         if isinstance(kind, schema.StructType) and isinstance(step, str):
-            declared = _literal_values(
-                get_type_hints(kind.cls)[step]
-            )  # inspect sorts a Literal's values: keep the order
+            # msgspec's inspect sorts a Literal's values: keep the declared order
+            declared = _literal_values(get_type_hints(kind.cls)[step])
         kind, value = _inside(kind, step), value[step]
     if found["key"] or found["what"].startswith("Object contains unknown field"):
         if isinstance(kind, schema.StructType):

@@ -162,9 +162,10 @@ def create_app(config: config_module.Config) -> Litestar:
         variant = assignment.assign(experiment, visitor)
         algorithm: str = variant.algorithm
         items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
-        fallback_used = items == b"[]" and bool(variant.fallback)
-        if variant.fallback and fallback_used:
-            algorithm, items = variant.fallback, served.items_json(tenant, variant.fallback, product_id, limit) or b"[]"
+        fallback_used = False
+        if items == b"[]" and variant.fallback:
+            algorithm, fallback_used = variant.fallback, True
+            items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
         exposure = exposures.append(
             visitor, tenant, product_id, experiment.name, variant.name, algorithm, served.build_id, items
         )

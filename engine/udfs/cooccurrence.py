@@ -141,7 +141,7 @@ def top_lists(
         """The kernels' output arguments: algorithms ``first`` to ``first + count`` of the list arrays."""
         return [whole[first : first + count] for whole in (related, cooccurrence, score, length)]
 
-    if {"cooccurrence", "jaccard", "llr"} & set(compute):
+    if set(ALGORITHMS[:POPULAR]) & set(compute):  # cooccurrence, jaccard and llr: one kernel ranks all three
         # Each kernel's arguments in one list: mypy rejects a positional argument after a starred list.
         arguments = [
             *_arrays(counts["pairs"], n),
