@@ -27,7 +27,8 @@ The steps, in order, each a file in ``sql/`` unless noted:
    (``engine.pipeline.evaluation``): the counts minus the test period's
    sessions, ranked and scored on those sessions, into ``evaluation``;
 7. the served algorithm (``engine.publish.gate.served_algorithm``: with
-   ``gate_algorithm = "auto"`` the best by the evaluation's MRR@20), a row in
+   ``gate_algorithm = "auto"`` the best by the evaluation's MRR@20, or the
+   live snapshot's while the best is not clearly better), a row in
    ``builds``, and the evaluation gate (``engine.publish.gate``): a build
    that scores clearly worse than the live snapshot stops here, and nothing
    changes;
@@ -121,6 +122,7 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
     gate: gate.Decision | None = None
     served_algorithm: str | None = None  # what the recommendations route serves (chosen by the evaluation with auto)
+    served_reason: str | None = None  # why: configured, the best, or kept from the live snapshot
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
     before_window: int = 0
@@ -270,13 +272,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
-        result.served_algorithm = gate.served_algorithm(
-            scores, config.snapshots.gate_algorithm, config.algorithms.compute
-        )
+        live = snapshot.live(config.snapshots.root)
+        chosen = gate.served_for(scores, config, live)
+        result.served_algorithm, result.served_reason = chosen.algorithm, chosen.reason
         _record(connection, config, result, started, newest)
         result.gate = gate.decide(
             scores,
-            snapshot.live(config.snapshots.root),
+            live,
             result.served_algorithm,
             config.snapshots.max_mrr_drop,
             force,
@@ -474,6 +476,7 @@ def _stage(
         "config": str(config.source) if config.source else None,
         "evaluation": scores,
         "served_algorithm": result.served_algorithm,
+        "served_reason": result.served_reason,
         "gate": result.gate.record() if result.gate else None,
     }
     return served.stage(

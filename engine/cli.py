@@ -321,8 +321,7 @@ def _build(
     else:
         err.print(f"counted everything again ({result.counting}): {result.counting_reason}")
     _summary(result, begin)
-    chosen = "the best MRR@20 on the held-out days" if config.snapshots.gate_algorithm == "auto" else "configured"
-    err.print(f"serves {result.served_algorithm} ({chosen})")
+    err.print(f"serves {result.served_algorithm} ({result.served_reason})")
     assert result.gate and result.snapshot, "a build that returns has passed the gate and published"
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
@@ -376,7 +375,8 @@ def publish(config_path: Path, source: str, force: bool) -> None:
     with _exits():
         result = spark_output.publish(config, source, force=force)
     err.print(f"took in build {result.build_id} from {source}: {result.rows['itemitem']:,} itemitem rows")
-    assert result.gate and result.snapshot, "a publish that returns has passed the gate and published"
+    assert result.served and result.gate and result.snapshot, "a publish that returns has passed the gate and published"
+    err.print(f"serves {result.served.algorithm} ({result.served.reason})")
     err.print(f"gate: {result.gate.verdict}: {result.gate.reason}")
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     err.print(f"published snapshot {result.snapshot.path} (now live){pruned}")

@@ -333,22 +333,93 @@ def test_gate_decisions(new, live, force, verdict):
 def test_the_gate_compares_the_new_best_with_what_the_live_snapshot_serves():
     """auto may serve another algorithm than the live snapshot: its score is set against the live one's served list."""
     scores = {"llr": {"mrr_at_20": 0.08}, "transitions": {"mrr_at_20": 0.094}, "popular": {"mrr_at_20": 0.01}}
-    chosen = gate.served_algorithm(scores, "auto")
+    chosen = gate.served_algorithm(scores, "auto").algorithm
     assert chosen == "transitions"
     passed = gate.decide(scores, live_with(0.098, served="sequential_rules"), chosen, 0.05, False)
     assert (passed.verdict, passed.live_algorithm) == ("passed", "sequential_rules")
     refused = gate.decide(scores, live_with(0.10, served="sequential_rules"), chosen, 0.05, False)
     assert refused.verdict == "refused" and "live snapshot's sequential_rules 0.1000" in refused.reason
-    assert gate.served_algorithm(scores, "llr") == "llr"  # a named algorithm is served whatever the scores
+    assert gate.served_algorithm(scores, "llr") == gate.Served("llr", "configured")  # whatever the scores
 
 
 def test_auto_breaks_ties_by_the_order_of_the_algorithms_and_serves_llr_when_nothing_was_scored():
     tied = {"transitions_both": {"mrr_at_20": 0.1}, "cooccurrence": {"mrr_at_20": 0.1}, "llr": {"mrr_at_20": 0.05}}
-    assert gate.served_algorithm(tied, "auto") == "cooccurrence"
-    assert gate.served_algorithm(dict(reversed(tied.items())), "auto") == "cooccurrence"
-    assert gate.served_algorithm({}, "auto") == gate.served_algorithm(None, "auto") == snapshot.UNSCORED
+    assert gate.served_algorithm(tied, "auto").algorithm == "cooccurrence"
+    assert gate.served_algorithm(dict(reversed(tied.items())), "auto").algorithm == "cooccurrence"
+    assert gate.served_algorithm({}, "auto") == gate.served_algorithm(None, "auto")
+    assert gate.served_algorithm({}, "auto") == gate.Served(snapshot.UNSCORED, "nothing was scored")
     # A build that does not compute llr serves the first algorithm it computes, not a list it lacks.
-    assert gate.served_algorithm({}, "auto", ("transitions", "popular")) == "transitions"
+    assert gate.served_algorithm({}, "auto", ("transitions", "popular")).algorithm == "transitions"
+
+
+def interval(mrr: float, best: str, low: float | None, high: float | None) -> dict:
+    """An evaluation row's score and its interval against ``best``, as a manifest holds them."""
+    return {"mrr_at_20": mrr, "compared_with": best, "mrr_at_20_diff_low": low, "mrr_at_20_diff_high": high}
+
+
+def test_auto_keeps_the_live_algorithm_while_the_best_is_not_clearly_better():
+    scores = {
+        "cooccurrence": interval(0.100, "cooccurrence", 0.0, 0.0),
+        "llr": interval(0.097, "cooccurrence", -0.007, 0.001),  # within noise of the best
+        "popular": interval(0.020, "cooccurrence", -0.09, -0.07),  # clearly worse
+    }
+    kept = gate.served_algorithm(scores, "auto", live="llr")
+    assert kept.algorithm == "llr"
+    assert kept.reason == (
+        "kept from the live snapshot: cooccurrence scores 0.0030 more mrr_at_20, "
+        "but the 95% interval of the difference (-0.0070 to +0.0010) holds 0"
+    )
+    best = gate.Served("cooccurrence", "the best mrr_at_20 on the held-out days")
+    assert gate.served_algorithm(scores, "auto", live="popular") == best  # clearly worse: switched
+    assert gate.served_algorithm(scores, "auto", live="cooccurrence") == best
+    assert gate.served_algorithm(scores, "auto", live="transitions") == best  # not scored in this build
+    assert gate.served_algorithm(scores, "auto") == best  # no live snapshot
+    assert gate.served_algorithm(scores, "popular", live="llr") == gate.Served("popular", "configured")
+    # Only an interval against this build's best tells: one against another algorithm, or none, does not.
+    assert (
+        gate.served_algorithm({**scores, "llr": interval(0.097, "popular", -0.007, 0.001)}, "auto", live="llr") == best
+    )
+    assert (
+        gate.served_algorithm({**scores, "llr": interval(0.097, "cooccurrence", None, None)}, "auto", live="llr")
+        == best
+    )
+
+
+def test_hourly_builds_keep_serving_the_live_algorithm_until_the_best_is_clearly_better(shop):
+    """A real build with ``auto`` after a snapshot that serves an algorithm within noise of the best, and one that is not.
+
+    Among these four algorithms the small shop's best, cooccurrence, cannot be
+    told from sequential_rules (its interval reaches 0) but clearly beats llr.
+    """
+    set_config(
+        shop, "[algorithms]\n", '[algorithms]\ncompute = ["cooccurrence", "sequential_rules", "llr", "popular"]\n'
+    )
+    assert run_cli("build", "--force", "--config", str(shop)).returncode == 0
+    with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
+        rows = dict(
+            connection.execute(
+                "SELECT algorithm, mrr_at_20_diff_high FROM evaluation WHERE build_id = (SELECT max(build_id) FROM builds)"
+            ).fetchall()
+        )
+    best = snapshot.live(shop.parent / "snapshots").served_algorithm
+    assert best == "cooccurrence" and rows["sequential_rules"] >= 0 > rows["llr"], rows
+    for live, served, reason in (
+        ("sequential_rules", "sequential_rules", "kept from the live snapshot"),
+        ("llr", best, "the best"),
+    ):
+        set_config(shop, 'gate_algorithm = "auto"', f'gate_algorithm = "{live}"')
+        assert run_cli("build", "--force", "--config", str(shop)).returncode == 0
+        assert snapshot.live(shop.parent / "snapshots").served_algorithm == live
+        set_config(shop, f'gate_algorithm = "{live}"', 'gate_algorithm = "auto"')
+        result = run_cli("build", "--config", str(shop))
+        assert result.returncode == 0, result.stderr
+        manifest = snapshot.live(shop.parent / "snapshots").manifest
+        assert manifest["served_algorithm"] == served and manifest["served_reason"].startswith(reason)
+        assert f"serves {served} ({reason}" in result.stderr
+        with warehouse.connect(shop.parent / "warehouse.duckdb", read_only=True) as connection:
+            assert (
+                connection.execute("SELECT served_algorithm FROM builds ORDER BY build_id DESC").fetchone()[0] == served
+            )
 
 
 def test_a_snapshots_folders_are_checksummed_too(tmp_path):

@@ -492,8 +492,12 @@ def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
 
 
 def served_by(rows: pa.Table, configured: str) -> str:
-    """The algorithm a build whose evaluation gave ``rows`` serves: :func:`engine.publish.gate.served_algorithm`."""
-    return gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, configured)
+    """What the other algorithms are compared with: the configured algorithm, or for ``auto`` the best in ``rows``.
+
+    :func:`engine.publish.gate.served_algorithm` without a live snapshot: a
+    build serves this one unless ``auto`` keeps the live snapshot's.
+    """
+    return gate.served_algorithm({row["algorithm"]: row for row in rows.to_pylist()}, configured).algorithm
 
 
 def with_intervals(rows: pa.Table, ranks: dict[str, np.ndarray], session: np.ndarray, served: str) -> pa.Table:

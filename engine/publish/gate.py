@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.config import ALGORITHMS, AUTO, CLICK_ALGORITHMS
+from engine.config import ALGORITHMS, AUTO, CLICK_ALGORITHMS, Config
 from engine.publish.snapshot import UNSCORED, Snapshot
 
 METRIC = "mrr_at_20"
@@ -48,27 +48,63 @@ class GateRefused(RuntimeError):
         self.decision = decision
 
 
+@dataclass(frozen=True)
+class Served:
+    """The algorithm a build serves, and why, in words a cron log can show."""
+
+    algorithm: str
+    reason: str
+
+
 def served_algorithm(
-    scores: dict[str, dict] | None, configured: str, computed: Sequence[str] = CLICK_ALGORITHMS
-) -> str:
+    scores: dict[str, dict] | None,
+    configured: str,
+    computed: Sequence[str] = CLICK_ALGORITHMS,
+    live: str | None = None,
+) -> Served:
     """The algorithm a build serves: ``configured``, or for ``auto`` the best by :data:`METRIC` in ``scores``.
 
     Ties go to the algorithm named first in ``engine.config.ALGORITHMS``, so
-    every build of the same data serves the same one; a build whose
+    every build of the same data serves the same one. ``live`` is what the
+    live snapshot serves: ``auto`` keeps serving it while this build's
+    evaluation cannot tell it from the best (the 95% interval of its
+    difference from the best, which its row carries, reaches 0), so hourly
+    builds do not switch every list back and forth on noise. A build whose
     evaluation scored nothing serves :data:`~engine.publish.snapshot.UNSCORED`,
     or the first of the ``computed`` algorithms (``algorithms.compute``) when
     it does not compute that one (its gate decision then says it was skipped).
     """
     if configured != AUTO:
-        return configured
+        return Served(configured, "configured")
+    rows = scores or {}
     scored = [
         (-row[METRIC], ALGORITHMS.index(name), name)
-        for name, row in (scores or {}).items()
+        for name, row in rows.items()
         if name in ALGORITHMS and row.get(METRIC) is not None  # not the session route's row: it serves no list
     ]
-    if scored:
-        return min(scored)[2]
-    return UNSCORED if UNSCORED in computed else computed[0]
+    if not scored:
+        return Served(UNSCORED if UNSCORED in computed else computed[0], "nothing was scored")
+    best = min(scored)[2]
+    kept = rows.get(live) if live and live != best else None
+    if live and kept and kept.get(METRIC) is not None and kept.get("compared_with") == best:
+        low, high = kept.get("mrr_at_20_diff_low"), kept.get("mrr_at_20_diff_high")
+        if low is not None and high is not None and high >= 0:
+            return Served(
+                live,
+                f"kept from the live snapshot: {best} scores {rows[best][METRIC] - kept[METRIC]:.4f} more "
+                f"{METRIC}, but the 95% interval of the difference ({low:+.4f} to {high:+.4f}) holds 0",
+            )
+    return Served(best, f"the best {METRIC} on the held-out days")
+
+
+def served_for(scores: dict[str, dict] | None, config: Config, live: Snapshot | None) -> Served:
+    """:func:`served_algorithm` for a build of ``config`` whose evaluation gave ``scores``, ``live`` being live."""
+    return served_algorithm(
+        scores,
+        config.snapshots.gate_algorithm,
+        config.algorithms.compute,
+        live.served_algorithm if live else None,
+    )
 
 
 def decide(

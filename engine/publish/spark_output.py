@@ -59,6 +59,7 @@ class Published:
     build_id: str
     source: str
     rows: dict[str, int] = field(default_factory=dict)
+    served: gate.Served | None = None
     gate: gate.Decision | None = None
     snapshot: snapshot.Snapshot | None = None
     pruned: list[str] = field(default_factory=list)
@@ -95,10 +96,9 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
             result.rows = {"itemitem": rows.num_rows, "products": products.num_rows}
             evaluation = connection.execute("SELECT * FROM evaluation WHERE build_id = $id", {"id": build_id})
             scores = served.scores(evaluation.to_arrow_table().to_pylist(), build_id) or None
-            chosen = gate.served_algorithm(scores, config.snapshots.gate_algorithm, config.algorithms.compute)
-            result.gate = gate.decide(
-                scores, snapshot.live(config.snapshots.root), chosen, config.snapshots.max_mrr_drop, force
-            )
+            live = snapshot.live(config.snapshots.root)
+            result.served = gate.served_for(scores, config, live)
+            result.gate = gate.decide(scores, live, result.served.algorithm, config.snapshots.max_mrr_drop, force)
             if not result.gate.publish:
                 raise gate.GateRefused(result.gate)
             parameters = sqlfiles.scalar(
@@ -110,7 +110,8 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
                 "engine": "spark",
                 "source": source,
                 "evaluation": scores,
-                "served_algorithm": chosen,
+                "served_algorithm": result.served.algorithm,
+                "served_reason": result.served.reason,
                 "gate": result.gate.record(),
             }
             staged = served.stage(config.snapshots.root, build_id, rows.cast(ITEMITEM), products, manifest)

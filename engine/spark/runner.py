@@ -56,7 +56,7 @@ from engine.build import (
 from engine.config import Config, ConfigError, MappedColumn
 from engine.ingest import catalogue, events, exposures, files, locations
 from engine.pipeline import evaluation, state
-from engine.publish import gate, locks, spark_output, warehouse
+from engine.publish import gate, locks, snapshot, spark_output, warehouse
 from engine.spark import transpile
 
 OUTPUT_TABLES = (*PUBLISHED_TABLES, "evaluation", "builds")
@@ -172,9 +172,8 @@ def build(
             _evaluate(run, config, result.build_id)
         scored = spark.table("evaluation").collect() if config.evaluation.enabled else []
         scores = {row["algorithm"]: row.asDict() for row in scored}
-        result.served_algorithm = gate.served_algorithm(
-            scores, config.snapshots.gate_algorithm, config.algorithms.compute
-        )
+        chosen = gate.served_for(scores, config, snapshot.live(config.snapshots.root))
+        result.served_algorithm, result.served_reason = chosen.algorithm, chosen.reason
         result.ingest = [row.asDict() for row in spark.table("ingest_stats").orderBy("source_format").collect()]
         run.step("builds", lambda: _build_record(run, config, started, newest))
         run.output.publish(result.build_id)
