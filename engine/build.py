@@ -22,7 +22,7 @@ The steps, in order, each a file in ``sql/`` unless noted:
    counts of items, tenants and pairs;
 5. ``itemitem``: the lists ranked from the counts by the kernel (or by the
    SQL path, ``pair_counts`` .. ``itemitem``), then the ``visual`` rows and
-   their cold-start blend; written to the store;
+   their cold-start blend; written to the store while the evaluation runs;
 6. unless ``[evaluation]`` turns it off, the evaluation
    (``engine.pipeline.evaluation``): the counts minus the test period's
    sessions, ranked and scored on those sessions, into ``evaluation``;
@@ -42,6 +42,7 @@ never interleave; the second exits with "busy".
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import tempfile
@@ -173,6 +174,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         tempfile.TemporaryDirectory(  # a killed build's is cleaned like staging
             prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root
         ) as scratch,
+        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store") as background,
     ):
         earlier = state.load(connection, store) if _attached(connection) else None
         result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
@@ -251,11 +253,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         timed("lists", lists)
         itemitem_file = store.new("itemitem", f"{result.build_id}.parquet")
 
-        timed("itemitem", lambda: itemitem.write(held["itemitem"], itemitem_file))
+        # The store's copy is written while the evaluation runs (neither reads the other); the step is the wait for it.
+        stored = background.submit(itemitem.write, held["itemitem"], itemitem_file)
         training = None
         if config.evaluation.enabled:
             kept_training = incremental.training if incremental else None
             training = _evaluate(connection, config, counted, kept_training, pairs, result, timed)
+        timed("itemitem", stored.result)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
             connection,

@@ -33,8 +33,10 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -490,23 +492,51 @@ def _write_table(path: Path, rows_of: Callable[[], pa.RecordBatchReader]) -> tup
 
 
 class _Hashing:
-    """A binary file that also feeds every byte written to sha256, so a new file is not read back to be hashed."""
+    """A binary file that also feeds every byte written to sha256, so a new file is not read back to be hashed.
+
+    The hashing and writing happen in a thread of their own, a few buffers
+    behind the caller (sha256 and the write release the GIL), so that the
+    next rows are rendered meanwhile. A failed write is raised by the next
+    ``write`` or by ``close``.
+    """
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.digest = hashlib.sha256()
         self.closed = False
+        self._pending: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._drain, name="snapshot-hashing", daemon=True)
+        self._worker.start()
+
+    def _drain(self) -> None:
+        while (data := self._pending.get()) is not None:
+            if self._error is None:
+                try:
+                    self.digest.update(data)
+                    self.handle.write(data)
+                except BaseException as error:  # noqa: BLE001 - raised in the writing thread
+                    self._error = error
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
+        self._raise()
+        self._pending.put(data)
+        return len(data)
 
     def flush(self) -> None:
-        self.handle.flush()
+        self._raise()
 
     def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._pending.put(None)
+            self._worker.join()
+        self._raise()
         self.handle.flush()
-        self.closed = True
 
 
 def _sha256(path: Path) -> str:
