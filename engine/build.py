@@ -402,7 +402,7 @@ def _evaluate(
         rows = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served,
-        )  # fmt: skip
+        ).rows  # fmt: skip
         training = state.Training(split, sessions.newest(connection, until=split), trained.stored(deltas))
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training

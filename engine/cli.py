@@ -765,7 +765,7 @@ def tune(
     total = len(tune_module.trials(config.algorithms, grid))
     with _exits(), _progress() as progress:
         task = progress.add_task("trials", total=total)
-        tune_id, rows = tune_module.tune(config, grid, lambda done, trial: progress.update(task, completed=done))
+        tune_id, rows, lead = tune_module.tune(config, grid, lambda done, trial: progress.update(task, completed=done))
     best = rows.slice(0, 1).to_pylist()[0]
     _write(rows.slice(0, 10), "table", None, 10)
     out.print(
@@ -774,6 +774,8 @@ def tune(
         f"sr_window={best['sr_window']} "
         f"(MRR@20 {best['mrr_at_20']:.4f}); all {total} trials are in the tuning table (tune_id {tune_id})"
     )
+    if lead:
+        out.print(lead.describe())
 
 
 @main.command()

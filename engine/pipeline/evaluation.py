@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -67,6 +67,14 @@ VISIT = "visit_blend"
 """The row that scores the session route: at each test step, the served algorithm's lists blended over the visit so far."""
 SCORED = (*CLICK_ALGORITHMS, VISIT)
 """The evaluation's rows without the visual stage: each click algorithm's lists, then the session route's blend."""
+
+
+class Scored(NamedTuple):
+    """An evaluation's rows, and what their intervals were drawn from (:func:`session_gains`), to compare with others."""
+
+    rows: pa.Table
+    gains: dict[str, np.ndarray]
+    sizes: np.ndarray
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
@@ -199,7 +207,7 @@ def scores(
         held["trained"] = training(connection, counts, algorithms, split)
 
     timed("training counts", train)
-    return scored(connection, *held["trained"], algorithms, split, timed, visual_rows, min_sessions, served)
+    return scored(connection, *held["trained"], algorithms, split, timed, visual_rows, min_sessions, served).rows
 
 
 def scored(
@@ -212,7 +220,7 @@ def scored(
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
     served: str = AUTO,
-) -> pa.Table:
+) -> Scored:
     """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions."""
     held: dict[str, Any] = {}
 
@@ -249,11 +257,12 @@ def scored(
                 held["items"], held["lists"], steps, session, against, looks, connection
             )
             rows = pa.concat_tables([rows, visit])
-        held["rows"] = with_intervals(rows.sort_by("algorithm"), ranks, session, served)
+        gains, sizes = session_gains(ranks, session)
+        held["scored"] = Scored(with_session_intervals(rows.sort_by("algorithm"), gains, sizes, served), gains, sizes)
 
     timed("training lists", rank)
     timed("scores", score)
-    return held["rows"]
+    return held["scored"]
 
 
 def _kernel_scores(
@@ -502,9 +511,24 @@ def served_by(rows: pa.Table, configured: str) -> str:
 
 def with_intervals(rows: pa.Table, ranks: dict[str, np.ndarray], session: np.ndarray, served: str) -> pa.Table:
     """``rows`` with :data:`INTERVALS`, from each transition's rank (0: absent) and session number, per algorithm."""
+    return with_session_intervals(rows, *session_gains(ranks, session), served)
+
+
+def session_gains(ranks: dict[str, np.ndarray], session: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per algorithm, each test session's sum of 1/rank within the top 20; and each session's number of transitions."""
     n = int(session.max()) + 1 if session.size else 0
     gains = {name: np.bincount(session, weights=_reciprocal(rank), minlength=n) for name, rank in ranks.items()}
-    return with_session_intervals(rows, gains, np.bincount(session, minlength=n), served)
+    return gains, np.bincount(session, minlength=n)
+
+
+def difference(gains: np.ndarray, other: np.ndarray, sizes: np.ndarray) -> tuple[float, float, float]:
+    """MRR@20 of ``gains`` less that of ``other`` (the same test sessions, in one order) and its paired bootstrap interval."""
+    per_session = (np.asarray(gains) - np.asarray(other))[None, :]
+    sizes = np.asarray(sizes, np.float64)
+    if not sizes.size:
+        return 0.0, 0.0, 0.0
+    low, high = np.quantile(_resampled(per_session, sizes), [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=1)
+    return float(per_session.sum() / sizes.sum()), float(low[0]), float(high[0])
 
 
 def with_session_intervals(rows: pa.Table, gains: dict[str, np.ndarray], sizes: np.ndarray, served: str) -> pa.Table:

@@ -5,6 +5,12 @@ parameters and scores them exactly as a build does; all trials go to the
 ``tuning`` table, and the best setting is the one with the highest MRR@20 of
 any co-occurrence algorithm. Trials that count sessions alike (the same bot
 rule, window and sequential-rule reach) share one counting: only the ranking differs between them.
+
+A higher MRR@20 may be luck, so the best trial is also set against the
+config's own setting (when the grid holds it) for the same algorithm: the
+difference and its paired bootstrap interval over their test sessions
+(:class:`Lead`). Trials with another bot rule score other test sessions,
+and are not paired.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import pyarrow as pa
 from msgspec.structs import replace
@@ -27,14 +34,49 @@ def trials(base: Algorithms, grid: Mapping[str, Iterable[int]]) -> list[Algorith
     return [replace(base, **dict(zip(keys, values, strict=True))) for values in itertools.product(*grid.values())]
 
 
+@dataclass(frozen=True)
+class Lead:
+    """The best trial against the trial of the config's own setting, for the best trial's algorithm."""
+
+    best_trial: int
+    current_trial: int | None  # None: the grid does not hold the config's setting
+    algorithm: str
+    paired: bool = False  # both scored the same test sessions (the same bot rule and event types)
+    difference: float | None = None  # MRR@20, the best trial's less the current one's
+    low: float | None = None
+    high: float | None = None
+
+    def describe(self) -> str:
+        """The comparison in words, for the command's output."""
+        if self.current_trial is None:
+            return "the config's own setting is not among the trials, so the best is not set against it"
+        if self.current_trial == self.best_trial:
+            return f"the config's own setting (trial {self.current_trial}) is the best"
+        if not self.paired or self.difference is None or self.low is None or self.high is None:
+            return (
+                f"the config's own setting (trial {self.current_trial}) scored other test sessions "
+                "(another bot rule), so the two are not compared by a paired interval"
+            )
+        verdict = "clearly better" if self.low > 0 else "not clearly better: the interval holds 0"
+        return (
+            f"{self.algorithm} {self.difference:+.4f} MRR@20 against the config's own setting (trial "
+            f"{self.current_trial}), 95% interval {self.low:+.4f} to {self.high:+.4f}: {verdict}"
+        )
+
+
 def tune(
     config: Config,
     grid: Mapping[str, Iterable[int]] | None = None,
     progress: Callable[[int, Algorithms], None] = lambda done, trial: None,
-) -> tuple[str, pa.Table]:
-    """Run every trial on the warehouse's events and append them to ``tuning``; return the tune id and its rows."""
+) -> tuple[str, pa.Table, Lead | None]:
+    """Run every trial on the warehouse's events and append them to ``tuning``.
+
+    Returns the tune id, its rows (best first), and the best trial set
+    against the config's own setting (None when no trial scored a test session).
+    """
     tune_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
     settings = trials(config.algorithms, grid or TUNING_GRID)
+    current = next((number for number, trial in enumerate(settings, start=1) if trial == config.algorithms), None)
     counted_alike: dict[tuple, list[tuple[int, Algorithms]]] = {}
     for number, algorithms in enumerate(settings, start=1):
         key = (
@@ -45,25 +87,28 @@ def tune(
             algorithms.sr_window,
         )
         counted_alike.setdefault(key, []).append((number, algorithms))
+    kept: dict[int, evaluation.Scored] = {}  # the current trial's, and the best so far of each set of test sessions
+    leaders: dict[tuple, tuple[tuple, int]] = {}
     done = 0
     with warehouse.amend(config.warehouse) as connection:
         split = evaluation.cutoff(connection, config)
         for group in counted_alike.values():
             trained, deltas = evaluation.training_from_scratch(connection, group[0][1], split)
             for number, algorithms in group:
-                rows = evaluation.scored(
+                scored = evaluation.scored(
                     connection, trained, deltas, algorithms, split, served=config.snapshots.gate_algorithm
                 )
                 evaluation.record(
                     connection,
                     "tuning",
-                    rows,
+                    scored.rows,
                     algorithms,
                     tune_id=tune_id,
                     trial=number,
                     cutoff=split,
                     **{key: getattr(algorithms, key) for key in TUNING_GRID},
                 )
+                _keep(kept, leaders, number, _tested_alike(algorithms), scored, current)
                 done += 1
                 progress(done, algorithms)
         result = connection.execute(
@@ -73,4 +118,46 @@ def tune(
             """,
             {"tune_id": tune_id},
         ).to_arrow_table()
-    return tune_id, result
+    if not result.num_rows:
+        return tune_id, result, None
+    best = result.slice(0, 1).to_pylist()[0]
+    return tune_id, result, _lead(best["trial"], best["algorithm"], current, kept, settings)
+
+
+def _tested_alike(algorithms: Algorithms) -> tuple:
+    """What decides a trial's test sessions (``evaluation.test_items``): equal for two trials, they score the same."""
+    return (algorithms.event_types, algorithms.max_session_items, algorithms.max_views_per_minute)
+
+
+def _keep(
+    kept: dict[int, evaluation.Scored],
+    leaders: dict[tuple, tuple[tuple, int]],
+    number: int,
+    tested: tuple,
+    scored: evaluation.Scored,
+    current: int | None,
+) -> None:
+    """Keep a trial's session gains while it may be compared: the current trial, or the best of its test sessions."""
+    rows = scored.rows
+    scores = zip(rows.column("mrr_at_20").to_pylist(), rows.column("algorithm").to_pylist(), strict=True)
+    order = min((-mrr, number, name) for mrr, name in scores)  # the order of tune's result: MRR@20, trial, algorithm
+    leader = leaders.get(tested)
+    if leader is None or order < leader[0]:
+        if leader is not None and leader[1] != current:
+            kept.pop(leader[1], None)
+        leaders[tested] = (order, number)
+        kept[number] = scored
+    elif number == current:
+        kept[number] = scored
+
+
+def _lead(
+    best: int, algorithm: str, current: int | None, kept: dict[int, evaluation.Scored], settings: list[Algorithms]
+) -> Lead:
+    """The best trial's ``algorithm`` against the current trial's, paired when both scored the same test sessions."""
+    lead = Lead(best, current, algorithm)
+    if current is None or current == best or _tested_alike(settings[best - 1]) != _tested_alike(settings[current - 1]):
+        return lead
+    winner, own = kept[best], kept[current]
+    difference, low, high = evaluation.difference(winner.gains[algorithm], own.gains[algorithm], winner.sizes)
+    return Lead(best, current, algorithm, True, difference, low, high)
