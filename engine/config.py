@@ -99,6 +99,11 @@ VISUAL_ALGORITHMS: tuple[VisualAlgorithm, ...] = get_args(VisualAlgorithm)
 """Algorithms a build computes only with ``[visual] enabled``: look-alikes, and the cold-start blend of llr and look-alikes."""
 ALGORITHMS: tuple[Algorithm, ...] = CLICK_ALGORITHMS + VISUAL_ALGORITHMS
 """Every algorithm a snapshot can hold: what the gate may watch and an experiment variant may serve."""
+VisitBlend = Literal["visit_blend"]
+VISIT_BLEND: VisitBlend = "visit_blend"
+"""The session route's list: the served algorithm's lists of a visit's products, blended by recency and rank.
+
+Its ``evaluation`` row, and what an experiment variant may serve besides a snapshot's lists."""
 
 
 class Algorithms(Struct, frozen=True, forbid_unknown_fields=True):
@@ -190,11 +195,14 @@ class Snapshots(Struct, frozen=True, forbid_unknown_fields=True):
 class Variant(Struct, frozen=True, forbid_unknown_fields=True):
     """One arm of the experiment: which algorithm answers, and which one fills in when it has no list.
 
-    The config writes no fallback as ``""`` (TOML has no null); the variant holds it as None.
+    ``visit_blend`` answers with the session route's list for the visit so
+    far (the gateway's ``visit`` and the product), which falls back to
+    ``popular`` as that route does. The config writes no fallback as ``""``
+    (TOML has no null); the variant holds it as None.
     """
 
     name: NonEmpty
-    algorithm: Algorithm
+    algorithm: Literal[Algorithm, VisitBlend]
     weight: Annotated[float, Meta(gt=0)] = 1.0
     fallback: Literal[Algorithm, ""] | None = "popular"
 
@@ -376,8 +384,15 @@ def _served_algorithms_computed(config: Config) -> None:
             (f"experiment.variants[{index}].algorithm", variant.algorithm),
             (f"experiment.variants[{index}].fallback", variant.fallback),
         ]
+    for index, variant in enumerate(config.experiment.variants):
+        if variant.algorithm == VISIT_BLEND and variant.fallback != "popular":
+            msg = (
+                f"experiment.variants[{index}] serves {VISIT_BLEND}, which falls back to popular as the session "
+                f"route does: its fallback cannot be {variant.fallback or 'none'!r} (leave it out)"
+            )
+            raise ConfigError(msg)
     for key, algorithm in named:
-        if algorithm in (None, AUTO) or algorithm in computed:
+        if algorithm in (None, AUTO, VISIT_BLEND) or algorithm in computed:
             continue
         if algorithm in VISUAL_ALGORITHMS:
             msg = f"{key} is {algorithm!r}, which builds compute only with `[visual] enabled = true`"

@@ -148,22 +148,37 @@ def create_app(config: config_module.Config) -> Litestar:
         product_id: FromPath[str],
         visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")],
         limit: Annotated[int, limit_bounds] = DEFAULT_LIMIT,
+        visit: Annotated[
+            str,
+            Parameter(
+                description="the products the visitor viewed before this one, comma-separated, most recent last "
+                f"(at most {session_routes.MAX_PRODUCTS}): what a {config_module.VISIT_BLEND} variant blends"
+            ),
+        ] = "",
     ) -> ASGIApp:
         """Assign the visitor to a variant of the running experiment (PlanOut hashing) and answer from it.
 
         When the variant's algorithm has no list for the product, its fallback
-        (``popular`` by default) answers, and ``fallback_used`` says so. Every
-        answer is logged as an exposure for click attribution (queued here,
-        written by the flush loop).
+        (``popular`` by default) answers, and ``fallback_used`` says so. A
+        ``visit_blend`` variant answers with the session route's list for
+        ``visit`` and then this product. Every answer is logged as an
+        exposure for click attribution (queued here, written by the flush loop).
         """
         if not VISITOR.fullmatch(visitor):
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
+        viewed = session_routes.visit_products("visit", visit)
         served = lookup.product(tenant, product_id)
         variant = assignment.assign(experiment, visitor)
         algorithm: str = variant.algorithm
-        items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
         fallback_used = False
-        if items == b"[]" and variant.fallback:
+        if algorithm == config_module.VISIT_BLEND:
+            blended = session_routes.blend(served, tenant, [*viewed, product_id], limit)
+            fallback_used = blended.fallback_used
+            algorithm = blended.algorithm if fallback_used else algorithm
+            items = msgspec.json.encode(blended.items)
+        else:
+            items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
+        if items == b"[]" and variant.fallback and not fallback_used:
             algorithm, fallback_used = variant.fallback, True
             items = served.items_json(tenant, algorithm, product_id, limit) or b"[]"
         exposure = exposures.append(

@@ -68,18 +68,24 @@ def handlers(lookup: Lookup, config: Config) -> list:
         limit: Annotated[int, limit_bounds] = 10,
     ) -> SessionRecommendations:
         """The served algorithm's lists of the visit's products, blended by recency and rank."""
-        viewed = products.split(",") if products else []
-        if len(viewed) > MAX_PRODUCTS:
-            raise ValidationException(f"products names {len(viewed)} products; at most {MAX_PRODUCTS}")
-        for product_id in viewed:
-            if not PRODUCT_ID.fullmatch(product_id):
-                raise ValidationException(
-                    f"each product id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}"
-                )
+        viewed = visit_products("products", products)
         served = lookup.tenant(tenant)
         return blend(served, tenant, viewed, limit)
 
     return [session_recommendations]
+
+
+def visit_products(parameter: str, text: str) -> list[str]:
+    """The product ids of a comma-separated query ``parameter``, in order; a 400 for too many or a malformed one."""
+    viewed = text.split(",") if text else []
+    if len(viewed) > MAX_PRODUCTS:
+        raise ValidationException(f"{parameter} names {len(viewed)} products; at most {MAX_PRODUCTS}")
+    for product_id in viewed:
+        if not PRODUCT_ID.fullmatch(product_id):
+            raise ValidationException(
+                f"each product id must be 1 to 64 letters, digits, '-' or '_', not {product_id[:80]!r}"
+            )
+    return viewed
 
 
 def blend(served: ServedSnapshot, tenant: str, viewed: list[str], limit: int) -> SessionRecommendations:

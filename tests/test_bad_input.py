@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine import config
 from engine.publish import warehouse
 from tests.conftest import copy_built, copy_shop, divolte_events, run_cli, sha256, write_shop_folder
 
@@ -224,6 +225,19 @@ def test_an_algorithm_served_but_not_computed(shop):
     built = run_cli("build", "--config", str(shop / "etalage.toml"))
     assert built.returncode == 0, built.stderr
     assert "algorithms.compute needs the counts ['pairs'], build" in built.stderr
+
+
+def test_a_visit_blend_variant_falls_back_to_popular_only(shop):
+    """A variant that serves the session route's blend takes its fallback too: naming another is refused."""
+    path = shop / "etalage.toml"
+    path.write_text(
+        path.read_text() + '[[experiment.variants]]\nname = "visit"\nalgorithm = "visit_blend"\nfallback = "llr"\n'
+    )
+    fails(shop, EXIT_BAD_INPUT, "experiment.variants[0] serves visit_blend", "its fallback cannot be 'llr'")
+    set_config(shop, 'fallback = "llr"', 'fallback = ""')
+    fails(shop, EXIT_BAD_INPUT, "its fallback cannot be 'none'")
+    set_config(shop, 'fallback = ""', 'fallback = "popular"')
+    assert config.load(shop / "etalage.toml").experiment.variants[0].algorithm == "visit_blend"
 
 
 def test_missing_config_file(tmp_path):

@@ -326,3 +326,54 @@ def test_a_visit_gets_the_served_lists_blended_by_recency(shop):
             status, body = fetch(f"{route}?{query}")
             assert status == 400 and fragment in json.dumps(body), (query, body)
         assert fetch(f"{base}/v1/zz/sessions/recommendations?products=a")[0] == 404
+
+
+def test_a_visit_blend_variant_answers_the_gateway_with_the_session_routes_list(shop):
+    """An A/B arm that serves the visit: its answer is the session route's list for the visit and then the product."""
+    text = shop.read_text()
+    arms = '[[experiment.variants]]\nname = "visit"\nalgorithm = "visit_blend"\n\n'
+    arms += '[[experiment.variants]]\nname = "llr"\nalgorithm = "llr"\n'
+    shop.write_text(text[: text.index("[[experiment.variants]]")] + arms)
+    cfg = config.load(shop)
+    with warehouse.connect(cfg.warehouse, read_only=True) as connection:
+        served = connection.execute("SELECT served_algorithm FROM builds").fetchone()[0]
+        tenant = connection.execute("SELECT min(tenant) FROM itemitem").fetchone()[0]
+        *visit, product = [
+            row[0]
+            for row in connection.execute(
+                "SELECT DISTINCT product_id FROM itemitem WHERE algorithm = $a AND tenant = $t ORDER BY product_id LIMIT 3",
+                {"a": served, "t": tenant},
+            ).fetchall()
+        ]
+    visitors = [f"0:v{i}" for i in range(1000)]
+    arm = {
+        variant.name: next(v for v in visitors if assignment.assign(cfg.experiment, v).name == variant.name)
+        for variant in cfg.experiment.variants
+    }
+    with running_server(shop, workers=1) as (base, _):
+        gateway = f"{base}/v1/{tenant}/products/{product}/gateway"
+        status, session = fetch(
+            f"{base}/v1/{tenant}/sessions/recommendations?products={','.join([*visit, product])}&limit=6"
+        )
+        assert status == 200 and not session["fallback_used"] and session["items"], session
+        status, answer = fetch(f"{gateway}?visitor={arm['visit']}&visit={','.join(visit)}&limit=6")
+        assert status == 200, answer
+        assert (answer["variant"], answer["algorithm"], answer["fallback_used"]) == ("visit", "visit_blend", False)
+        assert answer["items"] == session["items"]
+        # The other arm answers the product's own list; the visit changes nothing there.
+        status, own = fetch(f"{base}/v1/{tenant}/products/{product}/recommendations?algorithm=llr&limit=6")
+        status, answer = fetch(f"{gateway}?visitor={arm['llr']}&visit={','.join(visit)}&limit=6")
+        assert (answer["variant"], answer["algorithm"], answer["items"]) == ("llr", "llr", own["items"])
+        for query, fragment in (
+            ("visit=" + ",".join(["p1"] * 51), "visit names 51 products"),
+            ("visit=a,,b", "each product id"),
+        ):
+            status, body = fetch(f"{gateway}?visitor={arm['visit']}&{query}")
+            assert status == 400 and fragment in json.dumps(body), (query, body)
+        deadline = time.monotonic() + 10
+        while not any(
+            "visit_blend" in pq.read_table(p, columns=["algorithm"]).column("algorithm").to_pylist()
+            for p in exposure_log.files(cfg.serving.exposures)
+        ):
+            assert time.monotonic() < deadline, "the visit arm's exposure was not logged as visit_blend"
+            time.sleep(0.1)

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from msgspec.structs import asdict
 
 from engine import sqlfiles
-from engine.config import AUTO, CLICK_ALGORITHMS, Algorithms, Config, ConfigError
+from engine.config import AUTO, CLICK_ALGORITHMS, VISIT_BLEND, Algorithms, Config, ConfigError
 from engine.pipeline import itemitem, sessions, state
 from engine.pipeline.counts import Counts, matrices
 from engine.publish import gate, warehouse
@@ -63,7 +63,7 @@ LEVEL = 0.95
 """The bootstrap interval's confidence level."""
 SEED = 17
 """The resamples' seed: the same data always gives the same interval."""
-VISIT = "visit_blend"
+VISIT = VISIT_BLEND
 """The row that scores the session route: at each test step, the served algorithm's lists blended over the visit so far."""
 SCORED = (*CLICK_ALGORITHMS, VISIT)
 """The evaluation's rows without the visual stage: each click algorithm's lists, then the session route's blend."""
