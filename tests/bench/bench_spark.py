@@ -1,68 +1,53 @@
-"""Benchmark: ``etalage build --engine spark`` (local mode) against the DuckDB engine, at 1M and 5M events.
+"""Benchmark: events to a published snapshot on Spark, in local mode and on a one-host cluster, against DuckDB.
 
 Run it from the repository root (it is not collected by pytest)::
 
     .venv/bin/python tests/bench/bench_spark.py              # 1M and 5M events
     .venv/bin/python tests/bench/bench_spark.py --sizes 1M   # just one size
 
-The shops are those of ``bench_build.py`` (180,000 products, Parquet events,
-cached under ``bench-data/``; generated when missing). Each build runs in a
-fresh process, in this order: DuckDB with the Numba kernel (the default),
-DuckDB with the SQL self-join (``--pairs sql``: the same SQL that Spark runs),
-and Spark in local mode with ``--master local[N]`` (N = the machine's cores),
-a 4 GiB driver and etalage's defaults. Every build includes the evaluation
-(the last 10 of 28 days held out), as in ``bench_build.py``.
+The shops are ``bench_build.py``'s (``bench-data/build-1M``, ...; generated
+when missing), with the example config: the last 7 days held out and scored.
+Each contender goes from the same Parquet events to a live snapshot, every
+command a fresh process, as an operator runs them:
 
-Memory is the peak resident size of the whole process tree, sampled every
-0.1 s from ``/proc`` by this parent process: for Spark that is the Python
-driver plus the JVM it starts. Times are wall-clock; Spark's includes starting
-the JVM, which is reported on its own too. The machine is shared and noisy,
-so compare ratios within one run.
+* ``duckdb``: ``etalage build --full``, which publishes itself;
+* ``spark local``: ``etalage build --engine spark --master local[N]`` (N: this
+  machine's cores), then ``etalage publish --from`` its output;
+* ``spark cluster``: the same with ``--master spark://127.0.0.1:PORT``: a
+  standalone master and one worker (every core, 8 GiB) started for the run
+  from pyspark's own jars, as ``tests/test_spark_cluster.py`` starts them.
+
+The Spark contenders publish into a warehouse and a snapshots folder of
+their own (``spark.toml``), so the DuckDB build's are left alone. Memory is
+the peak resident size of each command's process tree, sampled every 0.1 s
+from ``/proc``: for Spark the Python driver and its JVM (a cluster's daemons
+and executors are not in that tree). The machine is shared and noisy, so
+read the ratios; each published snapshot's ``itemitem`` rows are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_build  # the shops and the DuckDB build measurement
+import bench_build  # the shops
 
 ROOT = bench_build.ROOT
-ITEM_STAGE = (
-    "session_items",
-    "item_counts",
-    "tenant_sessions",
-    "kernel",
-    "pair_counts",
-    "ranked_pairs",
-    "popular",
-    "itemitem",
-)
-
-
-def run_spark(folder: Path, master: str) -> dict:
-    """One Spark build of the shop in this process; the JVM start is timed on its own."""
-    from msgspec.structs import replace
-
-    from engine import config
-    from engine.spark import runner
-
-    cfg = config.load(folder / "etalage.toml")
-    cfg = replace(cfg, evaluation=config.Evaluation(test_days=10))
-    begin = time.perf_counter()
-    spark = runner.session(master)
-    started = time.perf_counter() - begin
-    result = runner.build(cfg, folder / "spark-tables", spark=spark)
-    total = time.perf_counter() - begin
-    spark.stop()
-    return {"total": total, "jvm_start": started, "seconds": result.seconds, "rows": result.rows}
+ETALAGE = [sys.executable, "-m", "engine"]
+SPARK_ENV = {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
 def tree_rss(root: int) -> int:
@@ -89,10 +74,11 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def measured(*args: str, timeout: float = 3600) -> dict | None:
-    """Run one measurement in a fresh interpreter; add the peak RSS of its process tree (GiB)."""
+def measured(command: list[str]) -> dict:
+    """Run ``command`` as a fresh process tree; its wall time and the tree's peak resident memory (GiB)."""
+    begin = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **SPARK_ENV}
     )
     peak = [0]
 
@@ -103,82 +89,124 @@ def measured(*args: str, timeout: float = 3600) -> dict | None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return None
+    _, stderr = process.communicate()
+    seconds = time.perf_counter() - begin
     sampler.join()
     if process.returncode != 0:
-        print(f"    ({' '.join(args[:2])} failed: {err.strip().splitlines()[-1:]})", flush=True)
-        return None
-    result = json.loads(out.strip().splitlines()[-1])
-    result["tree_peak_gib"] = peak[0] / 2**30
-    return result
+        msg = f"{' '.join(command)} failed: {stderr[-2000:]}"
+        raise RuntimeError(msg)
+    return {"seconds": seconds, "peak_gib": peak[0] / 2**30}
+
+
+def spark_config(folder: Path) -> Path:
+    """The shop's config with a warehouse and a snapshots folder of its own, for the Spark builds to publish into."""
+    text = (folder / "etalage.toml").read_text()
+    for old, new in (
+        ('path = "warehouse.duckdb"', 'path = "spark.duckdb"'),
+        ('root = "snapshots"', 'root = "spark-snapshots"'),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    (folder / "spark.toml").write_text(text)
+    return folder / "spark.toml"
+
+
+def on_spark(folder: Path, master: str) -> dict:
+    """``etalage build --engine spark`` on ``master``, then ``etalage publish`` of its output; both measured."""
+    config = spark_config(folder)
+    output = folder / "spark-output"
+    shutil.rmtree(output, ignore_errors=True)
+    build = measured(
+        [*ETALAGE, "build", "--engine", "spark", "--master", master, "--config", str(config), "--output", str(output)]
+    )
+    publish = measured([*ETALAGE, "publish", "--from", str(output), "--force", "--config", str(config)])
+    return {"build": build, "publish": publish, "rows": served_rows(folder / "spark-snapshots")}
+
+
+def served_rows(root: Path) -> int:
+    """The ``itemitem`` rows of the live snapshot under ``root``."""
+    return json.loads((root / "current" / "manifest.json").read_text())["rows"]["itemitem"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def standalone_cluster() -> Iterator[str]:
+    """A standalone master and one worker (every core, 8 GiB) on loopback ports until the block ends; its URL."""
+    import pyspark
+
+    spark_class = Path(sys.executable).parent / "spark-class"
+    folder = Path(tempfile.mkdtemp(prefix="etalage-bench-cluster-"))
+    env = {**os.environ, **SPARK_ENV, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOG_DIR": str(folder)}
+    port, web = free_port(), free_port()
+    url = f"spark://127.0.0.1:{port}"
+    daemons = [
+        ("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(web)),
+        ("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(os.cpu_count()),
+         "--memory", "8g", "--webui-port", str(free_port()), "--work-dir", str(folder / "work")),
+    ]  # fmt: skip
+    processes = []
+    try:
+        for number, arguments in enumerate(daemons):
+            log = (folder / f"daemon-{number}.log").open("w")
+            processes.append(
+                subprocess.Popen([str(spark_class), *arguments], stdout=log, stderr=subprocess.STDOUT, env=env)
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{web}/json/", timeout=2) as answer,
+            ):
+                if json.load(answer).get("aliveworkers", 0) >= 1:
+                    break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                msg = f"the standalone cluster did not start: see {folder}"
+                raise RuntimeError(msg)
+            time.sleep(1)
+        yield url
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1M,5M")
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
-    parser.add_argument("--master", default=f"local[{os.cpu_count()}]")
     options = parser.parse_args()
-
-    lines = [
-        f"{'events':>7} {'measure':<40}{'duckdb':>10}{'duck sql':>10}{'spark':>10}{'spark/duckdb':>14}{'spark/sql':>11}"
-    ]
+    local = f"local[{os.cpu_count()}]"
     for label in options.sizes.split(","):
-        folder = options.data / f"shop-{label}"
+        folder = options.data / f"build-{label}"
         if not (folder / "etalage.toml").exists():
             print(f"generating {label} events into {folder} ...", flush=True)
-            subprocess.run(
-                [sys.executable, bench_build.__file__, "_generate", str(folder), str(bench_build.SIZES[label])],
-                check=True,
-                cwd=ROOT,
-            )
-        print(f"{label}: DuckDB, kernel ...", flush=True)
-        kernel = measured("_duckdb", str(folder), "kernel")
-        print(f"{label}: DuckDB, SQL self-join ...", flush=True)
-        sql = measured("_duckdb", str(folder), "sql")
-        print(f"{label}: Spark, {options.master} ...", flush=True)
-        spark = measured("_spark", str(folder), options.master)
-
-        def stage(result: dict | None, steps: tuple[str, ...]) -> float | None:
-            return sum(result["seconds"].get(s, 0.0) for s in steps) if result else None
-
-        def holdout(result: dict | None) -> float | None:
-            return sum(v for k, v in result["seconds"].items() if k.startswith("evaluation")) if result else None
-
-        rows = [
-            ("whole build (s)", *(r and r["total"] for r in (kernel, sql, spark))),
-            ("  of which Spark's JVM start (s)", None, None, spark and spark["jvm_start"]),
-            ("  events from Parquet (s)", *(stage(r, ("events",)) for r in (kernel, sql, spark))),
-            ("  item-item stage into itemitem (s)", *(stage(r, ITEM_STAGE) for r in (kernel, sql, spark))),
-            ("  evaluation (s)", *(holdout(r) for r in (kernel, sql, spark))),
-            ("peak memory, process tree (GiB)", *(r and r["tree_peak_gib"] for r in (kernel, sql, spark))),
-        ]
-        for name, duck, join, ours in rows:
+            bench_build.generate(folder, bench_build.SIZES[label])
+        print(f"{label}: duckdb ...", flush=True)
+        duckdb = measured([*ETALAGE, "build", "--full", "--config", str(folder / "etalage.toml")])
+        duckdb_rows = served_rows(folder / "snapshots")
+        print(f"{label}: spark {local} ...", flush=True)
+        results = {"spark local": on_spark(folder, local)}
+        print(f"{label}: spark on a standalone cluster ...", flush=True)
+        with standalone_cluster() as url:
+            results["spark cluster"] = on_spark(folder, url)
+        lines = [f"{label}: events to a published snapshot (seconds; peak GiB of the process tree)"]
+        lines.append(f"  {'duckdb':<14} build {duckdb['seconds']:7.1f} ({duckdb['peak_gib']:.2f})")
+        for name, result in results.items():
+            total = result["build"]["seconds"] + result["publish"]["seconds"]
             lines.append(
-                f"{label:>7} {name:<40}{bench_build._num(duck):>10}{bench_build._num(join):>10}{bench_build._num(ours):>10}"
-                f"{bench_build._ratio(ours, duck):>14}{bench_build._ratio(ours, join):>11}"
-            )
-        if spark:
-            lines.append(f"{'':>7} spark steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in spark["seconds"].items()))
-            same = kernel and kernel["rows"].get("itemitem") == spark["rows"].get("itemitem")
-            lines.append(
-                f"{'':>7} itemitem rows: spark {spark['rows'].get('itemitem'):,}, duckdb "
-                f"{kernel and kernel['rows'].get('itemitem'):,} ({'same' if same else 'DIFFERENT'})"
+                f"  {name:<14} build {result['build']['seconds']:7.1f} ({result['build']['peak_gib']:.2f}), "
+                f"publish {result['publish']['seconds']:6.1f} ({result['publish']['peak_gib']:.2f}), "
+                f"total {total:7.1f}: {total / duckdb['seconds']:.1f}x duckdb; "
+                f"itemitem rows {result['rows']:,} ({'same' if result['rows'] == duckdb_rows else 'DIFFERENT'})"
             )
         print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
-        command, *rest = sys.argv[1:]
-        if command == "_duckdb":
-            name = "warehouse.duckdb" if rest[1] == "kernel" else "warehouse-sql.duckdb"
-            print(json.dumps(bench_build.run_build(Path(rest[0]), rest[1], name)))
-        elif command == "_spark":
-            print(json.dumps(run_spark(Path(rest[0]), rest[1])))
-    else:
-        main()
+    main()
