@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from engine import config
@@ -99,7 +101,8 @@ def test_the_best_trial_is_set_against_the_configs_own_setting_on_the_same_test_
 def test_trials_with_another_bot_rule_are_not_paired():
     own = config.Algorithms()
     other = msgspec.structs.replace(own, max_session_items=own.max_session_items + 1)
-    lead = tune._lead(1, "llr", 2, {}, [other, own])
+    scored = evaluation.Scored(pa.table({"algorithm": ["llr"], "mrr_at_20": [0.1]}), {"llr": np.ones(3)}, np.ones(3))
+    lead = tune._lead(1, "llr", 2, scored, {(): ((), scored)}, [other, own])
     assert not lead.paired and lead.difference is None
     assert "scored other test sessions (another bot rule)" in lead.describe()
     clear = tune.Lead(1, 2, "llr", True, 0.004, 0.001, 0.007)

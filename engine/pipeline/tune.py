@@ -87,8 +87,8 @@ def tune(
             algorithms.sr_window,
         )
         counted_alike.setdefault(key, []).append((number, algorithms))
-    kept: dict[int, evaluation.Scored] = {}  # the current trial's, and the best so far of each set of test sessions
-    leaders: dict[tuple, tuple[tuple, int]] = {}
+    own: evaluation.Scored | None = None  # the scores of the config's own setting
+    leaders: dict[tuple, tuple[tuple, evaluation.Scored]] = {}  # per set of test sessions, its best trial so far
     done = 0
     with warehouse.amend(config.warehouse) as connection:
         split = evaluation.cutoff(connection, config)
@@ -108,7 +108,8 @@ def tune(
                     cutoff=split,
                     **{key: getattr(algorithms, key) for key in TUNING_GRID},
                 )
-                _keep(kept, leaders, number, _tested_alike(algorithms), scored, current)
+                own = scored if number == current else own
+                _lead_with(leaders, _tested_alike(algorithms), number, scored)
                 done += 1
                 progress(done, algorithms)
         result = connection.execute(
@@ -121,7 +122,7 @@ def tune(
     if not result.num_rows:
         return tune_id, result, None
     best = result.slice(0, 1).to_pylist()[0]
-    return tune_id, result, _lead(best["trial"], best["algorithm"], current, kept, settings)
+    return tune_id, result, _lead(best["trial"], best["algorithm"], current, own, leaders, settings)
 
 
 def _tested_alike(algorithms: Algorithms) -> tuple:
@@ -129,35 +130,30 @@ def _tested_alike(algorithms: Algorithms) -> tuple:
     return (algorithms.event_types, algorithms.max_session_items, algorithms.max_views_per_minute)
 
 
-def _keep(
-    kept: dict[int, evaluation.Scored],
-    leaders: dict[tuple, tuple[tuple, int]],
-    number: int,
-    tested: tuple,
-    scored: evaluation.Scored,
-    current: int | None,
+def _lead_with(
+    leaders: dict[tuple, tuple[tuple, evaluation.Scored]], tested: tuple, number: int, scored: evaluation.Scored
 ) -> None:
-    """Keep a trial's session gains while it may be compared: the current trial, or the best of its test sessions."""
+    """Keep ``scored`` as its test sessions' leader if it has the best row yet, in the order of tune's result."""
     rows = scored.rows
     scores = zip(rows.column("mrr_at_20").to_pylist(), rows.column("algorithm").to_pylist(), strict=True)
-    order = min((-mrr, number, name) for mrr, name in scores)  # the order of tune's result: MRR@20, trial, algorithm
-    leader = leaders.get(tested)
-    if leader is None or order < leader[0]:
-        if leader is not None and leader[1] != current:
-            kept.pop(leader[1], None)
-        leaders[tested] = (order, number)
-        kept[number] = scored
-    elif number == current:
-        kept[number] = scored
+    order = min((-mrr, number, name) for mrr, name in scores)  # MRR@20 first, then trial, then algorithm
+    if tested not in leaders or order < leaders[tested][0]:
+        leaders[tested] = (order, scored)
 
 
 def _lead(
-    best: int, algorithm: str, current: int | None, kept: dict[int, evaluation.Scored], settings: list[Algorithms]
+    best: int,
+    algorithm: str,
+    current: int | None,
+    own: evaluation.Scored | None,
+    leaders: dict[tuple, tuple[tuple, evaluation.Scored]],
+    settings: list[Algorithms],
 ) -> Lead:
     """The best trial's ``algorithm`` against the current trial's, paired when both scored the same test sessions."""
     lead = Lead(best, current, algorithm)
-    if current is None or current == best or _tested_alike(settings[best - 1]) != _tested_alike(settings[current - 1]):
+    tested = _tested_alike(settings[best - 1])
+    if current is None or current == best or own is None or tested != _tested_alike(settings[current - 1]):
         return lead
-    winner, own = kept[best], kept[current]
+    winner = leaders[tested][1]  # the best trial leads its own test sessions
     difference, low, high = evaluation.difference(winner.gains[algorithm], own.gains[algorithm], winner.sizes)
     return Lead(best, current, algorithm, True, difference, low, high)
