@@ -7,7 +7,6 @@ import datetime as dt
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from msgspec.structs import replace
 from engine import config
 from engine.example import generator
 from engine.ingest import divolte
+from tests.spark_cluster import free_port  # a loopback port free now (defined there: benchmarks use it without pytest)
 
 SMALL_SHOP = generator.ShopSpec(products=800, brands=60, events=30_000, days=14, seed=11)
 
@@ -177,12 +177,6 @@ def copy_shop(shop: Path, folder: Path) -> Path:
         shutil.copy(shop / name, folder / name)
     shutil.copytree(shop / "events" / "avro", folder / "events" / "avro")
     return folder / "etalage.toml"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1") -> dict:

@@ -9,13 +9,11 @@ Skipped, saying why, where pyspark or Java is missing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -32,55 +30,16 @@ if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
 
 from engine import build, config  # noqa: E402
 from engine.publish import warehouse  # noqa: E402
-from tests.conftest import free_port, run_cli, running_server  # noqa: E402
+from tests import spark_cluster  # noqa: E402
+from tests.conftest import run_cli, running_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-SPARK_CLASS = Path(sys.executable).parent / "spark-class"
-SPARK_HOME = str(Path(pyspark.__file__).parent)  # its jars; spark-class would look for them with another Python
-
-
-@contextlib.contextmanager
-def started(folder: Path, name: str, *arguments: str) -> Iterator[subprocess.Popen]:
-    """Run one Spark daemon (``spark-class CLASS ...``) until the block ends, its log in ``folder``."""
-    log = (folder / f"{name}.log").open("w")
-    env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(folder)}
-    process = subprocess.Popen([str(SPARK_CLASS), *arguments], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[str]:
     """A standalone master and one worker (2 cores, 2 GiB) on loopback ports; yields the master's URL."""
-    folder = tmp_path_factory.mktemp("cluster")
-    port, web = free_port(), free_port()
-    url = f"spark://127.0.0.1:{port}"
-    master = ("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port))
-    worker = ("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g")
-    with (
-        started(folder, "master", *master, "--webui-port", str(web)) as master_process,
-        started(
-            folder, "worker", *worker, "--webui-port", str(free_port()), "--work-dir", str(folder / "work")
-        ) as worker_process,
-    ):
-        deadline = time.monotonic() + 120
-        while True:
-            if master_process.poll() is not None or worker_process.poll() is not None:
-                pytest.fail(f"a Spark daemon exited: see {folder}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web}/json/", timeout=2) as answer:
-                    if json.load(answer).get("aliveworkers", 0) >= 1:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no worker registered with {url} in 120 s: see {folder}")
-            time.sleep(1)
+    with spark_cluster.standalone(tmp_path_factory.mktemp("cluster"), cores=2, memory="2g") as url:
         yield url
 
 

@@ -32,22 +32,23 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_build  # the shops
 
+from tests import spark_cluster  # the one-host cluster, as tests/test_spark_cluster.py starts it
+
 ROOT = bench_build.ROOT
 ETALAGE = [sys.executable, "-m", "engine"]
-SPARK_ENV = {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+SPARK_ENV = {"PYSPARK_PYTHON": sys.executable, **spark_cluster.LOOPBACK}
 
 
 def tree_rss(root: int) -> int:
@@ -128,51 +129,14 @@ def served_rows(root: Path) -> int:
     return json.loads((root / "current" / "manifest.json").read_text())["rows"]["itemitem"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def standalone_cluster() -> Iterator[str]:
     """A standalone master and one worker (every core, 8 GiB) on loopback ports until the block ends; its URL."""
-    import pyspark
-
-    spark_class = Path(sys.executable).parent / "spark-class"
     folder = Path(tempfile.mkdtemp(prefix="etalage-bench-cluster-"))
-    env = {**os.environ, **SPARK_ENV, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOG_DIR": str(folder)}
-    port, web = free_port(), free_port()
-    url = f"spark://127.0.0.1:{port}"
-    daemons = [
-        ("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(web)),
-        ("org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(os.cpu_count()),
-         "--memory", "8g", "--webui-port", str(free_port()), "--work-dir", str(folder / "work")),
-    ]  # fmt: skip
-    processes = []
     try:
-        for number, arguments in enumerate(daemons):
-            log = (folder / f"daemon-{number}.log").open("w")
-            processes.append(
-                subprocess.Popen([str(spark_class), *arguments], stdout=log, stderr=subprocess.STDOUT, env=env)
-            )
-        deadline = time.monotonic() + 120
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{web}/json/", timeout=2) as answer,
-            ):
-                if json.load(answer).get("aliveworkers", 0) >= 1:
-                    break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                msg = f"the standalone cluster did not start: see {folder}"
-                raise RuntimeError(msg)
-            time.sleep(1)
-        yield url
+        with spark_cluster.standalone(folder, cores=os.cpu_count() or 1, memory="8g") as url:
+            yield url
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
 
 
