@@ -262,7 +262,7 @@ def test_follow_counts_by_hand():
     """Steps 0 1 2 0 and 1 2, then 1 2 taken away again: what follows what, weighted by 1/distance within 2 steps."""
     steps = pa.array([[0, 1, 2, 0], [1, 2], [1, 2]], pa.list_(pa.int32()))
     signs = np.array([1, 1, -1], np.int32)
-    counted = {name: as_dict(sequences.count(steps, signs, 3, f)) for name, f in sequences.matrices(2).items()}
+    counted = {name: as_dict(rows) for name, rows in sequences.count(steps, signs, 3, sequences.matrices(2)).items()}
     assert counted["next"] == {0: {1: 1}, 1: {2: 1}, 2: {0: 1}}
     assert counted["adjacent"] == {0: {1: 1, 2: 1}, 1: {0: 1, 2: 1}, 2: {1: 1, 0: 1}}
     # scale 2: 2 // 1 = 2 for the next step, 2 // 2 = 1 two steps on; 0 after 0 is no pair.
@@ -285,7 +285,7 @@ def test_follow_counts_by_hand():
 def test_steps_the_compiled_loops_cannot_take_are_refused(steps, signs, window, message):
     following = sequences.Following(window, both=False, weighted=True)
     with pytest.raises(ValueError, match=message):
-        sequences.count(pa.array(steps, pa.list_(pa.int32())), np.array(signs, np.int32), 3, following)
+        sequences.count(pa.array(steps, pa.list_(pa.int32())), np.array(signs, np.int32), 3, {"rules": following})
 
 
 def test_saved_counts_load_as_they_were(tmp_path):

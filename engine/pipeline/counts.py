@@ -155,9 +155,8 @@ class Counts:
         if steps is not None:
             step_lists = steps.column("items").combine_chunks()
             step_signs = steps.column("sign").to_numpy().astype(np.int32)
-            for name, following in sequences.matrices(sr_window).items():
-                if name in self.kept:
-                    deltas[name] = sequences.count(step_lists, step_signs, items.num_rows, following)
+            kept = {name: following for name, following in sequences.matrices(sr_window).items() if name in self.kept}
+            deltas |= sequences.count(step_lists, step_signs, items.num_rows, kept)
         tenant_sessions = {t: n for t, n in tenant_sessions.items() if n > 0}
         return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), deltas
 

@@ -281,6 +281,33 @@ def add(x: PairRows, y: PairRows) -> PairRows:
     return PairRows(start, length, related, counts)
 
 
+def transposed(rows: PairRows) -> PairRows:
+    """The counts with the roles swapped: row ``b`` holds ``a`` with the count that row ``a`` holds for ``b``."""
+    start, length, related, count = _transposed(rows.start, rows.length, rows.related, rows.count)
+    return PairRows(start, length, related, count)
+
+
+@numba.njit(cache=True)
+def _transposed(start, length, related, count):
+    """:func:`transposed` by a counting sort over the rows' products: starts, lengths, related products, counts."""
+    n_items = start.size
+    sizes = np.zeros(n_items + 1, dtype=np.int64)
+    for a in range(n_items):
+        for j in range(start[a], start[a] + length[a]):
+            sizes[related[j] + 1] += 1
+    out_start = np.cumsum(sizes)[:-1]
+    fill = out_start.copy()
+    out_related = np.empty(sizes.sum(), dtype=np.int32)
+    out_count = np.empty(out_related.size, dtype=np.int32)
+    for a in range(n_items):
+        for j in range(start[a], start[a] + length[a]):
+            b = related[j]
+            out_related[fill[b]] = a
+            out_count[fill[b]] = count[j]
+            fill[b] += 1
+    return out_start, (fill - out_start).astype(np.int32), out_related, out_count
+
+
 @numba.njit(cache=True, inline="always")
 def accumulate(start, length, related, count, a, n_touched, accumulated, seen, touched):
     """Add row ``a`` of one set of counts into a dense accumulator; return how many items are now touched.

@@ -24,14 +24,15 @@ The readable definition is ``sql/ranked_steps.sql``; the tests compare both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
 import pyarrow as pa
 
 from engine.config import MAX_SR_WINDOW, sr_scale
-from engine.udfs.pairs import PairRows, compacted_in_place
+from engine.udfs.pairs import PairRows, add, compacted_in_place, transposed
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,15 @@ def matrices(sr_window: int) -> dict[str, Following]:
     }
 
 
-def count(steps: pa.ListArray, signs: np.ndarray, n_items: int, following: Following) -> PairRows:
+def count(
+    steps: pa.ListArray, signs: np.ndarray, n_items: int, followings: Mapping[str, Following]
+) -> dict[str, PairRows]:
     """Count what follows what in each session's steps (lists of item numbers), weighted by its sign (+1 or -1).
+
+    One matrix per entry of ``followings`` (:func:`matrices`). Only what
+    follows is counted from the steps: a matrix of both directions is its
+    one-direction matrix plus that matrix's transpose (``b`` before ``a`` is
+    ``a`` after ``b``), which costs a fraction of counting its terms again.
 
     Raises:
         ValueError: input the compiled loops cannot take (they have no bounds checks).
@@ -77,14 +85,25 @@ def count(steps: pa.ListArray, signs: np.ndarray, n_items: int, following: Follo
     if signs.size != len(lists):
         msg = f"{signs.size} signs for {len(lists)} sessions"
         raise ValueError(msg)
-    if not 1 <= following.window <= MAX_SR_WINDOW:
-        msg = f"a window of 1..{MAX_SR_WINDOW} steps, not {following.window}"
-        raise ValueError(msg)
+    for following in followings.values():
+        if not 1 <= following.window <= MAX_SR_WINDOW:
+            msg = f"a window of 1..{MAX_SR_WINDOW} steps, not {following.window}"
+            raise ValueError(msg)
     ptr = lists.offsets.to_numpy().astype(np.int64)
     ptr = ptr - ptr[0]
-    row_ptr, other, weight = _by_row(
-        ptr, items, signs, n_items, following.window, following.both, following.weighted, following.scale
-    )
+    ahead: dict[Following, PairRows] = {}
+    counted = {}
+    for name, following in followings.items():
+        forward = replace(following, both=False)
+        if forward not in ahead:
+            ahead[forward] = _ahead(ptr, items, signs, n_items, forward)
+        counted[name] = add(ahead[forward], transposed(ahead[forward])) if following.both else ahead[forward]
+    return counted
+
+
+def _ahead(ptr: np.ndarray, items: np.ndarray, signs: np.ndarray, n_items: int, following: Following) -> PairRows:
+    """The one-direction matrix: row ``a`` sums the signed weights of the products up to ``window`` steps after it."""
+    row_ptr, other, weight = _by_row(ptr, items, signs, n_items, following.window, following.weighted, following.scale)
     start = row_ptr[:-1].copy()
     related = np.empty(other.size, np.int32)
     counts = np.empty(other.size, np.int32)
@@ -94,8 +113,9 @@ def count(steps: pa.ListArray, signs: np.ndarray, n_items: int, following: Follo
 
 
 @numba.njit(cache=True)
-def _by_row(ptr, items, signs, n_items, window, both, weighted, scale):
-    """Every signed (a, b, weight) term of the sessions, grouped by ``a`` (a counting sort): row pointers, b, weight."""
+def _by_row(ptr, items, signs, n_items, window, weighted, scale):
+    """Every signed (a, b, weight) term of the sessions, ``b`` after ``a``, grouped by ``a`` (a counting sort): row
+    pointers, b, weight."""
     sizes = np.zeros(n_items + 1, dtype=np.int64)
     for s in range(ptr.size - 1):
         end = ptr[s + 1]
@@ -104,8 +124,6 @@ def _by_row(ptr, items, signs, n_items, window, both, weighted, scale):
                 a, b = items[i], items[j]
                 if a != b:
                     sizes[a + 1] += 1
-                    if both:
-                        sizes[b + 1] += 1
     row_ptr = np.cumsum(sizes)
     fill = row_ptr[:-1].copy()
     other = np.empty(row_ptr[-1], dtype=np.int32)
@@ -121,10 +139,6 @@ def _by_row(ptr, items, signs, n_items, window, both, weighted, scale):
                 other[fill[a]] = b
                 weight[fill[a]] = w
                 fill[a] += 1
-                if both:
-                    other[fill[b]] = a
-                    weight[fill[b]] = w
-                    fill[b] += 1
     return row_ptr, other, weight
 
 

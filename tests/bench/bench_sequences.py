@@ -114,7 +114,7 @@ def main() -> None:
     matrices = sequences.matrices(algorithms.sr_window)
     seconds["follows_count"], follows = best(
         options.rounds,
-        lambda: {name: sequences.count(step_lists, step_signs, n_items, f) for name, f in matrices.items()},
+        lambda: sequences.count(step_lists, step_signs, n_items, matrices),
     )
 
     def rank_follows() -> None:
