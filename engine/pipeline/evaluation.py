@@ -587,9 +587,10 @@ def _resampled(per_session: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     for done in range(0, RESAMPLES, chunk):
         count = min(chunk, RESAMPLES - done)
         picks = rng.integers(0, n_sessions, size=(count, n_sessions), dtype=np.int32)
-        picks += np.arange(0, count * n_sessions, n_sessions, dtype=np.int32)[:, None]
-        taken = np.bincount(picks.ravel(), minlength=count * n_sessions).reshape(count, n_sessions)
-        summed = taken.astype(np.float64) @ totals
+        taken = np.empty((count, n_sessions))
+        for resample, drawn_sessions in zip(taken, picks, strict=True):  # one resample's counts stay in the cache
+            resample[:] = np.bincount(drawn_sessions, minlength=n_sessions)
+        summed = taken @ totals
         drawn.append((summed[:, :-1] / summed[:, -1:]).T)
     return np.concatenate(drawn, axis=1)
 
