@@ -18,7 +18,9 @@ command a fresh process, as an operator runs them:
   from pyspark's own jars, as ``tests/test_spark_cluster.py`` starts them.
 
 The Spark contenders publish into a warehouse and a snapshots folder of
-their own (``spark.toml``), so the DuckDB build's are left alone. Memory is
+their own (``spark.toml``), so the DuckDB build's are left alone. Each
+command's output, with its steps' times, is kept beside the shop
+(``bench-*.log``). Memory is
 the peak resident size of each command's process tree, sampled every 0.1 s
 from ``/proc``: for Spark the Python driver and its JVM (a cluster's daemons
 and executors are not in that tree). The machine is shared and noisy, so
@@ -49,6 +51,9 @@ from tests import spark_cluster  # the one-host cluster, as tests/test_spark_clu
 ROOT = bench_build.ROOT
 ETALAGE = [sys.executable, "-m", "engine"]
 SPARK_ENV = {"PYSPARK_PYTHON": sys.executable, **spark_cluster.LOOPBACK}
+CLUSTER_MEMORY = {"PYSPARK_SUBMIT_ARGS": "--driver-memory 4g --executor-memory 6g pyspark-shell"}
+"""What an operator passes to spark-submit for the cluster: local mode's 4 GiB driver, and an executor of 6 GiB
+(with Spark's default of 1 GiB the executor shut down midway at 1M events)."""
 
 
 def tree_rss(root: int) -> int:
@@ -75,12 +80,13 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def measured(command: list[str]) -> dict:
-    """Run ``command`` as a fresh process tree; its wall time and the tree's peak resident memory (GiB)."""
+def measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
+    """Run ``command`` as a fresh process tree, its output (the steps' times) in ``log``; its wall time and the tree's peak resident memory (GiB)."""
     begin = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **SPARK_ENV}
-    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **SPARK_ENV, **(env or {})}
+        )
     peak = [0]
 
     def sample() -> None:
@@ -90,11 +96,11 @@ def measured(command: list[str]) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, stderr = process.communicate()
+    process.wait()
     seconds = time.perf_counter() - begin
     sampler.join()
     if process.returncode != 0:
-        msg = f"{' '.join(command)} failed: {stderr[-2000:]}"
+        msg = f"{' '.join(command)} failed (see {log}): {log.read_text()[-2000:]}"
         raise RuntimeError(msg)
     return {"seconds": seconds, "peak_gib": peak[0] / 2**30}
 
@@ -112,15 +118,21 @@ def spark_config(folder: Path) -> Path:
     return folder / "spark.toml"
 
 
-def on_spark(folder: Path, master: str) -> dict:
+def on_spark(folder: Path, master: str, name: str, env: dict[str, str]) -> dict:
     """``etalage build --engine spark`` on ``master``, then ``etalage publish`` of its output; both measured."""
     config = spark_config(folder)
     output = folder / "spark-output"
     shutil.rmtree(output, ignore_errors=True)
+    logs = folder / f"bench-{name.replace(' ', '-')}"
     build = measured(
-        [*ETALAGE, "build", "--engine", "spark", "--master", master, "--config", str(config), "--output", str(output)]
+        [*ETALAGE, "build", "--engine", "spark", "--master", master, "--config", str(config), "--output", str(output)],
+        logs.with_suffix(".build.log"),
+        env,
     )
-    publish = measured([*ETALAGE, "publish", "--from", str(output), "--force", "--config", str(config)])
+    publish = measured(
+        [*ETALAGE, "publish", "--from", str(output), "--force", "--config", str(config)],
+        logs.with_suffix(".publish.log"),
+    )
     return {"build": build, "publish": publish, "rows": served_rows(folder / "spark-snapshots")}
 
 
@@ -152,15 +164,20 @@ def main() -> None:
             print(f"generating {label} events into {folder} ...", flush=True)
             bench_build.generate(folder, bench_build.SIZES[label])
         print(f"{label}: duckdb ...", flush=True)
-        duckdb = measured([*ETALAGE, "build", "--full", "--config", str(folder / "etalage.toml")])
+        duckdb = measured(
+            [*ETALAGE, "build", "--full", "--config", str(folder / "etalage.toml")], folder / "bench-duckdb.build.log"
+        )
         duckdb_rows = served_rows(folder / "snapshots")
         print(f"{label}  {'duckdb':<14} build {duckdb['seconds']:7.1f} s ({duckdb['peak_gib']:.2f} GiB)", flush=True)
-        contenders = {"spark local": contextlib.nullcontext(local), "spark cluster": standalone_cluster()}
-        for name, master in contenders.items():
+        contenders = {
+            "spark local": (contextlib.nullcontext(local), {}),
+            "spark cluster": (standalone_cluster(), CLUSTER_MEMORY),
+        }
+        for name, (master, env) in contenders.items():
             print(f"{label}: {name} ...", flush=True)
             try:
                 with master as url:
-                    result = on_spark(folder, url)
+                    result = on_spark(folder, url, name, env)
             except RuntimeError as error:  # one contender's failure is a result too; the others still run
                 print(f"{label}  {name:<14} failed: {str(error)[-600:]}", flush=True)
                 continue
