@@ -322,16 +322,22 @@ def _top_followers(
         for a in range(chunk, n_items, n_chunks):
             if sessions[a] == 0:
                 continue
-            n_touched = accumulate(start0, length0, related0, count0, a, 0, accumulated, seen, touched)
-            n_touched = accumulate(start1, length1, related1, count1, a, n_touched, accumulated, seen, touched)
-            n_touched = accumulate(start2, length2, related2, count2, a, n_touched, accumulated, seen, touched)
             kept = 0
-            for t in range(n_touched):
-                b = touched[t]
-                c = accumulated[b]
-                accumulated[b] = 0
-                if c > 0:
-                    kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
+            if length1[a] == 0 and length2[a] == 0:  # the stored counts as they are
+                for j in range(start0[a], start0[a] + length0[a]):
+                    c = count0[j]
+                    if c > 0:
+                        kept = _offer(related, counted, score, kept, 0, a, related0[j], c, c / float(scale), order)
+            else:
+                n_touched = accumulate(start0, length0, related0, count0, a, 0, accumulated, seen, touched)
+                n_touched = accumulate(start1, length1, related1, count1, a, n_touched, accumulated, seen, touched)
+                n_touched = accumulate(start2, length2, related2, count2, a, n_touched, accumulated, seen, touched)
+                for t in range(n_touched):
+                    b = touched[t]
+                    c = accumulated[b]
+                    accumulated[b] = 0
+                    if c > 0:
+                        kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
             length[0, a] = kept
 
 
