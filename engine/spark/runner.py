@@ -275,6 +275,15 @@ class _Run:
                 self.cached.append(view)
         self.result.seconds[label] = round(time.perf_counter() - begin, 3)
 
+    def collected(self, label: str, frame: DataFrame) -> pa.Table:
+        """``frame`` computed and brought to the driver as one timed, reported step: what it computes shows as it runs."""
+        begin = time.perf_counter()
+        with self.reporter.step(label) as info:
+            rows = frame.toArrow()
+            info["rows"] = rows.num_rows
+        self.result.seconds[label] = round(time.perf_counter() - begin, 3)
+        return rows
+
     def close(self) -> None:
         for view in self.cached:
             self.spark.catalog.uncacheTable(view)
@@ -462,8 +471,9 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
     run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
     # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
-    scores = run.sql("evaluation", tables=holdout).toArrow()
-    gains = run.sql("session_gains", tables=holdout).toArrow()
+    # Views and cached tables are lazy: the holdout stage is computed here, by the first of these steps.
+    scores = run.collected("evaluation scores", run.sql("evaluation", tables=holdout))
+    gains = run.collected("evaluation session_gains", run.sql("session_gains", tables=holdout))
     served = evaluation.served_by(scores, config.snapshots.gate_algorithm)
     if served in scores.column("algorithm").to_pylist():  # the session route's lists, scored alike
         visit = {"algorithm": served, "top_n": config.algorithms.top_n, "name": evaluation.VISIT}
@@ -475,8 +485,10 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
             view=HOLDOUT + "visit_ranks",
         )
         visited = {**holdout, "itemitem": HOLDOUT + "visit_lists", "transition_ranks": HOLDOUT + "visit_ranks"}
-        scores = pa.concat_tables([scores, run.sql("evaluation", tables=visited).toArrow().cast(scores.schema)])
-        gains = pa.concat_tables([gains, run.sql("session_gains", tables=visited).toArrow().cast(gains.schema)])
+        visit_scores = run.collected("evaluation visit scores", run.sql("evaluation", tables=visited))
+        visit_gains = run.collected("evaluation visit session_gains", run.sql("session_gains", tables=visited))
+        scores = pa.concat_tables([scores, visit_scores.cast(scores.schema)])
+        gains = pa.concat_tables([gains, visit_gains.cast(gains.schema)])
     scored = evaluation.with_session_intervals(
         scores.sort_by("algorithm"), *_session_gains(gains), config.snapshots.gate_algorithm
     )
