@@ -64,10 +64,12 @@ def count(
 ) -> dict[str, PairRows]:
     """Count what follows what in each session's steps (lists of item numbers), weighted by its sign (+1 or -1).
 
-    One matrix per entry of ``followings`` (:func:`matrices`). Only what
-    follows is counted from the steps: a matrix of both directions is its
-    one-direction matrix plus that matrix's transpose (``b`` before ``a`` is
-    ``a`` after ``b``), which costs a fraction of counting its terms again.
+    One matrix per entry of ``followings`` (:func:`matrices`). The steps
+    are gathered once, every term up to the widest window with its distance,
+    and each matrix sums the terms of its own window. Only what follows is
+    gathered: a matrix of both directions is its one-direction matrix plus
+    that matrix's transpose (``b`` before ``a`` is ``a`` after ``b``), which
+    costs a fraction of counting its terms again.
 
     Raises:
         ValueError: input the compiled loops cannot take (they have no bounds checks).
@@ -91,60 +93,81 @@ def count(
             raise ValueError(msg)
     ptr = lists.offsets.to_numpy().astype(np.int64)
     ptr = ptr - ptr[0]
+    if not followings:
+        return {}
+    reach = max(following.window for following in followings.values())
+    row_ptr, other, step = _by_row(ptr, items, signs, n_items, reach, numba.get_num_threads())
     ahead: dict[Following, PairRows] = {}
     counted = {}
     for name, following in followings.items():
         forward = replace(following, both=False)
         if forward not in ahead:
-            ahead[forward] = _ahead(ptr, items, signs, n_items, forward)
+            ahead[forward] = _ahead(row_ptr, other, step, forward)
         counted[name] = add(ahead[forward], transposed(ahead[forward])) if following.both else ahead[forward]
     return counted
 
 
-def _ahead(ptr: np.ndarray, items: np.ndarray, signs: np.ndarray, n_items: int, following: Following) -> PairRows:
+def _ahead(row_ptr: np.ndarray, other: np.ndarray, step: np.ndarray, following: Following) -> PairRows:
     """The one-direction matrix: row ``a`` sums the signed weights of the products up to ``window`` steps after it."""
-    row_ptr, other, weight = _by_row(ptr, items, signs, n_items, following.window, following.weighted, following.scale)
-    start = row_ptr[:-1].copy()
     related = np.empty(other.size, np.int32)
     counts = np.empty(other.size, np.int32)
-    length = _sum_rows(row_ptr, other, weight, related, counts, numba.get_num_threads())
-    start, related, counts = compacted_in_place(start, length, related, counts)
+    length = _sum_rows(
+        row_ptr, other, step, following.window, following.weighted, following.scale, related, counts,
+        numba.get_num_threads(),
+    )  # fmt: skip
+    start, related, counts = compacted_in_place(row_ptr[:-1].copy(), length, related, counts)
     return PairRows(start, length, related, counts)
 
 
-@numba.njit(cache=True)
-def _by_row(ptr, items, signs, n_items, window, weighted, scale):
-    """Every signed (a, b, weight) term of the sessions, ``b`` after ``a``, grouped by ``a`` (a counting sort): row
-    pointers, b, weight."""
-    sizes = np.zeros(n_items + 1, dtype=np.int64)
-    for s in range(ptr.size - 1):
-        end = ptr[s + 1]
-        for i in range(ptr[s], end):
-            for j in range(i + 1, min(i + window + 1, end)):
-                a, b = items[i], items[j]
-                if a != b:
-                    sizes[a + 1] += 1
-    row_ptr = np.cumsum(sizes)
-    fill = row_ptr[:-1].copy()
+@numba.njit(cache=True, parallel=True)
+def _by_row(ptr, items, signs, n_items, window, threads):
+    """Every (a, b) term of the sessions, ``b`` up to ``window`` steps after ``a``, grouped by ``a``: row pointers,
+    b, and the signed distance (the session's sign times how many steps ``b`` is after ``a``).
+
+    A counting sort, sharded by ranges of sessions: each shard counts its
+    terms per row, then writes them into its own slots of each row, so a
+    row holds its terms in session order, whatever the number of threads.
+    """
+    n_sessions = ptr.size - 1
+    n_shards = max(1, min(n_sessions, threads))
+    bounds = np.empty(n_shards + 1, dtype=np.int64)
+    for shard in range(n_shards + 1):
+        bounds[shard] = n_sessions * shard // n_shards
+    sizes = np.zeros((n_shards, n_items), dtype=np.int64)
+    for shard in numba.prange(n_shards):
+        for s in range(bounds[shard], bounds[shard + 1]):
+            end = ptr[s + 1]
+            for i in range(ptr[s], end):
+                for j in range(i + 1, min(i + window + 1, end)):
+                    if items[i] != items[j]:
+                        sizes[shard, items[i]] += 1
+    row_ptr = np.zeros(n_items + 1, dtype=np.int64)
+    fill = np.empty((n_shards, n_items), dtype=np.int64)
+    for a in range(n_items):
+        at = row_ptr[a]
+        for shard in range(n_shards):
+            fill[shard, a] = at
+            at += sizes[shard, a]
+        row_ptr[a + 1] = at
     other = np.empty(row_ptr[-1], dtype=np.int32)
-    weight = np.empty(row_ptr[-1], dtype=np.int32)
-    for s in range(ptr.size - 1):
-        end = ptr[s + 1]
-        for i in range(ptr[s], end):
-            for j in range(i + 1, min(i + window + 1, end)):
-                a, b = items[i], items[j]
-                if a == b:
-                    continue
-                w = signs[s] * (scale // (j - i) if weighted else 1)
-                other[fill[a]] = b
-                weight[fill[a]] = w
-                fill[a] += 1
-    return row_ptr, other, weight
+    step = np.empty(row_ptr[-1], dtype=np.int8)
+    for shard in numba.prange(n_shards):
+        for s in range(bounds[shard], bounds[shard + 1]):
+            end = ptr[s + 1]
+            for i in range(ptr[s], end):
+                for j in range(i + 1, min(i + window + 1, end)):
+                    a, b = items[i], items[j]
+                    if a != b:
+                        other[fill[shard, a]] = b
+                        step[fill[shard, a]] = signs[s] * (j - i)
+                        fill[shard, a] += 1
+    return row_ptr, other, step
 
 
 @numba.njit(cache=True, parallel=True)
-def _sum_rows(row_ptr, other, weight, related, counts, threads):
-    """Sum each row's terms by product in a dense accumulator, writing the nonzero sums at the row's start; return lengths."""
+def _sum_rows(row_ptr, other, step, window, weighted, scale, related, counts, threads):
+    """Sum each row's terms up to ``window`` steps by product, each ``sign * (scale // distance if weighted else 1)``,
+    in a dense accumulator, writing the nonzero sums at the row's start; return the rows' lengths."""
     n_items = row_ptr.size - 1
     length = np.zeros(n_items, dtype=np.int32)
     n_chunks = max(1, min(n_items, threads))
@@ -155,12 +178,16 @@ def _sum_rows(row_ptr, other, weight, related, counts, threads):
         for a in range(chunk, n_items, n_chunks):
             n_touched = 0
             for j in range(row_ptr[a], row_ptr[a + 1]):
+                distance = abs(np.int32(step[j]))
+                if distance > window:
+                    continue
                 b = other[j]
                 if seen[b] != a:
                     seen[b] = a
                     touched[n_touched] = b
                     n_touched += 1
-                accumulated[b] += weight[j]
+                weight = scale // distance if weighted else 1
+                accumulated[b] += weight if step[j] > 0 else -weight
             out = row_ptr[a]
             for t in range(n_touched):
                 b = touched[t]
