@@ -232,7 +232,6 @@ class _Run:
     def __init__(self, spark: SparkSession, output: _Output, result: BuildResult, reporter: Reporter) -> None:
         self.spark, self.output, self.result, self.reporter = spark, output, result, reporter
         self.views: list[str] = []
-        self.cached: list[str] = []
 
     def sql(self, name: str, values: Mapping | None = None, tables: Mapping[str, str] | None = None) -> DataFrame:
         """The rows of ``sql/<name>.sql`` on Spark, its parameters bound and its tables renamed."""
@@ -259,7 +258,7 @@ class _Run:
         self.step(name, make, view=view, cache=cache)
 
     def step(self, name: str, make: Callable[[], DataFrame], *, view: str | None = None, cache: bool = False) -> None:
-        """Make one table: written to the output (then read back) if published, else left a view, cached if asked."""
+        """Make one table: written to the output (then read back) if published, else a view, computed now if asked."""
         view = view or name
         label = name if view == name else f"evaluation {name}"
         begin = time.perf_counter()
@@ -271,8 +270,12 @@ class _Run:
                 frame.createOrReplaceTempView(view)  # a plain Parquet scan: no CTEs to mix up
                 self.views.append(view)
             elif cache:
-                self.spark.catalog.cacheTable(view)
-                self.cached.append(view)
+                # Computed now and kept (memory, then disk) as the view's rows. Not cacheTable: Spark reuses a cache
+                # only for a query whose plan matches it, and the stage's plans never matched, so every later query
+                # computed the whole stage again from the events.
+                frame = frame.localCheckpoint(eager=True)
+                info["rows"] = frame.count()
+                frame.createOrReplaceTempView(view)
         self.result.seconds[label] = round(time.perf_counter() - begin, 3)
 
     def collected(self, label: str, frame: DataFrame) -> pa.Table:
@@ -285,8 +288,6 @@ class _Run:
         return rows
 
     def close(self) -> None:
-        for view in self.cached:
-            self.spark.catalog.uncacheTable(view)
         for view in dict.fromkeys(self.views):
             self.spark.catalog.dropTempView(view)
 
@@ -471,7 +472,6 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
     run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
     # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
-    # Views and cached tables are lazy: the holdout stage is computed here, by the first of these steps.
     scores = run.collected("evaluation scores", run.sql("evaluation", tables=holdout))
     gains = run.collected("evaluation session_gains", run.sql("session_gains", tables=holdout))
     served = evaluation.served_by(scores, config.snapshots.gate_algorithm)
