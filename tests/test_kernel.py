@@ -279,8 +279,10 @@ def test_follow_counts_by_hand():
         ([[None], [0, 1]], [1, 1], 2, "without nulls"),
         ([[2], [0, 1]], [1], 2, "1 signs for 2 sessions"),
         ([[2], [0, 1]], [1, 1], 11, "a window of 1..10 steps"),
+        ([[2], [0, 1]], [1, 2], 2, r"sign must be \+1 or -1"),
+        ([[2], [0, 1]], [0, 1], 2, r"sign must be \+1 or -1"),
     ],
-    ids=["item too large", "negative item", "null session", "null item", "signs", "window"],
+    ids=["item too large", "negative item", "null session", "null item", "signs", "window", "sign of 2", "sign of 0"],
 )
 def test_steps_the_compiled_loops_cannot_take_are_refused(steps, signs, window, message):
     following = sequences.Following(window, both=False, weighted=True)

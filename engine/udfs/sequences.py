@@ -87,6 +87,9 @@ def count(
     if signs.size != len(lists):
         msg = f"{signs.size} signs for {len(lists)} sessions"
         raise ValueError(msg)
+    if not np.isin(signs, (-1, 1)).all():  # the loops keep only a sign's direction
+        msg = "each session's sign must be +1 or -1"
+        raise ValueError(msg)
     for following in followings.values():
         if not 1 <= following.window <= MAX_SR_WINDOW:
             msg = f"a window of 1..{MAX_SR_WINDOW} steps, not {following.window}"
