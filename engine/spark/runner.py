@@ -30,8 +30,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,7 @@ class _Run:
         *,
         tables: Mapping[str, str] | None = None,
         view: str | None = None,
-        cache: bool = False,
+        keep: bool = False,
     ) -> None:
         """One step: ``sql/<name>.sql`` as the view ``view`` (default ``name``), written out if published."""
         view = view or name
@@ -255,36 +255,40 @@ class _Run:
             self.views.append(view)
             return self.spark.table(view)
 
-        self.step(name, make, view=view, cache=cache)
+        self.step(name, make, view=view, keep=keep)
 
-    def step(self, name: str, make: Callable[[], DataFrame], *, view: str | None = None, cache: bool = False) -> None:
-        """Make one table: written to the output (then read back) if published, else a view, computed now if asked."""
-        view = view or name
-        label = name if view == name else f"evaluation {name}"
+    @contextmanager
+    def timed(self, label: str) -> Iterator[dict[str, Any]]:
+        """One reported step, its seconds kept in the build's result; yields the step's info (``rows``)."""
         begin = time.perf_counter()
         with self.reporter.step(label) as info:
+            yield info
+        self.result.seconds[label] = round(time.perf_counter() - begin, 3)
+
+    def step(self, name: str, make: Callable[[], DataFrame], *, view: str | None = None, keep: bool = False) -> None:
+        """Make one table: written to the output (then read back) if published, else a view, computed now if ``keep``."""
+        view = view or name
+        label = name if view == name else f"evaluation {name}"
+        with self.timed(label) as info:
             frame = make()
             if name in OUTPUT_TABLES and view == name:
                 frame = self.output.write(name, frame)
                 self.result.rows[name] = info["rows"] = frame.count()
                 frame.createOrReplaceTempView(view)  # a plain Parquet scan: no CTEs to mix up
                 self.views.append(view)
-            elif cache:
+            elif keep:
                 # Computed now and kept (memory, then disk) as the view's rows. Not cacheTable: Spark reuses a cache
                 # only for a query whose plan matches it, and the stage's plans never matched, so every later query
                 # computed the whole stage again from the events.
                 frame = frame.localCheckpoint(eager=True)
                 info["rows"] = frame.count()
                 frame.createOrReplaceTempView(view)
-        self.result.seconds[label] = round(time.perf_counter() - begin, 3)
 
     def collected(self, label: str, frame: DataFrame) -> pa.Table:
         """``frame`` computed and brought to the driver as one timed, reported step: what it computes shows as it runs."""
-        begin = time.perf_counter()
-        with self.reporter.step(label) as info:
+        with self.timed(label) as info:
             rows = frame.toArrow()
             info["rows"] = rows.num_rows
-        self.result.seconds[label] = round(time.perf_counter() - begin, 3)
         return rows
 
     def close(self) -> None:
@@ -462,22 +466,22 @@ def _evaluate(run: _Run, config: Config, build_id: str) -> None:
     parameters = {**config.algorithms.parameters(), "until": split, "newest": newest}
     renamed = {name: HOLDOUT + name for name in STAGE}
     for name in STAGE:
-        run.view(name, parameters, tables=renamed, view=HOLDOUT + name, cache=True)
+        run.view(name, parameters, tables=renamed, view=HOLDOUT + name, keep=True)
     # The test sessions through sql/session_items.sql, as engine.pipeline.evaluation.test_items reads them.
     run.view("test_events", {"cutoff": split}, view=HOLDOUT + "test_events")
     read = {**parameters, "until": None, "newest": None, "look_back_days": 0}
     run.view("session_items", read, tables={"events": HOLDOUT + "test_events"}, view=HOLDOUT + "test_session_items")
     tested = {"test_session_items": HOLDOUT + "test_session_items"}
-    run.view("test_items", tables=tested, view=HOLDOUT + "test_items", cache=True)
+    run.view("test_items", tables=tested, view=HOLDOUT + "test_items", keep=True)
     holdout = {name: HOLDOUT + name for name in ("itemitem", "test_items", "transition_ranks")}
-    run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", cache=True)
+    run.view("transition_ranks", tables=holdout, view=HOLDOUT + "transition_ranks", keep=True)
     # The bootstrap intervals are drawn on the driver, as a DuckDB build draws them, from one sum per test session.
     scores = run.collected("evaluation scores", run.sql("evaluation", tables=holdout))
     gains = run.collected("evaluation session_gains", run.sql("session_gains", tables=holdout))
     served = evaluation.served_by(scores, config.snapshots.gate_algorithm)
     if served in scores.column("algorithm").to_pylist():  # the session route's lists, scored alike
         visit = {"algorithm": served, "top_n": config.algorithms.top_n, "name": evaluation.VISIT}
-        run.view("visit_lists", visit, tables=holdout, view=HOLDOUT + "visit_lists", cache=True)
+        run.view("visit_lists", visit, tables=holdout, view=HOLDOUT + "visit_lists", keep=True)
         run.view(
             "visit_ranks",
             visit,

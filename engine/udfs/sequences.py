@@ -94,10 +94,10 @@ def count(
         if not 1 <= following.window <= MAX_SR_WINDOW:
             msg = f"a window of 1..{MAX_SR_WINDOW} steps, not {following.window}"
             raise ValueError(msg)
-    ptr = lists.offsets.to_numpy().astype(np.int64)
-    ptr = ptr - ptr[0]
     if not followings:
         return {}
+    ptr = lists.offsets.to_numpy().astype(np.int64)
+    ptr = ptr - ptr[0]
     reach = max(following.window for following in followings.values())
     row_ptr, other, step = _by_row(ptr, items, signs, n_items, reach, numba.get_num_threads())
     ahead: dict[Following, PairRows] = {}
