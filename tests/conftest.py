@@ -179,14 +179,16 @@ def copy_shop(shop: Path, folder: Path) -> Path:
     return folder / "etalage.toml"
 
 
-def tiny_tables(first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1") -> dict:
+def tiny_tables(
+    first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1", ranks=(1, 2)
+) -> dict:
     """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
     itemitem = pa.table(
         {
             "tenant": ["nl", "nl"],
             "algorithm": ["llr", "llr"],
             "product_id": [product, product],
-            "rank": pa.array([1, 2], pa.int32()),
+            "rank": pa.array(ranks, pa.int32()),
             "related_product_id": ["2", "3"],
             "distance_score": [score, 0.5],
             "item_json": [

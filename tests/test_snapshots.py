@@ -107,6 +107,23 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
         (tiny_tables(rows=-1), "lists.arrow: a negative row count"),
         (tiny_tables(score=float("nan")), "distance_score has NaN or infinite values"),
         (tiny_tables(comma=""), "an item_json value does not end with a comma"),
+        (tiny_tables(ranks=(2, 3)), "a list does not run from rank 1 to its row count"),
+        (tiny_tables(ranks=(1, 1)), "a list does not run from rank 1 to its row count"),
+        (
+            {
+                **tiny_tables(),
+                "lists": pa.table(
+                    {
+                        "algorithm": ["llr", "llr"],
+                        "tenant": ["nl", "nl"],
+                        "product_id": ["1", "2"],
+                        "first_row": pa.array([0, 1], pa.int64()),
+                        "rows": pa.array([1, 1], pa.int32()),
+                    }
+                ).to_reader,
+            },
+            "a list does not run from rank 1 to its row count",  # the second list starts at rank 2
+        ),
         (
             {**tiny_tables(), "products": pa.table({"tenant": ["nl", "nl"], "product_id": ["2", "1"]}).to_reader},
             "the llr block does not follow products.arrow's order",

@@ -304,13 +304,11 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
         starts.size and not np.array_equal(starts, np.r_[0, np.cumsum(lengths)[:-1]])
     ):
         raise SnapshotInvalid(f"{rows_file}: its rows are not exactly the lists of lists.arrow, each in one run")
-    # Ranks go up by one within a run and start again at 1 where the next run starts.
+    # Ranks start at 1 where a run starts and go up by one to the next start (in the ranks' own int32).
     ranks = rows.column("rank").to_numpy()
-    expected = np.ones(rows.num_rows, np.int64)
-    if rows.num_rows:
-        expected[1:] = ranks[:-1].astype(np.int64) + 1
-        expected[starts] = 1
-    if not np.array_equal(ranks, expected):
+    steps = np.diff(ranks)
+    steps[starts[1:] - 1] = 1  # a run's first rank is checked against 1, not against the run before
+    if not (np.all(ranks[starts] == 1) and np.all(steps == 1)):
         raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
 
 
