@@ -50,7 +50,7 @@ from engine import sqlfiles
 from engine.example import generator
 from engine.ingest import files, locations
 from engine.pipeline import visual_stage
-from engine.publish import durable, gate, locks, snapshot, spark_output, warehouse
+from engine.publish import durable, gate, locks, snapshot, warehouse
 
 if TYPE_CHECKING:
     from engine import build as build_module
@@ -371,6 +371,8 @@ def publish(config_path: Path, source: str, force: bool) -> None:
     against the live snapshot, and stages, verifies and switches a snapshot
     as a DuckDB build does.
     """
+    from engine.publish import spark_output  # Numba, through the kernels' schemas: only to publish
+
     config = _load(config_path)
     with _exits():
         result = spark_output.publish(config, source, force=force)
@@ -947,7 +949,6 @@ def _exits() -> Iterator[None]:
         config_module.ConfigError: EXIT_BAD_INPUT,
         files.IngestError: EXIT_BAD_INPUT,
         locations.Unreachable: EXIT_BAD_INPUT,
-        spark_output.OutputRefused: EXIT_BAD_INPUT,
         locks.Busy: EXIT_BUSY,
         warehouse.WarehouseUnreadable: EXIT_UNREADABLE_WAREHOUSE,
         gate.GateRefused: EXIT_GATE_REFUSED,
@@ -955,6 +956,8 @@ def _exits() -> Iterator[None]:
         visual_stage.VisualUnavailable: EXIT_BAD_INPUT,
         durable.DiskFull: EXIT_DISK_FULL,
     }
+    if "engine.publish.spark_output" in sys.modules:  # imported only by the commands that can raise it
+        codes[sys.modules["engine.publish.spark_output"].OutputRefused] = EXIT_BAD_INPUT
     try:
         try:
             yield

@@ -177,6 +177,12 @@ def test_sql_on_a_missing_warehouse(tmp_path):
     assert result.returncode == 3 and "run `etalage build` first" in result.stderr
 
 
+def test_publishing_a_folder_that_is_no_spark_build_is_bad_input(built_shop, tmp_path):
+    result = run_cli("publish", "--from", str(tmp_path), "--config", str(built_shop / "etalage.toml"))
+    assert result.returncode == 3, result.stderr
+    assert "no _SUCCESS marker" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_bundled_example_warehouse_matches_a_fresh_build(tmp_path):
     """warehouse.duckdb.example is reproducible: a fresh build of the example shop has the same rows and scores."""
