@@ -180,9 +180,17 @@ def copy_shop(shop: Path, folder: Path) -> Path:
 
 
 def tiny_tables(
-    first_row: int = 0, rows: int = 2, score: float = 1.0, comma: str = ",", product: str = "1", ranks=(1, 2)
+    first_row: int = 0,
+    rows: int = 2,
+    score: float = 1.0,
+    comma: str = ",",
+    product: str = "1",
+    ranks: tuple[int, int] = (1, 2),
 ) -> dict:
-    """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none."""
+    """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none.
+
+    The other arguments let a test spoil one thing the verifier checks; ``ranks`` are the two neighbours' ranks.
+    """
     itemitem = pa.table(
         {
             "tenant": ["nl", "nl"],
