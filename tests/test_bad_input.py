@@ -211,6 +211,7 @@ def test_auto_gate_without_a_holdout(shop):
     assert built.returncode == 0, built.stderr
 
 
+@pytest.mark.slow
 def test_an_algorithm_served_but_not_computed(shop):
     """What the gate or a variant serves, or falls back to, must be among the algorithms the builds compute."""
     set_config(shop, "[algorithms]\n", '[algorithms]\ncompute = ["llr"]\n')

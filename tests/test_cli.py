@@ -49,6 +49,7 @@ def test_build_reports_what_it_read_dropped_and_wrote(built_shop):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
     live = built_shop / "warehouse.duckdb"
     with warehouse.connect(live, read_only=True) as connection:
@@ -72,6 +73,7 @@ def test_evaluate_scores_again_records_and_draws(built_shop, tmp_path):
     assert shown.returncode == 0 and shown.stdout.count(other) == 1 and "diff_95" in shown.stdout
 
 
+@pytest.mark.slow
 def test_sql_table_csv_json_parquet(built_shop, tmp_path):
     config = str(built_shop / "etalage.toml")
     query = "SELECT tenant, count(*) AS n FROM item_counts GROUP BY tenant ORDER BY tenant"

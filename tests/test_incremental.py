@@ -138,6 +138,7 @@ def test_incremental_builds_equal_builds_from_scratch(hours, tmp_path, seed, loo
         assert_same(contents(incremental), contents(scratch))
 
 
+@pytest.mark.slow
 def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     source, files = hours
     catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
@@ -166,6 +167,7 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     assert_same(contents(reach), contents(scratch))
 
 
+@pytest.mark.slow
 def test_a_build_of_fewer_algorithms_gives_exactly_their_rows_and_scores(hours, tmp_path):
     """``algorithms.compute`` naming three: their rows, scores and lists as a build of all nine gives them, by delta too.
 

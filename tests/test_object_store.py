@@ -272,6 +272,7 @@ def on_store(shop: Path, bucket: str = "s3://shop") -> tuple[str, str]:
     return f'avro = ["{shop}/events/avro/**/*.avro"]', f'avro = ["{bucket}/events/avro/**/*.avro"]'
 
 
+@pytest.mark.slow
 def test_a_store_that_does_not_answer_is_named(live_shop, shop):
     nobody = f"http://127.0.0.1:{free_port()}"
     refused(live_shop, *on_store(shop), {"AWS_ENDPOINT_URL": nobody}, "s3://shop/events/avro/**/*.avro: cannot list it")

@@ -98,6 +98,7 @@ def test_changing_other_config_never_reshuffles_visitors():
     assert 800 < moved < 1200  # a new experiment reshuffles about half
 
 
+@pytest.mark.slow
 def test_recommendations_are_the_warehouses_top_n(shop, client):
     for tenant, product in sample_products(shop, 25):
         for algorithm, limit in (("llr", 5), ("cooccurrence", 20), ("jaccard", 1), ("popular", 3)):

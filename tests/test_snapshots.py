@@ -402,6 +402,7 @@ def test_auto_keeps_the_live_algorithm_while_the_best_is_not_clearly_better():
     )
 
 
+@pytest.mark.slow
 def test_hourly_builds_keep_serving_the_live_algorithm_until_the_best_is_clearly_better(shop):
     """A real build with ``auto`` after a snapshot that serves an algorithm within noise of the best, and one that is not.
 

@@ -92,6 +92,7 @@ def test_tables_are_renamed_where_asked():
     assert "FROM products" in sql  # names not asked for stay
 
 
+@pytest.mark.slow
 def test_cli_prints_every_file_and_writes_a_folder(tmp_path):
     printed = run_cli("transpile", "--dialect", "spark")
     assert printed.returncode == 0, printed.stderr

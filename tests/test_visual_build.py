@@ -193,6 +193,7 @@ def test_a_broken_picture_is_left_out_and_named_by_the_build(visual_shop, tmp_pa
     assert f"left out: {picture}" in done.stderr
 
 
+@pytest.mark.slow
 def test_visual_without_pictures_is_a_clear_error_and_changes_nothing(visual_shop, tmp_path):
     cfg = copied(visual_shop, tmp_path / "shop")
     catalogue = pq.read_table(cfg.catalogue)
