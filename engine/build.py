@@ -291,7 +291,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             raise gate.GateRefused(result.gate)
         staged: dict[str, snapshot.Snapshot] = {}
         rows = held.pop("itemitem")
-        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows)))
+        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows, live)))
         named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
     store.collect(named)
@@ -469,8 +469,9 @@ def _stage(
     result: BuildResult,
     scores: dict | None,
     rows: pa.Table,
+    live: snapshot.Snapshot | None,
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the live one (not yet live), from its ``itemitem`` rows."""
+    """Write this build's snapshot beside the ``live`` one (not yet live), from its ``itemitem`` rows, reusing what it can."""
     manifest = {
         "parameters": {
             "algorithms": asdict(config.algorithms),
@@ -490,6 +491,7 @@ def _stage(
         connection.table("products").to_arrow_table(),
         manifest,
         folders={visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None,
+        live=live,
     )
 
 

@@ -467,7 +467,7 @@ def snapshots(config_path: Path, check: bool) -> None:
     config = _load(config_path)
     root = config.snapshots.root
     current, problem = _live_or_problem(root)
-    columns = ("live", "build_id", "created_at", "itemitem rows", "served", gate.METRIC, "gate")
+    columns = ("live", "build_id", "created_at", "rows written", "served", gate.METRIC, "gate")
     table = Table(*columns, *(["verified"] if check else []))
     listed = {each.path.name: each.manifest for each in snapshot.published(root)}
     names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)

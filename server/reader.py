@@ -1,10 +1,10 @@
 """One snapshot, opened for serving: memory-mapped Arrow columns, and lists found by arithmetic.
 
-``itemitem.arrow`` holds ``itemitem``'s rows in (tenant, algorithm,
-product_id, rank) order, so each product's list is one contiguous run, each
-row already rendered as the API's JSON (``item_json``). ``lists.arrow`` says where
-each (algorithm, catalogue product)'s run starts, one block per algorithm in
-``products.arrow``'s order. Opening a snapshot verifies all of that
+The snapshot's parts (``itemitem.arrow``, and those linked from earlier
+snapshots) hold each list as one contiguous run of rows, each row already
+rendered as the API's JSON (``item_json``). ``lists.arrow`` says where each
+(algorithm, catalogue product)'s run starts in the parts laid end to end,
+one block per algorithm in ``products.arrow``'s order. Opening a snapshot verifies all of that
 (engine.publish.snapshot) and maps the files (no parsing, no copy: the page cache is
 shared by every server process). A lookup is then one dictionary hit for
 the product's row, some arithmetic, and one slice of bytes: no objects are
@@ -65,8 +65,8 @@ class ServedSnapshot:
         self.build_id: str = verified.build_id
         self.created_at = dt.datetime.fromisoformat(self.manifest["created_at"])
         self.served_algorithm = snapshot.served_algorithm(self.manifest)
-        item_json = snapshot.read_table(folder / "itemitem.arrow").column("item_json")
-        self._json = [_JsonColumn(chunk) for chunk in item_json.chunks if len(chunk)]
+        parts = [snapshot.read_table(folder / name).column("item_json") for name in snapshot.parts(self.manifest)]
+        self._json = [_JsonColumn(chunk) for part in parts for chunk in part.chunks if len(chunk)]
         self._json_starts = np.cumsum([0] + [column.length for column in self._json[:-1]]).tolist()
         lists = snapshot.read_table(folder / "lists.arrow")
         self._first = memoryview(lists.column("first_row").to_numpy())

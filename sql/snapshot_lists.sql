@@ -10,7 +10,10 @@
 -- with its `row_number`, which is its row in itemitem.arrow. Each list is
 -- one run of rows ranked 1, 2, ..., so it starts at its rank 1 and ends
 -- where the next one starts (snapshot verification checks both). This file
--- is the definition; a build computes the same rows in engine/publish/list_index.py.
+-- is the definition; a build computes the same rows in engine/publish/list_index.py,
+-- then moves each first_row to where the list's run lies in the snapshot's parts
+-- (engine/publish/layout.py: identical lists share a run, unchanged ones stay in
+-- the live snapshot's files) and adds each list's digest.
 WITH starts AS (
     SELECT tenant, algorithm, product_id, row_number AS first_row
     FROM itemitem_rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from msgspec.structs import replace
@@ -179,6 +182,28 @@ def copy_shop(shop: Path, folder: Path) -> Path:
     return folder / "etalage.toml"
 
 
+def served_rows(folder: Path) -> pa.Table:
+    """What a snapshot serves, list by list in lists.arrow's order, whichever parts and runs hold it.
+
+    One row per served item: the list's algorithm, tenant and product, then
+    the item's rank, score and JSON as the parts hold them.
+    """
+    from engine.publish import snapshot
+
+    manifest = json.loads((folder / snapshot.MANIFEST).read_text())
+    rows = pa.concat_tables(snapshot.read_table(folder / name) for name in snapshot.parts(manifest))
+    lists = snapshot.read_table(folder / "lists.arrow")
+    lists = lists.filter(pc.greater(lists.column("rows"), 0))
+    count = lists.column("rows").to_numpy().astype(np.int64)
+    ends = np.cumsum(count)
+    taken = rows.take(
+        np.arange(ends[-1] if ends.size else 0)
+        + np.repeat(lists.column("first_row").to_numpy() - (ends - count), count)
+    )
+    keys = lists.select(["algorithm", "tenant", "product_id"]).take(np.repeat(np.arange(lists.num_rows), count))
+    return pa.Table.from_arrays([*keys.columns, *taken.columns], names=[*keys.column_names, *taken.column_names])
+
+
 def tiny_tables(
     first_row: int = 0,
     rows: int = 2,
@@ -186,10 +211,12 @@ def tiny_tables(
     comma: str = ",",
     product: str = "1",
     ranks: tuple[int, int] = (1, 2),
+    second: tuple[int, int] = (0, 0),
 ) -> dict:
     """A snapshot's tables by hand (for ``engine.publish.snapshot.stage``): ``product`` has two llr neighbours, product 2 none.
 
-    The other arguments let a test spoil one thing the verifier checks; ``ranks`` are the two neighbours' ranks.
+    The other arguments let a test spoil one thing the verifier checks; ``ranks`` are the two neighbours' ranks,
+    ``second`` product 2's (first_row, rows).
     """
     itemitem = pa.table(
         {
@@ -210,8 +237,8 @@ def tiny_tables(
             "algorithm": ["llr", "llr"],
             "tenant": ["nl", "nl"],
             "product_id": [product, "2"],
-            "first_row": pa.array([first_row, 0], pa.int64()),
-            "rows": pa.array([rows, 0], pa.int32()),
+            "first_row": pa.array([first_row, second[0]], pa.int64()),
+            "rows": pa.array([rows, second[1]], pa.int32()),
         }
     )
     products = pa.table({"tenant": ["nl", "nl"], "product_id": [product, "2"]})

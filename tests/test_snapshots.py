@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from engine import sqlfiles
 from engine.config import ALGORITHMS
 from engine.publish import crashpoints, gate, item_json, list_index, snapshot, warehouse
-from tests.conftest import copy_built, run_cli, sha256, tiny_tables
+from tests.conftest import copy_built, run_cli, served_rows, sha256, tiny_tables
 
 EXIT_BUSY, EXIT_GATE_REFUSED, EXIT_SNAPSHOT_INVALID = 4, 6, 7
 
@@ -69,25 +70,31 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
         products = connection.table("products").to_arrow_table()
         scores = dict(connection.execute("SELECT algorithm, mrr_at_20 FROM evaluation").fetchall())
         recorded = connection.execute("SELECT served_algorithm FROM builds").fetchone()[0]
-    # The server memory-maps the file: the same rows, in itemitem's order, without parsing, each also as JSON.
-    served = snapshot.read_table(folder / "itemitem.arrow")
-    assert served.column_names == ["rank", "distance_score", "item_json"]
-    assert served.drop_columns(["item_json"]).equals(expected.select(["rank", "distance_score"]))
-    for row, json_row in zip(
-        expected.slice(0, 5000).to_pylist(), served.column("item_json").slice(0, 5000).to_pylist(), strict=True
-    ):
-        assert json_row.endswith(",")
-        assert json.loads(json_row[:-1]) == {
-            "product_id": row["related_product_id"],
-            "rank": row["rank"],
-            "score": row["distance_score"],
+    # The server memory-maps the file: every list's rows, without parsing, each also as JSON.
+    assert snapshot.read_table(folder / "itemitem.arrow").column_names == ["rank", "distance_score", "item_json"]
+    served = served_rows(folder)
+    keys = ["algorithm", "tenant", "product_id", "rank", "distance_score"]
+    assert (
+        served.select(keys)
+        .sort_by([(key, "ascending") for key in keys[:4]])
+        .equals(expected.select(keys).sort_by([(key, "ascending") for key in keys[:4]]))
+    )
+    by_key = {(r["algorithm"], r["tenant"], r["product_id"], r["rank"]): r for r in expected.to_pylist()}
+    for row in served.to_pylist():
+        item = by_key[(row["algorithm"], row["tenant"], row["product_id"], row["rank"])]
+        assert row["item_json"].endswith(",")
+        assert json.loads(row["item_json"][:-1]) == {
+            "product_id": item["related_product_id"],
+            "rank": item["rank"],
+            "score": item["distance_score"],
         }
+    # Identical lists (popular's, outside the top) are written once; the rest each have their own run.
+    popular = served.filter(pc.equal(served["algorithm"], "popular")).num_rows
+    assert manifest["rows"]["itemitem"] < expected.num_rows - popular / 2
     algorithms = sorted(set(expected.column("algorithm").to_pylist()))
-    assert manifest["rows"] == {
-        "itemitem": expected.num_rows,
-        "lists": len(algorithms) * products.num_rows,
-        "products": products.num_rows,
-    }
+    assert manifest["rows"]["lists"] == len(algorithms) * products.num_rows
+    assert manifest["rows"]["products"] == products.num_rows
+    assert manifest["itemitem_parts"] == ["itemitem.arrow"] and manifest["unlisted_rows"] == 0
     assert {a: s["mrr_at_20"] for a, s in manifest["evaluation"].items()} == pytest.approx(scores, rel=1e-12)
     assert manifest["parameters"]["algorithms"]["top_n"] == 20
     # gate_algorithm = "auto": the snapshot serves the algorithm with the best MRR@20, and says so everywhere.
@@ -108,6 +115,8 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
         (tiny_tables(score=float("nan")), "distance_score has NaN or infinite values"),
         (tiny_tables(comma=""), "an item_json value does not end with a comma"),
         (tiny_tables(ranks=(2, 3)), "a list does not run from rank 1 to its row count"),
+        (tiny_tables(second=(0, 1)), "two lists start at one row with different lengths"),
+        (tiny_tables(second=(1, 1)), "two lists overlap in itemitem.arrow"),
         (tiny_tables(ranks=(1, 1)), "a list does not run from rank 1 to its row count"),
         (
             {
@@ -653,3 +662,86 @@ def test_list_index_gives_the_rows_of_the_sql_definition(tmp_path):
     by_index = list_index.positions(rows, products)
     assert by_index.num_rows == 3 * 5
     assert by_index.to_pylist() == by_sql.cast(by_index.schema).to_pylist()
+
+
+def lists_of(version: dict[str, list[float]]) -> pa.Table:
+    """``itemitem`` rows in its order for tenant nl: each product's list as (related product, score) from ``version``.
+
+    ``popular`` lists are the top three of ``popular_top`` less the product itself: those of the products outside
+    its top three are identical.
+    """
+    rows = []
+    for product, scores in version["cooccurrence"].items():
+        rows += [("cooccurrence", product, rank, f"{product}-{rank}", score) for rank, score in enumerate(scores, 1)]
+    top = version["popular_top"]
+    for product in version["cooccurrence"]:
+        related = [p for p in top if p != product][:3]
+        rows += [("popular", product, rank, p, float(10 - top.index(p))) for rank, p in enumerate(related, 1)]
+    rows.sort(key=lambda row: (row[0], row[1], row[2]))
+    algorithm, product, rank, related, score = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "tenant": ["nl"] * len(rows),
+            "algorithm": algorithm,
+            "product_id": product,
+            "rank": pa.array(rank, pa.int32()),
+            "related_product_id": related,
+            "distance_score": score,
+        }
+    )
+
+
+def test_a_snapshot_keeps_the_live_ones_unchanged_lists_in_its_files(tmp_path, caplog):
+    """Unchanged lists stay in the live snapshot's part (hard-linked), changed ones are written; a mostly stale part is not kept."""
+    from engine.publish import served
+    from server.reader import ServedSnapshot
+
+    root = tmp_path / "snapshots"
+    products = pa.table({"tenant": ["nl"] * 6, "product_id": [f"p{n}" for n in range(6)]})
+    first = {"cooccurrence": {f"p{n}": [3.0, 2.0, 1.0] for n in range(6)}, "popular_top": ["p0", "p1", "p2", "p3"]}
+    second = {
+        **first,
+        "cooccurrence": {**first["cooccurrence"], "p0": [3.5, 2.0, 1.0]},
+        "popular_top": ["p1", "p0", "p2", "p3"],
+    }
+    third = {**second, "cooccurrence": {**second["cooccurrence"], "p1": [9.0, 1.0], "p2": [8.0, 7.0, 1.0]}}
+
+    def published(build_id: str, version: dict) -> snapshot.Snapshot:
+        staged = served.stage(root, build_id, lists_of(version), products, {}, live=snapshot.live(root))
+        return snapshot.publish(root, staged)
+
+    def from_scratch(version: dict) -> pa.Table:
+        return served_rows(served.stage(tmp_path / "scratch", "x", lists_of(version), products, {}).path)
+
+    b1 = published("b1", first)
+    # 6 cooccurrence lists and 4 distinct popular ones (p0's, p1's, p2's and the one the other three share), 3 rows each.
+    assert b1.manifest["rows"]["itemitem"] == 30 and b1.manifest["itemitem_parts"] == ["itemitem.arrow"]
+    b2 = published("b2", second)
+    # p0's cooccurrence list and every popular list changed: 15 rows written, b1's 30 kept (half still served).
+    assert b2.manifest["itemitem_parts"] == ["itemitem.b1.arrow", "itemitem.arrow"]
+    assert b2.manifest["rows"]["itemitem"] == 15 and b2.manifest["unlisted_rows"] == 15
+    assert os.stat(b2.file("itemitem.b1.arrow")).st_ino == os.stat(b1.file("itemitem.arrow")).st_ino
+    assert os.stat(b2.file("products.arrow")).st_ino == os.stat(b1.file("products.arrow")).st_ino
+    assert served_rows(b2.path).equals(from_scratch(second))
+    snapshot.prune(root, keep=1)  # b1's folder goes; its part lives on in b2's
+    assert not b1.path.exists() and snapshot.verify(b2.path)
+    reader = ServedSnapshot(b2.path)
+    assert reader.items_json("nl", "cooccurrence", "p0", 1) == b'[{"product_id":"p0-1","rank":1,"score":3.5}]'
+    assert reader.items_json("nl", "cooccurrence", "p5", 1) == b'[{"product_id":"p5-1","rank":1,"score":3.0}]'
+    b3 = published("b3", third)
+    # Two more changed lists leave 9 of b1's 30 rows served: under half, so they are written again with the change.
+    assert b3.manifest["itemitem_parts"] == ["itemitem.b2.arrow", "itemitem.arrow"]
+    assert b3.manifest["rows"]["itemitem"] == 3 * 3 + 2 + 3 and b3.manifest["unlisted_rows"] == 0
+    assert served_rows(b3.path).equals(from_scratch(third))
+    # A live part that no longer matches its manifest is never carried on: everything is written again.
+    part = b3.file("itemitem.b2.arrow")
+    part.chmod(0o644)
+    with open(part, "r+b") as handle:
+        handle.seek(-200, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    b4 = published("b4", third)
+    assert b4.manifest["itemitem_parts"] == ["itemitem.arrow"] and b4.manifest["rows"]["itemitem"] == 5 * 3 + 2 + 4 * 3
+    assert "not reusing the live snapshot's parts" in caplog.text and "sha256 differs" in caplog.text
+    assert served_rows(b4.path).equals(from_scratch(third))

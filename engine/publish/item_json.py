@@ -29,9 +29,7 @@ def reader(rows: pa.Table, related: pa.ChunkedArray) -> pa.RecordBatchReader:
     JSON is rendered once for the whole table.
     """
     target = rows.schema.append(pa.field("item_json", pa.string()))
-    if not pa.types.is_dictionary(related.type):
-        related = pc.dictionary_encode(related)
-    related = _one_dictionary(related)
+    related = one_dictionary(related)
     prefixes = _prefixes(related.chunk(0).dictionary) if related.num_chunks else None
 
     def batches():
@@ -45,8 +43,10 @@ def reader(rows: pa.Table, related: pa.ChunkedArray) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(target, batches())
 
 
-def _one_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``column`` with one dictionary for all its chunks: as it is when they share one (a kernel's do), else unified."""
+def one_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``column`` as a dictionary with one for all its chunks: as it is when they share one (a kernel's do), else unified."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
     first = column.chunk(0).dictionary if column.num_chunks else None
     if all(chunk.dictionary.equals(first) for chunk in column.chunks):
         return column

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from engine.publish import item_json, list_index, snapshot
+from engine.publish import item_json, layout, list_index, snapshot
 
 
 def stage(
@@ -22,19 +23,39 @@ def stage(
     manifest: dict,
     *,
     folders: dict[str, Path] | None = None,
+    live: snapshot.Snapshot | None = None,
 ) -> snapshot.Snapshot:
     """Stage a snapshot (not yet live) of ``itemitem``'s ``rows`` (in its order) and the catalogue.
 
     The rows' text may be dictionaries (a DuckDB build's are): each related
     product's JSON is then rendered once. ``folders`` go into the snapshot
-    whole (the visual index).
+    whole (the visual index). The lists that the ``live`` snapshot already
+    serves as they are stay in its files, hard-linked in, and so does its
+    catalogue when unchanged (``engine.publish.layout``).
     """
+    related = item_json.one_dictionary(rows["related_product_id"])
+    source = list_index.positions(rows, products)
+    algorithms = pc.unique(source.column("algorithm")).to_pylist()
+    reusable = layout.reusable(live.path, live.manifest, products, algorithms) if live else None
+    planned = layout.plan(source, rows, related, reusable)
+    if not layout.checked(planned):
+        reusable, planned = None, layout.plan(source, rows, related, None)
+    served = rows.select(["rank", "distance_score"])
+    if planned.written is not None:
+        indices = pa.array(planned.written)
+        served = pa.Table.from_batches(served.take(indices).to_batches(max_chunksize=1 << 17), served.schema)
+        related = related.take(indices)
     tables = {
-        "itemitem": lambda: item_json.reader(rows.select(["rank", "distance_score"]), rows["related_product_id"]),
-        "lists": lambda: list_index.positions(rows, products).to_reader(1 << 17),
-        "products": lambda: products.to_reader(1 << 17),
+        "itemitem": lambda: item_json.reader(served, related),
+        "lists": lambda: planned.lists.to_reader(1 << 17),
     }
-    return snapshot.stage(root, build_id, tables, manifest, folders)
+    linked = dict(planned.linked)
+    if reusable is not None and live is not None:
+        linked["products.arrow"] = (live.path / "products.arrow", live.manifest["files"]["products.arrow"])
+    else:
+        tables["products"] = lambda: products.to_reader(1 << 17)
+    manifest = {**manifest, **layout.manifest_entry(planned)}
+    return snapshot.stage(root, build_id, tables, manifest, folders, linked)
 
 
 def scores(rows: list[dict], build_id: str) -> dict[str, dict]:

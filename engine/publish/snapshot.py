@@ -3,9 +3,11 @@
 A snapshots root holds::
 
     <root>/<build_id>/             a published snapshot, never modified afterwards
-        itemitem.arrow             Arrow IPC file: each itemitem row (in (tenant, algorithm, product_id, rank)
-                                   order) rendered as the API's JSON (sql/snapshot_itemitem.sql), its rank and score
-        lists.arrow                where each (algorithm, catalogue product)'s list starts (sql/snapshot_lists.sql)
+        itemitem.arrow             Arrow IPC file: the lists this build wrote, each row rendered as the API's JSON
+                                   (sql/snapshot_itemitem.sql), with its rank and score
+        itemitem.<build_id>.arrow  the same, written by an earlier build and hard-linked in (engine.publish.layout)
+        lists.arrow                where each (algorithm, catalogue product)'s list runs in those parts laid end
+                                   to end (the manifest's ``itemitem_parts``), and its digest (sql/snapshot_lists.sql)
         products.arrow             the catalogue
         manifest.json              build id, parameters, row counts, sha256 of every file, scores, gate
         _SUCCESS                   written last, for sensors (the talk's Airflow DAG waits on it)
@@ -49,9 +51,13 @@ import pyarrow.compute as pc
 from engine.publish import crashpoints, locks
 from engine.publish.durable import fsync, writing
 
-FORMAT = 3
+FORMAT = 4
 """1: itemitem and products; 2: adds lists.arrow and itemitem's item_json, so servers need no index of their own;
-3: itemitem.arrow keeps only what is served (the warehouse has the rest), a third of the bytes to write and hash."""
+3: itemitem.arrow keeps only what is served (the warehouse has the rest), a third of the bytes to write and hash;
+4: the rows are in parts, some linked from earlier snapshots, and identical lists share a run (engine.publish.layout)."""
+READABLE_FORMATS = (3, 4)
+"""Formats this version verifies and serves (a format 3 snapshot has one part, ``itemitem.arrow``, and no digests)."""
+OWN_PART = "itemitem.arrow"
 CURRENT = "current"
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
@@ -71,6 +77,16 @@ REQUIRED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "products.arrow": {"tenant": pa.string(), "product_id": pa.string()},
 }
 """Columns the server reads from each table file; the verifier refuses a snapshot without them."""
+
+
+def parts(manifest: dict) -> list[str]:
+    """The files that hold a snapshot's ``item_json`` rows, in the order ``lists.arrow``'s ``first_row`` counts them."""
+    return manifest.get("itemitem_parts", [OWN_PART])
+
+
+def _required(name: str) -> dict[str, pa.DataType]:
+    part = name.startswith("itemitem.") and name.endswith(".arrow")
+    return REQUIRED_COLUMNS[OWN_PART if part else name] if part or name in REQUIRED_COLUMNS else {}
 
 
 class SnapshotInvalid(RuntimeError):
@@ -127,6 +143,7 @@ def stage(
     tables: dict[str, Callable[[], pa.RecordBatchReader]],
     manifest: dict,
     folders: dict[str, Path] | None = None,
+    linked: dict[str, tuple[Path, dict]] | None = None,
 ) -> Snapshot:
     """Write ``tables`` and the manifest into a staging folder beside the live snapshot.
 
@@ -135,6 +152,9 @@ def stage(
     time, each in a thread of its own, and hashed as they are written).
     ``folders`` maps a subfolder name to a folder of finished files (the
     visual index) that is copied in; its files are checksummed like the rest.
+    ``linked`` maps a file name to a published snapshot's file and its
+    manifest entry: the file is hard-linked in (never written: it is shared),
+    with that entry.
 
     The manifest gets the format, build id, row counts, schemas and sha256 of
     every file; the folder is verified, and ``_SUCCESS`` is written last.
@@ -153,6 +173,9 @@ def stage(
                 pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()
             ]
             files = dict(future.result() for future in written)
+        for name, (source, entry) in (linked or {}).items():
+            os.link(source, staging / name)
+            files[name] = entry
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
             for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
@@ -193,10 +216,20 @@ def verify(folder: Path, *, complete: bool = True, checksums: bool = True) -> Sn
         raise SnapshotInvalid(f"{folder / MANIFEST}: unreadable ({error})") from None
     if (
         not isinstance(manifest, dict)
-        or manifest.get("format") != FORMAT
+        or manifest.get("format") not in READABLE_FORMATS
         or not isinstance(manifest.get("files"), dict)
     ):
-        raise SnapshotInvalid(f"{folder / MANIFEST}: not an etalage snapshot manifest of format {FORMAT}")
+        formats = " or ".join(map(str, READABLE_FORMATS))
+        raise SnapshotInvalid(f"{folder / MANIFEST}: not an etalage snapshot manifest of format {formats}")
+    listed_parts = parts(manifest)
+    if (
+        not isinstance(listed_parts, list)
+        or not listed_parts
+        or any(
+            not isinstance(name, str) or not _required(name) or name not in manifest["files"] for name in listed_parts
+        )
+    ):
+        raise SnapshotInvalid(f"{folder / MANIFEST}: itemitem_parts must name itemitem files it lists")
     if complete and not (folder / SUCCESS).exists():
         raise SnapshotInvalid(f"{folder}: no {SUCCESS} marker (the build that wrote it did not finish)")
     for name in REQUIRED_COLUMNS:
@@ -205,12 +238,13 @@ def verify(folder: Path, *, complete: bool = True, checksums: bool = True) -> Sn
     for name, entry in manifest["files"].items():
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise SnapshotInvalid(f"{folder / MANIFEST}: lists a file outside the snapshot ({name})")
-        _verify_file(folder / name, entry, checksums)
-    _verify_lists(folder)
+        verify_file(folder / name, entry, checksums)
+    _verify_lists(folder, listed_parts, manifest.get("unlisted_rows", 0))
     return Snapshot(folder, manifest)
 
 
-def _verify_file(path: Path, entry: dict, checksums: bool = True) -> None:
+def verify_file(path: Path, entry: dict, checksums: bool = True) -> None:
+    """Check one file against its manifest ``entry``: size, sha256, and a table's rows, schema and columns."""
     if not path.is_file():
         raise SnapshotInvalid(f"{path}: missing")
     if path.stat().st_size != entry["bytes"]:
@@ -230,7 +264,7 @@ def _verify_file(path: Path, entry: dict, checksums: bool = True) -> None:
         raise SnapshotInvalid(f"{path}: {rows:,} rows, the manifest says {entry['rows']:,}")
     if _schema_text(schema) != entry["schema"]:
         raise SnapshotInvalid(f"{path}: schema {_schema_text(schema)} differs from the manifest's {entry['schema']}")
-    for column, kind in REQUIRED_COLUMNS.get(path.name, {}).items():
+    for column, kind in _required(path.name).items():
         if schema.get_field_index(column) < 0 or schema.field(column).type != kind:
             raise SnapshotInvalid(f"{path}: needs a column {column} of type {kind}")
 
@@ -241,33 +275,36 @@ def read_table(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def _verify_lists(folder: Path) -> None:
-    """Check that the server can trust lists.arrow's positions and itemitem.arrow's JSON blindly.
+def _verify_lists(folder: Path, item_parts: list[str], unlisted_rows: int) -> None:
+    """Check that the server can trust lists.arrow's positions and the parts' JSON blindly.
 
     The server slices ``item_json`` bytes at these positions without looking,
     so every list must be whole and in place. Vectorised Arrow work, a
     fraction of a second for a million lists.
     """
     try:
-        _verify_layout(
-            folder, *(read_table(folder / name) for name in ("lists.arrow", "products.arrow", "itemitem.arrow"))
-        )
+        rows = pa.concat_tables(read_table(folder / name) for name in item_parts)
+        _verify_layout(folder, read_table(folder / "lists.arrow"), read_table(folder / "products.arrow"), rows,
+                       unlisted_rows)  # fmt: skip
     except (pa.ArrowException, TypeError, ValueError, IndexError) as error:
         raise SnapshotInvalid(f"{folder}: lists.arrow or itemitem.arrow cannot be checked ({error})") from None
 
 
-def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.Table) -> None:
+def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.Table, unlisted_rows: int = 0) -> None:
     """The checks of :func:`_verify_lists`: each failure raises SnapshotInvalid naming what is wrong.
+
+    ``rows`` are the parts laid end to end.
 
     - no NULLs, and finite scores (the JSON must decode into the API's types);
     - every ``item_json`` ends with the comma the server drops;
     - a lists.arrow row per algorithm and catalogue product, in products.arrow's order;
-    - each listed run lies inside itemitem.arrow;
-    - the listed runs tile itemitem.arrow: laid end to end from row 0, none
-      overlapping, none missing, so every row belongs to exactly one list;
+    - each listed run lies inside the rows;
+    - lists that share a start share the whole run, and runs do not overlap;
+    - the rows in no run are as many as the manifest's ``unlisted_rows``
+      (rows of reused parts whose lists changed since);
     - within each run the ranks go 1, 2, ... up to the run's length.
     """
-    lists_file, rows_file = folder / "lists.arrow", folder / "itemitem.arrow"
+    lists_file, rows_file = folder / "lists.arrow", folder / OWN_PART
     for table, path in ((lists, lists_file), (rows, rows_file)):
         for column in REQUIRED_COLUMNS[path.name]:  # others may hold NULLs (cooccurrence, for popular)
             if table.column(column).null_count:
@@ -298,17 +335,26 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
         pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()
     ):
         raise SnapshotInvalid(f"{lists_file}: points outside itemitem.arrow's {rows.num_rows:,} rows")
-    starts = np.sort(first.to_numpy())
-    lengths = count.to_numpy()[np.argsort(first.to_numpy(), kind="stable")]
-    if (lengths.sum() if lengths.size else 0) != rows.num_rows or (
-        starts.size and not np.array_equal(starts, np.r_[0, np.cumsum(lengths)[:-1]])
-    ):
-        raise SnapshotInvalid(f"{rows_file}: its rows are not exactly the lists of lists.arrow, each in one run")
-    # Ranks start at 1 where a run starts and go up by one to the next start (in the ranks' own int32).
+    starts, where = np.unique(first.to_numpy(), return_index=True)
+    lengths = count.to_numpy()[where]
+    shared = np.searchsorted(starts, first.to_numpy())
+    if not np.array_equal(lengths[shared], count.to_numpy()):
+        raise SnapshotInvalid(f"{lists_file}: two lists start at one row with different lengths")
+    if np.any(starts[1:] < starts[:-1] + lengths[:-1]):
+        raise SnapshotInvalid(f"{lists_file}: two lists overlap in itemitem.arrow")
+    if rows.num_rows - lengths.sum() != unlisted_rows:
+        raise SnapshotInvalid(
+            f"{rows_file}: its rows are not exactly the lists of lists.arrow "
+            f"({rows.num_rows - lengths.sum():,} rows in no list; the manifest says {unlisted_rows:,})"
+        )
+    # Ranks start at 1 where a run starts and go up by one to its end (in the ranks' own int32).
     ranks = rows.column("rank").to_numpy()
-    steps = np.diff(ranks)
-    steps[starts[1:] - 1] = 1  # a run's first rank is checked against 1, not against the run before
-    if not (np.all(ranks[starts] == 1) and np.all(steps == 1)):
+    edges = np.zeros(rows.num_rows + 1, np.int8)
+    edges[starts] = 1
+    edges[starts + lengths] -= 1
+    inside = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    inside[starts] = False  # a run's first rank is checked against 1, not against the row before
+    if not (np.all(ranks[starts] == 1) and np.all(np.diff(ranks)[inside[1:]] == 1)):
         raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
 
 

@@ -114,7 +114,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
                 "served_reason": result.served.reason,
                 "gate": result.gate.record(),
             }
-            staged = served.stage(config.snapshots.root, build_id, rows.cast(ITEMITEM), products, manifest)
+            staged = served.stage(config.snapshots.root, build_id, rows.cast(ITEMITEM), products, manifest, live=live)
         result.snapshot = snapshot.publish(config.snapshots.root, staged)
         result.pruned = snapshot.prune(config.snapshots.root, config.snapshots.keep)
     return result
