@@ -7,6 +7,7 @@ Spark build's output when ``etalage publish`` takes it in
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,8 +39,36 @@ def stage(
     algorithms = pc.unique(source.column("algorithm")).to_pylist()
     reusable = layout.reusable(live.path, live.manifest, products, algorithms) if live else None
     planned = layout.plan(source, rows, related, reusable)
-    if not layout.checked(planned):
-        reusable, planned = None, layout.plan(source, rows, related, None)
+    if not planned.linked:
+        return _staged(root, build_id, planned, rows, related, products, manifest, folders, None)
+    # The linked parts' checksums are read while the rest is written; a part that fails means writing it all.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checking") as checking:
+        checked = checking.submit(layout.checked, planned)
+        try:
+            staged = _staged(root, build_id, planned, rows, related, products, manifest, folders, live)
+        except snapshot.SnapshotInvalid:
+            if checked.result():
+                raise
+        else:
+            if checked.result():
+                return staged
+            snapshot.discard(staged)
+    planned = layout.plan(source, rows, related, None)
+    return _staged(root, build_id, planned, rows, related, products, manifest, folders, None)
+
+
+def _staged(
+    root: Path,
+    build_id: str,
+    planned: layout.Layout,
+    rows: pa.Table,
+    related: pa.ChunkedArray,
+    products: pa.Table,
+    manifest: dict,
+    folders: dict[str, Path] | None,
+    live: snapshot.Snapshot | None,
+) -> snapshot.Snapshot:
+    """Stage the snapshot ``planned`` lays out: its written rows rendered, its linked parts (and ``live``'s catalogue) linked."""
     served = rows.select(["rank", "distance_score"])
     if planned.written is not None:
         indices = pa.array(planned.written)
@@ -50,7 +79,7 @@ def stage(
         "lists": lambda: planned.lists.to_reader(1 << 17),
     }
     linked = dict(planned.linked)
-    if reusable is not None and live is not None:
+    if live is not None:
         linked["products.arrow"] = (live.path / "products.arrow", live.manifest["files"]["products.arrow"])
     else:
         tables["products"] = lambda: products.to_reader(1 << 17)

@@ -199,6 +199,11 @@ def stage(
     return Snapshot(staging, manifest)
 
 
+def discard(staged: Snapshot) -> None:
+    """Remove a staged snapshot that will not be published."""
+    _remove_tree(staged.path)
+
+
 def verify(folder: Path, *, complete: bool = True, checksums: bool = True) -> Snapshot:
     """Check a snapshot folder against its manifest; return it, or raise :class:`SnapshotInvalid`.
 
@@ -258,7 +263,7 @@ def verify_file(path: Path, entry: dict, checksums: bool = True) -> None:
             reader = pa.ipc.open_file(source)
             schema = reader.schema
             rows = sum(reader.get_record_batch(i).num_rows for i in range(reader.num_record_batches))
-    except pa.ArrowInvalid as error:
+    except (pa.ArrowException, OSError) as error:
         raise SnapshotInvalid(f"{path}: not a readable Arrow IPC file ({error})") from None
     if rows != entry["rows"]:
         raise SnapshotInvalid(f"{path}: {rows:,} rows, the manifest says {entry['rows']:,}")
@@ -311,7 +316,7 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
                 raise SnapshotInvalid(f"{path}: NULLs in {column}")
     if rows.num_rows and not pc.all(pc.is_finite(rows.column("distance_score"))).as_py():
         raise SnapshotInvalid(f"{rows_file}: distance_score has NaN or infinite values, which JSON cannot carry")
-    if rows.num_rows and not pc.all(pc.ends_with(rows.column("item_json"), ",")).as_py():
+    if not all(_ends_with_commas(chunk) for chunk in rows.column("item_json").chunks):
         raise SnapshotInvalid(f"{rows_file}: an item_json value does not end with a comma")
     algorithms = pc.unique(lists.column("algorithm")).to_pylist()
     if lists.num_rows != len(algorithms) * products.num_rows or (rows.num_rows and not algorithms):
@@ -327,18 +332,16 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
             or not lists_of.column("product_id").equals(products.column("product_id"))
         ):
             raise SnapshotInvalid(f"{lists_file}: the {algorithm} block does not follow products.arrow's order")
-    if pc.any(pc.less(lists.column("rows"), 0)).as_py():
+    count = lists.column("rows").to_numpy().astype(np.int64)
+    if np.any(count < 0):
         raise SnapshotInvalid(f"{lists_file}: a negative row count")
-    listed = lists.filter(pc.greater(lists.column("rows"), 0))
-    first, count = listed.column("first_row"), pc.cast(listed.column("rows"), pa.int64())
-    if listed.num_rows and (
-        pc.min(first).as_py() < 0 or pc.any(pc.greater(count, pc.subtract(rows.num_rows, first))).as_py()
-    ):
+    listed = count > 0
+    first, count = lists.column("first_row").to_numpy()[listed], count[listed]
+    if first.size and (first.min() < 0 or np.any(count > rows.num_rows - first)):
         raise SnapshotInvalid(f"{lists_file}: points outside itemitem.arrow's {rows.num_rows:,} rows")
-    starts, where = np.unique(first.to_numpy(), return_index=True)
-    lengths = count.to_numpy()[where]
-    shared = np.searchsorted(starts, first.to_numpy())
-    if not np.array_equal(lengths[shared], count.to_numpy()):
+    starts, where = np.unique(first, return_index=True)
+    lengths = count[where]
+    if not np.array_equal(lengths[np.searchsorted(starts, first)], count):
         raise SnapshotInvalid(f"{lists_file}: two lists start at one row with different lengths")
     if np.any(starts[1:] < starts[:-1] + lengths[:-1]):
         raise SnapshotInvalid(f"{lists_file}: two lists overlap in itemitem.arrow")
@@ -356,6 +359,16 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
     inside[starts] = False  # a run's first rank is checked against 1, not against the row before
     if not (np.all(ranks[starts] == 1) and np.all(np.diff(ranks)[inside[1:]] == 1)):
         raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
+
+
+def _ends_with_commas(column: pa.StringArray) -> bool:
+    """Whether every value of ``column`` (no NULLs) ends with a comma: its last byte, read from the offsets."""
+    _, offsets, data = column.buffers()
+    ends = np.frombuffer(offsets, np.int32, len(column) + 1, column.offset * 4)
+    if not len(column):
+        return True
+    values = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return bool(np.all(ends[1:] > ends[:-1]) and np.all(values[ends[1:] - 1] == ord(",")))
 
 
 def publish(root: Path, staged: Snapshot) -> Snapshot:
