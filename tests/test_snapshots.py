@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -760,3 +761,21 @@ def test_a_snapshot_keeps_the_live_ones_unchanged_lists_in_its_files(tmp_path, c
     flip(b5.file("itemitem.b4.arrow"), 0.99)
     written_again("b6")
     assert caplog.text.count("not reusing the live snapshot's parts") == 2
+
+
+def test_snapshots_on_a_file_system_without_hard_links_are_written_whole(tmp_path, monkeypatch, caplog):
+    """Where the snapshots' file system refuses hard links (a network share, say), a build writes every list instead."""
+    from engine.publish import served
+
+    def refused(source, target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
+
+    root = tmp_path / "snapshots"
+    products = pa.table({"tenant": ["nl"] * 3, "product_id": ["p0", "p1", "p2"]})
+    version = {"cooccurrence": {f"p{n}": [2.0, 1.0] for n in range(3)}, "popular_top": ["p0", "p1", "p2", "p3"]}
+    first = snapshot.publish(root, served.stage(root, "b1", lists_of(version), products, {}))
+    monkeypatch.setattr(os, "link", refused)
+    second = served.stage(root, "b2", lists_of(version), products, {}, live=first)
+    assert second.manifest["itemitem_parts"] == ["itemitem.arrow"] and snapshot.verify(second.path)
+    assert second.manifest["rows"] == first.manifest["rows"]
+    assert "writing every list" in caplog.text and "cannot hard-link" in caplog.text

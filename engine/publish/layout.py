@@ -167,7 +167,9 @@ def digests(first: np.ndarray, count: np.ndarray, rows: pa.Table, related: pa.Ch
 
 def _distinct(chosen: np.ndarray, count: np.ndarray, digest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The first of each set of identical lists among ``chosen``, and each chosen list's set (an index into the first)."""
-    order = np.lexsort((digest[chosen, 1], digest[chosen, 0], count[chosen]))
+    # Identical lists have the same first half of the digest, so they sort together by it alone; lists that
+    # differ yet share it (odds of 2^-64) may interleave, and are then merely written apart.
+    order = np.argsort(digest[chosen, 0], kind="stable")
     keys = (count[chosen][order], digest[chosen, 0][order], digest[chosen, 1][order])
     new = np.ones(order.size, bool)
     new[1:] = np.any([np.diff(key) != 0 for key in keys], axis=0)
@@ -182,10 +184,16 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
     return chunk.to_numpy() if column.num_chunks else np.zeros(0, column.type.to_pandas_dtype())
 
 
-def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True)
+def _runs(starts, lengths):
     """The row numbers of runs (start, length) laid end to end."""
-    ends = np.cumsum(lengths)
-    return np.arange(ends[-1] if ends.size else 0) + np.repeat(starts - (ends - lengths), lengths)
+    out = np.empty(lengths.sum(), np.int64)
+    row = 0
+    for run in range(starts.size):
+        for offset in range(lengths[run]):
+            out[row] = starts[run] + offset
+            row += 1
+    return out
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -8,12 +8,15 @@ Spark build's output when ``etalage publish`` takes it in
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.publish import item_json, layout, list_index, snapshot
+
+log = logging.getLogger("etalage.snapshots")
 
 
 def stage(
@@ -46,6 +49,8 @@ def stage(
         checked = checking.submit(layout.checked, planned)
         try:
             staged = _staged(root, build_id, planned, rows, related, products, manifest, folders, live)
+        except snapshot.NotLinkable as error:
+            log.warning("writing every list: %s", error)
         except snapshot.SnapshotInvalid:
             if checked.result():
                 raise

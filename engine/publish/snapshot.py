@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -87,6 +88,14 @@ def parts(manifest: dict) -> list[str]:
 def _required(name: str) -> dict[str, pa.DataType]:
     part = name.startswith("itemitem.") and name.endswith(".arrow")
     return REQUIRED_COLUMNS[OWN_PART if part else name] if part or name in REQUIRED_COLUMNS else {}
+
+
+class NotLinkable(OSError):
+    """The snapshots' file system has no hard links (or not between these files): stage without linking."""
+
+
+UNLINKABLE = (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP)
+"""The errors of ``os.link`` that say the file system cannot link, rather than that something is wrong."""
 
 
 class SnapshotInvalid(RuntimeError):
@@ -168,14 +177,20 @@ def stage(
     _remove_tree(staging, leftover=True)
     staging.mkdir(parents=True)
     with _removed_on_error(staging), writing(staging):
+        files = {}
+        for name, (source, entry) in (linked or {}).items():
+            try:
+                os.link(source, staging / name)
+            except OSError as error:
+                if error.errno not in UNLINKABLE:
+                    raise
+                raise NotLinkable(f"{staging}: cannot hard-link {source} ({error.strerror})") from error
+            files[name] = entry
         with concurrent.futures.ThreadPoolExecutor(len(tables) or 1) as pool:
             written = [
                 pool.submit(_write_table, staging / f"{name}.arrow", rows_of) for name, rows_of in tables.items()
             ]
-            files = dict(future.result() for future in written)
-        for name, (source, entry) in (linked or {}).items():
-            os.link(source, staging / name)
-            files[name] = entry
+            files |= dict(future.result() for future in written)
         for name, source in (folders or {}).items():
             shutil.copytree(source, staging / name)
             for path in sorted(p for p in (staging / name).rglob("*") if p.is_file()):
