@@ -258,7 +258,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         training = None
         if config.evaluation.enabled:
             kept_training = incremental.training if incremental else None
-            training = _evaluate(connection, config, counted, kept_training, pairs, result, timed)
+            training = _evaluate(connection, config, store, counted, kept_training, pairs, result, timed)
         timed("itemitem", stored.result)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
@@ -367,6 +367,7 @@ def _sql_rows(
 def _evaluate(
     connection: duckdb.DuckDBPyConnection,
     config: Config,
+    store: Store,
     counted: counting.Counts,
     kept: state.Training | None,
     pairs: str,
@@ -377,7 +378,8 @@ def _evaluate(
 
     The training counts are the last build's (``kept``) changed by delta
     when this build counts incrementally, else ``counted`` less the test
-    period's sessions. The SQL path counts its own and keeps none.
+    period's sessions; so are the test sessions, when the cut-off did not
+    move back. The SQL path counts its own and keeps none.
     """
     split = evaluation.cutoff(connection, config)
     served = config.snapshots.gate_algorithm
@@ -399,11 +401,15 @@ def _evaluate(
 
         prefixed("training counts", train)
         trained, deltas = held["trained"]
+        tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
         rows = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
-            config.visual.min_sessions, served,
+            config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,
         ).rows  # fmt: skip
-        training = state.Training(split, sessions.newest(connection, until=split), trained.stored(deltas))
+        tested = store.new("evaluation", f"{result.build_id}-test-sessions.parquet")
+        connection.table("test_sessions").write_parquet(str(tested))
+        newest = sessions.newest(connection, until=split)
+        training = state.Training(split, newest, trained.stored(deltas), store.relative(tested))
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training
 

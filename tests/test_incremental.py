@@ -86,6 +86,11 @@ def contents(cfg: config.Config) -> dict:
                 "WHERE build_id = (SELECT max(build_id) FROM builds) ORDER BY algorithm"
             ).fetchall(),
         }
+        tested = connection.execute("SELECT path FROM kept_files WHERE part = 'test_sessions'").fetchone()
+    # The test sessions kept for the next build (an incremental one changed the last build's by delta; the SQL path
+    # keeps none).
+    rows = pq.read_table(cfg.warehouse.parent / tested[0]).to_pylist() if tested else []
+    found["test_sessions"] = sorted(rows, key=str)
     live = snapshot.live(cfg.snapshots.root)
     # What is served; not where (an incremental build's snapshot keeps unchanged lists in the live one's files).
     found["served"] = served_rows(live.path)
@@ -204,7 +209,7 @@ def test_a_build_of_fewer_algorithms_gives_exactly_their_rows_and_scores(hours, 
             (counted,) = connection.execute("SELECT counted_with FROM builds ORDER BY finished_at DESC").fetchone()
             parts = {row[0] for row in connection.execute("SELECT part FROM kept_files").fetchall()}
         assert json.loads(counted)["matrices"] == ["pairs", "next"]
-        assert {part.split("_")[0] for part in parts} <= {"pairs", "next", "training", "catalogue"}
+        assert {part.split("_")[0] for part in parts} <= {"pairs", "next", "training", "catalogue", "test"}
     by_sql = replace(some, warehouse=tmp_path / "sql" / "warehouse.duckdb")
     by_sql = replace(by_sql, snapshots=replace(some.snapshots, root=tmp_path / "sql" / "snapshots"))
     build.build(by_sql, pairs="sql")

@@ -86,24 +86,35 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
     return newest - dt.timedelta(days=config.evaluation.test_days)
 
 
-def test_items(connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime) -> None:
-    """The temporary table ``test_items``: the sessions after ``split``, through ``sql/session_items.sql``.
+def test_items(
+    connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime, kept: list[str] | None
+) -> None:
+    """The temporary tables ``test_items``, the sessions after ``split``, and ``test_sessions``, as the next build keeps them.
 
     The test sessions' events (``sql/test_events.sql``) are read as the
-    training's are, so the same bot rules drop the same kind of session on
-    both sides of the split; then ordered by ``sql/test_items.sql``.
+    training's are, through ``sql/session_items.sql``, so the same bot rules
+    drop the same kind of session on both sides of the split; then ordered
+    by ``sql/test_items.sql``. ``kept``: the store files of the last
+    build's ``test_sessions`` (cut off at or before ``split``), in an
+    incremental build after its counting: only the sessions it counts again
+    (``changed_sessions``, whose events are ``changed_events``) are read
+    (``sql/test_sessions_by_delta.sql``).
     """
-    sqlfiles.create_table(connection, "test_events", {"cutoff": split}, temporary=True)
     values = {**sessions.parameters(algorithms, None, None), "look_back_days": 0}  # every test event counts
-    sqlfiles.create_table(
-        connection,
-        "session_items",
-        values,
-        table="test_session_items",
-        temporary=True,
-        reading={"events": "test_events"},
-    )
-    sqlfiles.create_table(connection, "test_items", temporary=True)
+    changed = "changed_" if kept is not None else ""
+    events = {"events": "changed_events"} if kept is not None else None
+    sqlfiles.create_table(connection, "test_events", {"cutoff": split}, table=f"{changed}test_events",
+                          temporary=True, reading=events)  # fmt: skip
+    sqlfiles.create_table(connection, "session_items", values, table=f"{changed}test_session_items", temporary=True,
+                          reading={"events": f"{changed}test_events"})  # fmt: skip
+    reading = {"test_events": f"{changed}test_events", "test_session_items": f"{changed}test_session_items"}
+    sqlfiles.create_table(connection, "test_sessions", table=f"{changed}test_sessions", temporary=True,
+                          reading=reading)  # fmt: skip
+    if kept is not None:
+        sqlfiles.create_view(connection, "stored_rows", {"files": kept}, view="kept_test_sessions", temporary=True)
+        sqlfiles.create_table(connection, "test_sessions_by_delta", {"cutoff": split}, table="test_sessions",
+                              temporary=True)  # fmt: skip
+    sqlfiles.create_table(connection, "test_items", temporary=True, reading={"test_session_items": "test_sessions"})
 
 
 def training(
@@ -220,8 +231,12 @@ def scored(
     visual_rows: pa.Table | None = None,
     min_sessions: int = 0,
     served: str = AUTO,
+    kept_test: list[str] | None = None,
 ) -> Scored:
-    """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions."""
+    """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions.
+
+    ``kept_test``: the last build's test sessions, to change by delta (:func:`test_items`).
+    """
     held: dict[str, Any] = {}
 
     def rank() -> None:
@@ -236,7 +251,7 @@ def scored(
         )
 
     def score() -> None:
-        test_items(connection, algorithms, split)
+        test_items(connection, algorithms, split, kept_test)
         connection.register("items", trained.items)
         try:
             steps = sqlfiles.query(connection, "test_transitions").fetchnumpy()
@@ -623,7 +638,7 @@ def scores_by_sql(
         held["rows"] = rows
 
     def score() -> None:
-        test_items(connection, algorithms, split)
+        test_items(connection, algorithms, split, None)
         rows, ranks, session = _evaluated(connection, held["rows"])
         against = served_by(rows, served)
         if against in ranks:

@@ -43,9 +43,12 @@ TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "kept_f
 """The state's tables in the warehouse (``tenant_sessions`` is also one analysts read)."""
 BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
 KEPT_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("rows", pa.int64()), ("checksum", pa.string())])
-"""``kept_files``: the store files the counts and the catalogue are kept in (parts ``<matrix>_base``, ``<matrix>_delta``, ``catalogue``)."""
+"""``kept_files``: the store files the counts, the catalogue and the test sessions are kept in (parts ``<matrix>_base``,
+``<matrix>_delta``, ``catalogue``, ``test_sessions``)."""
 TRAINING = "training_"
 """The prefix of the training counts' tables and ``kept_files`` parts (``training_items``, ``training_pairs_base``, ...)."""
+TEST_SESSIONS = "test_sessions"
+"""The ``kept_files`` part of the evaluation's test sessions."""
 TRAINING_TABLES = ("training", "training_items", "training_tenant_sessions")
 """The training counts' tables: optional (a build without the evaluation keeps none)."""
 STORE_FILES = pa.schema([("build_id", pa.string()), ("path", pa.string())])
@@ -60,6 +63,7 @@ class Training:
     cutoff: dt.datetime
     newest: dt.datetime | None  # the newest event before the cut-off, where the training's look-back window ends
     counts: Counts
+    test_sessions: str | None = None  # the store file of the test sessions after the cut-off (sql/test_sessions.sql)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,8 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
     if set(TRAINING_TABLES) <= present:
         split = connection.execute(f"SELECT cutoff, newest_event FROM {database}.training").fetchone()
         if split is not None:
-            training = Training(split[0], split[1], _counts(connection, database, store, parts, names, TRAINING))
+            counts = _counts(connection, database, store, parts, names, TRAINING)
+            training = Training(split[0], split[1], counts, parts.get(TEST_SESSIONS))
     return State(
         build_id=last[0],
         counted_with=counted,
@@ -226,6 +231,8 @@ def write(
         for part, rows, path in (("base", matrix.base, matrix.base_file), ("delta", matrix.delta, matrix.delta_file))
         if path is not None
     ] + [{"part": "catalogue", **catalogue}]
+    if training is not None and training.test_sessions is not None:
+        parts.append({"part": TEST_SESSIONS, "path": training.test_sessions, "rows": None, "checksum": None})
     batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]
     named = [row["path"] for row in batches] + [part["path"] for part in parts] + [itemitem_file]
     named = list(dict.fromkeys(named))

@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-KINDS = ("events", "catalogue", "itemitem", "pairs")
+KINDS = ("events", "catalogue", "itemitem", "pairs", "evaluation")
 """The store's folders: one per kind of file."""
 
 

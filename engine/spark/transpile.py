@@ -59,6 +59,8 @@ INCREMENTAL = (
     "kept_item_counts",
     "holdout_sessions",
     "holdout_events",
+    "test_sessions",
+    "test_sessions_by_delta",
     "training_changes",
     "test_transitions",
 )
