@@ -1,8 +1,8 @@
 """Where each list's rows go in a snapshot: identical lists share one run, and lists unchanged since the live snapshot stay where they are.
 
 A build's lists are mostly what the live snapshot already serves: an hour
-of new events changes a few thousand lists of the co-occurrence family and
-every score of the LLR's (which depends on the number of sessions). So a
+of new events changes a few thousand lists of most algorithms, and every
+score of ``llr``'s and ``popular``'s (which depend on the sessions counted). So a
 snapshot's ``item_json`` rows are held in *parts*: the files of the live
 snapshot whose rows are still mostly served are hard-linked into the new
 one, and only the other lists are rendered and written, into a part of its
