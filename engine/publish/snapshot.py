@@ -86,8 +86,10 @@ def parts(manifest: dict) -> list[str]:
 
 
 def _required(name: str) -> dict[str, pa.DataType]:
-    part = name.startswith("itemitem.") and name.endswith(".arrow")
-    return REQUIRED_COLUMNS[OWN_PART if part else name] if part or name in REQUIRED_COLUMNS else {}
+    """The columns the file ``name`` must have: every part of the rows those of :data:`OWN_PART`."""
+    if name.startswith("itemitem.") and name.endswith(".arrow"):
+        name = OWN_PART
+    return REQUIRED_COLUMNS.get(name, {})
 
 
 class NotLinkable(OSError):
