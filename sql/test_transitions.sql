@@ -3,10 +3,10 @@
 -- next, and whether it is the session's first step (the talk's MRR scores
 -- only those). A product no training session viewed has no number (-1).
 -- In (tenant, session, position) order, as sql/transition_ranks.sql is read,
--- so that the bootstrap resamples sessions alike on both paths.
+-- so that the bootstrap resamples sessions alike on both paths; a session's
+-- steps begin with its first.
 SELECT
     a.tenant,
-    a.session_id,
     coalesce(i.item, -1) AS item,
     coalesce(n.item, -1) AS next_item,
     a.position = 1 AS first_step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from engine import build, config
 from engine.pipeline import evaluation
 from engine.publish import warehouse
+from engine.udfs import resample
 from tests.conftest import divolte_events, shop_config, write_shop_folder
 from tests.test_engine_by_hand import ITEMS, SESSIONS
 
@@ -178,6 +180,36 @@ def test_the_bootstrap_resamples_sessions_in_pairs():
     assert evaluation.with_intervals(rows, ranks, session, "llr").equals(scored)  # seeded
     auto = evaluation.with_intervals(rows, ranks, session, "auto").to_pylist()
     assert {row["compared_with"] for row in auto} == {"transitions"}
+
+
+def test_resamples_draw_sessions_with_replacement(monkeypatch):
+    """Blocked resampling is drawing n of n sessions with replacement: counts of mean 1 and variance 1 - 1/n.
+
+    Rows of the identity make each resample's sums its counts; blocks of 16
+    sessions put the 50 sessions in four blocks, one of them short.
+    """
+    monkeypatch.setattr(resample, "BLOCK", 16)
+    n, resamples = 50, 4000
+    counts = resample.resampled_sums(np.eye(n), resamples, seed=3)
+    assert counts.shape == (resamples, n)
+    assert np.array_equal(counts, np.round(counts)) and counts.min() >= 0
+    assert np.all(counts.sum(axis=1) == n)  # every resample takes exactly n sessions
+    assert abs(counts.mean() - 1) < 0.01  # counts.mean() is exactly 1; each session's mean:
+    assert np.all(np.abs(counts.mean(axis=0) - 1) < 0.1)
+    assert abs(counts.var(axis=0).mean() - (1 - 1 / n)) < 0.05
+    assert not np.array_equal(counts[0], counts[1])
+
+
+def test_resamples_do_not_depend_on_the_threads():
+    """Each (resample, block) has its own seeded stream: the sums are the same on one core as on several."""
+    rows = np.random.default_rng(5).random((10_000, 3))
+    numba.set_num_threads(1)
+    try:
+        alone = resample.resampled_sums(rows, 64, seed=17)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.array_equal(resample.resampled_sums(rows, 64, seed=17), alone)
+    assert not np.array_equal(resample.resampled_sums(rows, 64, seed=18), alone)
 
 
 def _mrr(rank: np.ndarray) -> float:

@@ -43,7 +43,7 @@ from engine.pipeline import itemitem, sessions, state
 from engine.pipeline.counts import Counts, matrices
 from engine.publish import gate, warehouse
 from engine.publish.store import Store
-from engine.udfs import cooccurrence, visits
+from engine.udfs import cooccurrence, resample, visits
 from engine.udfs.pairs import PairRows
 
 CUTS = (5, 10, 20)
@@ -254,7 +254,7 @@ def scored(
         test_items(connection, algorithms, split, kept_test)
         connection.register("items", trained.items)
         try:
-            steps = sqlfiles.query(connection, "test_transitions").fetchnumpy()
+            steps = _transitions(sqlfiles.query(connection, "test_transitions").to_arrow_table())
         finally:
             connection.unregister("items")
         rows, ranks = _kernel_scores(held["items"], held["lists"], steps, connection)
@@ -265,7 +265,7 @@ def scored(
             )
             rows = pa.concat_tables([rows, scored_looks.select(COLUMNS).cast(rows.schema)])
             ranks |= looked
-        session = _session_numbers(steps["tenant"], steps["session_id"])
+        session = np.cumsum(steps["first_step"], dtype=np.int64) - 1  # each session's steps begin with its first
         against = served_by(rows, served)
         if against in ranks:
             visit, ranks[VISIT] = _visit_scores(
@@ -278,6 +278,14 @@ def scored(
     timed("training lists", rank)
     timed("scores", score)
     return held["scored"]
+
+
+def _transitions(table: pa.Table) -> dict[str, Any]:
+    """``sql/test_transitions.sql``'s rows as the kernels read them: the numbers as NumPy arrays, the tenant as Arrow."""
+    steps: dict[str, Any] = {"tenant": table.column("tenant")}
+    for name, kind in (("item", np.int64), ("next_item", np.int64), ("first_step", bool)):
+        steps[name] = table.column(name).to_numpy().astype(kind, copy=False)
+    return steps
 
 
 def _kernel_scores(
@@ -383,7 +391,7 @@ def _visit_scores(
     order = np.full(len(items), np.iinfo(np.int64).max, np.int64)
     order[by_order] = np.arange(by_order.size)
     names = pa.array([items.tenant[int(by_order[first])].as_py() for first, _ in lists.tenants], pa.string())
-    block = pc.index_in(pa.array(steps["tenant"], pa.string()), value_set=names)
+    block = pc.index_in(steps["tenant"], value_set=names)
     leaders = np.vstack([lists.leaders, np.full((1, lists.leaders.shape[1]), -1, np.int32)])  # last: no tenant
     block = block.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int32)
     starts = np.r_[np.flatnonzero(np.r_[True, session[1:] != session[:-1]]), session.size] if session.size else [0]
@@ -590,28 +598,11 @@ def _reciprocal(rank: np.ndarray) -> np.ndarray:
 def _resampled(per_session: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Each algorithm's (rows of ``per_session``) mean difference in each bootstrap resample of the sessions.
 
-    A resample is drawn as how many times it takes each session, so its sums
-    are one matrix product over the sessions, not a gather of every draw
-    (``docs/benchmarks.md`` has the figures).
+    The resamples' sums of gains and of transitions come from
+    :func:`engine.udfs.resample.resampled_sums` (seeded with :data:`SEED`).
     """
-    rng = np.random.default_rng(SEED)
-    n_sessions = sizes.size
-    totals = np.vstack([per_session, sizes]).T.copy()  # one row per session: its gains, then its transitions
-    chunk = max(1, min(RESAMPLES, _DRAWN_AT_ONCE // n_sessions))
-    drawn = []
-    for done in range(0, RESAMPLES, chunk):
-        count = min(chunk, RESAMPLES - done)
-        picks = rng.integers(0, n_sessions, size=(count, n_sessions), dtype=np.int32)
-        taken = np.empty((count, n_sessions))
-        for resample, drawn_sessions in zip(taken, picks, strict=True):  # one resample's counts stay in the cache
-            resample[:] = np.bincount(drawn_sessions, minlength=n_sessions)
-        summed = taken @ totals
-        drawn.append((summed[:, :-1] / summed[:, -1:]).T)
-    return np.concatenate(drawn, axis=1)
-
-
-_DRAWN_AT_ONCE = 1 << 22
-"""How many session draws one step of :func:`_resampled` holds (int32, so at most 2**31)."""
+    summed = resample.resampled_sums(np.vstack([per_session, sizes]).T, RESAMPLES, SEED)
+    return (summed[:, :-1] / summed[:, -1:]).T
 
 
 def scores_by_sql(
