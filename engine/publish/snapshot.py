@@ -374,7 +374,7 @@ def _verify_layout(folder: Path, lists: pa.Table, products: pa.Table, rows: pa.T
     edges[starts + lengths] -= 1
     inside = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
     inside[starts] = False  # a run's first rank is checked against 1, not against the row before
-    if not (np.all(ranks[starts] == 1) and np.all(np.diff(ranks)[inside[1:]] == 1)):
+    if not np.all(ranks[starts] == 1) or np.any((np.diff(ranks) != 1) & inside[1:]):
         raise SnapshotInvalid(f"{lists_file}: a list does not run from rank 1 to its row count in itemitem.arrow")
 
 
