@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import functools
 import json
 import tempfile
 import time
@@ -175,6 +176,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root
         ) as scratch,
         concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store") as background,
+        _EarlyStaging() as staging,
     ):
         earlier = state.load(connection, store) if _attached(connection) else None
         result.counting, result.counting_reason = state.how_to_count(config, earlier, full)
@@ -255,6 +257,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
 
         # The store's copy is written while the evaluation runs (neither reads the other); the step is the wait for it.
         stored = background.submit(itemitem.write, held["itemitem"], itemitem_file)
+        live = snapshot.live(config.snapshots.root)
+        products_table = connection.table("products").to_arrow_table()
+        staging.start(functools.partial(_stage, config, result, products_table, held.pop("itemitem"), live))
         training = None
         if config.evaluation.enabled:
             kept_training = incremental.training if incremental else None
@@ -276,7 +281,6 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         crashpoints.reach("stored")
         _views(connection, config, store, held["catalogue"]["path"], itemitem_file, newest)
         scores = _scores(connection, result.build_id) if config.evaluation.enabled else None
-        live = snapshot.live(config.snapshots.root)
         chosen = gate.served_for(scores, config, live)
         result.served_algorithm, result.served_reason = chosen.algorithm, chosen.reason
         _record(connection, config, result, started, newest)
@@ -290,8 +294,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         if not result.gate.publish:
             raise gate.GateRefused(result.gate)
         staged: dict[str, snapshot.Snapshot] = {}
-        rows = held.pop("itemitem")
-        timed("snapshot", lambda: staged.update(snapshot=_stage(connection, config, result, scores, rows, live)))
+        timed("snapshot", lambda: staged.update(snapshot=staging.finish(_decided(result, scores))))
         named = state.named_files(connection)
     result.snapshot = snapshot.publish(config.snapshots.root, staged["snapshot"])
     store.collect(named)
@@ -469,36 +472,91 @@ def _scores(connection: duckdb.DuckDBPyConnection, build_id: str) -> dict[str, d
     return served.scores(rows.to_pylist(), build_id)
 
 
+class StagingCancelled(Exception):
+    """The build stopped (an error, or a gate that refused) while its snapshot was being staged."""
+
+
+class _EarlyStaging(AbstractContextManager):
+    """The snapshot staged in a thread of its own while the evaluation runs, but for the manifest's late fields.
+
+    What a snapshot serves is known once the lists are: only the manifest's
+    evaluation, served algorithm and gate wait for the evaluation, so the
+    staging waits for them (:meth:`finish`) after writing and linking the
+    files. Leaving the block before that cancels it: the staging folder is
+    removed. Where Numba's parallel kernels cannot run in two threads at
+    once (its ``workqueue`` layer aborts the process) it is staged at the end.
+    """
+
+    def __init__(self) -> None:
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        self._decided: concurrent.futures.Future[dict] = concurrent.futures.Future()
+        self._stage: Callable[[Callable[[], dict]], snapshot.Snapshot] | None = None
+        self._staged: concurrent.futures.Future[snapshot.Snapshot] | None = None
+
+    def start(self, stage: Callable[[Callable[[], dict]], snapshot.Snapshot]) -> None:
+        """Begin ``stage``, which calls its argument for the late fields when its files are written."""
+        self._stage = stage
+        if _kernels_run_concurrently():
+            self._staged = self._thread.submit(stage, self._decided.result)
+
+    def finish(self, decided: dict) -> snapshot.Snapshot:
+        """The staged snapshot, its manifest completed with ``decided``."""
+        assert self._stage is not None, "start() comes first"
+        self._decided.set_result(decided)
+        return self._staged.result() if self._staged else self._stage(self._decided.result)
+
+    def __exit__(self, *error: object) -> None:
+        if not self._decided.done():
+            self._decided.set_exception(StagingCancelled("the build stopped before its snapshot was complete"))
+        self._thread.shutdown(wait=True)  # a cancelled staging has removed its folder
+
+
+def _kernels_run_concurrently() -> bool:
+    """Whether Numba's parallel kernels may run in two threads at once (not with its ``workqueue`` layer)."""
+    import numba
+
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run in this process yet: take no chance
+        return False
+
+
 def _stage(
-    connection: duckdb.DuckDBPyConnection,
     config: Config,
     result: BuildResult,
-    scores: dict | None,
+    products: pa.Table,
     rows: pa.Table,
     live: snapshot.Snapshot | None,
+    decided: Callable[[], dict],
 ) -> snapshot.Snapshot:
-    """Write this build's snapshot beside the ``live`` one (not yet live), from its ``itemitem`` rows, reusing what it can."""
-    manifest = {
-        "parameters": {
-            "algorithms": asdict(config.algorithms),
-            "evaluation": asdict(config.evaluation),
-            "visual": asdict(config.visual) if result.visual else None,
-        },
-        "config": str(config.source) if config.source else None,
-        "evaluation": scores,
-        "served_algorithm": result.served_algorithm,
-        "served_reason": result.served_reason,
-        "gate": result.gate.record() if result.gate else None,
+    """Write this build's snapshot beside the ``live`` one (not yet live), from its ``itemitem`` rows, reusing what it can.
+
+    ``decided`` gives the manifest's fields that the evaluation and the gate decide (:func:`_decided`).
+    """
+    parameters = {
+        "algorithms": asdict(config.algorithms),
+        "evaluation": asdict(config.evaluation),
+        "visual": asdict(config.visual) if result.visual else None,
     }
     return served.stage(
         config.snapshots.root,
         result.build_id,
         rows,
-        connection.table("products").to_arrow_table(),
-        manifest,
+        products,
+        lambda: {"parameters": parameters, "config": str(config.source) if config.source else None, **decided()},
         folders={visual_stage.INDEX_FOLDER: result.visual.index_folder} if result.visual else None,
         live=live,
     )
+
+
+def _decided(result: BuildResult, scores: dict | None) -> dict:
+    """The manifest's fields that the evaluation and the gate decide."""
+    return {
+        "evaluation": scores,
+        "served_algorithm": result.served_algorithm,
+        "served_reason": result.served_reason,
+        "gate": result.gate.record() if result.gate else None,
+    }
 
 
 def _record(

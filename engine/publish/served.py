@@ -24,7 +24,7 @@ def stage(
     build_id: str,
     rows: pa.Table,
     products: pa.Table,
-    manifest: dict,
+    manifest: snapshot.Manifest,
     *,
     folders: dict[str, Path] | None = None,
     live: snapshot.Snapshot | None = None,
@@ -69,7 +69,7 @@ def _staged(
     rows: pa.Table,
     related: pa.ChunkedArray,
     products: pa.Table,
-    manifest: dict,
+    manifest: snapshot.Manifest,
     folders: dict[str, Path] | None,
     live: snapshot.Snapshot | None,
 ) -> snapshot.Snapshot:
@@ -88,8 +88,9 @@ def _staged(
         linked["products.arrow"] = (live.path / "products.arrow", live.manifest["files"]["products.arrow"])
     else:
         tables["products"] = lambda: products.to_reader(1 << 17)
-    manifest = {**manifest, **layout.manifest_entry(planned)}
-    return snapshot.stage(root, build_id, tables, manifest, folders, linked)
+    entry = layout.manifest_entry(planned)
+    own = (lambda: {**manifest(), **entry}) if callable(manifest) else {**manifest, **entry}
+    return snapshot.stage(root, build_id, tables, own, folders, linked)
 
 
 def scores(rows: list[dict], build_id: str) -> dict[str, dict]:

@@ -148,11 +148,15 @@ def clean(root: Path) -> None:
     (root / f".{CURRENT}.new").unlink(missing_ok=True)
 
 
+Manifest = dict | Callable[[], dict]
+"""A manifest's own fields, or a function that gives them once the files are written (a build decides some late)."""
+
+
 def stage(
     root: Path,
     build_id: str,
     tables: dict[str, Callable[[], pa.RecordBatchReader]],
-    manifest: dict,
+    manifest: Manifest,
     folders: dict[str, Path] | None = None,
     linked: dict[str, tuple[Path, dict]] | None = None,
 ) -> Snapshot:
@@ -169,7 +173,9 @@ def stage(
 
     The manifest gets the format, build id, row counts, schemas and sha256 of
     every file; the folder is verified, and ``_SUCCESS`` is written last.
-    Nothing here is visible to readers until :func:`publish`.
+    Nothing here is visible to readers until :func:`publish`. A ``manifest``
+    function is called when the files are written: whatever it raises
+    removes the staging folder and is raised here.
 
     Raises:
         SnapshotInvalid: what was written does not verify.
@@ -202,7 +208,7 @@ def stage(
             "format": FORMAT,
             "build_id": build_id,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            **manifest,
+            **(manifest() if callable(manifest) else manifest),
             "rows": {name.removesuffix(".arrow"): entry["rows"] for name, entry in files.items() if "rows" in entry},
             "files": files,
         }
