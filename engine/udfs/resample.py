@@ -7,8 +7,10 @@ hundred thousand sessions. So the sessions are cut into blocks that fit the
 cache: a resample first draws how many of its ``n`` draws fall in each block
 (a multinomial over the blocks' sizes, which is how draws with replacement
 spread), then, block by block, which sessions of the block they take. The
-resamples are exactly draws with replacement; only the order of the random
-numbers differs from drawing them one by one. Every (resample, block) has a
+resamples are draws with replacement (a session is picked from 32 random
+bits by a multiply and a shift, so its chance is 1/size within one part in
+a million); only the order of the random numbers differs from drawing them
+one by one. Every (resample, block) has a
 random stream of its own, seeded from ``seed``, so the sums are the same
 whichever core computes them and however many there are; and each column is
 summed in row order, so its sums do not depend on the other columns (an
