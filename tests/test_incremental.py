@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -172,6 +173,25 @@ def test_a_config_change_that_alters_what_counts_counts_again(hours, tmp_path):
     scratch = replace(scratch, algorithms=reach.algorithms, events=reach.events)
     build.build(scratch, full=True, force=True)  # another tenant mapping and reach: past the gate
     assert_same(contents(reach), contents(scratch))
+
+
+@pytest.mark.slow
+def test_where_kernels_cannot_run_at_once_the_snapshot_is_staged_after_the_gate(hours, tmp_path, monkeypatch):
+    """Staged at the end instead of during the evaluation (Numba's workqueue layer): the same snapshot and manifest."""
+    source, files = hours
+    catalogue = pq.read_table(source / "catalogue.parquet").to_pylist()
+    published = {}
+    for name in ("during", "after"):
+        if name == "after":
+            if not build._kernels_run_concurrently():
+                pytest.skip(f"Numba's {numba.threading_layer()} layer here stages every snapshot after the gate")
+            monkeypatch.setattr(build, "_kernels_run_concurrently", lambda: False)
+        cfg = shop_with(source, tmp_path / name, files[:40], catalogue)
+        build.build(cfg)
+        shop_with(source, tmp_path / name, files[:60], catalogue)
+        assert build.build(cfg).counting == "incremental"
+        published[name] = contents(cfg)
+    assert_same(published["after"], published["during"])
 
 
 @pytest.mark.slow
