@@ -265,7 +265,7 @@ def scored(
             )
             rows = pa.concat_tables([rows, scored_looks.select(COLUMNS).cast(rows.schema)])
             ranks |= looked
-        session = np.cumsum(steps["first_step"], dtype=np.int64) - 1  # each session's steps begin with its first
+        session = _session_numbers(steps["first_step"])
         against = served_by(rows, served)
         if against in ranks:
             visit, ranks[VISIT] = _visit_scores(
@@ -481,7 +481,7 @@ def _evaluated(
         sqlfiles.create_table(connection, "transition_ranks", temporary=True, reading={"itemitem": "trained_rows"})
         rows = sqlfiles.query(connection, "evaluation", reading={"itemitem": "trained_rows"}).to_arrow_table()
         ranked = connection.execute(
-            "SELECT algorithm, tenant, session_id, coalesce(rank, 0) AS rank FROM transition_ranks "
+            "SELECT algorithm, coalesce(rank, 0) AS rank, position = 1 AS first_step FROM transition_ranks "
             "ORDER BY algorithm, tenant, session_id, position"
         ).fetchnumpy()
     finally:
@@ -490,8 +490,7 @@ def _evaluated(
     names = np.asarray(ranked["algorithm"], dtype=object)
     ranks = {name: np.asarray(ranked["rank"][names == name], np.int64) for name in rows.column("algorithm").to_pylist()}
     first = names == names[0] if names.size else np.zeros(0, bool)
-    session = _session_numbers(ranked["tenant"][first], ranked["session_id"][first])
-    return rows, ranks, session
+    return rows, ranks, _session_numbers(ranked["first_step"][first])
 
 
 def _visit_by_sql(
@@ -516,11 +515,9 @@ def _visit_by_sql(
     return rows, np.asarray(rank, np.int64)
 
 
-def _session_numbers(tenant: np.ndarray, session_id: np.ndarray) -> np.ndarray:
-    """Each transition's session as a number 0, 1, ..., from its tenant and session id (transitions in session order)."""
-    tenant, session_id = np.asarray(tenant, dtype=object), np.asarray(session_id, dtype=object)
-    starts = np.r_[True, (tenant[1:] != tenant[:-1]) | (session_id[1:] != session_id[:-1])] if tenant.size else []
-    return np.cumsum(starts, dtype=np.int64) - 1
+def _session_numbers(first_step: np.ndarray) -> np.ndarray:
+    """Each transition's session as a number 0, 1, ... (transitions in session order, each session's from its first step)."""
+    return np.cumsum(np.asarray(first_step, bool), dtype=np.int64) - 1
 
 
 def served_by(rows: pa.Table, configured: str) -> str:
