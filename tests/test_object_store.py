@@ -1,4 +1,4 @@
-"""Events, catalogue and exposures on an object store: a build from s3:// equals a build from the same files on disk.
+"""Events, catalogue and exposures on an object store: a build from s3:// or gs:// equals a build from the same files on disk.
 
 A real S3 API (moto in server mode on 127.0.0.1, started by the test) holds
 a small shop's hourly Parquet events (``date=/hour=`` partitions), its Avro
@@ -6,14 +6,21 @@ events, its catalogue and an exposure file. ``etalage build`` runs against
 the s3:// locations as cron would, and its lists, counts and evaluation must
 equal a build of the same files from local paths; one more hour is then
 uploaded and only that object is read; a rewritten object stops the build
-with the ledger's error. Bad locations (a store that does not answer, no
-credentials, no such bucket, a scheme etalage does not read) each stop the
-build with the location's name, exit 3, and the live warehouse unchanged.
+with the ledger's error. The same files on Google Cloud Storage's emulator
+(gcp-storage-emulator, in a process of its own) give the same lists through
+gs://, which DuckDB reads through pyarrow's filesystem. Bad locations (a
+store that does not answer, no credentials, no such bucket, a scheme
+etalage does not read, HDFS without libhdfs) each stop the build with the
+location's name, exit 3, and the live warehouse unchanged.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +86,34 @@ def store() -> Store:
 
 
 @pytest.fixture(scope="module")
+def gcs() -> pafs.GcsFileSystem:
+    """Google Cloud Storage's emulator on a free loopback port, bucket ``shop``; STORAGE_EMULATOR_HOST names it meanwhile."""
+    pytest.importorskip(
+        "gcp_storage_emulator", reason="gcp-storage-emulator is not installed (the `test` extra has it)"
+    )
+    host = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", host.split(":")[1],
+               "--in-memory", "--default-bucket", "shop", "--quiet"]  # fmt: skip
+    emulator = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", int(host.split(":")[1])), timeout=1).close()
+                break
+            except OSError:
+                if emulator.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip("the Google Cloud Storage emulator did not start")
+                time.sleep(0.2)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(locations.GCS_EMULATOR, host)
+            yield pafs.GcsFileSystem(anonymous=True, endpoint_override=host, scheme="http")
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> Path:
     """A generated shop whose Parquet events are split into hourly ``date=YYYY-MM-DD/hour=HH`` partitions."""
     folder = tmp_path_factory.mktemp("object-shop")
@@ -117,11 +152,11 @@ def hour_files(shop: Path, fmt: str) -> list[Path]:
     return sorted((shop / "events" / folder).rglob(f"*.{suffix}"))
 
 
-def upload(store: Store, shop: Path, files: list[Path]) -> None:
-    """Put files of the shop's folder into the bucket under the same relative names."""
+def upload(client: pafs.FileSystem, shop: Path, files: list[Path]) -> None:
+    """Put files of the shop's folder into the bucket ``shop`` under the same relative names."""
     for path in files:
         key = f"shop/{path.relative_to(shop).as_posix()}"
-        with store.client.open_output_stream(key) as stream:
+        with client.open_output_stream(key) as stream:
             stream.write(path.read_bytes())
 
 
@@ -166,7 +201,9 @@ def ledger(path: Path) -> list[tuple]:
 @pytest.mark.slow
 def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(store, shop, tmp_path):
     files = hour_files(shop, "parquet")
-    upload(store, shop, [shop / "catalogue.parquet", *files[:-1], *sorted((shop / "exposures").rglob("*.parquet"))])
+    upload(
+        store.client, shop, [shop / "catalogue.parquet", *files[:-1], *sorted((shop / "exposures").rglob("*.parquet"))]
+    )
     remote = config_file(tmp_path / "remote", "s3://shop", "parquet")
     built(remote)
     local_shop = tmp_path / "local-shop"
@@ -179,7 +216,7 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
     with warehouse.connect(remote.parent / "warehouse.duckdb", read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM exposures").fetchone()[0] == 1
 
-    upload(store, shop, files[-1:])
+    upload(store.client, shop, files[-1:])
     copy(shop, local_shop, files[-1:])
     result = run_cli("build", "--config", str(remote))
     assert result.returncode == 0, result.stderr
@@ -202,12 +239,29 @@ def test_a_build_from_s3_equals_a_build_from_disk_then_reads_only_the_new_hour(s
 @pytest.mark.slow
 def test_avro_events_on_s3_give_the_lists_of_the_same_files_on_disk(store, shop, tmp_path):
     files = hour_files(shop, "avro")
-    upload(store, shop, [shop / "catalogue.parquet", *files])
+    upload(store.client, shop, [shop / "catalogue.parquet", *files])
     remote = config_file(tmp_path / "remote", "s3://shop", "avro")
     built(remote)
     local = config_file(tmp_path / "local", str(shop), "avro")
     built(local)
     assert_same(contents(config.load(remote)), contents(config.load(local)))
+
+
+@pytest.mark.slow
+def test_events_catalogue_and_exposures_on_gs_give_the_lists_of_the_same_files_on_disk(gcs, shop, tmp_path):
+    files = {"parquet": hour_files(shop, "parquet"), "avro": hour_files(shop, "avro")}
+    exposed = sorted((shop / "exposures").rglob("*.parquet"))
+    upload(gcs, shop, [shop / "catalogue.parquet", *files["parquet"], *files["avro"], *exposed])
+    for fmt, events in files.items():
+        remote = config_file(tmp_path / f"remote-{fmt}", "gs://shop", fmt)
+        built(remote)
+        local = config_file(tmp_path / f"local-{fmt}", str(shop), fmt)
+        built(local)
+        assert_same(contents(config.load(remote)), contents(config.load(local)))
+        paths = [path for path, _ in ledger(remote)]
+        assert paths == [f"gs://shop/{path.relative_to(shop).as_posix()}" for path in events]
+        with warehouse.connect(remote.parent / "warehouse.duckdb", read_only=True) as connection:
+            assert connection.execute("SELECT count(*) FROM exposures").fetchone()[0] == 1
 
 
 @pytest.mark.slow
@@ -245,7 +299,7 @@ def live_shop(store, shop, tmp_path_factory) -> Path:
     """A shop built once from disk (its config is ``etalage.toml``): what a bad location must leave as it is."""
     path = config_file(tmp_path_factory.mktemp("live"), str(shop), "avro")
     built(path)
-    upload(store, shop, hour_files(shop, "avro")[:2])
+    upload(store.client, shop, hour_files(shop, "avro")[:2])
     return path
 
 
@@ -276,6 +330,13 @@ def on_store(shop: Path, bucket: str = "s3://shop") -> tuple[str, str]:
 def test_a_store_that_does_not_answer_is_named(live_shop, shop):
     nobody = f"http://127.0.0.1:{free_port()}"
     refused(live_shop, *on_store(shop), {"AWS_ENDPOINT_URL": nobody}, "s3://shop/events/avro/**/*.avro: cannot list it")
+
+
+@pytest.mark.slow
+def test_a_gs_store_that_does_not_answer_is_named(live_shop, shop):
+    nobody = f"127.0.0.1:{free_port()}"  # retried for locations.GCS_PATIENCE, then given up
+    environment = {locations.GCS_EMULATOR: nobody}
+    refused(live_shop, *on_store(shop, "gs://shop"), environment, "gs://shop/events/avro/**/*.avro: cannot list it")
 
 
 def test_missing_credentials_are_named(live_shop, shop):
@@ -312,9 +373,17 @@ def test_a_truncated_object_is_named_by_its_ends_alone(store, live_shop, shop):
         store.client.delete_file(key)
 
 
-def test_duckdb_refuses_the_schemes_it_cannot_read_by_name():
-    with duckdb.connect() as connection, pytest.raises(locations.Unreachable, match=r"gs://shop/e\.parquet: DuckDB"):
-        locations.let_duckdb_read(connection, [Path("local.parquet"), "gs://shop/e.parquet"])
+def test_hdfs_without_libhdfs_is_named_and_one_name_node_is_asked_for():
+    cases = {
+        r"^hdfs://namenode:8020/e\.parquet: cannot connect to it \(": [
+            Path("local.parquet"),
+            "hdfs://namenode:8020/e.parquet",
+        ],
+        r"^hdfs://a:1/e\.parquet: hdfs:// locations on 2 name nodes": ["hdfs://b:1/f.parquet", "hdfs://a:1/e.parquet"],
+    }
+    for message, named in cases.items():
+        with duckdb.connect() as connection, pytest.raises(locations.Unreachable, match=message):
+            locations.duckdb_reads(connection, named).__enter__()
 
 
 @pytest.mark.slow
@@ -324,7 +393,7 @@ def test_spark_without_hadoop_aws_names_the_s3_location_and_what_it_needs(store,
     from engine.spark import runner
 
     files = hour_files(shop, "parquet")
-    upload(store, shop, [shop / "catalogue.parquet", *files[:3]])
+    upload(store.client, shop, [shop / "catalogue.parquet", *files[:3]])
     remote = config.load(config_file(tmp_path / "remote", "s3://shop", "parquet"))
     try:
         spark = runner.session("local[1]")

@@ -31,7 +31,6 @@ def checksum(path: locations.Location) -> str:
 
 def load_catalogue(connection: duckdb.DuckDBPyConnection, path: locations.Location) -> None:
     """Create the temporary table ``products`` from the catalogue Parquet file, refusing duplicates and missing keys."""
-    locations.let_duckdb_read(connection, [path])
     try:
         columns = parquet_columns(path)
     except FileNotFoundError:
@@ -44,9 +43,11 @@ def load_catalogue(connection: duckdb.DuckDBPyConnection, path: locations.Locati
         f"CAST({c if c in columns else 'NULL'} AS {'DOUBLE' if c == 'price' else 'VARCHAR'}) AS {c}"
         for c in CATALOGUE_COLUMNS
     )
-    connection.execute(
-        f"CREATE OR REPLACE TEMPORARY TABLE products AS SELECT {selected} FROM read_parquet($path)", {"path": str(path)}
-    )
+    with locations.duckdb_reads(connection, [path]):
+        connection.execute(
+            f"CREATE OR REPLACE TEMPORARY TABLE products AS SELECT {selected} FROM read_parquet($path)",
+            {"path": str(path)},
+        )
     duplicate = connection.execute(
         "SELECT tenant, product_id FROM products GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
     ).fetchone()

@@ -55,7 +55,14 @@ def write_batch(
     rows (``sql/file_counts.sql``) are the ledger's counts: events read,
     dropped as duplicate or corrupt, and kept, per file.
     """
-    locations.let_duckdb_read(connection, [path for paths in files.by_format().values() for path in paths])
+    with locations.duckdb_reads(connection, [path for paths in files.by_format().values() for path in paths]):
+        return _write_mapped(connection, files, mapping, target)
+
+
+def _write_mapped(
+    connection: duckdb.DuckDBPyConnection, files: EventFiles, mapping: dict[MappedColumn, str], target: Path
+) -> list[dict]:
+    """:func:`write_batch` once ``connection`` can read the files."""
     mapped = None
     for fmt, paths in files.by_format().items():
         probe = _source(connection, fmt, [paths[0]]).limit(0)

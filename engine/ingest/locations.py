@@ -3,13 +3,13 @@
 A location in ``etalage.toml`` is a path (relative to the config's folder),
 a ``file://`` URI (read as the path it names) or a URI whose scheme is one of
 :data:`REMOTE_SCHEMES`. Remote locations are listed, sized and checked
-through pyarrow's filesystems, by ranged reads of each file's ends; DuckDB
+through pyarrow's filesystems, by ranged reads of each file's ends. DuckDB
 reads ``s3://`` objects itself, through the httpfs extension that the
 ``duckdb-extension-httpfs`` package ships (loaded by path, never
-downloaded), with a secret made from the standard AWS environment variables.
-``gs://`` and ``hdfs://`` are listed and checked by pyarrow, but DuckDB
-cannot read them (see ``docs/object-stores.md``): a build says so, naming
-the location, before it changes anything.
+downloaded), with a secret made from the standard AWS environment variables;
+it has no reader of its own for ``gs://`` and ``hdfs://``, so it reads them
+through the same pyarrow filesystems, registered with the connection as
+fsspec filesystems (see ``docs/object-stores.md``).
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
+from fsspec.implementations.arrow import ArrowFSWrapper
 from fsspec.utils import glob_translate
 
 from engine.publish import warehouse
 
 REMOTE_SCHEMES = ("s3", "gs", "hdfs")
 """The URI schemes a location may have besides ``file``."""
-DUCKDB_READS = ("s3",)
-"""The remote schemes DuckDB reads itself (through httpfs); events and catalogues elsewhere are refused by name."""
+HTTPFS_READS = ("s3",)
+"""The remote schemes DuckDB reads itself (through httpfs); it reads the others through pyarrow's filesystems."""
+GCS_EMULATOR = "STORAGE_EMULATOR_HOST"
+"""The variable that points ``gs://`` at a local emulator (``host:port``) instead of Google, as Google's libraries read it."""
+GCS_PATIENCE = dt.timedelta(seconds=15)
+"""How long a ``gs://`` request is retried before the store counts as not answering."""
 S3_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 """What an ``s3://`` location needs; AWS_SESSION_TOKEN, AWS_REGION and AWS_ENDPOINT_URL may add to them."""
 
@@ -116,25 +121,49 @@ def filesystem(location: Location) -> tuple[pafs.FileSystem, str]:
     return _filesystem(location), _inside(location)
 
 
-def let_duckdb_read(connection: duckdb.DuckDBPyConnection, locations: Sequence[Location]) -> None:
-    """Make ``connection`` able to read ``locations``: httpfs and an S3 secret when one is on ``s3://``.
+@contextmanager
+def duckdb_reads(connection: duckdb.DuckDBPyConnection, locations: Sequence[Location]) -> Iterator[None]:
+    """While open, ``connection`` can read ``locations``: httpfs and an S3 secret for ``s3://``, pyarrow for the others.
 
     The secret's values are bound parameters, never part of the SQL text.
+    ``gs://`` and ``hdfs://`` are read on one DuckDB thread: DuckDB binds
+    some reads (a relation's, ``union_by_name``'s) holding the GIL, and a
+    thread of its own that called pyarrow's wrapper would wait for it forever.
 
     Raises:
-        Unreachable: a location's scheme DuckDB cannot read, or no AWS credentials in the environment.
+        Unreachable: no AWS credentials in the environment, a filesystem that cannot be made (no libhdfs),
+            or ``hdfs://`` locations on two name nodes.
     """
     remote = [str(location) for location in locations if is_remote(location)]
-    for location in remote:
-        if scheme(location) not in DUCKDB_READS:
-            msg = (
-                f"{location}: DuckDB reads only {', '.join(s + '://' for s in DUCKDB_READS)} of the remote "
-                "locations; copy these files to an s3:// bucket or a local folder (see docs/object-stores.md)"
-            )
+    through_arrow = {}
+    for kind in sorted({scheme(location) for location in remote} - set(HTTPFS_READS)):
+        named = sorted({location for location in remote if scheme(location) == kind})
+        nodes = {_authority(location) for location in named}
+        if kind == "hdfs" and len(nodes) > 1:
+            msg = f"{named[0]}: hdfs:// locations on {len(nodes)} name nodes ({', '.join(sorted(nodes))}); use one"
             raise Unreachable(msg)
-    if not remote:
+        through_arrow[kind] = _ThroughArrow(_filesystem(named[0]), kind)
+    on_s3 = [location for location in remote if scheme(location) in HTTPFS_READS]
+    if on_s3:
+        _let_httpfs_read(connection, on_s3[0])
+    if not through_arrow:
+        yield
         return
-    settings = _s3_settings(remote[0])
+    (threads,) = connection.execute("SELECT current_setting('threads')").fetchone() or (1,)
+    for filesystem in through_arrow.values():
+        connection.register_filesystem(filesystem)
+    connection.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        connection.execute(f"SET threads = {int(threads)}")  # SET takes no bound parameters; an int from DuckDB
+        for kind in through_arrow:
+            connection.unregister_filesystem(kind)
+
+
+def _let_httpfs_read(connection: duckdb.DuckDBPyConnection, location: str) -> None:
+    """Load httpfs and create the S3 secret from the environment (``location``: the first on ``s3://``, for errors)."""
+    settings = _s3_settings(location)
     warehouse.load_extension(connection, "httpfs")
     endpoint = urlsplit(settings.endpoint) if settings.endpoint else None
     connection.execute(
@@ -197,6 +226,8 @@ def _filesystem(location: str) -> pafs.FileSystem:
     kind = scheme(location)  # one of REMOTE_SCHEMES: the config refuses others
     if kind == "s3":
         return _s3_filesystem(_s3_settings(location))
+    if kind == "gs":
+        return _gcs_filesystem(os.environ.get(GCS_EMULATOR) or None)
     with reaching(location, "connect to"):
         return _uri_filesystem(f"{kind}://{_authority(location)}/")
 
@@ -219,8 +250,31 @@ def _s3_filesystem(settings: _S3) -> pafs.S3FileSystem:
 
 
 @functools.lru_cache(maxsize=8)
+def _gcs_filesystem(emulator: str | None) -> pafs.GcsFileSystem:
+    """Google Cloud Storage with Google's default credentials, or the emulator at ``emulator`` without any."""
+    if emulator is None:
+        return pafs.GcsFileSystem(retry_time_limit=GCS_PATIENCE)
+    endpoint = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+    return pafs.GcsFileSystem(
+        anonymous=True, endpoint_override=endpoint.netloc, scheme=endpoint.scheme, retry_time_limit=GCS_PATIENCE
+    )
+
+
+@functools.lru_cache(maxsize=8)
 def _uri_filesystem(root: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(root)[0]
+
+
+class _ThroughArrow(ArrowFSWrapper):
+    """A pyarrow filesystem as an fsspec one that answers for ``scheme``: how DuckDB reads ``gs://`` and ``hdfs://``."""
+
+    def __init__(self, filesystem: pafs.FileSystem, scheme: str) -> None:
+        super().__init__(filesystem)
+        self.scheme = scheme
+
+    @property
+    def protocol(self) -> str:  # fsspec's is the pyarrow type name ("gcs"), not the scheme
+        return self.scheme
 
 
 def _authority(location: str) -> str:

@@ -396,8 +396,7 @@ def _source(spark: SparkSession, fmt: str, paths: list[str], cleanup: ExitStack)
         if "avro" not in str(error).lower():
             raise
     folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="etalage-avro-")))
-    with warehouse.connect() as connection:
-        locations.let_duckdb_read(connection, paths)
+    with warehouse.connect() as connection, locations.duckdb_reads(connection, paths):
         connection.sql(f"FROM read_avro({sqlfiles.literal(paths)})").write_parquet(str(folder / "events.parquet"))
     return spark.read.parquet(str(folder / "events.parquet"))
 
