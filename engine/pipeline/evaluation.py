@@ -319,13 +319,14 @@ def _scores_row(
     and ``related``, every entry of the lists the algorithm shows."""
     listed = np.bincount(related, minlength=len(items))  # how often each item is recommended
     shown = np.flatnonzero(listed)
+    by_rank = np.bincount(rank).tolist()  # transitions by rank (0: absent): every cut is read from it
     return {
         "algorithm": algorithm,
         "sessions": int(first.sum()),
-        "mrr": _mean(rank[first], None),
+        "mrr": _mean(np.bincount(rank[first]).tolist(), None),
         "pairs": int(rank.size),
-        **{f"mrr_at_{k}": _mean(rank, k) for k in CUTS},
-        **{f"hit_rate_at_{k}": _share(rank, k) for k in CUTS},
+        **{f"mrr_at_{k}": _mean(by_rank, k) for k in CUTS},
+        **{f"hit_rate_at_{k}": _share(by_rank, k) for k in CUTS},
         "coverage": shown.size / catalogue,
         "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / max(related.size, 1),
     }
@@ -360,17 +361,21 @@ def _item_lists(lists: cooccurrence.Lists, number: int) -> np.ndarray:
     return related
 
 
-def _mean(rank: np.ndarray, cut: int | None) -> float:
-    """The mean reciprocal rank (0 for absent, or ranked below ``cut``), summed exactly: the same in any order."""
-    if not rank.size:
+def _mean(by_rank: list[int], cut: int | None) -> float:
+    """The mean reciprocal rank of transitions counted ``by_rank`` (0: absent; ranks below ``cut`` count as absent).
+
+    Summed exactly, so the same in any order.
+    """
+    total = sum(by_rank)
+    if not total:
         return 0.0
-    counted = rank[(rank > 0) & ((rank <= cut) if cut else True)]
-    histogram = np.bincount(counted)
-    return math.fsum(n / r for r, n in enumerate(histogram) if r and n) / rank.size
+    return math.fsum(n / r for r, n in enumerate(by_rank[: None if cut is None else cut + 1]) if r and n) / total
 
 
-def _share(rank: np.ndarray, cut: int) -> float:
-    return float(((rank > 0) & (rank <= cut)).sum()) / rank.size if rank.size else 0.0
+def _share(by_rank: list[int], cut: int) -> float:
+    """The share of transitions counted ``by_rank`` whose next product is in the top ``cut``."""
+    total = sum(by_rank)
+    return sum(by_rank[1 : cut + 1]) / total if total else 0.0
 
 
 def _visit_scores(
