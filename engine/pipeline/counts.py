@@ -113,7 +113,9 @@ class Counts:
     def item_table(self) -> cooccurrence.Items:
         """What the list kernels read: each item's tenant, product id, sessions and its tenant's sessions."""
         tenants = self.items.column("tenant").combine_chunks()
-        per_item = np.array([self.tenant_sessions.get(t, 0) for t in tenants.to_pylist()], dtype=np.int64)
+        names = pa.array(list(self.tenant_sessions), pa.string())
+        sessions = np.array([*self.tenant_sessions.values(), 0], np.int64)  # last: a tenant with no sessions now
+        per_item = sessions[pc.index_in(tenants, value_set=names).fill_null(len(names)).to_numpy()]
         return cooccurrence.Items(tenants, self.items.column("product_id").combine_chunks(), self.sessions, per_item)
 
     def with_changes(self, connection: duckdb.DuckDBPyConnection, sr_window: int) -> tuple[Counts, dict[str, PairRows]]:
