@@ -216,23 +216,36 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             timed("visual", lambda: looks(Path(scratch) / visual_stage.INDEX_FOLDER))
         newest = sessions.newest(connection)
         crashpoints.reach("compute")
+        # Counting everything with the evaluation on: the training's counts first, then the test period added.
+        split = evaluation.cutoff(connection, config) if _training_first(config, pairs, incremental, newest) else None
+
+        def count_training() -> None:
+            assert split is not None
+            trained, deltas = evaluation.training_from_scratch(connection, algorithms, split)
+            held["trained"] = trained.stored(deltas)
 
         def count() -> int:
             if incremental is not None:
                 _changed_sessions(
                     connection, store, incremental, newest, held.get("batch"), held["catalogue"]["changed"], config
                 )
-                before = incremental.counts
+                changed, deltas = incremental.counts.with_changes(connection, algorithms.sr_window)
+            elif split is not None:
+                changed, deltas = evaluation.published_from_training(connection, held["trained"], algorithms, split)
             else:
                 before = counting.Counts.none(counting.matrices(algorithms.compute))
                 after = sessions.Counting("events", "products", sessions.parameters(algorithms, None, newest))
                 sessions.count_changes(connection, None, after, steps=before.follows)
-            changed, deltas = before.with_changes(connection, algorithms.sr_window)
+                changed, deltas = before.with_changes(connection, algorithms.sr_window)
             held["counted"] = changed.stored(deltas)
+            if incremental is None:
+                return sum(changed.tenant_sessions.values())  # every session counted
             return sqlfiles.scalar(
                 connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
             )
 
+        if split is not None:
+            timed("evaluation training counts", count_training)
         timed("counts", count)
         crashpoints.reach("counted")
         counted: counting.Counts = held["counted"]
@@ -263,7 +276,8 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         training = None
         if config.evaluation.enabled:
             kept_training = incremental.training if incremental else None
-            training = _evaluate(connection, config, store, counted, kept_training, pairs, result, timed)
+            trained = held["trained"].numbered_as(counted) if "trained" in held else None
+            training = _evaluate(connection, config, store, counted, kept_training, trained, pairs, result, timed)
         timed("itemitem", stored.result)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
@@ -310,6 +324,12 @@ def new_build_id(started: dt.datetime) -> str:
 def _attached(connection: duckdb.DuckDBPyConnection) -> bool:
     query = "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'previous'"
     return bool(sqlfiles.scalar(connection.execute(query)))
+
+
+def _training_first(config: Config, pairs: str, incremental: state.State | None, newest: dt.datetime | None) -> bool:
+    """Whether this build counts the evaluation's training before the published counts, which are then the training's
+    plus the test period (``evaluation.published_from_training``): when it counts every event by the kernels."""
+    return config.evaluation.enabled and pairs == "kernel" and incremental is None and newest is not None
 
 
 def _changed_sessions(
@@ -373,16 +393,19 @@ def _evaluate(
     store: Store,
     counted: counting.Counts,
     kept: state.Training | None,
+    trained: counting.Counts | None,
     pairs: str,
     result: BuildResult,
     timed,
 ) -> state.Training | None:
     """Score this build's algorithms on the evaluation split into ``evaluation``; return the training counts to keep.
 
-    The training counts are the last build's (``kept``) changed by delta
-    when this build counts incrementally, else ``counted`` less the test
-    period's sessions; so are the test sessions, when the cut-off did not
-    move back. The SQL path counts its own and keeps none.
+    The training counts are ``trained`` when this build counted them before
+    the published ones (:func:`_training_first`), the last build's
+    (``kept``) changed by delta when this build counts incrementally, else
+    ``counted`` less the test period's sessions; so are the test sessions,
+    when the cut-off did not move back. The SQL path counts its own and
+    keeps none.
     """
     split = evaluation.cutoff(connection, config)
     served = config.snapshots.gate_algorithm
@@ -402,7 +425,10 @@ def _evaluate(
             else:
                 held["trained"] = evaluation.training_by_delta(connection, kept, config.algorithms, split)
 
-        prefixed("training counts", train)
+        if trained is not None:
+            held["trained"] = trained, {}
+        else:
+            prefixed("training counts", train)
         trained, deltas = held["trained"]
         tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
         rows = evaluation.scored(

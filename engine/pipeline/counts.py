@@ -163,8 +163,23 @@ class Counts:
         return replace(self, items=items, sessions=sessions, tenant_sessions=tenant_sessions), deltas
 
     def stored(self, deltas: dict[str, PairRows]) -> Counts:
-        """These counts with ``deltas`` kept (:meth:`Kept.stored`)."""
-        return replace(self, kept={name: kept.stored(deltas[name]) for name, kept in self.kept.items()})
+        """These counts with ``deltas`` kept (:meth:`Kept.stored`); a matrix without one stays as it is."""
+        return replace(
+            self, kept={name: kept.stored(deltas[name]) if name in deltas else kept for name, kept in self.kept.items()}
+        )
+
+    def numbered_as(self, later: Counts) -> Counts:
+        """These counts over ``later``'s items, which number these items alike and then others (without sessions here).
+
+        ``later`` is these counts with changes (:meth:`with_changes`), which
+        gives new products the next numbers.
+        """
+        if not later.items.slice(0, self.items.num_rows).equals(self.items):
+            msg = "the later counts must number these counts' items alike"
+            raise ValueError(msg)
+        sessions = np.zeros(later.items.num_rows, np.int64)
+        sessions[: self.sessions.size] = self.sessions
+        return replace(self, items=later.items, sessions=sessions)
 
     def saved(self, store: Store, build_id: str) -> Counts:
         """These counts with any matrix part not yet in the store written there (under ``build_id``)."""

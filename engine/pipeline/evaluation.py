@@ -121,6 +121,33 @@ def training(
     connection: duckdb.DuckDBPyConnection, counts: Counts, algorithms: Algorithms, split: dt.datetime
 ) -> tuple[Counts, dict[str, PairRows]]:
     """The counts of the events before ``split`` (``counts`` minus what the later ones add), and their matrices' deltas."""
+    _held_out(connection, algorithms, split, counts.follows, to_training=True)
+    return counts.with_changes(connection, algorithms.sr_window)
+
+
+def published_from_training(
+    connection: duckdb.DuckDBPyConnection, trained: Counts, algorithms: Algorithms, split: dt.datetime
+) -> tuple[Counts, dict[str, PairRows]]:
+    """The counts of every event: ``trained`` (the events before ``split``) plus what the later ones add.
+
+    :func:`training` the other way round, for a build that counts
+    everything: counting the training first and adding the test period
+    reads the test period's sessions once, where counting everything and
+    then taking the test period away reads them twice.
+    """
+    _held_out(connection, algorithms, split, trained.follows, to_training=False)
+    return trained.with_changes(connection, algorithms.sr_window)
+
+
+def _held_out(
+    connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime, steps: bool, *, to_training: bool
+) -> None:
+    """``counted_changes`` for the sessions that the published counts and the training's count differently.
+
+    Those of ``sql/holdout_sessions.sql``, read as the published counts read
+    them and as the training's do (up to ``split``): from the first reading
+    to the second when going ``to_training``, else back.
+    """
     published_newest = sessions.newest(connection)
     training_newest = sessions.newest(connection, until=split)
     window = {
@@ -130,13 +157,10 @@ def training(
     }
     sqlfiles.create_table(connection, "holdout_sessions", window, temporary=True)
     sqlfiles.create_table(connection, "holdout_events", temporary=True)
-    sessions.count_changes(
-        connection,
-        before=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, None, published_newest)),
-        after=sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, split, training_newest)),
-        steps=counts.follows,
-    )
-    return counts.with_changes(connection, algorithms.sr_window)
+    published = sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, None, published_newest))
+    trained = sessions.Counting("holdout_events", "products", sessions.parameters(algorithms, split, training_newest))
+    before, after = (published, trained) if to_training else (trained, published)
+    sessions.count_changes(connection, before=before, after=after, steps=steps)
 
 
 def training_by_delta(
