@@ -4,17 +4,23 @@
 -- only those). A product no training session viewed has no number (-1).
 -- In (tenant, session, position) order, as sql/transition_ranks.sql is read,
 -- so that the bootstrap resamples sessions alike on both paths; a session's
--- steps begin with its first.
-SELECT
-    a.tenant,
-    coalesce(i.item, -1) AS item,
-    coalesce(n.item, -1) AS next_item,
-    a.position = 1 AS first_step
-FROM test_items AS a
-JOIN test_items AS b
-  ON b.tenant = a.tenant
- AND b.session_id = a.session_id
- AND b.position = a.position + 1
-LEFT JOIN items AS i ON i.tenant = a.tenant AND i.product_id = a.product_id
-LEFT JOIN items AS n ON n.tenant = b.tenant AND n.product_id = b.product_id
-ORDER BY a.tenant, a.session_id, a.position
+-- steps begin with its first. The next product comes from one window over
+-- each session's positions, not a join of the items with themselves.
+WITH numbered AS (
+    SELECT t.tenant, t.session_id, t.position, coalesce(i.item, -1) AS item
+    FROM test_items AS t
+    LEFT JOIN items AS i ON i.tenant = t.tenant AND i.product_id = t.product_id
+),
+stepped AS (
+    SELECT
+        tenant,
+        session_id,
+        position,
+        item,
+        lead(item) OVER (PARTITION BY tenant, session_id ORDER BY position) AS next_item
+    FROM numbered
+)
+SELECT tenant, item, next_item, position = 1 AS first_step
+FROM stepped
+WHERE next_item IS NOT NULL
+ORDER BY tenant, session_id, position

@@ -326,22 +326,25 @@ def _kernel_scores(
     catalogue = _catalogue_size(connection)
     rows: list[dict[str, Any]] = []
     ranks: dict[str, np.ndarray] = {}
+    listed = cooccurrence.listed_counts(lists)
     for number, algorithm in enumerate(cooccurrence.ALGORITHMS):
-        lists_of = _item_lists(lists, number)
-        related = lists_of[lists_of >= 0]
-        if not related.size or not item.size:
+        if number == cooccurrence.POPULAR:
+            lists_of = _item_lists(lists, number)
+            shown_times = np.bincount(lists_of[lists_of >= 0], minlength=len(items))
+        else:
+            shown_times = listed[cooccurrence.list_index(number)]
+        if not shown_times.any() or not item.size:
             continue  # sql/evaluation.sql has a row only for an algorithm with lists, and only with transitions
         rank = ranks[algorithm] = found[number]
-        rows.append(_scores_row(algorithm, rank, first, related, items, catalogue))
+        rows.append(_scores_row(algorithm, rank, first, shown_times, items, catalogue))
     return pa.Table.from_pylist(rows, schema=_SCHEMA), ranks
 
 
 def _scores_row(
-    algorithm: str, rank: np.ndarray, first: np.ndarray, related: np.ndarray, items: cooccurrence.Items, catalogue: int
+    algorithm: str, rank: np.ndarray, first: np.ndarray, listed: np.ndarray, items: cooccurrence.Items, catalogue: int
 ) -> dict[str, Any]:
     """One row of ``sql/evaluation.sql``: from each transition's ``rank`` (0: absent), which are ``first`` steps,
-    and ``related``, every entry of the lists the algorithm shows."""
-    listed = np.bincount(related, minlength=len(items))  # how often each item is recommended
+    and ``listed``, how often the lists the algorithm shows hold each item."""
     shown = np.flatnonzero(listed)
     by_rank = np.bincount(rank).tolist()  # transitions by rank (0: absent): every cut is read from it
     return {
@@ -352,7 +355,7 @@ def _scores_row(
         **{f"mrr_at_{k}": _mean(by_rank, k) for k in CUTS},
         **{f"hit_rate_at_{k}": _share(by_rank, k) for k in CUTS},
         "coverage": shown.size / catalogue,
-        "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / max(related.size, 1),
+        "popularity_bias": math.fsum(listed[shown] * np.log1p(items.sessions[shown])) / max(int(listed.sum()), 1),
     }
 
 
@@ -434,7 +437,8 @@ def _visit_scores(
         leaders,
     )
     first = np.asarray(steps["first_step"], bool)
-    row = _scores_row(VISIT, rank, first, shown[shown >= 0], items, _catalogue_size(connection))
+    listed = np.bincount(shown[shown >= 0], minlength=len(items))
+    row = _scores_row(VISIT, rank, first, listed, items, _catalogue_size(connection))
     return pa.Table.from_pylist([row], schema=_SCHEMA), rank.astype(np.int64)
 
 

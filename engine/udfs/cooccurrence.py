@@ -512,6 +512,22 @@ def ranks(lists: Lists, item: np.ndarray, next_item: np.ndarray, tenant_of: np.n
     return _ranks(lists.related, lists.length, lists.leaders, tenant_of, item, next_item)
 
 
+def listed_counts(lists: Lists) -> np.ndarray:
+    """int64 (list, item): how many lists of each algorithm but popular hold each item (``list_index`` numbers them)."""
+    return _listed_counts(lists.related, lists.length)
+
+
+@numba.njit(cache=True, parallel=True)
+def _listed_counts(related, length):
+    n_lists, n_items, _ = related.shape
+    counts = np.zeros((n_lists, n_items), np.int64)
+    for listed in numba.prange(n_lists):  # each algorithm's row of counts is written by one thread
+        for a in range(n_items):
+            for slot in range(length[listed, a]):
+                counts[listed, related[listed, a, slot]] += 1
+    return counts
+
+
 @numba.njit(cache=True, parallel=True)
 def _ranks(related, length, leaders, tenant_of, item, next_item):
     n_algorithms = length.shape[0] + 1
