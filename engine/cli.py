@@ -467,35 +467,36 @@ def snapshots(config_path: Path, check: bool) -> None:
     config = _load(config_path)
     root = config.snapshots.root
     current, problem = _live_or_problem(root)
-    columns = ("live", "build_id", "created_at", "rows written", "served", gate.METRIC, "gate")
-    table = Table(*columns, *(["verified"] if check else []))
+    columns = ["live", "build_id", "created_at", "rows written", "served", gate.METRIC, "gate"]
     listed = {each.path.name: each.manifest for each in snapshot.published(root)}
     names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)
     invalid = []
+    rows: list[dict] = []
     for name in reversed(names):
         manifest = listed.get(name, {})
         algorithm = snapshot.served_algorithm(manifest) if manifest else ""
         score = ((manifest.get("evaluation") or {}).get(algorithm) or {}).get(gate.METRIC)
-        row = [
-            "*" if current and name == current.path.name else "",
-            name,
-            manifest.get("created_at", "?"),
-            f"{manifest.get('rows', {}).get('itemitem', 0):,}",
-            algorithm,
-            "" if score is None else f"{score:.4f}",
-            (manifest.get("gate") or {}).get("verdict", ""),
-        ]
+        row: dict[str, str | Text] = {
+            "live": "*" if current and name == current.path.name else "",
+            "build_id": name,
+            "created_at": manifest.get("created_at", "?"),
+            "rows written": f"{manifest.get('rows', {}).get('itemitem', 0):,}",
+            "served": algorithm,
+            gate.METRIC: "" if score is None else f"{score:.4f}",
+            "gate": (manifest.get("gate") or {}).get("verdict", ""),
+        }
         if check:
             try:
                 snapshot.verify(root / name)
-                row.append("ok")
+                row["verified"] = "ok"
             except snapshot.SnapshotInvalid as error:
                 invalid.append(name)
-                row.append(f"[red]INVALID[/]: {error}")
-        table.add_row(*row)
-    if not table.row_count and not problem:
+                row["verified"] = Text.assemble(("INVALID", "red"), f": {error}")
+        rows.append(row)
+    if not rows and not problem:
         raise BadInput(f"no snapshots under {root} yet; run `etalage build`")
-    out.print(table)
+    # Build ids are what `rollback ID` takes: printed whole, row by row where the table would not fit.
+    out.print(_table(columns + (["verified"] if check else []), rows, out.width))
     if problem:
         err.print(f"error: {problem}", style="red", markup=False, highlight=False)
     if check and (invalid or problem):
@@ -653,9 +654,11 @@ def _table(names: list[str], rows: list[dict], width: int) -> Table:
 
 
 def _cell(value: object) -> Text:
-    """A value as text (never read as markup: a ``[`` in the data stays as it is)."""
+    """A value as text (never read as markup: a ``[`` in the data stays as it is); styled text stays as it is."""
     if value is None:
         return Text("NULL", style="dim")
+    if isinstance(value, Text):
+        return value
     return Text(f"{value:.6g}" if isinstance(value, float) else str(value))
 
 

@@ -104,6 +104,14 @@ def test_a_build_publishes_a_snapshot_that_matches_the_warehouse(shop):
     assert manifest["gate"]["algorithm"] == manifest["served_algorithm"]
     listed = run_cli("snapshots", "--config", str(shop))
     assert listed.returncode == 0 and manifest["served_algorithm"] in listed.stdout
+    assert "┃ build_id" in listed.stdout  # a table where it fits
+    # On an 80-column terminal the table would cut the build id (what `rollback ID` takes): row by row instead.
+    narrow = run_cli("snapshots", "--config", str(shop), environment={"COLUMNS": "80"})
+    assert narrow.returncode == 0 and max(map(len, narrow.stdout.splitlines())) <= 80
+    assert "┃" not in narrow.stdout and "…" not in narrow.stdout
+    fields = [line.split(None, 1) for line in narrow.stdout.splitlines()]
+    shown = {f[0]: f[1].strip() for f in fields if len(f) == 2}
+    assert shown["build_id"] == folder.name and shown["served"] == manifest["served_algorithm"]
 
 
 @pytest.mark.parametrize(
