@@ -468,35 +468,36 @@ def snapshots(config_path: Path, check: bool) -> None:
     root = config.snapshots.root
     current, problem = _live_or_problem(root)
     columns = ["live", "build_id", "created_at", "rows written", "served", gate.METRIC, "gate"]
+    columns += ["verified"] if check else []
     listed = {each.path.name: each.manifest for each in snapshot.published(root)}
     names = [folder.name for folder in snapshot.folders(root)] if check else list(listed)
     invalid = []
-    rows: list[dict] = []
+    rows = []
     for name in reversed(names):
         manifest = listed.get(name, {})
         algorithm = snapshot.served_algorithm(manifest) if manifest else ""
         score = ((manifest.get("evaluation") or {}).get(algorithm) or {}).get(gate.METRIC)
-        row: dict[str, str | Text] = {
-            "live": "*" if current and name == current.path.name else "",
-            "build_id": name,
-            "created_at": manifest.get("created_at", "?"),
-            "rows written": f"{manifest.get('rows', {}).get('itemitem', 0):,}",
-            "served": algorithm,
-            gate.METRIC: "" if score is None else f"{score:.4f}",
-            "gate": (manifest.get("gate") or {}).get("verdict", ""),
-        }
+        row: list[str | Text] = [
+            "*" if current and name == current.path.name else "",
+            name,
+            manifest.get("created_at", "?"),
+            f"{manifest.get('rows', {}).get('itemitem', 0):,}",
+            algorithm,
+            "" if score is None else f"{score:.4f}",
+            (manifest.get("gate") or {}).get("verdict", ""),
+        ]
         if check:
             try:
                 snapshot.verify(root / name)
-                row["verified"] = "ok"
+                row.append("ok")
             except snapshot.SnapshotInvalid as error:
                 invalid.append(name)
-                row["verified"] = Text.assemble(("INVALID", "red"), f": {error}")
-        rows.append(row)
+                row.append(Text.assemble(("INVALID", "red"), f": {error}"))
+        rows.append(dict(zip(columns, row, strict=True)))
     if not rows and not problem:
         raise BadInput(f"no snapshots under {root} yet; run `etalage build`")
     # Build ids are what `rollback ID` takes: printed whole, row by row where the table would not fit.
-    out.print(_table(columns + (["verified"] if check else []), rows, out.width))
+    out.print(_table(columns, rows, out.width))
     if problem:
         err.print(f"error: {problem}", style="red", markup=False, highlight=False)
     if check and (invalid or problem):
