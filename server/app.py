@@ -24,13 +24,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote_plus
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIType
 from litestar.params import FromPath, Parameter
 from litestar.types import (
     ASGIApp,
@@ -43,7 +43,7 @@ from litestar.types import (
 )
 
 from engine import config as config_module
-from server import api_docs, assignment, catalogue_routes, metrics, session_routes, visual_routes
+from server import api_docs, assignment, catalogue_routes, metrics, query, session_routes, visual_routes
 from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
@@ -109,6 +109,7 @@ def create_app(config: config_module.Config) -> Litestar:
     lookup = Lookup(live)
     exposures = ExposureLog(Path(config.serving.exposures))
     experiment = config.experiment
+    assign = assignment.Assigner(experiment)
     max_limit = config.serving.max_limit
     limit_bounds = limit_parameter(max_limit)
 
@@ -142,20 +143,25 @@ def create_app(config: config_module.Config) -> Litestar:
             200: ResponseSpec(GatewayAnswer, description="The variant's list, and who answered"),
             **errors(404, 503),
         },
-    )
-    async def gateway(
-        tenant: FromPath[str],
-        product_id: FromPath[str],
-        visitor: Annotated[str, Parameter(description="the visitor's id (Divolte's partyId)")],
-        limit: Annotated[int, limit_bounds] = DEFAULT_LIMIT,
-        visit: Annotated[
-            str,
-            Parameter(
-                description="the products the visitor viewed before this one, comma-separated, most recent last "
-                f"(at most {session_routes.MAX_PRODUCTS}): what a {config_module.VISIT_BLEND} variant blends"
+        operation_class=query.documented(
+            query.described("visitor", "the visitor's id (Divolte's partyId)", required=True),
+            query.described(
+                "limit",
+                limit_bounds.description or "",
+                type=OpenAPIType.INTEGER,
+                minimum=1,
+                maximum=max_limit,
+                default=DEFAULT_LIMIT,
             ),
-        ] = "",
-    ) -> ASGIApp:
+            query.described(
+                "visit",
+                "the products the visitor viewed before this one, comma-separated, most recent last "
+                f"(at most {session_routes.MAX_PRODUCTS}): what a {config_module.VISIT_BLEND} variant blends",
+                default="",
+            ),
+        ),
+    )
+    async def gateway(tenant: FromPath[str], product_id: FromPath[str], request: Request) -> ASGIApp:
         """Assign the visitor to a variant of the running experiment (PlanOut hashing) and answer from it.
 
         When the variant's algorithm has no list for the product, its fallback
@@ -163,12 +169,16 @@ def create_app(config: config_module.Config) -> Litestar:
         ``visit_blend`` variant answers with the session route's list for
         ``visit`` and then this product. Every answer is logged as an
         exposure for click attribution (queued here, written by the flush loop).
+        Its query is read by ``server.query``, not by Litestar: each visitor's differs.
         """
+        found = query.parameters(request.scope["query_string"])
+        visitor = query.required(found, "visitor", request.scope["path"])
+        limit = query.integer(found, "limit", DEFAULT_LIMIT, 1, max_limit, request)
         if not VISITOR.fullmatch(visitor):
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
-        viewed = session_routes.visit_products("visit", visit)
+        viewed = session_routes.visit_products("visit", found.get("visit", ""))
         served = lookup.product(tenant, product_id)
-        variant = assignment.assign(experiment, visitor)
+        variant = assign(visitor)
         algorithm: str = variant.algorithm
         fallback_used = False
         if algorithm == config_module.VISIT_BLEND:
@@ -333,32 +343,16 @@ def _measured(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            repeated = _repeated(scope["query_string"])
-            if repeated:
-                await _refuse(sending, 400, f"query parameter {repeated!r} is given more than once; give it once")
+            try:
+                query.parameters(scope["query_string"])
+            except query.Repeated as repeated:
+                await _refuse(sending, 400, str(repeated))
             else:
                 await app(scope, receive, sending)
         finally:
             metrics.observe(scope.get("path_template", "unmatched"), variant[0], status[0], time.perf_counter() - begin)
 
     return middleware
-
-
-def _repeated(query: bytes) -> str | None:
-    """The first query parameter named twice (after percent-decoding), or None; no route takes a list."""
-    if b"&" not in query:
-        return None
-    names = [pair.partition(b"=")[0].decode("latin-1") for pair in query.split(b"&")]
-    if b"%" in query or b"+" in query:  # compared as Litestar will read them
-        names = [unquote_plus(name) for name in names]
-    if len(set(names)) == len(names):
-        return None
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name[:40]
-        seen.add(name)
-    return None  # unreachable: some name was repeated
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:

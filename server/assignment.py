@@ -11,7 +11,7 @@ experiments and other config keys do not enter the hash.
 
 from __future__ import annotations
 
-import functools
+import bisect
 import hashlib
 import itertools
 from collections.abc import Sequence
@@ -62,22 +62,26 @@ def bernoulli_trial(p: float, experiment_salt: str, parameter_salt: str, unit: o
 def assign(experiment: Experiment, visitor: str) -> Variant:
     """The visitor's variant of ``experiment``: a PlanOut ``WeightedChoice`` over the variants' weights.
 
-    The same arithmetic as :func:`weighted_choice`, with the hash's prefix and
-    the cumulative weights worked out once per experiment, and the first 15
-    hex digits of the SHA-1 read as the first 60 bits of its bytes: the
-    gateway runs this on every request.
+    The same arithmetic as :func:`weighted_choice`; the gateway keeps an
+    :class:`Assigner`, which does the visitor-independent part once.
     """
-    prefix, cumulative = _plan(experiment)
-    draw = (int.from_bytes(hashlib.sha1(prefix + visitor.encode("utf-8")).digest()[:8], "big") >> 4) / LONG_SCALE
-    stop = cumulative[-1] * draw
-    for variant, bound in zip(experiment.variants, cumulative, strict=True):
-        if stop <= bound:
-            return variant
-    return experiment.variants[-1]  # unreachable: stop <= total
+    return Assigner(experiment)(visitor)
 
 
-@functools.cache
-def _plan(experiment: Experiment) -> tuple[bytes, list[float]]:
-    """What :func:`assign` hashes before the visitor, and the variants' cumulative weights."""
-    prefix = f"{experiment.experiment_salt}.{VARIANT_PARAMETER}.".encode()
-    return prefix, list(itertools.accumulate(v.weight for v in experiment.variants))
+class Assigner:
+    """:func:`assign` for one experiment, with what does not depend on the visitor done once."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.variants = experiment.variants
+        self.cumulative = list(itertools.accumulate(v.weight for v in experiment.variants))
+        self.prefix = hashlib.sha1(f"{experiment.experiment_salt}.{VARIANT_PARAMETER}.".encode())
+        """The SHA-1 state after the salts, copied for each visitor."""
+
+    def __call__(self, visitor: str) -> Variant:
+        digest = self.prefix.copy()
+        digest.update(visitor.encode("utf-8"))
+        # The first 15 hex digits of the SHA-1 are the first 60 bits of its bytes.
+        draw = (int.from_bytes(digest.digest()[:8], "big") >> 4) / LONG_SCALE
+        # The first variant whose cumulative weight reaches the draw (the last one when rounding overshoots).
+        chosen = bisect.bisect_left(self.cumulative, self.cumulative[-1] * draw)
+        return self.variants[min(chosen, len(self.variants) - 1)]

@@ -6,7 +6,7 @@ import hashlib
 import os
 import random
 import re
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import msgspec
 import pyarrow as pa
@@ -19,7 +19,7 @@ from engine import config, sqlfiles
 from engine.config import Experiment, Variant
 from engine.pipeline import evaluation
 from engine.publish import snapshot, warehouse
-from server import assignment
+from server import assignment, query
 from server.app import GatewayAnswer, Recommendations, create_app
 from server.lookup import Problem
 from server.reader import Recommendation, ServedSnapshot
@@ -173,6 +173,12 @@ def test_a_product_without_a_list_gets_the_fallback(shop, client):
         ("/v1/nl/products/{p}/recommendations?limit=3&limit=5", 400, "query parameter 'limit' is given more than once"),
         ("/v1/nl/products/{p}/recommendations?algorithm=llr&algorith%6D=jaccard", 400, "'algorithm' is given more"),
         ("/v1/nl/products/{p}/gateway?visitor=a&visitor=b", 400, "query parameter 'visitor' is given more than once"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&visito%72=b", 400, "query parameter 'visitor' is given more than once"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&limit=0", 400, "Expected `int` >= 1"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&limit=101", 400, "Expected `int` <= 100"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&limit=05", 400, "Expected `int`, got `str`"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&limit=", 400, "Expected `int`, got `str`"),
+        ("/v1/nl/products/{p}/gateway?visitor=a&visit=1,x'", 400, "each product id must be"),
     ],
 )
 def test_bad_requests_get_a_json_4xx_that_says_why(shop, client, url, status, fragment):
@@ -181,6 +187,36 @@ def test_bad_requests_get_a_json_4xx_that_says_why(shop, client, url, status, fr
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert fragment in response.json()["detail"] + str(response.json().get("extra", ""))
+
+
+def test_the_gateway_reads_its_query_as_litestar_reads_the_others(shop, client):
+    """It parses its own query (server.query): limits, decoding and errors are the same as the routes Litestar reads."""
+    tenant, product = sample_products(shop, 1)[0]
+    path = f"/v1/{tenant}/products/{product}"
+    for asked, same in (("limit=3", "limit=3"), ("lim%69t=3&&", "limit=3"), ("limit=3.0", "limit=3"), ("", "")):
+        gateway = client.get(f"{path}/gateway?visitor=0:a&{asked}").json()
+        recommendations = client.get(f"{path}/recommendations?algorithm={gateway['algorithm']}&{same}").json()
+        assert gateway["items"] == recommendations["items"]
+    for bad in ("0", "101", "five", "05", "+5", "%205", "", "1_0"):
+        gateway = client.get(f"{path}/gateway?visitor=0:a&limit={bad}")
+        recommendations = client.get(f"{path}/recommendations?limit={bad}")
+        assert gateway.status_code == recommendations.status_code == 400
+        assert gateway.json()["extra"] == recommendations.json()["extra"], bad
+        assert gateway.json()["detail"] == f"Validation failed for GET {path}/gateway?visitor=0:a&limit={bad}"
+
+
+def test_query_parameters_are_decoded_as_parse_qsl_decodes_them():
+    rng = random.Random(11)
+    alphabet = ["a", "b", "=", "&", "%", "+", "%41", "%2", "%ff", "%26", "%3D", "é", "\x00", " ", ";"]
+    for _ in range(3000):
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))).encode("utf-8")
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, separator="&")
+        names = [name for name, _ in pairs]
+        if len(set(names)) < len(names):
+            with pytest.raises(query.Repeated):
+                query.parameters(raw)
+        else:
+            assert query.parameters(raw) == dict(pairs), raw
 
 
 def test_hostile_values_never_cause_a_500(client):
@@ -218,6 +254,16 @@ def test_health_readiness_metrics_and_openapi(shop, client):
             "$ref": f"#/components/schemas/{answer}"
         }
         assert {"tenant", "product_id", "limit"} <= {p["name"] for p in documented["parameters"]}
+    gateway = schema["paths"]["/v1/{tenant}/products/{product_id}/gateway"]["get"]["parameters"]
+    queried = {p["name"]: p for p in gateway if p["in"] == "query"}
+    assert set(queried) == {"visitor", "limit", "visit"} and queried["visitor"]["required"]
+    assert queried["limit"]["schema"] | {"description": ""} == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 5,
+        "description": "",
+    }
     assert set(schema["components"]["schemas"]["Recommendations"]["properties"]) == {
         "tenant",
         "product_id",
