@@ -75,8 +75,12 @@ def tenant_products(catalogue: pa.Table, tenant: str) -> set[str]:
 def run_cli(
     *args: str, cwd: Path | None = None, environment: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``etalage`` in a real subprocess, as cron would, with ``environment`` changing ours (None unsets)."""
-    env = dict(os.environ)
+    """Run ``etalage`` in a real subprocess, as cron would, with ``environment`` changing ours (None unsets).
+
+    Its tables are printed for a terminal 200 columns wide unless ``environment`` names ``COLUMNS``: the width of
+    the terminal pytest runs in (none under pytest-xdist) must not change what a test reads.
+    """
+    env = {**os.environ, "COLUMNS": "200"}
     for name, value in (environment or {}).items():
         if value is None:
             env.pop(name, None)
