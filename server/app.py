@@ -48,7 +48,7 @@ from server.demo import demo_page
 from server.exposures import ExposureLog
 from server.http import LimitedHttpTools
 from server.live import LiveSnapshot, NoSnapshot
-from server.lookup import Lookup, Unavailable, errors, limit_parameter
+from server.lookup import FEWEST, Lookup, Unavailable, errors, limit_parameter
 from server.reader import Recommendation
 
 log = logging.getLogger("etalage.server")
@@ -149,7 +149,7 @@ def create_app(config: config_module.Config) -> Litestar:
                 "limit",
                 limit_bounds.description or "",
                 type=OpenAPIType.INTEGER,
-                minimum=1,
+                minimum=FEWEST,
                 maximum=max_limit,
                 default=DEFAULT_LIMIT,
             ),
@@ -171,9 +171,9 @@ def create_app(config: config_module.Config) -> Litestar:
         exposure for click attribution (queued here, written by the flush loop).
         Its query is read by ``server.query``, not by Litestar: each visitor's differs.
         """
-        found = query.parameters(request.scope["query_string"])
+        found = query.of(request.scope)
         visitor = query.required(found, "visitor", request.scope["path"])
-        limit = query.integer(found, "limit", DEFAULT_LIMIT, 1, max_limit, request)
+        limit = query.integer(found, "limit", DEFAULT_LIMIT, FEWEST, max_limit, request)
         if not VISITOR.fullmatch(visitor):
             raise ValidationException("visitor must be 1 to 128 letters, digits or ':_.-'")
         viewed = session_routes.visit_products("visit", found.get("visit", ""))
@@ -344,7 +344,7 @@ def _measured(app: ASGIApp) -> ASGIApp:
 
         try:
             try:
-                query.parameters(scope["query_string"])
+                scope["state"][query.STATE_KEY] = query.parameters(scope["query_string"])
             except query.Repeated as repeated:
                 await _refuse(sending, 400, str(repeated))
             else:

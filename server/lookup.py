@@ -23,12 +23,16 @@ TENANT = re.compile(r"[a-z]{2,8}")
 PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+FEWEST = 1
+"""The smallest ``limit`` a route takes."""
+
+
 def limit_parameter(max_limit: int, what: str = "how many products") -> ParameterKwarg:
     """The ``limit`` query parameter of routes that answer a list, 1 to ``max_limit`` (``serving.max_limit``).
 
     Routes write ``Annotated[int, limit_parameter(...)]``: a type built at runtime is no type mypy can check.
     """
-    return Parameter(ge=1, le=max_limit, description=f"{what}, 1 to {max_limit}")
+    return Parameter(ge=FEWEST, le=max_limit, description=f"{what}, {FEWEST} to {max_limit}")
 
 
 class Problem(msgspec.Struct):

@@ -1,4 +1,4 @@
-"""A request's query string, read as Litestar reads it, for the middleware's check and the gateway.
+"""A request's query string, read as Litestar reads it: parsed once by the app's middleware, read by the gateway.
 
 Litestar parses a query string with ``urllib.parse.parse_qsl`` and keeps the
 result in a cache of 1,024 strings. The gateway's query holds the visitor's
@@ -23,6 +23,10 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
+from litestar.types import Scope
+
+STATE_KEY = "etalage.query"
+"""Where the app's middleware leaves each request's parsed query, in the scope's ``state``, for :func:`of`."""
 
 
 class Repeated(ValueError):
@@ -53,6 +57,12 @@ def parameters(raw: bytes) -> dict[str, str]:
             raise Repeated(name)
         found[name] = value
     return found
+
+
+def of(scope: Scope) -> dict[str, str]:
+    """The request's query parameters, as the middleware parsed them (:func:`parameters`) before any route ran."""
+    parsed: dict[str, str] = scope["state"][STATE_KEY]
+    return parsed
 
 
 def required(found: dict[str, str], name: str, path: str) -> str:
