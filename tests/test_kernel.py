@@ -196,6 +196,31 @@ def test_any_number_of_threads_gives_the_same_rows(monkeypatch, threads):
     assert by_kernel(events, algorithms(10, 1), in_steps=True) == as_tuples(by_sql(events, algorithms(10, 1)))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 7])
+def test_ranking_without_evidence_gives_the_same_lists(monkeypatch, threads):
+    """The evaluation's ranking (no counts or scores kept, each thread ranking in a row of its own) gives the
+    related products and lengths that a ranking keeping them gives, from stored counts and from a delta."""
+    monkeypatch.setattr(pairs.numba, "get_num_threads", lambda: threads)
+    events, given = random_events(11), algorithms(10, 1)
+    names = sorted(set(events.column("session_id").to_pylist()))
+    with warehouse.connect() as connection, mock.patch.object(counting, "FOLD_SHARE", 100.0):
+        counts = counted(connection, Counts.none(), None, of_sessions(events, set(names[::2])), given)
+        counts = counted(connection, counts, None, of_sessions(events, set(names[1::2])), given)
+    assert all(kept.delta.pairs > 0 for kept in counts.kept.values())
+    ranked = {
+        evidence: cooccurrence.top_lists(
+            counts.item_table(), counts.rows(), top_n=given.top_n, min_support=given.min_support,
+            sr_window=given.sr_window, evidence=evidence,
+        )
+        for evidence in (True, False)
+    }  # fmt: skip
+    kept, bare = ranked[True], ranked[False]
+    assert bare.score is None and bare.cooccurrence is None and kept.length.any()
+    np.testing.assert_array_equal(bare.length, kept.length)
+    listed = np.arange(given.top_n) < kept.length[..., None]  # entries past a list's length are never read
+    np.testing.assert_array_equal(np.where(listed, bare.related, -1), np.where(listed, kept.related, -1))
+
+
 def test_taking_every_session_away_leaves_nothing():
     with warehouse.connect() as connection:
         events = random_events(8)

@@ -272,6 +272,7 @@ def scored(
             min_support=algorithms.min_support,
             sr_window=algorithms.sr_window,
             compute=algorithms.compute,
+            evidence=False,
         )
 
     def score() -> None:

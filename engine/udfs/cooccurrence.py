@@ -95,8 +95,8 @@ class Lists:
     """Every algorithm's top lists per item (first axis: :data:`ALGORITHMS` but popular), and ``popular``'s leaders per tenant."""
 
     related: np.ndarray  # int32 (algorithm, item, rank)
-    cooccurrence: np.ndarray  # int32 (algorithm, item, rank)
-    score: np.ndarray  # float64 (algorithm, item, rank)
+    cooccurrence: np.ndarray | None  # int32 (algorithm, item, rank); None: ranked without keeping them
+    score: np.ndarray | None  # float64 (algorithm, item, rank); None: ranked without keeping them
     length: np.ndarray  # int32 (algorithm, item)
     by_order: np.ndarray  # int64: live items in (tenant, product_id) order
     tenants: list[tuple[int, int]]  # (first, end) positions in by_order of each tenant, in tenant order
@@ -112,6 +112,7 @@ def top_lists(
     sr_window: int,
     compute: Collection[str] = ALGORITHMS,
     threads: int | None = None,
+    evidence: bool = True,
 ) -> Lists:
     """Each live item's top ``top_n`` related items by every algorithm but popular, and the popular leaders.
 
@@ -126,6 +127,9 @@ def top_lists(
         min_support: the fewest sessions a pair must share (for the co-occurrence algorithms).
         sr_window: the sequential rules' reach, whose scale their weighted counts are divided by.
         threads: how many shares to split the items into (default: Numba's threads).
+        evidence: whether to keep each entry's count and score (``itemitem``'s rows need them; the
+            evaluation reads only the related items): without, they are ranked in each thread's own rows,
+            and the memory of two of the three list arrays is never touched.
     """
     n = len(items)
     threads = threads or numba.get_num_threads()
@@ -134,8 +138,9 @@ def top_lists(
     order[by_order] = np.arange(by_order.size, dtype=np.int32)
     # Zeroed arrays whose pages are touched only where an algorithm is computed: the others stay empty lists.
     shape = (len(ALGORITHMS) - 1, n, top_n)
-    related, cooccurrence, score = np.zeros(shape, np.int32), np.zeros(shape, np.int32), np.zeros(shape, np.float64)
-    length = np.zeros(shape[:2], np.int32)
+    related, length = np.zeros(shape, np.int32), np.zeros(shape[:2], np.int32)
+    ranked = shape if evidence else (shape[0], max(1, threads), top_n)  # without: a row per thread, reused
+    cooccurrence, score = np.zeros(ranked, np.int32), np.zeros(ranked, np.float64)
 
     def into(first: int, count: int = 1) -> list[np.ndarray]:
         """The kernels' output arguments: algorithms ``first`` to ``first + count`` of the list arrays."""
@@ -151,6 +156,7 @@ def top_lists(
             min_support,
             top_n,
             threads,
+            not evidence,
             *into(0, POPULAR),
         ]
         _top_related(*arguments)
@@ -162,12 +168,20 @@ def top_lists(
         if algorithm == BLEND:
             follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
             follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
-            weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads)
+            weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads, not evidence)
             arguments = [*follows, *shared, items.sessions, order, *weights, *into(list_index(number))]
             _top_blended(*arguments)
         else:
             matrix = FOLLOWING[algorithm]
-            arguments = [*_arrays(counts[matrix], n), items.sessions, order, scales[matrix], top_n, threads]
+            arguments = [
+                *_arrays(counts[matrix], n),
+                items.sessions,
+                order,
+                scales[matrix],
+                top_n,
+                threads,
+                not evidence,
+            ]
             _top_followers(*arguments, *into(list_index(number)))
     for number, algorithm in enumerate(ALGORITHMS[:POPULAR]):
         if algorithm not in compute:
@@ -176,6 +190,8 @@ def top_lists(
     leaders = _leaders(tenants, by_order, items.sessions, top_n)
     if "popular" not in compute:
         leaders[:] = -1
+    if not evidence:
+        return Lists(related, None, None, length, by_order, tenants, leaders)
     return Lists(related, cooccurrence, score, length, by_order, tenants, leaders)
 
 
@@ -218,25 +234,30 @@ def _ahead(score_a: float, item_a: int, score_b: float, item_b: int, order: np.n
 
 
 @numba.njit(cache=True, inline="always")
-def _offer(related, cooccurrence, score, kept, algorithm, item, candidate, count, value, order):
-    """Insert a candidate into one product's sorted top list if it makes the cut; return the new length."""
+def _offer(related, cooccurrence, score, kept, algorithm, item, row, candidate, count, value, order):
+    """Insert a candidate into one product's sorted top list if it makes the cut; return the new length.
+
+    The list is ``related[algorithm, item]``; its counts and scores are
+    ``cooccurrence`` and ``score`` at ``[algorithm, row]`` (``row`` is the
+    item, or the thread's own row when they are not kept).
+    """
     top_n = related.shape[2]
     last = kept - 1
     if kept == top_n and not _ahead(
-        value, candidate, score[algorithm, item, last], related[algorithm, item, last], order
+        value, candidate, score[algorithm, row, last], related[algorithm, item, last], order
     ):
         return kept
     slot = kept if kept < top_n else top_n - 1
     while slot > 0 and _ahead(
-        value, candidate, score[algorithm, item, slot - 1], related[algorithm, item, slot - 1], order
+        value, candidate, score[algorithm, row, slot - 1], related[algorithm, item, slot - 1], order
     ):
         related[algorithm, item, slot] = related[algorithm, item, slot - 1]
-        cooccurrence[algorithm, item, slot] = cooccurrence[algorithm, item, slot - 1]
-        score[algorithm, item, slot] = score[algorithm, item, slot - 1]
+        cooccurrence[algorithm, row, slot] = cooccurrence[algorithm, row, slot - 1]
+        score[algorithm, row, slot] = score[algorithm, row, slot - 1]
         slot -= 1
     related[algorithm, item, slot] = candidate
-    cooccurrence[algorithm, item, slot] = count
-    score[algorithm, item, slot] = value
+    cooccurrence[algorithm, row, slot] = count
+    score[algorithm, row, slot] = value
     return min(kept + 1, top_n)
 
 
@@ -245,11 +266,12 @@ def _top_related(
     start0, length0, related0, count0,
     start1, length1, related1, count1,
     start2, length2, related2, count2,
-    sessions, tenant_sessions, order, min_support, top_n, threads,
+    sessions, tenant_sessions, order, min_support, top_n, threads, own_rows,
     related, cooccurrence, score, length,
 ):  # fmt: skip
     """cooccurrence's, jaccard's and llr's lists, written into the last four arrays (``length`` zeroed; entries
-    past a list's length are never read)."""
+    past a list's length are never read). ``own_rows``: the counts and scores go to row ``chunk`` of theirs
+    (see :func:`_offer`)."""
     n_items = sessions.size
     # Every count in the LLR's 2x2 tables is at most the tenant's sessions, so its
     # xLogX terms are looked up, and each product's margin entropy is computed once.
@@ -290,16 +312,17 @@ def _top_related(
                     n_candidates += k11 >= min_support
             kept = 0
             n = tenant_sessions[a]
+            row = np.int64(chunk) if own_rows else np.int64(a)
             for t in range(n_candidates):
                 b = touched[t]
                 k11 = shared[t]
                 nb = sessions[b]
                 # llr(k11, k12, k21, k22) with k12 = nb - k11, k21 = na - k11, k22 = n - na - nb + k11.
                 matrix = xlx[n] - xlx[k11] - xlx[nb - k11] - xlx[na - k11] - xlx[n - na - nb + k11]
-                _offer(related, cooccurrence, score, kept, 0, a, b, k11, float(k11), order)
-                _offer(related, cooccurrence, score, kept, 1, a, b, k11, k11 / float(na + nb - k11), order)
+                _offer(related, cooccurrence, score, kept, 0, a, row, b, k11, float(k11), order)
+                _offer(related, cooccurrence, score, kept, 1, a, row, b, k11, k11 / float(na + nb - k11), order)
                 llr = from_entropies(margin[b], margin[a], matrix)
-                kept = _offer(related, cooccurrence, score, kept, 2, a, b, k11, llr, order)
+                kept = _offer(related, cooccurrence, score, kept, 2, a, row, b, k11, llr, order)
             length[:, a] = kept
 
 
@@ -308,7 +331,7 @@ def _top_followers(
     start0, length0, related0, count0,
     start1, length1, related1, count1,
     start2, length2, related2, count2,
-    sessions, order, scale, top_n, threads,
+    sessions, order, scale, top_n, threads, own_rows,
     related, counted, score, length,
 ):  # fmt: skip
     """One follow matrix's lists: each live item's ``top_n`` products by summed count / ``scale``
@@ -323,11 +346,12 @@ def _top_followers(
             if sessions[a] == 0:
                 continue
             kept = 0
+            row = np.int64(chunk) if own_rows else np.int64(a)
             if length1[a] == 0 and length2[a] == 0:  # the stored counts as they are
                 for j in range(start0[a], start0[a] + length0[a]):
                     c = count0[j]
                     if c > 0:
-                        kept = _offer(related, counted, score, kept, 0, a, related0[j], c, c / float(scale), order)
+                        kept = _offer(related, counted, score, kept, 0, a, row, related0[j], c, c / float(scale), order)
             else:
                 n_touched = accumulate(start0, length0, related0, count0, a, 0, accumulated, seen, touched)
                 n_touched = accumulate(start1, length1, related1, count1, a, n_touched, accumulated, seen, touched)
@@ -337,7 +361,7 @@ def _top_followers(
                     c = accumulated[b]
                     accumulated[b] = 0
                     if c > 0:
-                        kept = _offer(related, counted, score, kept, 0, a, b, c, c / float(scale), order)
+                        kept = _offer(related, counted, score, kept, 0, a, row, b, c, c / float(scale), order)
             length[0, a] = kept
 
 
@@ -349,7 +373,7 @@ def _top_blended(
     pair_start0, pair_length0, pair_related0, pair_count0,
     pair_start1, pair_length1, pair_related1, pair_count1,
     pair_start2, pair_length2, pair_related2, pair_count2,
-    sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads,
+    sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads, own_rows,
     related, counted, score, length,
 ):  # fmt: skip
     """``sequence_blend``'s lists: the ``rules_both`` counts times ``follow_weight`` plus, for pairs that share at
@@ -381,6 +405,7 @@ def _top_blended(
                 pair_start2, pair_length2, pair_related2, pair_count2, a, n_pairs, shared, seen_pairs, touched_pairs
             )
             kept = 0
+            row = np.int64(chunk) if own_rows else np.int64(a)
             # Products that followed (and perhaps shared sessions), then those that only shared sessions:
             # each product's shared count is taken (set to 0) when it is scored, so none is offered twice.
             for t in range(n_touched + n_pairs):
@@ -391,7 +416,7 @@ def _top_blended(
                 shared[b] = 0
                 value = np.int64(f) * follow_weight + (np.int64(p) * pair_weight if p >= min_support else 0)
                 if value > 0:
-                    kept = _offer(related, counted, score, kept, 0, a, b, 0, value / float(scale), order)
+                    kept = _offer(related, counted, score, kept, 0, a, row, b, 0, value / float(scale), order)
             length[0, a] = kept
 
 
@@ -404,6 +429,7 @@ def rows_table(items: Items, lists: Lists) -> pa.Table:
     counts. So nothing is copied per row here but the numbers that differ per
     row, which :func:`_flatten` writes in one pass.
     """
+    assert lists.cooccurrence is not None and lists.score is not None, "rows come from lists ranked with evidence"
     first = np.array([f for f, _ in lists.tenants], dtype=np.int64)
     end = np.array([e for _, e in lists.tenants], dtype=np.int64)
     tenant, algorithm, item, rank, other, count, counted, value = _flatten(
