@@ -56,16 +56,18 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from msgspec.structs import asdict
 
 from engine import sqlfiles
-from engine.config import Config
+from engine.config import Algorithms, Config
 from engine.ingest import catalogue, events, exposures, files, ledger
 from engine.pipeline import counts as counting
-from engine.pipeline import evaluation, itemitem, sessions, state, visual_stage
+from engine.pipeline import evaluation, itemitem, kept_lists, sessions, state, visual_stage
 from engine.publish import crashpoints, gate, served, snapshot, warehouse
 from engine.publish.store import Store
+from engine.udfs import cooccurrence
 
 PUBLISHED_TABLES = (
     "events",
@@ -230,6 +232,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                     connection, store, incremental, newest, held.get("batch"), held["catalogue"]["changed"], config
                 )
                 changed, deltas = incremental.counts.with_changes(connection, algorithms.sr_window)
+                held["reused"] = _reusable(store, incremental, changed, deltas, algorithms, evidence=True)
             elif split is not None:
                 changed, deltas = evaluation.published_from_training(connection, held["trained"], algorithms, split)
             else:
@@ -255,7 +258,10 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             if pairs == "sql":
                 rows = _sql_rows(connection, config, newest, timed)
             else:
-                rows = itemitem.kernel_rows(counted, algorithms)
+                reused = held.pop("reused", None)
+                items, ranked = itemitem.kernel_lists(counted, algorithms, reused[1:] if reused else None)
+                held["lists"] = kept_lists.save(store, result.build_id, ranked, algorithms, reused)
+                rows = cooccurrence.rows_table(items, ranked)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
                 rows = itemitem.with_visual(
@@ -290,6 +296,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             counts=counted,
             catalogue={key: held["catalogue"][key] for key in ("path", "rows", "checksum")},
             itemitem_file=store.relative(itemitem_file),
+            lists=held.get("lists"),
             training=training,
         )
         crashpoints.reach("stored")
@@ -431,16 +438,38 @@ def _evaluate(
             prefixed("training counts", train)
         trained, deltas = held["trained"]
         tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
-        rows = evaluation.scored(
+        reused = _reusable(store, kept, trained, deltas, config.algorithms, evidence=False) if kept else None
+        scored = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,
-        ).rows  # fmt: skip
+            reused[1:] if reused else None,
+        )  # fmt: skip
+        rows = scored.rows
         tested = store.new("evaluation", f"{result.build_id}-test-sessions.parquet")
         connection.table("test_sessions").write_parquet(str(tested))
         newest = sessions.newest(connection, until=split)
-        training = state.Training(split, newest, trained.stored(deltas), store.relative(tested))
+        assert scored.lists is not None
+        lists = kept_lists.save(store, f"{result.build_id}-training", scored.lists, config.algorithms, reused)
+        training = state.Training(split, newest, trained.stored(deltas), store.relative(tested), lists)
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training
+
+
+def _reusable(
+    store: Store,
+    kept: state.State | state.Training,
+    counts: counting.Counts,
+    deltas: dict,
+    algorithms: Algorithms,
+    *,
+    evidence: bool,
+) -> tuple[kept_lists.Files, cooccurrence.Ranked, np.ndarray] | None:
+    """The files of the row-local lists ``kept`` ranked from its counts, the lists, and the rows of ``counts`` (its
+    counts with ``deltas``) to rank again; None where it kept none to reuse (``engine.pipeline.kept_lists``)."""
+    ranked = kept_lists.load(store, kept.lists, algorithms, evidence=evidence)
+    if kept.lists is None or ranked is None:
+        return None
+    return kept.lists, ranked, kept_lists.changed(kept.counts, counts, deltas)
 
 
 def _catalogue(

@@ -229,7 +229,7 @@ def test_a_build_of_fewer_algorithms_gives_exactly_their_rows_and_scores(hours, 
             (counted,) = connection.execute("SELECT counted_with FROM builds ORDER BY finished_at DESC").fetchone()
             parts = {row[0] for row in connection.execute("SELECT part FROM kept_files").fetchall()}
         assert json.loads(counted)["matrices"] == ["pairs", "next"]
-        assert {part.split("_")[0] for part in parts} <= {"pairs", "next", "training", "catalogue", "test"}
+        assert {part.split("_")[0] for part in parts} <= {"pairs", "next", "training", "catalogue", "test", "lists"}
     by_sql = replace(some, warehouse=tmp_path / "sql" / "warehouse.duckdb")
     by_sql = replace(by_sql, snapshots=replace(some.snapshots, root=tmp_path / "sql" / "snapshots"))
     build.build(by_sql, pairs="sql")

@@ -29,9 +29,10 @@ import pytest
 from engine import sqlfiles
 from engine.config import Algorithms
 from engine.pipeline import counts as counting
-from engine.pipeline import itemitem, sessions
+from engine.pipeline import itemitem, kept_lists, sessions
 from engine.pipeline.counts import Counts
 from engine.publish import warehouse
+from engine.publish.store import Store
 from engine.udfs import cooccurrence, pairs, sequences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,84 @@ def test_ranking_without_evidence_gives_the_same_lists(monkeypatch, threads):
     np.testing.assert_array_equal(bare.length, kept.length)
     listed = np.arange(given.top_n) < kept.length[..., None]  # entries past a list's length are never read
     np.testing.assert_array_equal(np.where(listed, bare.related, -1), np.where(listed, kept.related, -1))
+
+
+def arrival(given: Algorithms) -> tuple[Counts, Counts, dict]:
+    """Counts of three quarters of some sessions, then the rest arriving with sessions of new products: the counts
+    before, after, and the deltas between."""
+    events = random_events(13)
+    names = sorted(set(events.column("session_id").to_pylist()))
+    arriving = pa.concat_tables(
+        [of_sessions(events, set(names[len(names) * 3 // 4 :])), random_events(14, (("new", 4, 12),))]
+    )
+    with warehouse.connect() as connection:
+        before = counted(connection, Counts.none(), None, of_sessions(events, set(names[: len(names) * 3 // 4])), given)
+        connection.register("events_after", arriving)
+        connection.register("catalogue", products_of(pa.concat_tables([events, arriving])))
+        values = sessions.parameters(given, None, None)
+        sessions.count_changes(connection, None, sessions.Counting("events_after", "catalogue", values))
+        after, deltas = before.with_changes(connection, given.sr_window)
+    return before, after, deltas
+
+
+def ranking(given: Algorithms, evidence: bool = True):
+    def rank(counts: Counts, deltas=None, ranked=None) -> cooccurrence.Lists:
+        return cooccurrence.top_lists(
+            counts.item_table(), counts.rows(deltas), top_n=given.top_n, min_support=given.min_support,
+            sr_window=given.sr_window, evidence=evidence, ranked=ranked,
+        )  # fmt: skip
+
+    return rank
+
+
+def assert_same_lists(some: cooccurrence.Lists, other: cooccurrence.Lists, top_n: int) -> None:
+    """The same lists: lengths, and each entry within a list's length (past it, nothing is read)."""
+    np.testing.assert_array_equal(some.length, other.length)
+    listed = np.arange(top_n) < other.length[..., None]
+    for name in ("related", "cooccurrence", "score"):
+        if getattr(other, name) is not None:
+            np.testing.assert_array_equal(
+                np.where(listed, getattr(some, name), 0), np.where(listed, getattr(other, name), 0), name
+            )
+
+
+@pytest.mark.parametrize("evidence", [True, False])
+def test_ranking_again_only_the_rows_that_changed_gives_the_lists_ranked_whole(evidence):
+    """The row-local lists of an earlier ranking, with the rows whose counts changed since (a delta, new sessions,
+    new products) ranked again, are the lists of ranking everything (``engine.pipeline.kept_lists``)."""
+    given = algorithms(10, 1)
+    before, after, deltas = arrival(given)
+    rank = ranking(given, evidence)
+    changed = kept_lists.changed(before, after, deltas)
+    assert (
+        after.sessions.size > before.sessions.size and 0 < changed[: before.sessions.size].sum() < before.sessions.size
+    )
+    again = rank(after, deltas, (rank(before).row_local(), changed))
+    assert_same_lists(again, rank(after, deltas), given.top_n)
+
+
+def test_kept_lists_read_back_whole_or_as_changes_give_the_same_lists(tmp_path, monkeypatch):
+    """Kept in the store as a whole copy, then as the lists changed since it, and read back mapped: the lists."""
+    given = algorithms(10, 1)
+    before, after, deltas = arrival(given)
+    rank, store = ranking(given), Store(tmp_path / "warehouse.duckdb")
+    files = kept_lists.save(store, "first", rank(before), given)
+    assert files.changes is None
+    loaded = kept_lists.load(store, files, given, evidence=True)
+    changed = kept_lists.changed(before, after, deltas)
+    second = rank(after, deltas, (loaded, changed))
+    monkeypatch.setattr(kept_lists, "CHANGES_SHARE", 1.0)
+    later = kept_lists.save(store, "second", second, given, (files, loaded, changed))
+    assert later.base == files.base and later.changes is not None
+    again = kept_lists.load(store, later, given, evidence=True)
+    assert again.rows.size == changed.sum() and again.items == after.sessions.size
+    unchanged = np.zeros(after.sessions.size, bool)  # the same counts again: every list read back
+    assert_same_lists(rank(after, deltas, (again, unchanged)), rank(after, deltas), given.top_n)
+    monkeypatch.setattr(kept_lists, "CHANGES_SHARE", 0.0)  # too many changed: a whole copy again
+    assert kept_lists.save(store, "third", second, given, (files, loaded, changed)).changes is None
+    assert kept_lists.load(store, later, algorithms(5, 1), evidence=True) is None  # ranked otherwise: not reused
+    training = kept_lists.save(store, "training", ranking(given, evidence=False)(before), given)
+    assert kept_lists.load(store, training, given, evidence=True) is None  # no counts or scores kept
 
 
 def test_taking_every_session_away_leaves_nothing():

@@ -75,6 +75,7 @@ class Scored(NamedTuple):
     rows: pa.Table
     gains: dict[str, np.ndarray]
     sizes: np.ndarray
+    lists: cooccurrence.Lists | None = None  # the training lists they were scored on
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
@@ -256,10 +257,12 @@ def scored(
     min_sessions: int = 0,
     served: str = AUTO,
     kept_test: list[str] | None = None,
+    ranked: tuple[cooccurrence.Ranked, np.ndarray] | None = None,
 ) -> Scored:
     """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions.
 
-    ``kept_test``: the last build's test sessions, to change by delta (:func:`test_items`).
+    ``kept_test``: the last build's test sessions, to change by delta (:func:`test_items`). ``ranked``: the
+    row-local lists ranked from counts that differ in the rows it marks (``engine.pipeline.kept_lists``).
     """
     held: dict[str, Any] = {}
 
@@ -273,6 +276,7 @@ def scored(
             sr_window=algorithms.sr_window,
             compute=algorithms.compute,
             evidence=False,
+            ranked=ranked,
         )
 
     def score() -> None:
@@ -298,7 +302,8 @@ def scored(
             )
             rows = pa.concat_tables([rows, visit])
         gains, sizes = session_gains(ranks, session)
-        held["scored"] = Scored(with_session_intervals(rows.sort_by("algorithm"), gains, sizes, served), gains, sizes)
+        scored_rows = with_session_intervals(rows.sort_by("algorithm"), gains, sizes, served)
+        held["scored"] = Scored(scored_rows, gains, sizes, held["lists"])
 
     timed("training lists", rank)
     timed("scores", score)

@@ -54,6 +54,14 @@ SQL_STEPS = ("session_steps", "pair_counts", "ranked_pairs", "ranked_steps", "po
 
 def kernel_rows(counts: Counts, algorithms: Algorithms) -> pa.Table:
     """``itemitem``'s click-based rows (the algorithms ``algorithms.compute`` names), by the kernels, from the stored counts."""
+    return cooccurrence.rows_table(*kernel_lists(counts, algorithms))
+
+
+def kernel_lists(
+    counts: Counts, algorithms: Algorithms, ranked: tuple[cooccurrence.Ranked, np.ndarray] | None = None
+) -> tuple[cooccurrence.Items, cooccurrence.Lists]:
+    """The items and the lists :func:`kernel_rows` gives the rows of; ``ranked``: row-local lists to start from, and
+    the rows to rank again (``engine.pipeline.kept_lists``)."""
     items = counts.item_table()
     lists = cooccurrence.top_lists(
         items,
@@ -62,8 +70,9 @@ def kernel_rows(counts: Counts, algorithms: Algorithms) -> pa.Table:
         min_support=algorithms.min_support,
         sr_window=algorithms.sr_window,
         compute=algorithms.compute,
+        ranked=ranked,
     )
-    return cooccurrence.rows_table(items, lists)
+    return items, lists
 
 
 def sql_rows(connection: duckdb.DuckDBPyConnection, parameters: dict, timed: Timed) -> pa.Table:

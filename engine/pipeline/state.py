@@ -33,6 +33,7 @@ import pyarrow as pa
 from engine import sqlfiles
 from engine.config import Config
 from engine.ingest import ledger
+from engine.pipeline import kept_lists
 from engine.pipeline.counts import ITEMS, MATRICES, Counts, Kept, matrices
 from engine.publish.store import Store
 from engine.udfs.pairs import PairRows
@@ -43,11 +44,13 @@ TABLES = ("ingested_files", "event_batches", "items", "tenant_sessions", "kept_f
 """The state's tables in the warehouse (``tenant_sessions`` is also one analysts read)."""
 BATCHES = pa.schema([("path", pa.string()), ("build_id", pa.string()), ("events", pa.int64())])
 KEPT_FILES = pa.schema([("part", pa.string()), ("path", pa.string()), ("rows", pa.int64()), ("checksum", pa.string())])
-"""``kept_files``: the store files the counts, the catalogue and the test sessions are kept in (parts ``<matrix>_base``,
-``<matrix>_delta``, ``catalogue``, ``test_sessions``)."""
+"""``kept_files``: the store files the counts, the catalogue, the test sessions and the ranked lists are kept in (parts
+``<matrix>_base``, ``<matrix>_delta``, ``catalogue``, ``test_sessions``, ``lists``; the training's prefixed)."""
 TRAINING = "training_"
 """The prefix of the training counts' tables and ``kept_files`` parts (``training_items``, ``training_pairs_base``, ...)."""
 TEST_SESSIONS = "test_sessions"
+LISTS = "lists"
+"""The ``kept_files`` part of the lists ranked from the counts, beside ``lists_changes`` (``training_``: the training's)."""
 """The ``kept_files`` part of the evaluation's test sessions."""
 TRAINING_TABLES = ("training", "training_items", "training_tenant_sessions")
 """The training counts' tables: optional (a build without the evaluation keeps none)."""
@@ -64,6 +67,7 @@ class Training:
     newest: dt.datetime | None  # the newest event before the cut-off, where the training's look-back window ends
     counts: Counts
     test_sessions: str | None = None  # the store file of the test sessions after the cut-off (sql/test_sessions.sql)
+    lists: kept_lists.Files | None = None  # the lists ranked from the counts
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class State:
     counts: Counts
     catalogue: dict | None  # the kept catalogue: its store path and the sha256 of the file it copies
     training: Training | None  # None: the last build kept no training counts
+    lists: kept_lists.Files | None = None  # the lists ranked from the counts
 
 
 def counted_with(config: Config) -> dict[str, Any]:
@@ -129,7 +134,7 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         split = connection.execute(f"SELECT cutoff, newest_event FROM {database}.training").fetchone()
         if split is not None:
             counts = _counts(connection, database, store, parts, names, TRAINING)
-            training = Training(split[0], split[1], counts, parts.get(TEST_SESSIONS))
+            training = Training(split[0], split[1], counts, parts.get(TEST_SESSIONS), _lists(parts, TRAINING))
     return State(
         build_id=last[0],
         counted_with=counted,
@@ -141,7 +146,14 @@ def load(connection: duckdb.DuckDBPyConnection, store: Store, database: str | No
         counts=_counts(connection, database, store, parts, names),
         catalogue={"path": kept["catalogue"][0], "checksum": kept["catalogue"][1]} if "catalogue" in kept else None,
         training=training,
+        lists=_lists(parts),
     )
+
+
+def _lists(parts: dict[str, str], prefix: str = "") -> kept_lists.Files | None:
+    """The kept lists' files, as ``kept_files`` names them under ``prefix``."""
+    base = parts.get(f"{prefix}{LISTS}")
+    return kept_lists.Files(base, parts.get(f"{prefix}{LISTS}_changes")) if base else None
 
 
 def _counts(
@@ -209,6 +221,7 @@ def write(
     counts: Counts,
     catalogue: dict,
     itemitem_file: str,
+    lists: kept_lists.Files | None = None,
     training: Training | None = None,
 ) -> Counts:
     """Write the new state's tables into the warehouse being built; return ``counts`` with its files saved.
@@ -216,7 +229,8 @@ def write(
     ``carried``: the previous warehouse's ledger, batches and store files go
     on (not for a full build). ``batch`` is this build's event batch (path,
     events), if it ingested any file; ``catalogue`` the kept catalogue (its
-    store path, checksum and rows); ``training`` the evaluation's training
+    store path, checksum and rows); ``lists`` the files of the lists ranked
+    from ``counts``; ``training`` the evaluation's training
     counts, if it kept them. Pair counts are saved to the store only when
     they changed.
     """
@@ -231,8 +245,14 @@ def write(
         for part, rows, path in (("base", matrix.base, matrix.base_file), ("delta", matrix.delta, matrix.delta_file))
         if path is not None
     ] + [{"part": "catalogue", **catalogue}]
-    if training is not None and training.test_sessions is not None:
-        parts.append({"part": TEST_SESSIONS, "path": training.test_sessions, "rows": None, "checksum": None})
+    ranked = {"": lists, TRAINING: training.lists if training else None}
+    for part, path in (
+        (TEST_SESSIONS, training.test_sessions if training else None),
+        *((f"{prefix}{LISTS}", files.base) for prefix, files in ranked.items() if files),
+        *((f"{prefix}{LISTS}_changes", files.changes) for prefix, files in ranked.items() if files),
+    ):
+        if path is not None:
+            parts.append({"part": part, "path": path, "rows": None, "checksum": None})
     batches = [dict(row, build_id=build_id) for row in ([batch] if batch else [])]
     named = [row["path"] for row in batches] + [part["path"] for part in parts] + [itemitem_file]
     named = list(dict.fromkeys(named))

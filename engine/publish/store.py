@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-KINDS = ("events", "catalogue", "itemitem", "pairs", "evaluation")
+KINDS = ("events", "catalogue", "itemitem", "pairs", "lists", "evaluation")
 """The store's folders: one per kind of file."""
 
 

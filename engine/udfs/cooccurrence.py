@@ -90,6 +90,48 @@ class Items:
         return live[by_key.to_numpy()]
 
 
+ROW_LOCAL = slice(POPULAR, None)
+"""The list arrays' algorithms whose list of a product depends on its row of counts alone (the sequence-aware ones
+and the blend): a list is the same while its row is. cooccurrence's, jaccard's and llr's read the related products'
+and the tenant's sessions too."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The :data:`ROW_LOCAL` algorithms' lists as ranked from some counts: a later ranking of counts that differ from
+    those in some rows only ranks those rows again and takes the rest from here.
+
+    Either every item's lists (``rows`` None), or those of the items ``rows``
+    over an earlier ranking (``under``) that holds the others'.
+    """
+
+    related: np.ndarray  # int32 (algorithm, item, rank)
+    length: np.ndarray  # int32 (algorithm, item)
+    cooccurrence: np.ndarray | None  # as in Lists
+    score: np.ndarray | None
+    rows: np.ndarray | None = None  # int64: the items whose lists these are; None: every item's, by number
+    under: Ranked | None = None
+
+    @property
+    def items(self) -> int:
+        """How many items (numbered from 0) the lists cover."""
+        own = int(self.rows.max()) + 1 if self.rows is not None and self.rows.size else 0
+        return max(own, self.under.items if self.under else self.length.shape[1] if self.rows is None else 0)
+
+    def copy_into(self, arrays: list[np.ndarray], evidence: bool) -> None:
+        """Write the lists into ``arrays`` (related, length, and with ``evidence`` cooccurrence and score: the
+        :data:`ROW_LOCAL` part of each), the earlier ranking first."""
+        if self.under is not None:
+            self.under.copy_into(arrays, evidence)
+        own = [self.related, self.length, *((self.cooccurrence, self.score) if evidence else ())]
+        for whole, values in zip(arrays, own, strict=True):
+            assert values is not None, "the ranked lists hold the evidence asked for"
+            if self.rows is None:
+                whole[:, : values.shape[1]] = values
+            else:
+                whole[:, self.rows] = values
+
+
 @dataclass(frozen=True)
 class Lists:
     """Every algorithm's top lists per item (first axis: :data:`ALGORITHMS` but popular), and ``popular``'s leaders per tenant."""
@@ -102,6 +144,15 @@ class Lists:
     tenants: list[tuple[int, int]]  # (first, end) positions in by_order of each tenant, in tenant order
     leaders: np.ndarray  # int32 (tenant, top_n + 1): most-viewed items, -1 where a tenant has fewer
 
+    def row_local(self) -> Ranked:
+        """The :data:`ROW_LOCAL` algorithms' lists (views of these arrays), for a later ranking to start from."""
+        return Ranked(
+            self.related[ROW_LOCAL],
+            self.length[ROW_LOCAL],
+            None if self.cooccurrence is None else self.cooccurrence[ROW_LOCAL],
+            None if self.score is None else self.score[ROW_LOCAL],
+        )
+
 
 def top_lists(
     items: Items,
@@ -113,6 +164,7 @@ def top_lists(
     compute: Collection[str] = ALGORITHMS,
     threads: int | None = None,
     evidence: bool = True,
+    ranked: tuple[Ranked, np.ndarray] | None = None,
 ) -> Lists:
     """Each live item's top ``top_n`` related items by every algorithm but popular, and the popular leaders.
 
@@ -130,6 +182,9 @@ def top_lists(
         evidence: whether to keep each entry's count and score (``itemitem``'s rows need them; the
             evaluation reads only the related items): without, they are ranked in each thread's own rows,
             and the memory of two of the three list arrays is never touched.
+        ranked: the :data:`ROW_LOCAL` lists as ranked from counts that differ from ``counts`` in the rows
+            the bool array beside them marks (per item; items numbered since count as changed): only those
+            rows are ranked again (the lists must hold the evidence that ``evidence`` asks for).
     """
     n = len(items)
     threads = threads or numba.get_num_threads()
@@ -139,8 +194,15 @@ def top_lists(
     # Zeroed arrays whose pages are touched only where an algorithm is computed: the others stay empty lists.
     shape = (len(ALGORITHMS) - 1, n, top_n)
     related, length = np.zeros(shape, np.int32), np.zeros(shape[:2], np.int32)
-    ranked = shape if evidence else (shape[0], max(1, threads), top_n)  # without: a row per thread, reused
-    cooccurrence, score = np.zeros(ranked, np.int32), np.zeros(ranked, np.float64)
+    kept = shape if evidence else (shape[0], max(1, threads), top_n)  # without: a row per thread, reused
+    cooccurrence, score = np.zeros(kept, np.int32), np.zeros(kept, np.float64)
+    rows = np.arange(n, dtype=np.int64)  # the rows the row-local kernels rank
+    if ranked is not None:
+        earlier, changed = ranked
+        outputs = [related, length, *((cooccurrence, score) if evidence else ())]
+        earlier.copy_into([whole[ROW_LOCAL] for whole in outputs], evidence)
+        before = earlier.items
+        rows = np.flatnonzero(np.r_[changed[:before], np.ones(n - before, bool)])
 
     def into(first: int, count: int = 1) -> list[np.ndarray]:
         """The kernels' output arguments: algorithms ``first`` to ``first + count`` of the list arrays."""
@@ -169,7 +231,7 @@ def top_lists(
             follows, shared = _arrays(counts[FOLLOWING["sequential_rules_both"]], n), _arrays(counts["pairs"], n)
             follow_weight, pair_weight = blend_scale // scales["rules_both"], blend_scale // (sr_window + 1)
             weights = (min_support, follow_weight, pair_weight, blend_scale, top_n, threads, not evidence)
-            arguments = [*follows, *shared, items.sessions, order, *weights, *into(list_index(number))]
+            arguments = [*follows, *shared, items.sessions, order, rows, *weights, *into(list_index(number))]
             _top_blended(*arguments)
         else:
             matrix = FOLLOWING[algorithm]
@@ -177,6 +239,7 @@ def top_lists(
                 *_arrays(counts[matrix], n),
                 items.sessions,
                 order,
+                rows,
                 scales[matrix],
                 top_n,
                 threads,
@@ -331,18 +394,20 @@ def _top_followers(
     start0, length0, related0, count0,
     start1, length1, related1, count1,
     start2, length2, related2, count2,
-    sessions, order, scale, top_n, threads, own_rows,
+    sessions, order, rows, scale, top_n, threads, own_rows,
     related, counted, score, length,
 ):  # fmt: skip
-    """One follow matrix's lists: each live item's ``top_n`` products by summed count / ``scale``
+    """One follow matrix's lists: the ``top_n`` products of each live item of ``rows`` by summed count / ``scale``
     (``sql/ranked_steps.sql``), written into the last four arrays as :func:`_top_related` does."""
     n_items = sessions.size
-    n_chunks = max(1, min(n_items, threads))
+    n_chunks = max(1, min(rows.size, threads))
     for chunk in numba.prange(n_chunks):
         accumulated = np.zeros(n_items, dtype=np.int32)
         seen = np.full(n_items, -1, dtype=np.int32)
         touched = np.empty(n_items + 1, dtype=np.int32)
-        for a in range(chunk, n_items, n_chunks):
+        for k in range(chunk, rows.size, n_chunks):
+            a = rows[k]
+            length[0, a] = 0
             if sessions[a] == 0:
                 continue
             kept = 0
@@ -373,15 +438,16 @@ def _top_blended(
     pair_start0, pair_length0, pair_related0, pair_count0,
     pair_start1, pair_length1, pair_related1, pair_count1,
     pair_start2, pair_length2, pair_related2, pair_count2,
-    sessions, order, min_support, follow_weight, pair_weight, scale, top_n, threads, own_rows,
+    sessions, order, rows, min_support, follow_weight, pair_weight, scale, top_n, threads, own_rows,
     related, counted, score, length,
 ):  # fmt: skip
     """``sequence_blend``'s lists: the ``rules_both`` counts times ``follow_weight`` plus, for pairs that share at
     least ``min_support`` sessions, the sessions times ``pair_weight``, all over ``scale`` (``sql/ranked_steps.sql``),
-    written into the last four arrays as :func:`_top_related` does (``counted`` zeroed: it has no count).
+    written into the last four arrays as :func:`_top_related` does (``counted`` zeroed: it has no count), for the
+    items of ``rows``.
     """
     n_items = sessions.size
-    n_chunks = max(1, min(n_items, threads))
+    n_chunks = max(1, min(rows.size, threads))
     for chunk in numba.prange(n_chunks):
         followed = np.zeros(n_items, dtype=np.int32)
         shared = np.zeros(n_items, dtype=np.int32)
@@ -389,7 +455,9 @@ def _top_blended(
         seen_pairs = np.full(n_items, -1, dtype=np.int32)
         touched = np.empty(n_items + 1, dtype=np.int32)
         touched_pairs = np.empty(n_items + 1, dtype=np.int32)
-        for a in range(chunk, n_items, n_chunks):
+        for k in range(chunk, rows.size, n_chunks):
+            a = rows[k]
+            length[0, a] = 0
             if sessions[a] == 0:
                 continue
             n_touched = accumulate(start0, length0, related0, count0, a, 0, followed, seen, touched)
