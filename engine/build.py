@@ -260,7 +260,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             else:
                 reused = held.pop("reused", None)
                 items, ranked = itemitem.kernel_lists(counted, algorithms, reused[1:] if reused else None)
-                held["lists"] = kept_lists.save(store, result.build_id, ranked, algorithms, reused)
+                held["lists"] = background.submit(kept_lists.save, store, result.build_id, ranked, algorithms, reused)
                 rows = cooccurrence.rows_table(items, ranked)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
@@ -283,7 +283,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
         if config.evaluation.enabled:
             kept_training = incremental.training if incremental else None
             trained = held["trained"].numbered_as(counted) if "trained" in held else None
-            training = _evaluate(connection, config, store, counted, kept_training, trained, pairs, result, timed)
+            training = _evaluate(
+                connection, config, store, counted, kept_training, trained, pairs, result, timed, background
+            )
         timed("itemitem", stored.result)
         result.ingest = _ingest_rows(ingested)
         counted = state.write(
@@ -296,7 +298,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             counts=counted,
             catalogue={key: held["catalogue"][key] for key in ("path", "rows", "checksum")},
             itemitem_file=store.relative(itemitem_file),
-            lists=held.get("lists"),
+            lists=held["lists"].result() if "lists" in held else None,
             training=training,
         )
         crashpoints.reach("stored")
@@ -404,6 +406,7 @@ def _evaluate(
     pairs: str,
     result: BuildResult,
     timed,
+    background: concurrent.futures.Executor,
 ) -> state.Training | None:
     """Score this build's algorithms on the evaluation split into ``evaluation``; return the training counts to keep.
 
@@ -412,7 +415,7 @@ def _evaluate(
     (``kept``) changed by delta when this build counts incrementally, else
     ``counted`` less the test period's sessions; so are the test sessions,
     when the cut-off did not move back. The SQL path counts its own and
-    keeps none.
+    keeps none. The training lists are kept (``background``) while the scores are computed.
     """
     split = evaluation.cutoff(connection, config)
     served = config.snapshots.gate_algorithm
@@ -437,20 +440,24 @@ def _evaluate(
         else:
             prefixed("training counts", train)
         trained, deltas = held["trained"]
+        saving: dict[str, concurrent.futures.Future[kept_lists.Files]] = {}
         tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
         reused = _reusable(store, kept, trained, deltas, config.algorithms, evidence=False) if kept else None
         scored = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,
             reused[1:] if reused else None,
+            lambda lists: saving.update(training=background.submit(
+                kept_lists.save, store, f"{result.build_id}-training", lists, config.algorithms, reused
+            )),
         )  # fmt: skip
         rows = scored.rows
         tested = store.new("evaluation", f"{result.build_id}-test-sessions.parquet")
         connection.table("test_sessions").write_parquet(str(tested))
         newest = sessions.newest(connection, until=split)
-        assert scored.lists is not None
-        lists = kept_lists.save(store, f"{result.build_id}-training", scored.lists, config.algorithms, reused)
-        training = state.Training(split, newest, trained.stored(deltas), store.relative(tested), lists)
+        training = state.Training(
+            split, newest, trained.stored(deltas), store.relative(tested), saving["training"].result()
+        )
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training
 

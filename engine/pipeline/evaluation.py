@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import duckdb
@@ -75,7 +76,6 @@ class Scored(NamedTuple):
     rows: pa.Table
     gains: dict[str, np.ndarray]
     sizes: np.ndarray
-    lists: cooccurrence.Lists | None = None  # the training lists they were scored on
 
 
 def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime:
@@ -258,11 +258,13 @@ def scored(
     served: str = AUTO,
     kept_test: list[str] | None = None,
     ranked: tuple[cooccurrence.Ranked, np.ndarray] | None = None,
+    keep: Callable[[cooccurrence.Lists], None] | None = None,
 ) -> Scored:
     """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions.
 
     ``kept_test``: the last build's test sessions, to change by delta (:func:`test_items`). ``ranked``: the
     row-local lists ranked from counts that differ in the rows it marks (``engine.pipeline.kept_lists``).
+    ``keep`` is called with the training lists as soon as they are ranked (a build keeps them while it scores).
     """
     held: dict[str, Any] = {}
 
@@ -303,9 +305,11 @@ def scored(
             rows = pa.concat_tables([rows, visit])
         gains, sizes = session_gains(ranks, session)
         scored_rows = with_session_intervals(rows.sort_by("algorithm"), gains, sizes, served)
-        held["scored"] = Scored(scored_rows, gains, sizes, held["lists"])
+        held["scored"] = Scored(scored_rows, gains, sizes)
 
     timed("training lists", rank)
+    if keep is not None:
+        keep(held["lists"])
     timed("scores", score)
     return held["scored"]
 
