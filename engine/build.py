@@ -260,7 +260,10 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             else:
                 reused = held.pop("reused", None)
                 items, ranked = itemitem.kernel_lists(counted, algorithms, reused[1:] if reused else None)
-                held["lists"] = background.submit(kept_lists.save, store, result.build_id, ranked, algorithms, reused)
+                if kept_lists.worth_keeping(algorithms):
+                    held["lists"] = background.submit(
+                        kept_lists.save, store, result.build_id, ranked, algorithms, reused
+                    )
                 rows = cooccurrence.rows_table(items, ranked)
             if result.visual:
                 parameters = {**algorithms.parameters(), "min_sessions": config.visual.min_sessions}
@@ -447,16 +450,20 @@ def _evaluate(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,
             reused[1:] if reused else None,
-            lambda lists: saving.update(training=background.submit(
+            (lambda lists: saving.update(training=background.submit(
                 kept_lists.save, store, f"{result.build_id}-training", lists, config.algorithms, reused
-            )),
+            ))) if kept_lists.worth_keeping(config.algorithms) else None,
         )  # fmt: skip
         rows = scored.rows
         tested = store.new("evaluation", f"{result.build_id}-test-sessions.parquet")
         connection.table("test_sessions").write_parquet(str(tested))
         newest = sessions.newest(connection, until=split)
         training = state.Training(
-            split, newest, trained.stored(deltas), store.relative(tested), saving["training"].result()
+            split,
+            newest,
+            trained.stored(deltas),
+            store.relative(tested),
+            saving["training"].result() if saving else None,
         )
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training

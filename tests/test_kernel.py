@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -298,6 +299,14 @@ def test_kept_lists_read_back_whole_or_as_changes_give_the_same_lists(tmp_path, 
     assert kept_lists.load(store, later, algorithms(5, 1), evidence=True) is None  # ranked otherwise: not reused
     training = kept_lists.save(store, "training", ranking(given, evidence=False)(before), given)
     assert kept_lists.load(store, training, given, evidence=True) is None  # no counts or scores kept
+
+
+def test_lists_are_kept_only_where_a_row_local_algorithm_is_computed():
+    """A build of llr's lists alone (the lean config) writes no kept lists: none of them could be reused."""
+    given = algorithms(10, 1)
+    assert kept_lists.worth_keeping(given)
+    assert not kept_lists.worth_keeping(msgspec.structs.replace(given, compute=("llr", "popular")))
+    assert kept_lists.worth_keeping(msgspec.structs.replace(given, compute=("llr", "transitions")))
 
 
 def test_taking_every_session_away_leaves_nothing():

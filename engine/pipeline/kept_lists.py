@@ -27,7 +27,7 @@ import numpy as np
 from engine.config import Algorithms
 from engine.pipeline.counts import Counts
 from engine.publish.store import Store
-from engine.udfs.cooccurrence import Lists, Ranked
+from engine.udfs.cooccurrence import ROW_LOCAL_ALGORITHMS, Lists, Ranked
 from engine.udfs.pairs import PairRows
 
 log = logging.getLogger("etalage.build")
@@ -37,6 +37,12 @@ ARRAYS = ("related", "length", "cooccurrence", "score")
 PARAMETERS = "parameters.json"
 CHANGES_SHARE = 0.2
 """Kept lists are written whole again once the items whose lists changed since pass this share of them."""
+
+
+def worth_keeping(algorithms: Algorithms) -> bool:
+    """Whether the build computes a row-local algorithm, whose lists a later build could reuse (a build of llr's
+    lists alone keeps none)."""
+    return any(algorithm in algorithms.compute for algorithm in ROW_LOCAL_ALGORITHMS)
 
 
 def parameters(algorithms: Algorithms) -> dict:

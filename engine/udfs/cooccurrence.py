@@ -94,6 +94,8 @@ ROW_LOCAL = slice(POPULAR, None)
 """The list arrays' algorithms whose list of a product depends on its row of counts alone (the sequence-aware ones
 and the blend): a list is the same while its row is. cooccurrence's, jaccard's and llr's read the related products'
 and the tenant's sessions too."""
+ROW_LOCAL_ALGORITHMS = ALGORITHMS[POPULAR + 1 :]
+"""The algorithms of :data:`ROW_LOCAL`, in order."""
 
 
 @dataclass(frozen=True)
