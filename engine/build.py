@@ -445,7 +445,8 @@ def _evaluate(
         trained, deltas = held["trained"]
         saving: dict[str, concurrent.futures.Future[kept_lists.Files]] = {}
         tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
-        reused = _reusable(store, kept, trained, deltas, config.algorithms, evidence=False) if kept else None
+        evidence = evaluation.with_evidence(visual_rows)
+        reused = _reusable(store, kept, trained, deltas, config.algorithms, evidence=evidence) if kept else None
         scored = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,

@@ -277,7 +277,7 @@ def scored(
             min_support=algorithms.min_support,
             sr_window=algorithms.sr_window,
             compute=algorithms.compute,
-            evidence=False,
+            evidence=with_evidence(visual_rows),
             ranked=ranked,
         )
 
@@ -312,6 +312,11 @@ def scored(
         keep(held["lists"])
     timed("scores", score)
     return held["scored"]
+
+
+def with_evidence(visual_rows: pa.Table | None) -> bool:
+    """Whether the training lists keep each entry's count and score: only the visual blend reads them (as rows)."""
+    return visual_rows is not None
 
 
 def _transitions(table: pa.Table) -> dict[str, Any]:
