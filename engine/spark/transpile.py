@@ -18,6 +18,8 @@ engines compute it differently, is rewritten here and nowhere else
   ``avg(1.0)``); Spark would keep exact DECIMALs and return other types.
 * ``CAST(... AS JSON)`` becomes a cast to ``STRING``: Spark has no JSON type,
   and sqlglot's ``to_json`` would quote the text a second time.
+* A common table expression's ``MATERIALIZED`` or ``NOT MATERIALIZED`` is
+  dropped: it is advice to DuckDB's planner, which Spark's SQL cannot parse.
 * Table names can be renamed (``tables``): Spark's temporary views live in no
   schema, so the evaluation's ``holdout.itemitem`` needs a plain name there.
 
@@ -42,6 +44,7 @@ REWRITES = {
     "llr": "the Numba UDF llr(k11, k12, k21, k22) becomes Mahout's xLogX arithmetic as a SQL expression (ln is StrictMath.log)",
     "decimal literals": "1.0 is a DOUBLE, as DuckDB computes with it, not an exact Spark DECIMAL",
     "json": "CAST(x AS JSON) becomes CAST(x AS STRING): Spark has no JSON type",
+    "materialization": "a CTE's [NOT] MATERIALIZED, DuckDB planner advice, is dropped",
     "tables": "table names are renamed where the caller asks (Spark's temporary views have no schema)",
 }
 """What sqlglot cannot carry from DuckDB to Spark, and how this module carries it."""
@@ -162,6 +165,8 @@ def _portable(tree: exp.Expr) -> exp.Expr:
             return exp.cast(node.copy(), exp.DataType.build("DOUBLE"))
         if isinstance(node, exp.Cast) and node.to.is_type("json"):
             return exp.cast(node.this.copy(), exp.DataType.build("VARCHAR"))
+        if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
+            node.set("materialized", None)
         return node
 
     return tree.copy().transform(rewrite)
