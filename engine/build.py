@@ -173,7 +173,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             result.visual = visual_stage.compute(connection, config, folder, progress)
 
     with (
-        warehouse.rebuild(config.warehouse) as connection,
+        warehouse.rebuild(config.warehouse, config.memory_limit) as connection,
         tempfile.TemporaryDirectory(  # a killed build's is cleaned like staging
             prefix=f"{snapshot.STAGING_PREFIX}visual-", dir=config.snapshots.root
         ) as scratch,
@@ -231,6 +231,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 _changed_sessions(
                     connection, store, incremental, newest, held.get("batch"), held["catalogue"]["changed"], config
                 )
+                held["sessions"] = sqlfiles.scalar(
+                    connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
+                )
                 changed, deltas = incremental.counts.with_changes(connection, algorithms.sr_window)
                 held["reused"] = _reusable(store, incremental, changed, deltas, algorithms, evidence=True)
             elif split is not None:
@@ -243,9 +246,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             held["counted"] = changed.stored(deltas)
             if incremental is None:
                 return sum(changed.tenant_sessions.values())  # every session counted
-            return sqlfiles.scalar(
-                connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
-            )
+            return held["sessions"]
 
         if split is not None:
             timed("evaluation training counts", count_training)

@@ -261,6 +261,7 @@ class _Tables(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 class _Warehouse(Struct, frozen=True, forbid_unknown_fields=True):
     path: Path = Path("warehouse.duckdb")
+    memory_limit: str = ""
 
 
 class _Catalogue(Struct, frozen=True, forbid_unknown_fields=True):
@@ -280,6 +281,7 @@ class Config(_Tables, frozen=True, kw_only=True):
     warehouse: Path
     catalogue: Location
     source: Path | None = None
+    memory_limit: str = ""  # DuckDB's memory_limit for a build ("1GB"); "": DuckDB's default
 
 
 def load(path: Path) -> Config:
@@ -334,9 +336,23 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         warehouse=base / read.warehouse.path,
         catalogue=_location(read.catalogue.path, base, "catalogue.path"),
         source=source,
+        memory_limit=_memory_limit(read.warehouse.memory_limit),
     )
     _check(config)
     return config
+
+
+def _memory_limit(value: str) -> str:
+    """``warehouse.memory_limit`` as DuckDB reads it (``"1GB"``, ``"512MiB"``), checked by DuckDB itself."""
+    if value:
+        import duckdb
+
+        try:
+            duckdb.connect(config={"memory_limit": value}).close()
+        except duckdb.Error as error:
+            msg = f"warehouse.memory_limit = {value!r} is not a size DuckDB reads ({str(error).splitlines()[0]})"
+            raise ConfigError(msg) from None
+    return value
 
 
 def _check(config: Config) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -55,14 +55,18 @@ def create_table(
     table: str | None = None,
     temporary: bool = False,
     reading: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> None:
     """Create table ``table`` (default: ``name``) from ``sql/<name>.sql``, binding only the parameters it uses.
 
-    ``reading`` maps tables the file reads to the ones it should read instead.
+    ``reading`` maps tables the file reads to the ones it should read instead; ``columns`` keeps only
+    those of its columns (DuckDB then computes none of the others).
     """
     target = identifier(table or name)
     kind = "TEMPORARY TABLE" if temporary else "TABLE"
     sql = _read_from(name, reading)
+    if columns is not None:
+        sql = f"SELECT {', '.join(map(identifier, columns))} FROM (\n{sql}\n)"
     connection.execute(f"CREATE OR REPLACE {kind} {target} AS\n{sql}", _bound(name, values or {}))
 
 

@@ -195,6 +195,26 @@ def test_bad_parameter_value(shop):
     fails(shop, EXIT_BAD_INPUT, "algorithms.top_n must be an integer >= 1")
 
 
+@pytest.mark.parametrize("value", ["lots", "12 parsecs"])
+def test_memory_limit_that_duckdb_cannot_read(shop, value):
+    set_config(shop, "[warehouse]", f'[warehouse]\nmemory_limit = "{value}"')
+    fails(shop, EXIT_BAD_INPUT, f"warehouse.memory_limit = '{value}' is not a size DuckDB reads")
+
+
+def test_memory_limit_bounds_the_builds_duckdb_and_changes_no_row(shop):
+    """The limit reaches DuckDB; a build held below what its queries would take spills and writes the same rows."""
+    with warehouse.connect(memory_limit="100MB") as connection:
+        assert connection.execute("SELECT current_setting('memory_limit')").fetchone() == ("95.3 MiB",)
+    query = "SELECT * FROM itemitem ORDER BY ALL"
+    with warehouse.connect(shop / "warehouse.duckdb", read_only=True) as connection:
+        before = connection.execute(query).fetchall()
+    set_config(shop, "[warehouse]", '[warehouse]\nmemory_limit = "20MB"')
+    built = run_cli("build", "--full", "--config", str(shop / "etalage.toml"))
+    assert built.returncode == 0, built.stderr
+    with warehouse.connect(shop / "warehouse.duckdb", read_only=True) as connection:
+        assert connection.execute(query).fetchall() == before
+
+
 @pytest.mark.parametrize("value", ["0", "11", "2.5", "true"])
 def test_sr_window_out_of_range(shop, value):
     set_config(shop, "[algorithms]", f"[algorithms]\nsr_window = {value}")

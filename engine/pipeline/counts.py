@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import sqlfiles
+from engine.pipeline.sessions import drop_counted
 from engine.publish.store import Store
 from engine.udfs import cooccurrence, pairs, sequences
 from engine.udfs.pairs import PairRows
@@ -121,6 +122,8 @@ class Counts:
     def with_changes(self, connection: duckdb.DuckDBPyConnection, sr_window: int) -> tuple[Counts, dict[str, PairRows]]:
         """These counts plus what the tables ``counted_changes`` and ``counted_steps`` count; and each matrix's delta alone.
 
+        The tables are dropped once read (``sessions.drop_counted``).
+
         Gives new products the next numbers (``sql/new_items.sql``); the
         signed baskets of ``sql/baskets.sql`` change the sessions of each
         item (each basket holds an item once) and tenant, and count the pair
@@ -137,6 +140,7 @@ class Counts:
             steps = sqlfiles.query(connection, "step_lists").to_arrow_table() if self.follows else None
         finally:
             connection.unregister("items")
+        drop_counted(connection)  # read: their memory is the kernels' now
         lists = baskets.column("items").combine_chunks()
         signs = baskets.column("sign").to_numpy().astype(np.int32)
         sessions = np.zeros(items.num_rows, np.int64)

@@ -82,7 +82,7 @@ def publish(config: Config, source: str, *, force: bool = False) -> Published:
                 f"`etalage rollback {build_id}` makes it live again"
             )
             raise OutputRefused(msg)
-        with warehouse.rebuild(config.warehouse) as connection:
+        with warehouse.rebuild(config.warehouse, config.memory_limit) as connection:
             tables = {name: _folder(source, name) for name in (*TABLES, "builds", "evaluation")}
             for name, files in tables.items():
                 _check(connection, name, files)

@@ -48,12 +48,27 @@ def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
     connection.execute(f"LOAD '{path.replace(chr(39), chr(39) * 2)}'")
 
 
-def connect(path: Path | str = ":memory:", *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB connection with the Avro extension and etalage's UDFs loaded; no network access."""
+def connect(
+    path: Path | str = ":memory:", *, read_only: bool = False, memory_limit: str = ""
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB connection with the Avro extension and etalage's UDFs loaded; no network access.
+
+    ``memory_limit`` bounds DuckDB's memory (``warehouse.memory_limit``; "": DuckDB's default); past it, DuckDB
+    spills to a folder beside the database file.
+    """
+    limit = {"memory_limit": memory_limit} if memory_limit else {}
     connection = duckdb.connect(
         str(path),
         read_only=read_only,
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            # Memory DuckDB freed goes back to the system soon, not when 128 MiB more is held: a build's kernels and
+            # Arrow tables, which DuckDB's allocator does not serve, then reuse it (docs/benchmarks.md).
+            "allocator_flush_threshold": "16MB",
+            "allocator_background_threads": True,
+            **limit,
+        },
     )
     connection.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
     load_extension(connection, "avro")
@@ -108,8 +123,10 @@ def _first_wildcard(name: str) -> int:
 
 
 @contextlib.contextmanager
-def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def rebuild(path: Path, memory_limit: str = "") -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection to a new, empty warehouse that replaces ``path`` when the block succeeds.
+
+    ``memory_limit``: DuckDB's, as :func:`connect` takes it.
 
     Raises:
         locks.Busy: another build is running on the same warehouse.
@@ -120,7 +137,7 @@ def rebuild(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         building = path.with_name(f".{path.name}.building")
         _remove(building)
         try:
-            connection = connect(building)
+            connection = connect(building, memory_limit=memory_limit)
         except BaseException:
             _remove(building)  # a full disk fails the new file's first write
             raise

@@ -77,7 +77,6 @@ def generate(folder: Path, events: int) -> None:
     (folder / "last-hour").mkdir()
     pq.write_table(pa.concat_tables(hour), folder / "last-hour" / "events.parquet")
     (folder / "etalage.toml").write_text(config.example_toml("parquet"))
-    (folder / "lean.toml").write_text(lean_toml())
 
 
 def lean_toml() -> str:
@@ -205,6 +204,7 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, __file__, "_generate", str(folder), str(SIZES[label])], check=True, cwd=ROOT
             )
+        (folder / "lean.toml").write_text(lean_toml())  # written each run: a cached shop may hold an older one
         runs: dict[str, list[dict]] = {"plain": [], "lean": [], "default": [], "hourly": []}
         saved = folder / "saved-state"
         for number in range(options.rounds):
