@@ -227,11 +227,13 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
             held["trained"] = trained.stored(deltas)
 
         def count() -> int:
+            recounted = None  # an incremental build's changed sessions (every session otherwise)
             if incremental is not None:
                 _changed_sessions(
                     connection, store, incremental, newest, held.get("batch"), held["catalogue"]["changed"], config
                 )
-                held["sessions"] = sqlfiles.scalar(
+                # Read before with_changes drops the tables.
+                recounted = sqlfiles.scalar(
                     connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
                 )
                 changed, deltas = incremental.counts.with_changes(connection, algorithms.sr_window)
@@ -244,9 +246,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 sessions.count_changes(connection, None, after, steps=before.follows)
                 changed, deltas = before.with_changes(connection, algorithms.sr_window)
             held["counted"] = changed.stored(deltas)
-            if incremental is None:
-                return sum(changed.tenant_sessions.values())  # every session counted
-            return held["sessions"]
+            return sum(changed.tenant_sessions.values()) if recounted is None else recounted
 
         if split is not None:
             timed("evaluation training counts", count_training)

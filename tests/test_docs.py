@@ -83,8 +83,14 @@ def test_every_command_is_in_the_readme_and_the_docs():
 
 
 def test_every_config_key_is_documented_and_every_documented_key_exists():
-    keys = {"warehouse.path", "warehouse.memory_limit", "catalogue.path", "events.avro", "events.parquet"}
-    keys.add("events.mapping.<column>")
+    keys = {
+        "warehouse.path",
+        "warehouse.memory_limit",
+        "catalogue.path",
+        "events.avro",
+        "events.parquet",
+        "events.mapping.<column>",
+    }
     for table, kind in (
         ("algorithms", config.Algorithms),
         ("evaluation", config.Evaluation),
