@@ -375,8 +375,8 @@ def _changed_sessions(
         connection.execute(
             "CREATE OR REPLACE TEMPORARY TABLE catalogue_changes AS SELECT tenant, product_id FROM products LIMIT 0"
         )
-    for name, values in (("changed_sessions", window), ("changed_events", None)):
-        sqlfiles.create_table(connection, name, values, temporary=True)
+    sqlfiles.create_table(connection, "changed_sessions", window, temporary=True)
+    sessions.changed_events(connection)
     sqlfiles.create_table(connection, "events_before", temporary=True)
     sessions.count_changes(
         connection,

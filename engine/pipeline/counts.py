@@ -143,9 +143,10 @@ class Counts:
         drop_counted(connection)  # read: their memory is the kernels' now
         lists = baskets.column("items").combine_chunks()
         signs = baskets.column("sign").to_numpy().astype(np.int32)
-        sessions = np.zeros(items.num_rows, np.int64)
-        sessions[: self.sessions.size] = self.sessions
-        np.add.at(sessions, lists.flatten().to_numpy(), np.repeat(signs, pc.list_value_length(lists).to_numpy()))
+        each = np.repeat(signs, pc.list_value_length(lists).to_numpy())
+        # Summed as whole floats, which are exact far past any count of sessions.
+        sessions = np.bincount(lists.flatten().to_numpy(), weights=each, minlength=items.num_rows).astype(np.int64)
+        sessions[: self.sessions.size] += self.sessions
         tenant_sessions = dict(self.tenant_sessions)
         by_tenant = (
             pa.table({"tenant": baskets.column("tenant"), "sign": signs})

@@ -7,7 +7,7 @@ cut-off: they are the published counts minus what the sessions after it
 period cannot leak into what is scored, and the cost is that of the test
 period, not of all history. The lists are ranked from those counts by the
 same kernel as the published ones, and each test transition is looked up
-in them (``sql/test_items.sql``, ``sql/test_transitions.sql``): the talk's
+in them (``sql/test_transitions.sql``): the talk's
 MRR, next-item MRR@k and hit rate@k, catalogue coverage and popularity bias,
 exactly as ``sql/evaluation.sql`` defines them (the SQL path and the visual
 lists are scored by that file itself).
@@ -87,19 +87,18 @@ def cutoff(connection: duckdb.DuckDBPyConnection, config: Config) -> dt.datetime
     return newest - dt.timedelta(days=config.evaluation.test_days)
 
 
-def test_items(
+def test_sessions(
     connection: duckdb.DuckDBPyConnection, algorithms: Algorithms, split: dt.datetime, kept: list[str] | None
 ) -> None:
-    """The temporary tables ``test_items``, the sessions after ``split``, and ``test_sessions``, as the next build keeps them.
+    """The temporary table ``test_sessions``: the items of the sessions after ``split``, as the next build keeps them.
 
     The test sessions' events (``sql/test_events.sql``) are read as the
     training's are, through ``sql/session_items.sql``, so the same bot rules
-    drop the same kind of session on both sides of the split; then ordered
-    by ``sql/test_items.sql``. ``kept``: the store files of the last
-    build's ``test_sessions`` (cut off at or before ``split``), in an
-    incremental build after its counting: only the sessions it counts again
-    (``changed_sessions``, whose events are ``changed_events``) are read
-    (``sql/test_sessions_by_delta.sql``).
+    drop the same kind of session on both sides of the split. ``kept``: the
+    store files of the last build's ``test_sessions`` (cut off at or before
+    ``split``), in an incremental build after its counting: only the
+    sessions it counts again (``changed_sessions``, whose events are
+    ``changed_events``) are read (``sql/test_sessions_by_delta.sql``).
     """
     values = {**sessions.parameters(algorithms, None, None), "look_back_days": 0}  # every test event counts
     changed = "changed_" if kept is not None else ""
@@ -115,6 +114,11 @@ def test_items(
         sqlfiles.create_view(connection, "stored_rows", {"files": kept}, view="kept_test_sessions", temporary=True)
         sqlfiles.create_table(connection, "test_sessions_by_delta", {"cutoff": split}, table="test_sessions",
                               temporary=True)  # fmt: skip
+
+
+def test_items(connection: duckdb.DuckDBPyConnection) -> None:
+    """The temporary table ``test_items`` (``sql/test_items.sql``) from ``test_sessions``: what the evaluation's SQL
+    reads (the kernel path reads ``sql/test_transitions.sql``, which orders the sessions itself)."""
     sqlfiles.create_table(connection, "test_items", temporary=True, reading={"test_session_items": "test_sessions"})
 
 
@@ -187,13 +191,7 @@ def training_by_delta(
         "window_to": window[1],
     }
     sqlfiles.create_table(connection, "training_changes", values, temporary=True)
-    sqlfiles.create_table(
-        connection,
-        "changed_events",
-        table="training_events",
-        temporary=True,
-        reading={"changed_sessions": "training_changes"},
-    )
+    sessions.changed_events(connection, "training_changes", table="training_events")
     sqlfiles.create_table(
         connection, "events_before", table="training_events_before", temporary=True,
         reading={"changed_events": "training_events"},
@@ -262,7 +260,7 @@ def scored(
 ) -> Scored:
     """Rank the training counts (``trained`` plus its matrices' ``deltas``) and score the lists on the test sessions.
 
-    ``kept_test``: the last build's test sessions, to change by delta (:func:`test_items`). ``ranked``: the
+    ``kept_test``: the last build's test sessions, to change by delta (:func:`test_sessions`). ``ranked``: the
     row-local lists ranked from counts that differ in the rows it marks (``engine.pipeline.kept_lists``).
     ``keep`` is called with the training lists as soon as they are ranked (a build keeps them while it scores).
     """
@@ -282,7 +280,7 @@ def scored(
         )
 
     def score() -> None:
-        test_items(connection, algorithms, split, kept_test)
+        test_sessions(connection, algorithms, split, kept_test)
         connection.register("items", trained.items)
         try:
             steps = _transitions(sqlfiles.query(connection, "test_transitions").to_arrow_table())
@@ -512,6 +510,7 @@ def _scored_by_sql(
     parameters = {**algorithms.parameters(), "min_sessions": min_sessions}
     blended = itemitem.with_visual(connection, llr, visual_rows, counted, parameters)
     looks = blended.filter(pc.is_in(blended.column("algorithm"), pa.array(["visual", "visual_blend"])))
+    test_items(connection)
     rows, ranks, _ = _evaluated(connection, looks)
     return looks, rows, ranks
 
@@ -674,7 +673,8 @@ def scores_by_sql(
         held["rows"] = rows
 
     def score() -> None:
-        test_items(connection, algorithms, split, None)
+        test_sessions(connection, algorithms, split, None)
+        test_items(connection)
         rows, ranks, session = _evaluated(connection, held["rows"])
         against = served_by(rows, served)
         if against in ranks:

@@ -96,6 +96,19 @@ def count_changes(
         sqlfiles.create_view(connection, "counted_steps", temporary=True)
 
 
+def changed_events(
+    connection: duckdb.DuckDBPyConnection, changed: str = "changed_sessions", *, table: str = "changed_events"
+) -> None:
+    """The temporary table ``table``: ``sql/changed_events.sql`` for the sessions of the table ``changed``.
+
+    The first stored event of those sessions is found first (``sql/first_changed_event.sql``, reading two columns),
+    so that reading their events whole skips the stored events before it.
+    """
+    reading = {"changed_sessions": changed}
+    since = sqlfiles.scalar(sqlfiles.query(connection, "first_changed_event", reading=reading))
+    sqlfiles.create_table(connection, "changed_events", {"since": since}, table=table, temporary=True, reading=reading)
+
+
 def drop_counted(connection: duckdb.DuckDBPyConnection) -> None:
     """Drop what :func:`count_changes` made, once counted: its tables hold every counted session item (GBs at 20M)."""
     for view in ("counted_changes", "counted_steps"):

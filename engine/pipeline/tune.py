@@ -126,7 +126,7 @@ def tune(
 
 
 def _tested_alike(algorithms: Algorithms) -> tuple:
-    """What decides a trial's test sessions (``evaluation.test_items``): equal for two trials, they score the same."""
+    """What decides a trial's test sessions (``evaluation.test_sessions``): equal for two trials, they score the same."""
     return (algorithms.event_types, algorithms.max_session_items, algorithms.max_views_per_minute)
 
 

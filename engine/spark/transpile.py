@@ -53,6 +53,7 @@ INCREMENTAL = (
     "catalogue_changes",
     "changed_sessions",
     "changed_events",
+    "first_changed_event",
     "events_before",
     "counted_changes",
     "counted_steps",
