@@ -56,12 +56,11 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 from msgspec.structs import asdict
 
 from engine import sqlfiles
-from engine.config import Algorithms, Config
+from engine.config import Config
 from engine.ingest import catalogue, events, exposures, files, ledger
 from engine.pipeline import counts as counting
 from engine.pipeline import evaluation, itemitem, kept_lists, sessions, state, visual_stage
@@ -237,7 +236,9 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                     connection.execute("SELECT count(DISTINCT (tenant, session_id)) FROM counted_changes")
                 )
                 changed, deltas = incremental.counts.with_changes(connection, algorithms.sr_window)
-                held["reused"] = _reusable(store, incremental, changed, deltas, algorithms, evidence=True)
+                held["reused"] = kept_lists.reusable(
+                    store, incremental.lists, incremental.counts, changed, deltas, algorithms, evidence=True
+                )
             elif split is not None:
                 changed, deltas = evaluation.published_from_training(connection, held["trained"], algorithms, split)
             else:
@@ -260,7 +261,7 @@ def _build(config: Config, pairs: Literal["kernel", "sql"], force: bool, full: b
                 rows = _sql_rows(connection, config, newest, timed)
             else:
                 reused = held.pop("reused", None)
-                items, ranked = itemitem.kernel_lists(counted, algorithms, reused[1:] if reused else None)
+                items, ranked = itemitem.kernel_lists(counted, algorithms, reused.start if reused else None)
                 if kept_lists.worth_keeping(algorithms):
                     held["lists"] = background.submit(
                         kept_lists.save, store, result.build_id, ranked, algorithms, reused
@@ -447,11 +448,15 @@ def _evaluate(
         saving: dict[str, concurrent.futures.Future[kept_lists.Files]] = {}
         tested_before = kept.test_sessions if kept is not None and kept.cutoff <= split else None
         evidence = evaluation.with_evidence(visual_rows)
-        reused = _reusable(store, kept, trained, deltas, config.algorithms, evidence=evidence) if kept else None
+        reused = (
+            kept_lists.reusable(store, kept.lists, kept.counts, trained, deltas, config.algorithms, evidence=evidence)
+            if kept
+            else None
+        )
         scored = evaluation.scored(
             connection, trained, deltas, config.algorithms, split, prefixed, visual_rows,
             config.visual.min_sessions, served, store.paths([tested_before]) if tested_before else None,
-            reused[1:] if reused else None,
+            reused.start if reused else None,
             (lambda lists: saving.update(training=background.submit(
                 kept_lists.save, store, f"{result.build_id}-training", lists, config.algorithms, reused
             ))) if kept_lists.worth_keeping(config.algorithms) else None,
@@ -469,23 +474,6 @@ def _evaluate(
         )
     evaluation.record(connection, "evaluation", rows, config.algorithms, build_id=result.build_id, cutoff=split)
     return training
-
-
-def _reusable(
-    store: Store,
-    kept: state.State | state.Training,
-    counts: counting.Counts,
-    deltas: dict,
-    algorithms: Algorithms,
-    *,
-    evidence: bool,
-) -> tuple[kept_lists.Files, cooccurrence.Ranked, np.ndarray] | None:
-    """The files of the row-local lists ``kept`` ranked from its counts, the lists, and the rows of ``counts`` (its
-    counts with ``deltas``) to rank again; None where it kept none to reuse (``engine.pipeline.kept_lists``)."""
-    ranked = kept_lists.load(store, kept.lists, algorithms, evidence=evidence)
-    if kept.lists is None or ranked is None:
-        return None
-    return kept.lists, ranked, kept_lists.changed(kept.counts, counts, deltas)
 
 
 def _catalogue(

@@ -63,32 +63,57 @@ class Files:
     changes: str | None = None
 
 
-def save(
+@dataclass(frozen=True)
+class Reusable:
+    """Kept lists a ranking starts from: where they are kept, the lists (mapped), and which items to rank again."""
+
+    files: Files
+    ranked: Ranked
+    changed: np.ndarray  # bool per item of the counts being ranked
+
+    @property
+    def start(self) -> tuple[Ranked, np.ndarray]:
+        """The lists and the rows to rank again, as the kernel takes them (``cooccurrence.top_lists``' ``ranked``)."""
+        return self.ranked, self.changed
+
+
+def reusable(
     store: Store,
-    name: str,
-    lists: Lists,
+    files: Files | None,
+    before: Counts,
+    after: Counts,
+    deltas: dict[str, PairRows],
     algorithms: Algorithms,
-    reused: tuple[Files, Ranked, np.ndarray] | None = None,
-) -> Files:
+    *,
+    evidence: bool,
+) -> Reusable | None:
+    """The lists kept in ``files``, ranked from ``before``, to rank ``after`` (``before`` plus ``deltas``) from;
+    None where there are none to reuse (:func:`load`)."""
+    ranked = load(store, files, algorithms, evidence=evidence)
+    if files is None or ranked is None:
+        return None
+    return Reusable(files, ranked, changed(before, after, deltas))
+
+
+def save(store: Store, name: str, lists: Lists, algorithms: Algorithms, reused: Reusable | None = None) -> Files:
     """Keep ``lists``' row-local lists in the store under ``name``.
 
-    ``reused``: the kept files and lists they were ranked from, and the rows
-    ranked again. While the rows changed since the kept base stay within
-    :data:`CHANGES_SHARE` of the items, only they are written, beside that
-    base; otherwise every list, as a new base.
+    ``reused``: the kept lists they were ranked from. While the rows changed
+    since the kept base stay within :data:`CHANGES_SHARE` of the items, only
+    they are written, beside that base; otherwise every list, as a new base.
     """
     ranked = lists.row_local()
     arrays = {array: getattr(ranked, array) for array in ARRAYS if getattr(ranked, array) is not None}
     if reused is not None:
-        files, earlier, changed = reused
+        earlier = reused.ranked
         since = earlier.rows if earlier.rows is not None else np.zeros(0, np.int64)
-        rows = np.union1d(since, np.flatnonzero(changed)).astype(np.int64)
-        if rows.size <= CHANGES_SHARE * changed.size:
+        rows = np.union1d(since, np.flatnonzero(reused.changed)).astype(np.int64)
+        if rows.size <= CHANGES_SHARE * reused.changed.size:
             folder = _folder(store, f"{name}-changes")
             np.save(folder / "rows.npy", rows)
             for array, values in arrays.items():
                 np.save(folder / f"{array}.npy", values[:, rows])
-            return Files(files.base, store.relative(folder))
+            return Files(reused.files.base, store.relative(folder))
     folder = _folder(store, name)
     for array, values in arrays.items():
         np.save(folder / f"{array}.npy", values)
