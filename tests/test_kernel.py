@@ -284,19 +284,21 @@ def test_kept_lists_read_back_whole_or_as_changes_give_the_same_lists(tmp_path, 
     rank, store = ranking(given), Store(tmp_path / "warehouse.duckdb")
     files = kept_lists.save(store, "first", rank(before), given)
     assert files.changes is None
-    loaded = kept_lists.load(store, files, given, evidence=True)
-    changed = kept_lists.changed(before, after, deltas)
-    second = rank(after, deltas, (loaded, changed))
+    reused = kept_lists.reusable(store, files, before, after, deltas, given, evidence=True)
+    assert reused is not None and reused.files == files
+    changed = reused.changed
+    second = rank(after, deltas, reused.start)
     monkeypatch.setattr(kept_lists, "CHANGES_SHARE", 1.0)
-    later = kept_lists.save(store, "second", second, given, (files, loaded, changed))
+    later = kept_lists.save(store, "second", second, given, reused)
     assert later.base == files.base and later.changes is not None
     again = kept_lists.load(store, later, given, evidence=True)
     assert again.rows.size == changed.sum() and again.items == after.sessions.size
     unchanged = np.zeros(after.sessions.size, bool)  # the same counts again: every list read back
     assert_same_lists(rank(after, deltas, (again, unchanged)), rank(after, deltas), given.top_n)
     monkeypatch.setattr(kept_lists, "CHANGES_SHARE", 0.0)  # too many changed: a whole copy again
-    assert kept_lists.save(store, "third", second, given, (files, loaded, changed)).changes is None
+    assert kept_lists.save(store, "third", second, given, reused).changes is None
     assert kept_lists.load(store, later, algorithms(5, 1), evidence=True) is None  # ranked otherwise: not reused
+    assert kept_lists.reusable(store, later, before, after, deltas, algorithms(5, 1), evidence=True) is None
     training = kept_lists.save(store, "training", ranking(given, evidence=False)(before), given)
     assert kept_lists.load(store, training, given, evidence=True) is None  # no counts or scores kept
 
